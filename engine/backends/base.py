@@ -1,0 +1,71 @@
+"""The one streaming contract every backend meets.
+
+A backend turns OpenAI-style messages plus sampling params into a stream of events:
+any number of `Delta`s, then exactly one `Finished`. It checks `cancel` between tokens,
+so a Stop or a client disconnect ends generation within one token.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..params import SamplingParams
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    text: str
+
+
+@dataclass(slots=True)
+class Metrics:
+    """Per-turn figures. None means "unknown" (a remote backend may not report it), never zero."""
+
+    prompt_tokens: int | None = None
+    prompt_eval_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    context_used: int | None = None
+    context_size: int | None = None
+    total_ms: float | None = None
+    queue_ms: float | None = None
+    dropped_messages: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class Finished:
+    finish_reason: str  # "stop" | "length" | "cancelled"
+    metrics: Metrics = field(default_factory=Metrics)
+
+
+Event = Delta | Finished
+
+
+class Backend(Protocol):
+    name: str  # "llama_cpp" | "openai"
+    serialised: bool  # True: the engine must hold its lock while streaming
+
+    def model_info(self) -> dict[str, Any]: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def count_tokens(self, messages: list[Message]) -> int | None:
+        """Tokens of the rendered prompt, or None when the backend cannot tell."""
+        ...
+
+    def context_size(self) -> int | None: ...
+
+    def stream(
+        self, messages: list[Message], params: SamplingParams, cancel: threading.Event
+    ) -> Iterator[Event]: ...
+
+    def close(self) -> None: ...

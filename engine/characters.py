@@ -1,0 +1,422 @@
+"""Characters (presets): the model, its YAML form, and PresetStore, the folder of presets.
+
+A preset is one YAML file, `<name>.yaml`, optionally with an avatar image next to it. Shipped presets are
+copied into the user's folder once; after that the user's copy is the only one that is read or written.
+Card import/export lives in engine.cards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import InvalidInput, NotFound, StorageError
+from .fsutil import atomic_write, move_to
+from .params import PARAM_NAMES, parse_params
+
+MAX_FILE_BYTES = 10 * 1024 * 1024
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NAME_RULE = "1-64 characters, only letters A-Z a-z, digits, '_' and '-'"
+AVATAR_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+MAX_NESTING = 100
+SEEDED_FILE = ".seeded.json"
+
+TEXT_FIELDS = (
+    "title",
+    "description",
+    "personality",
+    "scenario",
+    "system_prompt",
+    "greeting",
+    "example_dialogue",
+    "post_history_instructions",
+    "creator_notes",
+)
+
+
+class Character(BaseModel):
+    """A character or assistant preset. `title` is the display name that {{char}} renders to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="File stem and id: " + NAME_RULE + ".")
+    title: str = Field(default="", description="Display name; {{char}} renders to it. Empty means `name`.")
+    description: str = ""
+    personality: str = ""
+    scenario: str = ""
+    system_prompt: str = Field(
+        default="", description="Replaces the default system prompt; {{original}} inserts it."
+    )
+    greeting: str = Field(default="", description="The character's first message.")
+    alternate_greetings: list[str] = Field(default_factory=list)
+    example_dialogue: str = Field(
+        default="", description="Example turns; separate conversations with <START>."
+    )
+    post_history_instructions: str = Field(default="", description="A system note placed after the history.")
+    creator_notes: str = Field(default="", description="Notes for people; never sent to the model.")
+    sampling: dict[str, Any] = Field(default_factory=dict, description="Sampling parameter overrides.")
+    tags: list[str] = Field(default_factory=list)
+    avatar: str | None = Field(default=None, description="File name of an image next to the YAML file.")
+    card: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What an imported card held that has no field here, kept for export.",
+    )
+
+    @field_validator(*TEXT_FIELDS, mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return "" if v is None else v
+
+    @field_validator("alternate_greetings", "tags", mode="before")
+    @classmethod
+    def _none_is_empty_list(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+    @field_validator("sampling", "card", mode="before")
+    @classmethod
+    def _none_is_empty_dict(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        check_name(v, exc=ValueError)
+        return v
+
+    @field_validator("sampling")
+    @classmethod
+    def _valid_sampling(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = [k for k in v if k not in PARAM_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown sampling parameter(s): {', '.join(map(str, unknown))}. "
+                f"Known: {', '.join(PARAM_NAMES)}"
+            )
+        try:
+            parsed = parse_params(v).model_dump()
+        except InvalidInput as exc:
+            raise ValueError(exc.message.replace("'params.", "'sampling.")) from None
+        return {k: parsed[k] for k in v}  # normalised values, the user's order
+
+    @field_validator("avatar")
+    @classmethod
+    def _valid_avatar(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if (
+            not NAME_RE.fullmatch(Path(v).stem)
+            or Path(v).name != v
+            or Path(v).suffix.lower() not in AVATAR_EXTS
+        ):
+            raise ValueError(
+                f"must be the file name of an image next to the preset ({', '.join(AVATAR_EXTS)})"
+            )
+        return v
+
+    @field_validator("card")
+    @classmethod
+    def _valid_card(cls, v: dict[str, Any]) -> dict[str, Any]:
+        check_json_value(v, "card", exc=ValueError)
+        for key, value in v.items():
+            if key not in ("top", "data") or not isinstance(value, dict):
+                raise ValueError("card may only hold the mappings 'top' and 'data' (kept from an imported card)")
+        return v
+
+    @property
+    def display_name(self) -> str:
+        return self.title or self.name
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "preset") -> Character:
+        """Validate `data`, raising InvalidInput that names the bad field and says what was expected."""
+        if not isinstance(data, dict):
+            raise InvalidInput(f"{source}: expected a mapping of character fields, got {type_name(data)}.")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise invalid_character(exc, source) from None
+
+
+def invalid_character(exc: ValidationError, source: str) -> InvalidInput:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err.get("loc", ())) or "character"
+    if err.get("type") == "extra_forbidden":
+        known = ", ".join(Character.model_fields)
+        return InvalidInput(f"{source}: unknown field '{field}'. Known fields: {known}.", field=field)
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    return InvalidInput(f"{source}: invalid '{field}': {msg}.", field=field)
+
+
+def check_name(name: Any, *, exc: type[Exception] = InvalidInput) -> str:
+    """A preset name is used as a file stem, so it must never be able to leave its folder."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        shown = repr(name)[:80]
+        raise exc(f"{shown} is not a valid preset name: use {NAME_RULE}")
+    return name
+
+
+def safe_name(text: str, fallback: str = "character") -> str:
+    """A valid preset name made from free text ("Séraphine Dubois" -> "Seraphine_Dubois")."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_text).strip("_-")[:56].strip("_-")
+    return name or fallback
+
+
+def type_name(v: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "text", bool: "true/false", type(None): "null"}
+    return names.get(type(v), "a number" if isinstance(v, int | float) else type(v).__name__)
+
+
+def check_json_value(value: Any, where: str, *, exc: type[Exception] = InvalidInput) -> None:
+    """Only plain JSON values (text keys, finite numbers, valid Unicode), at most MAX_NESTING levels deep."""
+    stack: list[tuple[Any, str, int]] = [(value, where, 0)]
+    while stack:
+        v, path, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise exc(f"{where} is nested too deeply (more than {MAX_NESTING} levels)")
+        if isinstance(v, str):
+            _check_text(v, path, exc)
+        elif isinstance(v, float):
+            if v != v or v in (float("inf"), float("-inf")):
+                raise exc(f"{path} must be a finite number")
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    raise exc(f"{path} has a key that is not text: {k!r:.40}")
+                _check_text(k, path, exc)
+                stack.append((item, f"{path}.{k}", depth + 1))
+        elif isinstance(v, list):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(v))
+        elif v is not None and not isinstance(v, bool | int):
+            raise exc(f"{path} holds {type_name(v)}, which is not a JSON value")
+
+
+def _check_text(s: str, path: str, exc: type[Exception]) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise exc(f"{path} contains invalid Unicode (an unpaired surrogate)") from None
+
+
+# --- YAML ---------------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without aliases (no "billion laughs"); dates stay text."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not supported", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def _timestamp_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    return str(loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _represent_str(dumper: yaml.SafeDumper, s: str) -> yaml.Node:
+    # Block style keeps multi-line prompts readable; PyYAML falls back to quotes where block can't be exact.
+    return dumper.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InvalidInput(f"{source}: not valid YAML{where}: {exc.problem or exc}.") from None
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        raise InvalidInput(f"{source}: not valid YAML: {str(exc)[:200] or 'nested too deeply'}.") from None
+
+
+def character_to_yaml(character: Character) -> bytes:
+    data = character.model_dump(exclude_defaults=True)
+    data = {"name": character.name, "title": character.title, **data}
+    text = yaml.dump(data, Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=4096)
+    return text.encode("utf-8")
+
+
+def character_from_yaml(data: bytes, name: str, source: str | None = None) -> Character:
+    """Parse a preset file; the file stem is the name, whatever the file says."""
+    source = source or f"{name}.yaml"
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{source}: not UTF-8 text (bad byte at offset {exc.start}).") from None
+    obj = load_yaml(text, source)
+    if not isinstance(obj, dict):
+        raise InvalidInput(f"{source}: expected a mapping of character fields, got {type_name(obj)}.")
+    return Character.from_dict({**obj, "name": name}, source=source)
+
+
+# --- the store ----------------------------------------------------------------------------------------
+
+
+class PresetStore:
+    """Presets in `user_dir`, seeded once from `shipped_dir`; deleted ones go to `trash_dir`."""
+
+    def __init__(self, shipped_dir: Path, user_dir: Path, trash_dir: Path) -> None:
+        self.shipped_dir = Path(shipped_dir)
+        self.user_dir = Path(user_dir)
+        self.trash_dir = Path(trash_dir)
+        self.problems: list[str] = []  # messages about files list() skipped
+        self._lock = threading.RLock()
+        try:
+            self.user_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"Cannot create the presets folder {self.user_dir}: {exc.strerror or exc}."
+            ) from exc
+        self._seed()
+
+    def _seed(self) -> None:
+        """Copy each shipped preset once. A name recorded as seeded is never copied again."""
+        if not self.shipped_dir.is_dir() or self.shipped_dir.resolve() == self.user_dir.resolve():
+            return
+        record = self.user_dir / SEEDED_FILE
+        try:
+            seeded = set(json.loads(record.read_text("utf-8")))
+        except (OSError, ValueError, TypeError):
+            seeded = set()
+        new = sorted(p.stem for p in self.shipped_dir.glob("*.yaml") if NAME_RE.fullmatch(p.stem))
+        new = [n for n in new if n not in seeded]
+        if not new:
+            return
+        for name in new:
+            for src in self.shipped_dir.glob(f"{name}.*"):
+                dst = self.user_dir / src.name
+                if src.suffix.lower() in (".yaml", *AVATAR_EXTS) and not dst.exists():
+                    atomic_write(dst, src.read_bytes(), keep_backup=False)
+        atomic_write(record, json.dumps(sorted(seeded | set(new)), indent=0).encode(), keep_backup=False)
+
+    def _path(self, name: str) -> Path:
+        return self.user_dir / f"{check_name(name)}.yaml"
+
+    def is_shipped(self, name: str) -> bool:
+        return (
+            isinstance(name, str)
+            and bool(NAME_RE.fullmatch(name))
+            and (self.shipped_dir / f"{name}.yaml").is_file()
+        )
+
+    def get(self, name: str) -> Character:
+        path = self._path(name)
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise InvalidInput(
+                    f"{path.name} is larger than {MAX_FILE_BYTES // 2**20} MB; a preset should be small."
+                )
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"There is no preset named '{name}'.") from None
+        except OSError as exc:
+            raise StorageError(f"Cannot read {path.name}: {exc.strerror or exc}.") from exc
+        return character_from_yaml(data, name)
+
+    def save(self, character: Character) -> None:
+        with self._lock:
+            atomic_write(self._path(character.name), character_to_yaml(character))
+
+    def delete(self, name: str) -> None:
+        """Move the preset (and its own avatar and backup) to the trash folder."""
+        with self._lock:
+            path = self._path(name)
+            if not path.is_file():
+                raise NotFound(f"There is no preset named '{name}'.")
+            avatar = self.avatar_path(name, missing_ok=True)
+            move_to(self.trash_dir, path)
+            if avatar is not None and avatar.stem == name:  # a shared image stays
+                move_to(self.trash_dir, avatar)
+            backup = path.with_name(path.name + ".bak")
+            if backup.is_file():
+                move_to(self.trash_dir, backup)
+
+    def avatar_path(self, name: str, *, missing_ok: bool = False) -> Path | None:
+        """The preset's avatar image, or None when it has none (or the file is missing)."""
+        try:
+            avatar = self.get(name).avatar
+        except InvalidInput:
+            if not missing_ok:
+                raise
+            return None
+        if not avatar:
+            return None
+        path = self.user_dir / avatar  # validated by Character: a bare file name
+        return path if path.is_file() else None
+
+    def import_bytes(self, filename: str, data: bytes) -> Character:
+        """Import a card or preset file as a new preset with a fresh name; never overwrites anything."""
+        from . import cards  # cards builds Characters, so it imports this module
+
+        imported = cards.parse_card(data, filename)
+        with self._lock:
+            name = self._unique_name(imported.character.name)
+            avatar = f"{name}.png" if imported.avatar_png else None
+            character = imported.character.model_copy(update={"name": name, "avatar": avatar})
+            body = character_to_yaml(character)
+            if imported.avatar_png and avatar:
+                atomic_write(self.user_dir / avatar, imported.avatar_png, keep_backup=False)
+            try:
+                atomic_write(self._path(name), body, keep_backup=False)
+            except BaseException:
+                if avatar:
+                    (self.user_dir / avatar).unlink(missing_ok=True)
+                raise
+        return character
+
+    def _unique_name(self, base: str) -> str:
+        base = safe_name(base)[:56]
+        taken = {p.name.split(".", 1)[0].lower() for p in self.user_dir.iterdir()}
+        name, n = base, 2
+        while name.lower() in taken:
+            name, n = f"{base}-{n}", n + 1
+        return name
+
+    def export_card_json(self, name: str) -> bytes:
+        from . import cards
+
+        return cards.card_json(self.get(name))
+
+    def export_card_png(self, name: str) -> bytes:
+        from . import cards
+
+        character = self.get(name)
+        avatar = self.avatar_path(name)
+        image = avatar.read_bytes() if avatar is not None else None
+        return cards.card_png(character, image)
+
+    def list(self) -> list[Character]:
+        """All presets, sorted by name. A file that fails to load is skipped and reported in `problems`."""
+        found: list[Character] = []
+        problems: list[str] = []
+        for path in sorted(self.user_dir.glob("*.yaml"), key=lambda p: p.name.lower()):
+            if not NAME_RE.fullmatch(path.stem):
+                problems.append(f"Skipped {path.name}: the file name must be {NAME_RULE}, plus .yaml.")
+                continue
+            try:
+                found.append(self.get(path.stem))
+            except (InvalidInput, NotFound, StorageError) as exc:
+                problems.append(f"Skipped {path.name}: {exc.message}")
+        self.problems = problems
+        return found

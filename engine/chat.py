@@ -1,0 +1,213 @@
+"""A chat turn: messages -> fitted prompt -> backend stream, under one lock, with metrics.
+
+Every interface (UI, REST, OpenAI API, terminal) calls `Engine.stream`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from .backends.base import Backend, Delta, Event, Finished, Message
+from .errors import InvalidInput, ModelUnavailable
+from .logs import REQUESTS
+from .params import SamplingParams
+
+log = logging.getLogger("engine.chat")
+request_log = logging.getLogger(REQUESTS)
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The request waits for the model; `position` requests are ahead of it."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the user should know that did not stop the turn, e.g. a save that failed."""
+
+    level: str  # "warning" | "info"
+    message: str
+
+
+StreamEvent = Queued | Delta | Finished | Notice
+
+
+def validate_messages(messages: object) -> list[Message]:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidInput("'messages' must be a non-empty list of {role, content} objects.", field="messages")
+    out: list[Message] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise InvalidInput(f"messages[{i}] must be an object with 'role' and 'content'.", field="messages")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise InvalidInput(
+                f"messages[{i}].role must be one of {', '.join(ROLES)}; got {role!r}.", field=f"messages.{i}.role"
+            )
+        if not isinstance(content, str):
+            raise InvalidInput(f"messages[{i}].content must be a string.", field=f"messages.{i}.content")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def fit_messages(
+    messages: list[Message], count: Callable[[list[Message]], int | None], budget: int
+) -> tuple[list[Message], int]:
+    """Drop the oldest turns until the prompt fits `budget` tokens.
+
+    Leading system messages and the last message are never dropped. Returns (messages, dropped count).
+    """
+    head = 0
+    while head < len(messages) - 1 and messages[head]["role"] == "system":
+        head += 1
+    middle = messages[head:-1]
+
+    def fits(drop: int) -> bool:
+        n = count(messages[:head] + middle[drop:] + messages[-1:])
+        return n is None or n <= budget
+
+    if fits(0):
+        return messages, 0
+    lo, hi = 1, len(middle)  # find the fewest drops that fit (fits() grows with drop)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    drop = lo
+    # start the kept history on a user turn, as chat templates expect
+    while drop < len(middle) and middle[drop]["role"] != "user":
+        drop += 1
+    return messages[:head] + middle[drop:] + messages[-1:], drop
+
+
+class ModelQueue:
+    """FIFO access to one model. Waiters see their place in line and can give up."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._line: list[object] = []
+
+    def __len__(self) -> int:
+        return len(self._line)
+
+    def wait(self, ticket: object, cancel: threading.Event) -> Iterator[int]:
+        """Yield the place in line whenever it changes; return once `ticket` holds the model."""
+        with self._cond:
+            self._line.append(ticket)
+        last = -1
+        while True:
+            with self._cond:
+                pos = self._line.index(ticket)
+                if pos == 0:
+                    return
+                if pos == last:
+                    self._cond.wait(0.1)
+                    continue
+            if cancel.is_set():
+                return
+            last = pos
+            yield pos
+
+    def leave(self, ticket: object) -> None:
+        with self._cond:
+            if ticket in self._line:
+                self._line.remove(ticket)
+            self._cond.notify_all()
+
+
+class Engine:
+    """Owns the backend and its lock. Thin interfaces call `stream`."""
+
+    def __init__(self, backend: Backend | None, *, load_error: str | None = None, chat_content: bool = False):
+        self.backend = backend
+        self.load_error = load_error
+        self.queue = ModelQueue()
+        self.chat_content = chat_content
+        self._swap = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.backend is not None
+
+    def require_backend(self) -> Backend:
+        if self.backend is None:
+            raise ModelUnavailable(self.load_error or "No model is loaded. Pick one in the Models tab.")
+        return self.backend
+
+    def replace_backend(self, backend: Backend) -> None:
+        """Swap models once the running request is done; the old model is closed."""
+        ticket = object()
+        for _ in self.queue.wait(ticket, threading.Event()):
+            pass
+        try:
+            old, self.backend, self.load_error = self.backend, backend, None
+            if old is not None and old is not backend:
+                old.close()
+        finally:
+            self.queue.leave(ticket)
+
+    def stream(
+        self, messages: list[Message], params: SamplingParams, cancel: threading.Event | None = None
+    ) -> Iterator[StreamEvent]:
+        cancel = cancel or threading.Event()
+        backend = self.require_backend()
+        messages = validate_messages(messages)
+        queued_at = time.perf_counter()
+        ticket = object()
+        try:
+            if backend.serialised:
+                for pos in self.queue.wait(ticket, cancel):
+                    yield Queued(pos)
+                if cancel.is_set():
+                    yield Finished("cancelled")
+                    return
+                backend = self.require_backend()  # the model may have been switched while we waited
+            queue_ms = (time.perf_counter() - queued_at) * 1000
+            n_ctx = backend.context_size()
+            dropped = 0
+            if n_ctx:
+                budget = n_ctx - min(params.max_tokens, n_ctx // 2)
+                messages, dropped = fit_messages(messages, backend.count_tokens, budget)
+            for event in backend.stream(messages, params, cancel):
+                if isinstance(event, Finished):
+                    event.metrics.queue_ms = round(queue_ms, 1)
+                    event.metrics.dropped_messages = dropped
+                    self._log_turn(messages, event)
+                yield event
+        finally:
+            self.queue.leave(ticket)
+
+    def complete(self, messages: list[Message], params: SamplingParams) -> tuple[str, Finished]:
+        parts: list[str] = []
+        done = Finished("stop")
+        for event in self.stream(messages, params):
+            if isinstance(event, Delta):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                done = event
+        return "".join(parts), done
+
+    def _log_turn(self, messages: list[Message], done: Finished) -> None:
+        m = done.metrics
+        line = (
+            f"finish={done.finish_reason} prompt={m.prompt_tokens} eval={m.prompt_eval_tokens} "
+            f"completion={m.completion_tokens} ttft_ms={m.ttft_ms} tok_s={m.tokens_per_s} "
+            f"ctx={m.context_used}/{m.context_size} dropped={m.dropped_messages} queue_ms={m.queue_ms}"
+        )
+        if self.chat_content:
+            line += f" last_user={messages[-1]['content']!r}"
+        request_log.info(line)
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()

@@ -1,0 +1,218 @@
+"""YAML config -> validated settings. Seed-system keys load unchanged; env vars override the file.
+
+Env overrides: LLM_<SECTION>__<KEY>=value, e.g. LLM_MODEL__N_CTX=2048 or LLM_GPU__REQUIRED=true.
+Values are parsed as YAML scalars, so "true", "2048" and "0.5" get their natural types.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .params import SamplingParams
+
+log = logging.getLogger("engine.config")
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "config" / "model_config.yaml"
+DEFAULT_MODEL = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+ENV_PREFIX = "LLM_"
+
+KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(_Section):
+    path: str = Field(DEFAULT_MODEL, description="GGUF file; relative paths resolve from the project folder.")
+    n_ctx: int = Field(4096, ge=256, le=1_048_576, description="Context window in tokens.")
+    n_gpu_layers: int = Field(-1, ge=-1, le=10_000, description="Layers to offload to the GPU; -1 = all.")
+    n_batch: int = Field(512, ge=1, le=65_536, description="Prompt tokens evaluated per batch.")
+    n_threads: int | None = Field(None, ge=1, le=512, description="Decode threads; empty = all cores.")
+    use_mmap: bool = True
+    use_mlock: bool = False
+    flash_attn: bool = False
+    cache_type_k: str = Field("f16", pattern="^(" + "|".join(KV_TYPES) + ")$", description="KV cache type.")
+    cache_type_v: str = Field("f16", pattern="^(" + "|".join(KV_TYPES) + ")$", description="KV cache type.")
+    seed: int = Field(-1, ge=-1, le=2**32 - 1)
+    chat_format: str | None = Field(None, description="Override the GGUF's chat template (llama-cpp name).")
+
+
+class ChatSettings(_Section):
+    system_prompt: str = "You are a helpful assistant."
+    assistant_name: str = "Assistant"
+    user_name: str = "User"
+    preset: str | None = Field(None, description="Character preset picked for new chats.")
+
+
+class GpuSettings(_Section):
+    required: bool = Field(False, description="Refuse to run unless the model is offloaded to a GPU.")
+
+
+class BackendSettings(_Section):
+    kind: Literal["llama_cpp", "openai"] = "llama_cpp"
+    url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (kind: openai).")
+    api_key: str | None = None
+    model: str | None = None
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=1, le=65_535)
+    cors_origins: list[str] = Field(default_factory=list)
+    api_key: str | None = Field(None, description="Require 'Authorization: Bearer <key>' on /api and /v1.")
+    auth: str | None = Field(None, description="'user:pass' login for the UI.")
+
+
+class LoggingSettings(_Section):
+    level: str = "INFO"
+    chat_content: bool = Field(False, description="Write conversation text to the logs.")
+
+
+class Settings(_Section):
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    generation: SamplingParams = Field(default_factory=SamplingParams)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    gpu: GpuSettings = Field(default_factory=GpuSettings)
+    backend: BackendSettings = Field(default_factory=BackendSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    data_dir: str = "data"
+    presets_dir: str = "presets"
+    models_dir: str = "models"
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        if p.is_absolute():
+            return p
+        return p if p.exists() or not (ROOT / p).exists() else ROOT / p
+
+    @property
+    def model_path(self) -> Path:
+        return self.resolve(self.model.path)
+
+    @property
+    def data_path(self) -> Path:
+        return self.resolve(self.data_dir)
+
+
+# Keys that older llama.cpp / the seed system used. Each maps to its current equivalent or warns.
+MODEL_KEYS = set(ModelSettings.model_fields)
+_MOVED_TO_MODEL = MODEL_KEYS - {"path"}
+TOP_LEVEL_KEYS = {"data_dir", "presets_dir", "models_dir"}
+
+
+def _migrate(raw: dict[str, Any], source: str, warnings: list[str]) -> dict[str, Any]:
+    raw = dict(raw)
+    model = raw.get("model")
+    if isinstance(model, str):  # `model: path/to.gguf`
+        model = {"path": model}
+    model = dict(model) if isinstance(model, dict) else ({} if model is None else model)
+    if isinstance(model, dict):
+        for key in list(raw):
+            if key in _MOVED_TO_MODEL or key in ("f16_kv", "low_vram", "model_path"):
+                model.setdefault(key, raw.pop(key))
+        if "model_path" in model:
+            model.setdefault("path", model.pop("model_path"))
+        if "f16_kv" in model:
+            f16 = model.pop("f16_kv")
+            if "cache_type_k" not in model:
+                model["cache_type_k"] = model["cache_type_v"] = "f16" if f16 else "f32"
+            warnings.append(
+                f"{source}: 'f16_kv' is obsolete in llama.cpp; mapped to cache_type_k/v = "
+                f"{model['cache_type_k']}."
+            )
+        if "low_vram" in model:
+            model.pop("low_vram")
+            warnings.append(
+                f"{source}: 'low_vram' is obsolete in llama.cpp and is ignored; "
+                "lower model.n_gpu_layers or use a smaller cache_type_k/v to save VRAM."
+            )
+        if model:
+            raw["model"] = model
+    gen = raw.get("generation")
+    if isinstance(gen, dict) and "max_new_tokens" in gen:
+        gen = dict(gen)
+        gen.setdefault("max_tokens", gen.pop("max_new_tokens"))
+        raw["generation"] = gen
+    return raw
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) == 1 and parts[0] not in TOP_LEVEL_KEYS:
+            continue  # not ours (e.g. another tool's LLM_* variable)
+        try:
+            parsed = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError:
+            parsed = value
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = parsed
+    return out
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Settings, list[str]]:
+    """Load and validate settings. Returns (settings, warnings). Raises ConfigError naming key and file."""
+    cfg_path = Path(path) if path else DEFAULT_CONFIG
+    source = str(cfg_path)
+    warnings: list[str] = []
+    raw: Any = {}
+    if path is not None and not cfg_path.exists():
+        raise ConfigError(f"Config file not found: {source}. Pass --config with an existing YAML file.")
+    if cfg_path.exists():
+        try:
+            raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source} must be a YAML mapping of sections (model:, generation:, chat: ...).")
+    raw = _migrate(raw, source, warnings)
+    env = _env_overrides(dict(os.environ) if environ is None else environ)
+    if env:
+        raw = _deep_merge(raw, _migrate(env, "environment", warnings))
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(exc, source) from None
+    for w in warnings:
+        log.warning(w)
+    return settings, warnings
+
+
+def _config_error(exc: ValidationError, source: str) -> ConfigError:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err.get("loc", ()))
+    if err.get("type") == "extra_forbidden":
+        return ConfigError(f"Unknown config key '{key}' in {source}. Remove it or check its spelling.", field=key)
+    return ConfigError(f"Invalid config value for '{key}' in {source}: {err.get('msg')}.", field=key)

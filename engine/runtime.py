@@ -1,0 +1,125 @@
+"""The composition root: settings -> backend, engine, session and preset stores. UI, API and CLI share it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .backends.base import Backend
+from .characters import Character, PresetStore
+from .chat import Engine
+from .config import ModelSettings, Settings
+from .errors import EngineError, InvalidInput, ModelUnavailable
+from .gpu import GpuHistory, gpu_summary
+from .logs import setup_logging
+from .params import SamplingParams, parse_params
+from .sessions import SessionStore
+
+log = logging.getLogger("engine.runtime")
+
+
+def build_backend(settings: Settings, model: ModelSettings | None = None) -> Backend:
+    if settings.backend.kind == "openai":
+        from .backends.openai import OpenAIBackend
+
+        if not settings.backend.url:
+            raise ModelUnavailable("backend.kind is openai but no URL is set: pass --backend-url or backend.url.")
+        return OpenAIBackend(settings.backend.url, api_key=settings.backend.api_key, model=settings.backend.model)
+    from .backends.llama_cpp import LlamaCppBackend
+
+    model = model or settings.model
+    return LlamaCppBackend(model, settings.resolve(model.path), gpu_required=settings.gpu.required)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, warnings: list[str] | None = None, load: bool = True) -> None:
+        self.settings = settings
+        self.warnings = list(warnings or [])
+        self.data_dir = settings.data_path
+        setup_logging(self.data_dir, settings.logging.level)
+        self.sessions = SessionStore(self.data_dir)
+        self.presets = PresetStore(
+            shipped_dir=settings.resolve(settings.presets_dir),
+            user_dir=self.data_dir / "presets",
+            trash_dir=self.data_dir / "trash" / "presets",
+        )
+        self.models_dir = settings.resolve(settings.models_dir)
+        self.engine = Engine(None, chat_content=settings.logging.chat_content)
+        self.gpu_history = GpuHistory()
+        self.started_at = time.time()
+        self._switch_lock = threading.Lock()
+        if load:
+            self.load()
+
+    def load(self) -> None:
+        """Load the configured backend. A failure is kept as `load_error`: the server still starts."""
+        try:
+            self.engine.replace_backend(build_backend(self.settings))
+        except EngineError as exc:
+            self.engine.load_error = exc.message
+            log.error("model not loaded: %s", exc.message)
+
+    def switch_model(self, path: str, **overrides: Any) -> dict[str, Any]:
+        """Load another GGUF file; if it fails, the current model stays."""
+        with self._switch_lock:
+            candidate = self.resolve_model(path)
+            try:
+                model = ModelSettings.model_validate(
+                    {**self.settings.model.model_dump(), **overrides, "path": str(candidate)}
+                )
+            except ValueError as exc:
+                raise InvalidInput(f"Invalid model settings: {exc}") from None
+            backend = build_backend(self.settings, model)
+            self.engine.replace_backend(backend)
+            self.settings.model = model
+            return backend.model_info()
+
+    def resolve_model(self, path: str) -> Path:
+        p = Path(path)
+        if not p.is_absolute():
+            p = self.models_dir / p.name if (self.models_dir / p.name).exists() else self.settings.resolve(path)
+        if p.suffix.lower() != ".gguf":
+            raise InvalidInput(f"{p.name} is not a .gguf file.", field="path")
+        if not p.is_file():
+            raise InvalidInput(f"Model file not found: {p}. Put it in {self.models_dir}.", field="path")
+        return p
+
+    # --- helpers shared by every interface ---------------------------------------------------------
+
+    def character(self, name: str | None) -> Character | None:
+        return self.presets.get(name) if name else None
+
+    def params_for(self, character: Character | None, overrides: dict[str, Any] | None = None) -> SamplingParams:
+        """Config defaults, then the character's sampling, then the session's or request's values."""
+        base = self.settings.generation.model_dump()
+        if character:
+            base.update(character.sampling)
+        if overrides:
+            base.update(overrides)
+        return parse_params(base)
+
+    def model_info(self) -> dict[str, Any]:
+        backend = self.engine.backend
+        if backend is None:
+            return {"loaded": False, "error": self.engine.load_error, "path": self.settings.model.path}
+        return {"loaded": True, **backend.model_info()}
+
+    def health(self) -> dict[str, Any]:
+        backend = self.engine.backend
+        remote = backend.health() if backend is not None else {"ok": False, "error": self.engine.load_error}
+        ok = backend is not None and bool(remote.get("ok"))
+        return {
+            "status": "ok" if ok else "degraded",
+            "model": self.model_info(),
+            "backend": self.settings.backend.kind,
+            "backend_health": remote,
+            "gpu": gpu_summary(),
+            "queue": len(self.engine.queue),
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+    def close(self) -> None:
+        self.engine.close()

@@ -1,0 +1,96 @@
+"""python -m webui [--host 127.0.0.1] [--port 7860] [--config PATH] [--data-dir DIR] [--model PATH]
+[--backend llama_cpp|openai] [--backend-url URL] [--backend-key KEY]"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+
+from engine.errors import ConfigError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m webui", description="Local LLM chat: UI, REST API, OpenAI API.")
+    p.add_argument("--host", help="Address to bind (default 127.0.0.1, loopback only).")
+    p.add_argument("--port", type=int, help="Port (default 7860).")
+    p.add_argument("--config", help="YAML config (default config/model_config.yaml).")
+    p.add_argument("--data-dir", help="Where sessions, presets and logs live (default data).")
+    p.add_argument("--model", help="GGUF file to load (a name in models/ or a path).")
+    p.add_argument("--backend", choices=["llama_cpp", "openai"], help="Embedded model or a remote server.")
+    p.add_argument("--backend-url", help="Base URL of an OpenAI-compatible server (with --backend openai).")
+    p.add_argument("--backend-key", help="API key for the remote server.")
+    p.add_argument("--api-key", help="Require 'Authorization: Bearer KEY' on /api and /v1 (or LLM_SERVER__API_KEY).")
+    p.add_argument("--auth", help="'user:pass' login for the UI (needed to expose the UI on a LAN).")
+    p.add_argument("--cors-origin", action="append", default=None, help="Allow this browser origin (repeatable).")
+    return p.parse_args(argv)
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, object]:
+    out: dict[str, dict[str, object]] = {"server": {}, "backend": {}, "model": {}}
+    for key in ("host", "port", "api_key", "auth"):
+        if getattr(args, key) is not None:
+            out["server"][key] = getattr(args, key)
+    if args.cors_origin:
+        out["server"]["cors_origins"] = args.cors_origin
+    if args.backend:
+        out["backend"]["kind"] = args.backend
+    if args.backend_url:
+        out["backend"]["url"] = args.backend_url
+        out["backend"].setdefault("kind", "openai")
+    if args.backend_key:
+        out["backend"]["api_key"] = args.backend_key
+    if args.model:
+        out["model"]["path"] = args.model
+    merged: dict[str, object] = {k: v for k, v in out.items() if v}
+    if args.data_dir:
+        merged["data_dir"] = args.data_dir
+    return merged
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from engine.config import load_settings
+
+    try:
+        settings, warnings = load_settings(args.config, overrides=overrides_from(args))
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    if settings.model.path and args.model:
+        from pathlib import Path
+
+        m = Path(args.model)
+        if not m.is_absolute() and not m.exists() and (settings.resolve(settings.models_dir) / m.name).exists():
+            settings.model.path = str(settings.resolve(settings.models_dir) / m.name)
+    host = settings.server.host
+    if not is_loopback(host) and not (settings.server.auth or settings.server.api_key):
+        print(
+            "\n" + "!" * 78 + f"\n  WARNING: binding to {host} exposes the chat to your network WITHOUT a password."
+            "\n  Anyone who can reach this machine can use the model and read your chats."
+            "\n  Pass --auth user:pass (UI login) and --api-key KEY (API), or bind to 127.0.0.1.\n" + "!" * 78 + "\n",
+            file=sys.stderr,
+        )
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(settings, warnings=warnings)
+    print(f"Serving the chat UI at http://{host}:{settings.server.port}", flush=True)
+    uvicorn.run(app, host=host, port=settings.server.port, log_level="warning", timeout_graceful_shutdown=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""REST API (/api/*): thin translation between HTTP and the engine. The contract is in ARCHITECTURE.md."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.backends.base import Delta, Finished
+from engine.chat import StreamEvent, validate_messages
+from engine.conversation import new_session, prompt_messages, run_turn
+from engine.errors import EngineError, InvalidInput, TooLarge
+from engine.gpu import gpu_status
+from engine.models import list_models
+from engine.params import SamplingParams
+from engine.runtime import Runtime
+
+from .streaming import run_stream
+
+MAX_BODY = 10 * 1024 * 1024
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    messages: list[MessageIn] = Field(min_length=1)
+    preset: str | None = Field(None, description="Character preset name; its prompt and sampling apply.")
+    params: SamplingParams | None = Field(None, description="Sampling overrides; unknown names are rejected.")
+    session_id: str | None = Field(
+        None, description='Absent: stateless. "new": create a session. An id: continue it with one user turn.'
+    )
+
+
+class ChatReply(BaseModel):
+    reply: str
+    session_id: str | None = None
+    finish_reason: str
+    metrics: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorReply(BaseModel):
+    error: ErrorBody
+
+
+class ImportReply(BaseModel):
+    id: str
+
+
+class LoadModelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="A .gguf file name in models/, or a path.")
+    n_ctx: int | None = None
+    n_gpu_layers: int | None = None
+    flash_attn: bool | None = None
+    cache_type_k: str | None = None
+    cache_type_v: str | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorReply},
+    404: {"model": ErrorReply},
+    413: {"model": ErrorReply},
+    503: {"model": ErrorReply},
+}
+
+
+def sse(data: dict[str, Any], event: str | None = None) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+async def read_limited(request: Request, limit: int = MAX_BODY) -> bytes:
+    size = request.headers.get("content-length")
+    if size and size.isdigit() and int(size) > limit:
+        raise TooLarge(f"The body is over {limit // (1024 * 1024)} MB.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"The body is over {limit // (1024 * 1024)} MB.")
+    return bytes(body)
+
+
+def build_router(rt: Runtime) -> APIRouter:
+    api = APIRouter(prefix="/api", responses=ERRORS)
+
+    def turn_stream(body: ChatRequest, cancel: threading.Event) -> tuple[Iterator[StreamEvent], str | None]:
+        """Pick the stateless or the session path; return the event stream and the session id."""
+        overrides = body.params.model_dump(exclude_unset=True) if body.params else None
+        if body.session_id is None:
+            char = rt.character(body.preset)
+            msgs = validate_messages([m.model_dump() for m in body.messages])
+            if char is not None:
+                from engine.prompt import assemble
+
+                system = [m for m in msgs if m["role"] == "system"]
+                rest = [m for m in msgs if m["role"] != "system"]
+                msgs = assemble(char, rest, system_prompt=system[0]["content"] if system else None)
+            return rt.engine.stream(msgs, rt.params_for(char, overrides), cancel), None
+        last = body.messages[-1]
+        if last.role != "user":
+            raise InvalidInput("The last message must be the user's turn.", field="messages")
+        if body.session_id == "new":
+            system = next((m.content for m in body.messages if m.role == "system"), None)
+            session = new_session(rt, character=body.preset, system_prompt=system, params=overrides, greeting=False)
+            from engine.session_formats import ChatMessage, now_iso
+
+            earlier = [m for m in body.messages[:-1] if m.role != "system"]
+            session.messages.extend(ChatMessage(role=m.role, content=m.content, time=now_iso()) for m in earlier)
+        else:
+            session = rt.sessions.get(body.session_id)
+        events = run_turn(rt, session, user_text=last.content, params=overrides, cancel=cancel)
+        return events, session.id
+
+    @api.get("/health", summary="Server, model, backend and GPU status")
+    def health() -> dict[str, Any]:
+        return rt.health()
+
+    @api.post("/chat", response_model=ChatReply, summary="One chat turn, whole reply")
+    async def chat(body: ChatRequest) -> dict[str, Any]:
+        cancel = threading.Event()
+        holder: dict[str, Any] = {}
+
+        def make(c: threading.Event) -> Iterator[StreamEvent]:
+            events, holder["id"] = turn_stream(body, c)
+            return events
+
+        parts: list[str] = []
+        done = Finished("stop")
+        async for event in run_stream(make, cancel):
+            if isinstance(event, Delta):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                done = event
+        out = {"reply": "".join(parts), "finish_reason": done.finish_reason, "metrics": done.metrics.to_dict()}
+        if holder.get("id"):
+            out["session_id"] = holder["id"]
+        return out
+
+    @api.post(
+        "/chat/stream",
+        summary="One chat turn as server-sent events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "data: {delta} ... data: {done}"}},
+    )
+    async def chat_stream(body: ChatRequest) -> StreamingResponse:
+        cancel = threading.Event()
+        holder: dict[str, Any] = {}
+
+        def make(c: threading.Event) -> Iterator[StreamEvent]:
+            events, holder["id"] = turn_stream(body, c)
+            return events
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                async for event in run_stream(make, cancel):
+                    if isinstance(event, Delta):
+                        yield sse({"delta": event.text})
+                    elif isinstance(event, Finished):
+                        done: dict[str, Any] = {
+                            "done": True,
+                            "finish_reason": event.finish_reason,
+                            "metrics": event.metrics.to_dict(),
+                        }
+                        if holder.get("id"):
+                            done["session_id"] = holder["id"]
+                        yield sse(done)
+            except EngineError as exc:
+                yield sse({"error": exc.to_dict()}, event="error")
+            except Exception:  # never a traceback on the wire
+                yield sse({"error": {"type": "internal_error", "message": "Generation failed."}}, event="error")
+            finally:
+                cancel.set()
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+
+    # --- sessions ---------------------------------------------------------------------------------
+
+    @api.get("/sessions", summary="Sessions, newest first")
+    def sessions(q: str = "") -> list[dict[str, Any]]:
+        return [s.model_dump() for s in rt.sessions.list(q)]
+
+    @api.get("/sessions/{session_id}", summary="A session's JSON, as the UI downloads it")
+    def session(session_id: str) -> Response:
+        return Response(rt.sessions.export_bytes(session_id), media_type="application/json")
+
+    @api.get("/sessions/{session_id}/markdown", summary="A readable transcript")
+    def session_markdown(session_id: str) -> Response:
+        md = rt.sessions.to_markdown(rt.sessions.get(session_id))
+        return Response(md, media_type="text/markdown; charset=utf-8")
+
+    @api.post(
+        "/sessions/import",
+        response_model=ImportReply,
+        summary="Import a session: ours, OpenAI messages or text-generation-webui history",
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": {}}}, "required": True}},
+    )
+    async def import_session(request: Request) -> dict[str, str]:
+        data = await read_limited(request)
+        return {"id": rt.sessions.import_bytes(data).id}
+
+    @api.delete("/sessions/{session_id}", summary="Move a session to the trash")
+    def delete_session(session_id: str) -> dict[str, Any]:
+        rt.sessions.delete(session_id)
+        return {"deleted": session_id}
+
+    @api.get("/sessions/{session_id}/prompt", summary="The exact messages the model gets for this session")
+    def session_prompt(session_id: str) -> list[dict[str, str]]:
+        s = rt.sessions.get(session_id)
+        return prompt_messages(rt, s, s.messages)
+
+    # --- presets ----------------------------------------------------------------------------------
+
+    @api.get("/presets", summary="Character presets")
+    def presets() -> list[dict[str, Any]]:
+        return [
+            {**c.model_dump(exclude={"card"}), "shipped": rt.presets.is_shipped(c.name)} for c in rt.presets.list()
+        ]
+
+    @api.get("/presets/{name}", summary="One preset")
+    def preset(name: str) -> dict[str, Any]:
+        return rt.presets.get(name).model_dump()
+
+    @api.put("/presets/{name}", summary="Create or replace a preset")
+    async def put_preset(name: str, request: Request) -> dict[str, Any]:
+        from engine.characters import Character
+
+        try:
+            data = orjson.loads(await read_limited(request))
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"The body is not valid JSON: {exc}.") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("Expected a preset object.")
+        character = Character.from_dict({**data, "name": name}, source="request body")
+        rt.presets.save(character)
+        return character.model_dump()
+
+    @api.delete("/presets/{name}", summary="Move a preset to the trash")
+    def delete_preset(name: str) -> dict[str, Any]:
+        rt.presets.delete(name)
+        return {"deleted": name}
+
+    @api.post("/presets/import", summary="Import a character card (PNG/JSON V1-V3, tgw YAML, TavernAI) or preset")
+    async def import_preset(file: UploadFile = File(...)) -> dict[str, Any]:
+        data = await file.read(MAX_BODY + 1)
+        if len(data) > MAX_BODY:
+            raise TooLarge("The file is over 10 MB.")
+        return rt.presets.import_bytes(file.filename or "card", data).model_dump()
+
+    @api.get("/presets/{name}/card.json", summary="Export as a V2 character card (JSON)")
+    def card_json(name: str) -> Response:
+        return Response(
+            rt.presets.export_card_json(name),
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="{name}.json"'},
+        )
+
+    @api.get("/presets/{name}/card.png", summary="Export as a V2/V3 character card (PNG)")
+    def card_png(name: str) -> Response:
+        return Response(
+            rt.presets.export_card_png(name),
+            media_type="image/png",
+            headers={"Content-Disposition": f'attachment; filename="{name}.png"'},
+        )
+
+    # --- gpu and models ---------------------------------------------------------------------------
+
+    @api.get("/gpu", summary="GPU devices and VRAM, or why there is none")
+    def gpu() -> dict[str, Any]:
+        return gpu_status()
+
+    @api.get("/models", summary="GGUF files in models/ and the loaded model")
+    def models() -> dict[str, Any]:
+        return {
+            "loaded": rt.model_info(),
+            "available": [m.model_dump(mode="json") for m in list_models(rt.models_dir)],
+        }
+
+    @api.post("/models/load", summary="Load another model; the current one stays if loading fails")
+    def load_model(body: LoadModelRequest) -> dict[str, Any]:
+        overrides = body.model_dump(exclude_none=True, exclude={"path"})
+        return rt.switch_model(body.path, **overrides)
+
+    return api

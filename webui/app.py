@@ -1,0 +1,139 @@
+"""create_app(settings) -> FastAPI: /api, /v1, /docs, and the Gradio UI mounted at /."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+import gradio as gr
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.responses import Response
+
+from engine.config import Settings
+from engine.errors import EngineError
+from engine.runtime import Runtime
+
+from .api import build_router
+from .i18n import I18N
+from .openai_api import build_openai_router
+from .ui import build_ui
+
+log = logging.getLogger("webui")
+
+
+def _is_openai(request: Request) -> bool:
+    return request.url.path.startswith("/v1")
+
+
+def error_response(request: Request, status: int, kind: str, message: str, field: str | None = None) -> JSONResponse:
+    err: dict[str, Any] = {"type": kind, "message": message}
+    if _is_openai(request):
+        err.update(param=field, code=None)
+    elif field:
+        err["field"] = field
+    return JSONResponse({"error": err}, status_code=status)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+    field = ".".join(loc) or "body"
+    kind = err.get("type", "")
+    if kind == "json_invalid":
+        return "The body is not valid JSON.", "body"
+    if kind == "extra_forbidden":
+        return f"Unknown field '{field}'.", field
+    if kind == "missing":
+        return f"Missing required field '{field}'.", field
+    return f"Invalid value for '{field}': {err.get('msg')}.", field
+
+
+class ApiKeyMiddleware(BaseHTTPMiddleware):
+    def __init__(self, app: Any, key: str) -> None:
+        super().__init__(app)
+        self.key = key
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        path = request.url.path
+        if (path.startswith("/api/") or path.startswith("/v1/")) and path != "/api/health":
+            if request.method != "OPTIONS":
+                given = request.headers.get("authorization", "")
+                token = given[7:] if given.lower().startswith("bearer ") else ""
+                if not hmac.compare_digest(token.encode(), self.key.encode()):
+                    return error_response(
+                        request, 401, "authentication_error", "Missing or wrong API key: send 'Authorization: Bearer <key>'."
+                    )
+        return await call_next(request)
+
+
+def create_app(settings: Settings, *, warnings: list[str] | None = None, runtime: Runtime | None = None) -> FastAPI:
+    rt = runtime or Runtime(settings, warnings=warnings)
+    app = FastAPI(
+        title="Local LLM Chat",
+        description="Chat with local GGUF models: REST API with SSE streaming, and an OpenAI-compatible API.",
+        version="0.1.0",
+        docs_url="/docs",
+        redoc_url="/redoc",
+    )
+    app.state.runtime = rt
+
+    @app.exception_handler(EngineError)
+    async def engine_error(request: Request, exc: EngineError) -> JSONResponse:
+        return error_response(request, exc.status, exc.kind, exc.message, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, field = _validation_message(exc)
+        return error_response(request, 400, "invalid_request_error", message, field)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(request, 500, "internal_error", "Internal error; see data/logs/engine.log.")
+
+    app.include_router(build_router(rt))
+    app.include_router(build_openai_router(rt))
+    if settings.server.api_key:
+        app.add_middleware(ApiKeyMiddleware, key=settings.server.api_key)
+    # Same-origin only unless origins are configured. With this middleware present, Gradio adds no CORS of its own.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.server.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "DELETE"],
+        allow_headers=["Authorization", "Content-Type"],
+    )
+
+    @app.on_event("shutdown")
+    def _close() -> None:
+        rt.close()
+
+    auth = None
+    if settings.server.auth:
+        user, _, password = settings.server.auth.partition(":")
+        auth = (user, password)
+    blocks = build_ui(rt)
+    return gr.mount_gradio_app(
+        app,
+        blocks,
+        path="",
+        auth=auth,
+        i18n=I18N,
+        allowed_paths=[str(rt.presets.user_dir)],
+        footer_links=["api", "settings"],
+        run_history=False,
+        max_file_size="10mb",
+        show_error=True,
+        theme=gr.themes.Soft(),
+        css=CSS,
+    )
+
+
+CSS = """
+.status-line { font-size: 0.85em; opacity: 0.8; }
+footer { opacity: 0.7; }
+"""

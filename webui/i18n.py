@@ -1,0 +1,67 @@
+"""English and Japanese UI strings. Labels use I18N(key) (translated in the browser); server-side
+messages use tr(key, lang)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+EN: dict[str, str] = {
+    "app.title": "Local LLM Chat",
+    "tab.chat": "Chat",
+    "chat.character": "Character",
+    "chat.custom": "Custom (no character)",
+    "chat.message": "Message",
+    "chat.placeholder": "Type a message and press Enter",
+    "chat.send": "Send",
+    "chat.stop": "Stop",
+    "chat.regenerate": "Regenerate",
+    "chat.continue": "Continue",
+    "chat.delete_last": "Delete last exchange",
+    "chat.new": "New chat",
+    "chat.prev": "◀",
+    "chat.next": "▶",
+    "chat.details": "Message details",
+    "status.no_model": "No model loaded",
+    "status.waiting": "Waiting for the model: {n} ahead",
+    "status.generating": "Generating…",
+    "status.dropped": "{n} older messages were left out to fit the context window",
+    "status.ctx": "context {used}/{total}",
+    "status.session": "Session",
+    "status.new_session": "New chat (saved on the first message)",
+    "status.stopped": "stopped",
+}
+
+JA: dict[str, str] = {
+    "app.title": "ローカル LLM チャット",
+    "tab.chat": "チャット",
+    "chat.character": "キャラクター",
+    "chat.custom": "カスタム（キャラクターなし）",
+    "chat.message": "メッセージ",
+    "chat.placeholder": "メッセージを入力して Enter",
+    "chat.send": "送信",
+    "chat.stop": "停止",
+    "chat.regenerate": "再生成",
+    "chat.continue": "続きを生成",
+    "chat.delete_last": "最後のやり取りを削除",
+    "chat.new": "新しいチャット",
+    "chat.prev": "◀",
+    "chat.next": "▶",
+    "chat.details": "メッセージの詳細",
+    "status.no_model": "モデルが読み込まれていません",
+    "status.waiting": "モデルの順番待ち：前に {n} 件",
+    "status.generating": "生成中…",
+    "status.dropped": "コンテキストに収めるため、古いメッセージ {n} 件を省きました",
+    "status.ctx": "コンテキスト {used}/{total}",
+    "status.session": "セッション",
+    "status.new_session": "新しいチャット（最初のメッセージで保存）",
+    "status.stopped": "停止",
+}
+
+STRINGS = {"en": EN, "ja": JA}
+I18N = gr.I18n(en=EN, ja=JA)
+
+
+def tr(key: str, lang: str | None = "en", **fmt: object) -> str:
+    table = STRINGS.get((lang or "en")[:2], EN)
+    text = table.get(key) or EN.get(key, key)
+    return text.format(**fmt) if fmt else text

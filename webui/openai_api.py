@@ -1,0 +1,192 @@
+"""OpenAI-compatible API: GET /v1/models, POST /v1/chat/completions (streaming and not)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.backends.base import Delta, Finished
+from engine.chat import StreamEvent
+from engine.errors import EngineError, InvalidInput
+from engine.runtime import Runtime
+
+from .streaming import run_stream
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str
+    text: str | None = None
+
+
+class OAIMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[ContentPart] | None = ""
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """Unknown OpenAI fields are ignored; known ones are validated with our bounds."""
+
+    model_config = ConfigDict(extra="ignore")
+    messages: list[OAIMessage] = Field(min_length=1)
+    model: str | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1, le=131072)
+    max_completion_tokens: int | None = Field(None, ge=1, le=131072)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=-1, le=2**32 - 1)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    # llama.cpp-style extras that many clients send
+    top_k: int | None = Field(None, ge=0, le=1000)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(None, ge=0.0, le=3.0)
+
+    def sampling(self) -> dict[str, Any]:
+        out = self.model_dump(
+            include={
+                "temperature",
+                "top_p",
+                "max_tokens",
+                "stop",
+                "seed",
+                "presence_penalty",
+                "frequency_penalty",
+                "top_k",
+                "min_p",
+                "repeat_penalty",
+            },
+            exclude_none=True,
+        )
+        if self.max_completion_tokens and "max_tokens" not in out:
+            out["max_tokens"] = self.max_completion_tokens
+        return out
+
+
+def _finish_reason(reason: str) -> str:
+    return "length" if reason == "length" else "stop"
+
+
+def _usage(done: Finished) -> dict[str, int]:
+    m = done.metrics
+    prompt, completion = m.prompt_tokens or 0, m.completion_tokens or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def build_openai_router(rt: Runtime) -> APIRouter:
+    v1 = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+
+    def model_id() -> str:
+        info = rt.model_info()
+        return str(info.get("name") or rt.settings.model.path)
+
+    def prepare(body: ChatCompletionRequest) -> tuple[list[dict[str, str]], Any]:
+        msgs = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+        return msgs, rt.params_for(None, body.sampling())
+
+    @v1.get("/models", summary="The loaded model, in OpenAI's list format")
+    def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{"id": model_id(), "object": "model", "created": int(rt.started_at), "owned_by": "local"}],
+        }
+
+    @v1.post("/chat/completions", summary="Chat completion, OpenAI-compatible (stream or not)")
+    async def chat_completions(body: ChatCompletionRequest) -> Any:
+        msgs, params = prepare(body)
+        if msgs[-1]["role"] not in ("user", "assistant"):
+            raise InvalidInput("The last message must be from the user.", field="messages")
+        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        name = model_id()
+        cancel = threading.Event()
+
+        def make(c: threading.Event) -> Iterator[StreamEvent]:
+            return rt.engine.stream(msgs, params, c)
+
+        if not body.stream:
+            parts: list[str] = []
+            done = Finished("stop")
+            async for event in run_stream(make, cancel):
+                if isinstance(event, Delta):
+                    parts.append(event.text)
+                elif isinstance(event, Finished):
+                    done = event
+            return {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(parts)},
+                        "finish_reason": _finish_reason(done.finish_reason),
+                        "logprobs": None,
+                    }
+                ],
+                "usage": _usage(done),
+                "metrics": done.metrics.to_dict(),
+            }
+
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, usage: Any = None) -> bytes:
+            payload: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+                if delta is not None
+                else [],
+            }
+            if usage is not None:
+                payload["usage"] = usage
+            return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                async for event in run_stream(make, cancel):
+                    if isinstance(event, Delta):
+                        yield chunk({"content": event.text})
+                    elif isinstance(event, Finished):
+                        yield chunk({}, _finish_reason(event.finish_reason))
+                        if include_usage:
+                            yield chunk(None, usage=_usage(event))  # type: ignore[arg-type]
+            except EngineError as exc:
+                err = {"error": {"message": exc.message, "type": exc.kind, "param": exc.field, "code": None}}
+                yield b"data: " + orjson.dumps(err) + b"\n\n"
+            except Exception:
+                err = {"error": {"message": "Generation failed.", "type": "internal_error", "param": None, "code": None}}
+                yield b"data: " + orjson.dumps(err) + b"\n\n"
+            finally:
+                cancel.set()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    return v1

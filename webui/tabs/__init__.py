@@ -1,0 +1,1 @@
+"""One module per tab. Each exposes build(ctx) and wires its events."""

@@ -1,0 +1,274 @@
+"""Chat tab: streaming chatbot, Send/Stop/Regenerate/Continue/Delete/New, alternatives, status line."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from engine.backends.base import Delta, Finished
+from engine.chat import Notice, Queued
+from engine.conversation import new_session, run_turn
+from engine.errors import EngineError, NotFound
+from engine.prompt import greetings
+from engine.session_formats import Session
+
+from ..i18n import I18N, tr
+from .context import CUSTOM, UIContext
+
+UI_INTERVAL_S = 0.04  # at most 25 UI updates a second
+
+
+def to_chatbot(messages: list[Any]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in messages if m.role in ("user", "assistant")]
+
+
+def status_line(ctx: UIContext, session: Session | None, lang: str | None, extra: str = "") -> str:
+    rt = ctx.rt
+    info = rt.model_info()
+    parts = [f"**{info.get('name')}**" if info.get("loaded") else f"⚠ {tr('status.no_model', lang)}: {info.get('error')}"]
+    metrics = None
+    if session:
+        last = next((m for m in reversed(session.messages) if m.role == "assistant" and m.metrics), None)
+        metrics = last.metrics if last else None
+    if metrics:
+        if metrics.get("tokens_per_s"):
+            parts.append(f"{metrics['tokens_per_s']:.1f} tok/s")
+        if metrics.get("ttft_ms") is not None:
+            parts.append(f"TTFT {metrics['ttft_ms']:.0f} ms")
+        if metrics.get("context_used") is not None:
+            parts.append(tr("status.ctx", lang, used=metrics["context_used"], total=metrics.get("context_size") or "?"))
+        if metrics.get("dropped_messages"):
+            parts.append("⚠ " + tr("status.dropped", lang, n=metrics["dropped_messages"]))
+    if session:
+        parts.append(f"{tr('status.session', lang)}: {session.title or session.id} (`{session.id}`)")
+    else:
+        parts.append(tr("status.new_session", lang))
+    if extra:
+        parts.append(extra)
+    return " · ".join(parts)
+
+
+def load_session(ctx: UIContext, session_id: str | None) -> Session | None:
+    if not session_id:
+        return None
+    try:
+        return ctx.rt.sessions.get(session_id)
+    except (NotFound, EngineError):
+        return None
+
+
+def greeting_view(ctx: UIContext, character: str | None) -> list[dict[str, str]]:
+    if not character or character == CUSTOM:
+        return []
+    try:
+        char = ctx.rt.presets.get(character)
+    except EngineError:
+        return []
+    opening = greetings(char, ctx.rt.settings.chat.user_name)
+    return [{"role": "assistant", "content": opening[0]}] if opening and opening[0] else []
+
+
+def build(ctx: UIContext) -> None:
+    rt = ctx.rt
+    with gr.Row():
+        character = gr.Dropdown(
+            choices=ctx.character_choices(),
+            value=rt.settings.chat.preset or CUSTOM,
+            label=I18N("chat.character"),
+            scale=3,
+            elem_id="character-picker",
+        )
+        new_btn = gr.Button(I18N("chat.new"), scale=1, elem_id="new-chat")
+    chatbot = gr.Chatbot(
+        label="Chat",
+        height=520,
+        editable="user",
+        buttons=["copy", "copy_all"],
+        sanitize_html=True,
+        allow_tags=False,
+        render_markdown=True,
+        feedback_options=None,
+        elem_id="chatbot",
+        latex_delimiters=[],
+    )
+    with gr.Row():
+        message = gr.Textbox(
+            label=I18N("chat.message"),
+            placeholder=I18N("chat.placeholder"),
+            lines=1,
+            max_lines=8,
+            scale=8,
+            autofocus=True,
+            submit_btn=False,
+            elem_id="message",
+        )
+        send = gr.Button(I18N("chat.send"), variant="primary", scale=1, elem_id="send")
+        stop = gr.Button(I18N("chat.stop"), variant="stop", scale=1, elem_id="stop")
+    with gr.Row():
+        regen = gr.Button(I18N("chat.regenerate"), size="sm", elem_id="regenerate")
+        cont = gr.Button(I18N("chat.continue"), size="sm", elem_id="continue")
+        prev_alt = gr.Button(I18N("chat.prev"), size="sm", elem_id="prev-alt", min_width=40)
+        next_alt = gr.Button(I18N("chat.next"), size="sm", elem_id="next-alt", min_width=40)
+        delete_last = gr.Button(I18N("chat.delete_last"), size="sm", elem_id="delete-last")
+    status = gr.Markdown(elem_classes=["status-line"], elem_id="status-line")
+    with gr.Accordion(I18N("chat.details"), open=False):
+        details = gr.JSON(label=None, elem_id="message-details")
+
+    ctx.components.update(chatbot=chatbot, character=character, status=status)
+    sid, lang = ctx.session_id, ctx.lang
+
+    def stream_turn(session: Session, lang_value: str | None, request: gr.Request, **kw: Any) -> Iterator[Any]:
+        cancel = ctx.cancel_flag(request, fresh=True)
+        last_ui, extra = 0.0, tr("status.generating", lang_value)
+        view = to_chatbot(session.messages)
+        try:
+            for event in run_turn(rt, session, cancel=cancel, **kw):
+                if isinstance(event, Queued):
+                    extra = "⏳ " + tr("status.waiting", lang_value, n=event.position)
+                    yield view_of(session), session.id, status_line(ctx, session, lang_value, extra)
+                    extra = tr("status.generating", lang_value)
+                elif isinstance(event, Notice):
+                    gr.Warning(event.message)
+                elif isinstance(event, Delta):
+                    now = time.monotonic()
+                    if now - last_ui >= UI_INTERVAL_S:
+                        last_ui = now
+                        view = view_of(session)
+                        yield view, session.id, status_line(ctx, session, lang_value, extra)
+                elif isinstance(event, Finished):
+                    pass
+        except EngineError as exc:
+            gr.Warning(exc.message)
+        yield view_of(session), session.id, status_line(ctx, session, lang_value, alt_label(session))
+
+    def view_of(session: Session) -> list[dict[str, str]]:
+        return to_chatbot(session.messages)
+
+    def alt_label(session: Session) -> str:
+        last = session.messages[-1] if session.messages else None
+        if last is not None and last.role == "assistant" and len(last.alternatives) > 1:
+            return f"{last.selected + 1}/{len(last.alternatives)}"
+        return ""
+
+    def on_send(text: str, session_id: str | None, char: str | None, lang_value: str | None, request: gr.Request):
+        if not text or not text.strip():
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
+        session = load_session(ctx, session_id)
+        if session is None:
+            try:
+                session = new_session(rt, character=None if char in (None, CUSTOM) else char)
+            except EngineError as exc:
+                gr.Warning(exc.message)
+                yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                return
+        yield to_chatbot(session.messages) + [{"role": "user", "content": text}], "", session.id, gr.skip()
+        for view, new_id, line in stream_turn(session, lang_value, request, mode="send", user_text=text):
+            yield view, gr.skip(), new_id, line
+
+    def on_mode(mode: str):
+        def handler(session_id: str | None, lang_value: str | None, request: gr.Request):
+            session = load_session(ctx, session_id)
+            if session is None or not session.messages or session.messages[-1].role != "assistant":
+                gr.Warning(tr("chat.nothing_to_" + mode, lang_value) if False else f"There is no reply to {mode}.")
+                yield gr.skip(), gr.skip(), gr.skip()
+                return
+            yield from stream_turn(session, lang_value, request, mode=mode)
+
+        return handler
+
+    def on_stop(request: gr.Request) -> None:
+        ctx.cancel_flag(request).set()
+
+    def on_new(char: str | None, lang_value: str | None):
+        return greeting_view(ctx, char), None, status_line(ctx, None, lang_value)
+
+    def on_character(char: str | None, session_id: str | None, lang_value: str | None):
+        session = load_session(ctx, session_id)
+        current = (session.character_name if session else None) or CUSTOM
+        if session is not None and current == (char or CUSTOM):
+            return gr.skip(), gr.skip(), gr.skip()
+        return on_new(char, lang_value)  # picking another character starts a new chat with its greeting
+
+    def on_load(session_id: str | None, lang_value: str | None):
+        session = load_session(ctx, session_id)
+        choices = ctx.character_choices()
+        if session is None:
+            char = rt.settings.chat.preset or CUSTOM
+            return greeting_view(ctx, char), None, gr.update(choices=choices, value=char), status_line(ctx, None, lang_value)
+        return (
+            to_chatbot(session.messages),
+            session.id,
+            gr.update(choices=choices, value=session.character_name or CUSTOM),
+            status_line(ctx, session, lang_value, alt_label(session)),
+        )
+
+    def on_alt(step: int):
+        def handler(session_id: str | None, lang_value: str | None):
+            session = load_session(ctx, session_id)
+            if session is None or not session.messages or session.messages[-1].role != "assistant":
+                return gr.skip(), gr.skip()
+            last = session.messages[-1]
+            if len(last.alternatives) < 2:
+                return gr.skip(), gr.skip()
+            last.select((last.selected + step) % len(last.alternatives))
+            rt.sessions.save(session)
+            return to_chatbot(session.messages), status_line(ctx, session, lang_value, alt_label(session))
+
+        return handler
+
+    def on_delete_last(session_id: str | None, lang_value: str | None):
+        session = load_session(ctx, session_id)
+        if session is None or not session.messages:
+            return gr.skip(), gr.skip()
+        msgs = session.messages
+        cut = len(msgs) - 1
+        while cut > 0 and msgs[cut].role != "user":
+            cut -= 1
+        if msgs[cut].role != "user":
+            return gr.skip(), gr.skip()
+        del msgs[cut:]
+        rt.sessions.save(session, allow_shrink=True)
+        return to_chatbot(msgs), status_line(ctx, session, lang_value)
+
+    def on_edit(data: gr.EditData, session_id: str | None, lang_value: str | None, request: gr.Request):
+        session = load_session(ctx, session_id)
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        visible = [m for m in session.messages if m.role in ("user", "assistant")] if session else []
+        if session is None or index >= len(visible) or visible[index].role != "user":
+            yield gr.skip(), gr.skip(), gr.skip()
+            return
+        cut = session.messages.index(visible[index])
+        del session.messages[cut:]  # an edit truncates: the user asked for it
+        rt.sessions.save(session, allow_shrink=True)
+        yield from stream_turn(session, lang_value, request, mode="send", user_text=str(data.value))
+
+    def on_select(data: gr.SelectData, session_id: str | None):
+        session = load_session(ctx, session_id)
+        if session is None:
+            return None
+        visible = [m for m in session.messages if m.role in ("user", "assistant")]
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        if index >= len(visible):
+            return None
+        m = visible[index]
+        return {"role": m.role, "time": m.time, "metrics": m.metrics, "stopped": m.stopped, "versions": len(m.alternatives) or 1}
+
+    outs = [chatbot, message, sid, status]
+    send_ev = send.click(on_send, [message, sid, character, lang], outs, concurrency_limit=None)
+    submit_ev = message.submit(on_send, [message, sid, character, lang], outs, concurrency_limit=None)
+    regen_ev = regen.click(on_mode("regenerate"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
+    cont_ev = cont.click(on_mode("continue"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
+    edit_ev = chatbot.edit(on_edit, [sid, lang], [chatbot, sid, status], concurrency_limit=None)
+    chatbot.retry(on_mode("regenerate"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
+    stop.click(on_stop, None, None, cancels=[send_ev, submit_ev, regen_ev, cont_ev, edit_ev], queue=False)
+    new_btn.click(on_new, [character, lang], [chatbot, sid, status])
+    character.input(on_character, [character, sid, lang], [chatbot, sid, status])
+    prev_alt.click(on_alt(-1), [sid, lang], [chatbot, status])
+    next_alt.click(on_alt(1), [sid, lang], [chatbot, status])
+    delete_last.click(on_delete_last, [sid, lang], [chatbot, status])
+    chatbot.select(on_select, [sid], [details])
+    ctx.components["on_load"] = (on_load, [sid, lang], [chatbot, sid, character, status])
