@@ -60,7 +60,12 @@ TGW_FIELDS = {
     "example_dialogue": "example_dialogue",
 }
 LIST_FIELDS = ("alternate_greetings", "tags")
-DATA_DEFAULTS: dict[str, Any] = {"creator": "", "character_version": "", "extensions": {}, "group_only_greetings": []}
+DATA_DEFAULTS: dict[str, Any] = {
+    "creator": "",
+    "character_version": "",
+    "extensions": {},
+    "group_only_greetings": [],
+}
 EXPECTED = (
     "Expected a character card (PNG, or JSON with spec chara_card_v2/chara_card_v3, or V1 JSON with "
     "name/first_mes), TavernAI/Pygmalion JSON (char_name, char_persona, ...), a text-generation-webui "

@@ -126,7 +126,9 @@ class Character(BaseModel):
         check_json_value(v, "card", exc=ValueError)
         for key, value in v.items():
             if key not in ("top", "data") or not isinstance(value, dict):
-                raise ValueError("card may only hold the mappings 'top' and 'data' (kept from an imported card)")
+                raise ValueError(
+                    "card may only hold the mappings 'top' and 'data' (kept from an imported card)"
+                )
         return v
 
     @property
@@ -231,9 +233,14 @@ class _Dumper(yaml.SafeDumper):
     pass
 
 
+_ODD_BREAKS = re.compile("[\r\x85\u2028\u2029]")
+
+
 def _represent_str(dumper: yaml.SafeDumper, s: str) -> yaml.Node:
-    # Block style keeps multi-line prompts readable; PyYAML falls back to quotes where block can't be exact.
-    return dumper.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None)
+    # Block style keeps multi-line prompts readable (PyYAML falls back to quotes where it can't be exact).
+    # Line breaks other than \n would be normalised by a YAML reader, so those strings get escaped quotes.
+    style = '"' if _ODD_BREAKS.search(s) else "|" if "\n" in s else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", s, style=style)
 
 
 _Dumper.add_representer(str, _represent_str)

@@ -215,7 +215,9 @@ def test_v2_json_every_field() -> None:
 
 
 def test_v2_tolerates_null_and_missing_fields() -> None:
-    card = v2_card("Nully", description=None, personality=None, alternate_greetings=None, tags=None, extensions=None)
+    card = v2_card(
+        "Nully", description=None, personality=None, alternate_greetings=None, tags=None, extensions=None
+    )
     c = cards.parse_card(json.dumps(card).encode()).character
     assert (c.description, c.alternate_greetings, c.tags) == ("", [], [])
     minimal = cards.parse_card(json.dumps(v2_card("Min")).encode()).character
@@ -234,7 +236,12 @@ def test_v3_json_keeps_v3_fields() -> None:
         "creation_date": 1700000000,
         "modification_date": 1700000001,
     }
-    card = {**FULL_V2, "spec": "chara_card_v3", "spec_version": "3.0", "data": {**FULL_V2["data"], **v3_extra}}
+    card = {
+        **FULL_V2,
+        "spec": "chara_card_v3",
+        "spec_version": "3.0",
+        "data": {**FULL_V2["data"], **v3_extra},
+    }
     c = cards.parse_card(json.dumps(card, ensure_ascii=False).encode(), "aiko3.json").character
     assert c.title == "Aiko Tanaka"
     v3 = cards.to_v3(c)
@@ -266,7 +273,13 @@ def test_bad_sampling_in_card_extensions_is_invalid_input() -> None:
 def test_our_preset_yaml_imports() -> None:
     text = "name: My Bot\ngreeting: hi {{user}}\nsampling:\n  temperature: 0.5\navatar: gone.png\n"
     c = cards.parse_card(text.encode(), "bot.yaml").character
-    assert (c.name, c.title, c.greeting, c.avatar, c.sampling) == ("My_Bot", "My Bot", "hi {{user}}", None, {"temperature": 0.5})
+    assert (c.name, c.title, c.greeting, c.avatar, c.sampling) == (
+        "My_Bot",
+        "My Bot",
+        "hi {{user}}",
+        None,
+        {"temperature": 0.5},
+    )
 
 
 def test_tags_as_comma_text_are_split() -> None:
@@ -288,7 +301,10 @@ CARD = v2_card("Pixel", first_mes="beep")
         ("iTXt", png_with(before_idat=[itxt_chunk("chara", b64(CARD))])),
         ("iTXt compressed", png_with(after_idat=[itxt_chunk("chara", b64(CARD), compressed=True)])),
         ("iTXt raw JSON", png_with(after_idat=[itxt_chunk("chara", json.dumps(CARD).encode())])),
-        ("base64 with newlines", png_with(after_idat=[text_chunk("chara", b64(CARD)[:20] + b"\n" + b64(CARD)[20:])])),
+        (
+            "base64 with newlines",
+            png_with(after_idat=[text_chunk("chara", b64(CARD)[:20] + b"\n" + b64(CARD)[20:])]),
+        ),
         ("keyword case", png_with(after_idat=[text_chunk("Chara", b64(CARD))])),
         ("data after IEND", png_with(after_idat=[text_chunk("chara", b64(CARD))]) + b"trailing junk"),
     ],
@@ -301,7 +317,11 @@ def test_png_chunk_variants(label: str, png: bytes) -> None:
 
 @pytest.mark.parametrize("ccv3_first", [True, False])
 def test_ccv3_wins_over_chara(ccv3_first: bool) -> None:
-    v3 = {"spec": "chara_card_v3", "spec_version": "3.0", "data": {"name": "Three", "group_only_greetings": []}}
+    v3 = {
+        "spec": "chara_card_v3",
+        "spec_version": "3.0",
+        "data": {"name": "Three", "group_only_greetings": []},
+    }
     chunks = [text_chunk("chara", b64(v2_card("Two"))), itxt_chunk("ccv3", b64(v3))]
     png = png_with(after_idat=chunks[::-1] if ccv3_first else chunks)
     imported = cards.parse_card(png)
@@ -310,7 +330,9 @@ def test_ccv3_wins_over_chara(ccv3_first: bool) -> None:
 
 
 def test_broken_ccv3_falls_back_to_chara() -> None:
-    png = png_with(after_idat=[text_chunk("ccv3", b"!!not base64!!"), text_chunk("chara", b64(v2_card("Two")))])
+    png = png_with(
+        after_idat=[text_chunk("ccv3", b"!!not base64!!"), text_chunk("chara", b64(v2_card("Two")))]
+    )
     assert cards.parse_card(png).character.title == "Two"
 
 
@@ -362,8 +384,14 @@ ALIAS_BOMB = b'a: &a ["x","x"]\nb: &b [*a,*a]\nc: [*b,*b]\n'
         (b'{"spec": "chara_card_v9", "data": {}}', "unsupported card spec"),
         (b'{"spec": "chara_card_v2", "data": "x"}', "needs a 'data' object"),
         (b'{"spec": "chara_card_v2", "data": {"first_mes": "hi"}}', "no character name"),
-        (b'{"spec": "chara_card_v2", "data": {"name": "a", "first_mes": ["x"]}}', "'data.first_mes' should be text"),
-        (b'{"spec": "chara_card_v2", "data": {"name": "a", "tags": {"x": 1}}}', "'data.tags' should be a list"),
+        (
+            b'{"spec": "chara_card_v2", "data": {"name": "a", "first_mes": ["x"]}}',
+            "'data.first_mes' should be text",
+        ),
+        (
+            b'{"spec": "chara_card_v2", "data": {"name": "a", "tags": {"x": 1}}}',
+            "'data.tags' should be a list",
+        ),
         (b'{"name": "a", "first_mes": NaN}', "NaN is not a valid JSON value"),
         (b'{"name": "a", "first_mes": "\\ud800"}', "unpaired surrogate"),
         (b'{"name": "a", "first_mes": "x"', "not valid JSON"),
@@ -465,7 +493,9 @@ def test_fuzz_png_chunks(chunks: list[tuple[bytes, bytes, bytes]], after: bool) 
     parse_quietly(png_with(after_idat=raw) if after else png_with(before_idat=raw))
 
 
-GOOD_PNG = png_with(after_idat=[itxt_chunk("ccv3", b64(FULL_V2), compressed=True), text_chunk("chara", b64(CARD))])
+GOOD_PNG = png_with(
+    after_idat=[itxt_chunk("ccv3", b64(FULL_V2), compressed=True), text_chunk("chara", b64(CARD))]
+)
 
 
 @settings(max_examples=200, deadline=None)

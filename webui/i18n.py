@@ -58,7 +58,16 @@ JA: dict[str, str] = {
 }
 
 STRINGS = {"en": EN, "ja": JA}
-I18N = gr.I18n(en=EN, ja=JA)
+I18N = gr.I18n(en=EN, ja=JA)  # holds these same dicts, so add() before mounting reaches the browser
+
+
+def add(en: dict[str, str], ja: dict[str, str]) -> None:
+    """Register a tab's strings. Every key must exist in both languages."""
+    missing = set(en) ^ set(ja)
+    if missing:
+        raise ValueError(f"i18n keys missing in one language: {sorted(missing)}")
+    EN.update(en)
+    JA.update(ja)
 
 
 def tr(key: str, lang: str | None = "en", **fmt: object) -> str:

@@ -1,15 +1,21 @@
 """Remote backend: any OpenAI-compatible server (llama.cpp's llama-server, vLLM, llama_cpp.server).
 
 The remote batches requests itself, so `serialised` is False and the engine does not hold its lock.
-Sampling fields outside the OpenAI set (top_k, min_p, ...) are sent only when they differ from our
-defaults, so a plain OpenAI-style server works with default params. A server that rejects a field
-answers 400, which reaches the user as a BackendError quoting the server's message.
+
+Sampling fields outside the OpenAI set (top_k, min_p, typical_p, repeat_penalty, mirostat, grammar) are
+sent only when they differ from our defaults, so a strict OpenAI-style server works with default
+params; the server's own defaults then apply (llama-server's repeat_penalty default is 1.0, ours 1.1).
+A server that rejects a field answers 400, which reaches the user as a BackendError quoting it.
+
+llama_cpp.server: start it with `--interrupt_requests False`. By default it cuts a running reply short
+whenever another request arrives (even GET /v1/models), which we report as a BackendError.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import queue
 import socket
 import threading
 import time
@@ -19,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..errors import BackendError, ModelUnavailable
+from ..errors import BackendError, EngineError, ModelUnavailable
 from ..params import SamplingParams
 from .base import Delta, Event, Finished, Message, Metrics
 
@@ -29,6 +35,7 @@ _EXTRAS = {
     for k in ("top_k", "min_p", "typical_p", "repeat_penalty", "grammar")
 }
 _PROBE_TIMEOUT = 3.0  # seconds, for health and the small metadata calls
+_POLL = 0.05  # seconds between cancel checks while the remote is silent
 
 
 class OpenAIBackend:
@@ -40,7 +47,7 @@ class OpenAIBackend:
     ) -> None:
         url = base_url.strip().rstrip("/")
         # Accept both "http://host:8080" and "http://host:8080/v1".
-        self.url = url[: -len("/v1")] if url.endswith("/v1") else url
+        self.url = url.removesuffix("/v1")
         if urlsplit(self.url).scheme not in ("http", "https"):
             raise ModelUnavailable(f"The backend URL '{base_url}' must start with http:// or https://.")
         self.model = model
@@ -59,24 +66,29 @@ class OpenAIBackend:
 
     def model_info(self) -> dict[str, Any]:
         if not self.model:
-            with contextlib.suppress(ModelUnavailable, BackendError):
-                self._resolve_model()
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                self._models()
         return {"name": self.model or urlsplit(self.url).netloc, "backend": self.name, "url": self.url}
 
     def health(self) -> dict[str, Any]:
+        """/health first (llama-server, vLLM: cheap, never waits for a generation), else /v1/models."""
         out: dict[str, Any] = {"ok": False, "url": self.url}
         try:
-            r = self._client.get("/v1/models", timeout=_PROBE_TIMEOUT)
-            if r.status_code == 404:  # a server without the models list
-                r = self._client.get("/health", timeout=_PROBE_TIMEOUT)
+            r = self._client.get("/health", timeout=_PROBE_TIMEOUT)
+            if r.status_code == 404:
+                try:
+                    r = self._client.get("/v1/models", timeout=_PROBE_TIMEOUT)
+                except httpx.TimeoutException:
+                    # It answered /health, so it is up: llama_cpp.server's model list waits for the
+                    # running generation.
+                    out.update(ok=True, busy=True)
+                    return out
         except httpx.HTTPError as exc:
             out["error"] = self._unavailable(exc).message
             return out
         out["ok"] = r.is_success
         if not r.is_success:
             out["error"] = f"HTTP {r.status_code}: {_remote_message(r)}"
-        elif not self.model:
-            self.model = _first_model_id(r)
         return out
 
     def count_tokens(self, messages: list[Message]) -> int | None:
@@ -86,9 +98,8 @@ class OpenAIBackend:
         try:
             r = self._client.post("/apply-template", json={"messages": messages}, timeout=_PROBE_TIMEOUT)
             if r.is_success:
-                r = self._client.post(
-                    "/tokenize", json={"content": r.json()["prompt"]}, timeout=_PROBE_TIMEOUT
-                )
+                prompt = r.json()["prompt"]
+                r = self._client.post("/tokenize", json={"content": prompt}, timeout=_PROBE_TIMEOUT)
             if r.is_success:
                 return len(r.json()["tokens"])
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
@@ -103,15 +114,16 @@ class OpenAIBackend:
             return self._ctx
         try:
             r = self._client.get("/props", timeout=_PROBE_TIMEOUT)
+        except httpx.HTTPError:
+            return None  # not cached: ask again once the server is up
+        n: Any = None
+        # A /v1/models timeout: llama_cpp.server's list waits for a running reply (and it has no n_ctx).
+        with contextlib.suppress(httpx.HTTPError, ValueError, AttributeError):
             if r.is_success:
                 props = r.json()
                 n = (props.get("default_generation_settings") or {}).get("n_ctx") or props.get("n_ctx")
             else:
-                models = self._client.get("/v1/models", timeout=_PROBE_TIMEOUT)
-                data = (models.json().get("data") or [{}]) if models.is_success else [{}]
-                n = data[0].get("max_model_len")
-        except (httpx.HTTPError, ValueError, AttributeError, IndexError):
-            return None  # not cached: try again once the server is up
+                n = self._models().get("max_model_len")
         self._ctx, self._ctx_known = (n if isinstance(n, int) and n > 0 else None), True
         return self._ctx
 
@@ -141,7 +153,7 @@ class OpenAIBackend:
             if getattr(params, key) != default:
                 body[key] = getattr(params, key)
         if params.mirostat_mode:
-            # llama-server names the mode "mirostat", llama_cpp.server "mirostat_mode"; each ignores the other.
+            # llama-server calls the mode "mirostat", llama_cpp.server "mirostat_mode"; each skips the other.
             body["mirostat"] = body["mirostat_mode"] = params.mirostat_mode
             body["mirostat_tau"] = params.mirostat_tau
             body["mirostat_eta"] = params.mirostat_eta
@@ -150,53 +162,45 @@ class OpenAIBackend:
     def stream(
         self, messages: list[Message], params: SamplingParams, cancel: threading.Event
     ) -> Iterator[Event]:
-        if not self.model:
-            with contextlib.suppress(ModelUnavailable, BackendError):
-                self._resolve_model()  # vLLM needs "model"; llama.cpp servers ignore it
-        body = self.request_body(messages, params)
+        """A worker thread does the HTTP; this generator polls its queue, so a cancel ends the turn
+        within `_POLL` even while the remote is still queueing or evaluating the prompt."""
+        pump = _Pump(self, self.request_body(messages, params))
         m = Metrics(context_size=self._ctx)  # cached; the engine asks context_size() itself
         t0 = time.perf_counter()
         t_first: float | None = None
         chunks = 0
         finish: str | None = None
-        done = threading.Event()
+        pump.start()
         try:
-            with self._client.stream("POST", "/v1/chat/completions", json=body) as r:
-                if not r.is_success:
-                    r.read()
-                    raise self._http_error(r)
-                _watch_cancel(r, cancel, done)
+            while not cancel.is_set():
                 try:
-                    for data in _sse_data(r):
-                        if cancel.is_set():
-                            break
-                        if data == "[DONE]":
-                            break
-                        chunk = _json(data)
-                        if "error" in chunk:
-                            raise BackendError(f"The remote backend failed: {_error_text(chunk['error'])}")
-                        for choice in chunk.get("choices") or []:
-                            text = (choice.get("delta") or {}).get("content")
-                            if text:
-                                chunks += 1
-                                t_first = t_first or time.perf_counter()
-                                yield Delta(text)
-                            finish = choice.get("finish_reason") or finish
-                        _read_usage(chunk, m)
-                except httpx.HTTPError as exc:
-                    if not cancel.is_set():  # a shut-down socket on cancel is expected
-                        raise self._unavailable(exc, mid_stream=True) from None
-        except httpx.HTTPError as exc:
-            raise self._unavailable(exc) from None
+                    data = pump.lines.get(timeout=_POLL)
+                except queue.Empty:
+                    continue
+                if data is None or data == "[DONE]":
+                    break
+                if isinstance(data, EngineError):
+                    raise data
+                chunk = _json(data)
+                if "error" in chunk:
+                    raise BackendError(f"The remote backend failed: {_error_text(chunk['error'])}")
+                for choice in chunk.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        chunks += 1
+                        t_first = t_first or time.perf_counter()
+                        yield Delta(text)
+                    finish = choice.get("finish_reason") or finish
+                _read_usage(chunk, m)
         finally:
-            done.set()
+            pump.stop()  # on cancel, error or an abandoned generator: the remote stops generating
         t_end = time.perf_counter()
         if cancel.is_set():
             reason = "cancelled"
         elif finish is None:
             raise BackendError(
                 f"The remote backend at {self.url} ended the reply without a finish reason. "
-                "(llama_cpp.server does this when a second request interrupts the first: "
+                "(llama_cpp.server does this when another request interrupts it: "
                 "start it with --interrupt_requests False.)"
             )
         else:
@@ -204,8 +208,8 @@ class OpenAIBackend:
         m.total_ms = (t_end - t0) * 1000
         if t_first is not None:
             m.ttft_ms = (t_first - t0) * 1000
-            gen_s = t_end - t_first
             n = m.completion_tokens if m.completion_tokens is not None else chunks
+            gen_s = t_end - t_first
             m.tokens_per_s = (n - 1) / gen_s if n > 1 and gen_s > 0 else None
         if m.prompt_tokens is not None and m.completion_tokens is not None:
             m.context_used = m.prompt_tokens + m.completion_tokens
@@ -213,13 +217,15 @@ class OpenAIBackend:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _resolve_model(self) -> None:
-        try:
-            r = self._client.get("/v1/models", timeout=_PROBE_TIMEOUT)
-        except httpx.HTTPError as exc:
-            raise self._unavailable(exc) from None
-        if r.is_success:
-            self.model = _first_model_id(r)
+    def _models(self) -> dict[str, Any]:
+        """The first entry of /v1/models; learns the model name. Raises httpx errors."""
+        r = self._client.get("/v1/models", timeout=_PROBE_TIMEOUT)
+        body = r.json() if r.is_success else None
+        data = body.get("data") if isinstance(body, dict) else None
+        first = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
+        if not self.model and first.get("id"):
+            self.model = str(first["id"])
+        return first
 
     def _unavailable(self, exc: httpx.HTTPError, mid_stream: bool = False) -> ModelUnavailable:
         if isinstance(exc, httpx.TimeoutException):
@@ -234,7 +240,7 @@ class OpenAIBackend:
             f"The remote backend at {self.url} is not answering ({why}). Start it or check --backend-url."
         )
 
-    def _http_error(self, r: httpx.Response) -> Exception:
+    def _http_error(self, r: httpx.Response) -> EngineError:
         msg = _remote_message(r)
         if r.status_code >= 500:
             return ModelUnavailable(f"The remote backend at {self.url} failed (HTTP {r.status_code}): {msg}")
@@ -248,32 +254,55 @@ class OpenAIBackend:
         )
 
 
-def _sse_data(r: httpx.Response) -> Iterator[str]:
-    """The payloads of `data:` lines; comments (`: ping`) and other fields are skipped."""
-    for line in r.iter_lines():
-        if line.startswith("data:"):
-            yield line[5:].strip()
-        elif line.startswith("error:"):  # llama-server's mid-stream error line
-            raise BackendError(f"The remote backend failed: {line[6:].strip()[:500]}")
+class _Pump:
+    """Reads one streaming response on its own thread and queues the SSE `data:` payloads, then an
+    EngineError on failure, then None. `stop()` shuts the socket down, so a blocked read returns at
+    once and the remote sees the disconnect."""
 
+    def __init__(self, backend: OpenAIBackend, body: dict[str, Any]) -> None:
+        self.backend, self.body = backend, body
+        self.lines: queue.Queue[str | EngineError | None] = queue.Queue()
+        self._stopped = threading.Event()
+        self._sock: socket.socket | None = None
+        self._thread = threading.Thread(target=self._run, name="openai-stream", daemon=True)
 
-def _watch_cancel(r: httpx.Response, cancel: threading.Event, done: threading.Event) -> None:
-    """On cancel, shut the socket down so a blocked read returns at once and the remote sees the
-    disconnect and stops generating, even while it is still evaluating the prompt."""
-    stream = r.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if not isinstance(sock, socket.socket):
-        return  # cancel is still checked between chunks
+    def start(self) -> None:
+        self._thread.start()
 
-    def watch() -> None:
-        while not done.is_set():
-            if cancel.wait(0.05):
-                if not done.is_set():
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
-                return
+    def stop(self) -> None:
+        self._stopped.set()
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
-    threading.Thread(target=watch, name="openai-cancel", daemon=True).start()
+    def _run(self) -> None:
+        started = False
+        try:
+            with self.backend._client.stream("POST", "/v1/chat/completions", json=self.body) as r:
+                if not r.is_success:
+                    r.read()
+                    self.lines.put(self.backend._http_error(r))
+                    return
+                started = True
+                stream = r.extensions.get("network_stream")
+                sock = stream.get_extra_info("socket") if stream is not None else None
+                self._sock = sock if isinstance(sock, socket.socket) else None
+                if self._stopped.is_set():  # stopped before the socket was known
+                    return
+                for line in r.iter_lines():
+                    if self._stopped.is_set():
+                        return
+                    if line.startswith("data:"):
+                        self.lines.put(line[5:].strip())
+                    elif line.startswith("error:"):  # llama-server's mid-stream error line
+                        self.lines.put(BackendError(f"The remote backend failed: {line[6:].strip()[:500]}"))
+                        return
+        except httpx.HTTPError as exc:
+            if not self._stopped.is_set():  # after stop(), a broken read is expected
+                self.lines.put(self.backend._unavailable(exc, mid_stream=started))
+        finally:
+            self.lines.put(None)
 
 
 def _read_usage(chunk: dict[str, Any], m: Metrics) -> None:
@@ -315,11 +344,3 @@ def _remote_message(r: httpx.Response) -> str:
         if "detail" in body:
             return str(body["detail"])[:500]
     return str(body)[:500]
-
-
-def _first_model_id(r: httpx.Response) -> str | None:
-    try:
-        data = r.json().get("data") or []
-        return str(data[0]["id"]) if data else None
-    except (ValueError, AttributeError, KeyError, IndexError, TypeError):
-        return None
