@@ -105,16 +105,19 @@ def character_from_obj(
         raise InvalidInput(
             f"{source}: expected an object with character fields, got {type_name(obj)}. {EXPECTED}"
         )
-    check_json_value(obj, source)
+    try:
+        check_json_value(obj, "the card")
+    except InvalidInput as exc:
+        raise InvalidInput(f"{source}: {exc.message}.") from None
     data = obj.get("data")
     if "spec" in obj or (isinstance(data, dict) and "first_mes" in data):
         spec = obj.get("spec") or "chara_card_v2"
-        if spec not in SPECS:
+        if not isinstance(spec, str) or spec not in SPECS:
             raise InvalidInput(
                 f"{source}: unsupported card spec {str(spec)[:40]!r}. "
                 "Expected chara_card_v2 or chara_card_v3."
             )
-        return _from_spec(obj, str(spec), source, fallback_name), str(spec)
+        return _from_spec(obj, spec, source, fallback_name), spec
     if "char_name" in obj:
         return _from_flat(obj, TAVERN_FIELDS, source, fallback_name), "TavernAI/Pygmalion JSON"
     if "first_mes" in obj or "mes_example" in obj:
@@ -461,7 +464,7 @@ def _convert_to_png(image: bytes) -> bytes | None:
             buf = io.BytesIO()
             img.convert("RGBA").save(buf, "PNG")
             return buf.getvalue()
-    except Exception:  # noqa: BLE001 - any unreadable image gets the placeholder
+    except Exception:  # any unreadable image gets the placeholder
         return None
 
 

@@ -248,7 +248,7 @@ _Dumper.add_representer(str, _represent_str)
 
 def load_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -346,31 +346,24 @@ class PresetStore:
             atomic_write(self._path(character.name), character_to_yaml(character))
 
     def delete(self, name: str) -> None:
-        """Move the preset (and its own avatar and backup) to the trash folder."""
+        """Move the preset, its backup and its own avatar (`<name>.png` etc.) to the trash folder."""
         with self._lock:
             path = self._path(name)
             if not path.is_file():
                 raise NotFound(f"There is no preset named '{name}'.")
-            avatar = self.avatar_path(name, missing_ok=True)
             move_to(self.trash_dir, path)
-            if avatar is not None and avatar.stem == name:  # a shared image stays
-                move_to(self.trash_dir, avatar)
-            backup = path.with_name(path.name + ".bak")
-            if backup.is_file():
-                move_to(self.trash_dir, backup)
+            for extra in [
+                path.with_name(path.name + ".bak"),
+                *(path.with_suffix(ext) for ext in AVATAR_EXTS),
+            ]:
+                if extra.is_file():  # an avatar shared under another name stays
+                    move_to(self.trash_dir, extra)
 
-    def avatar_path(self, name: str, *, missing_ok: bool = False) -> Path | None:
-        """The preset's avatar image, or None when it has none (or the file is missing)."""
-        try:
-            avatar = self.get(name).avatar
-        except InvalidInput:
-            if not missing_ok:
-                raise
-            return None
-        if not avatar:
-            return None
-        path = self.user_dir / avatar  # validated by Character: a bare file name
-        return path if path.is_file() else None
+    def avatar_path(self, name: str) -> Path | None:
+        """The preset's avatar image, or None when it has none or the file is missing."""
+        avatar = self.get(name).avatar
+        path = self.user_dir / avatar if avatar else None  # avatar is validated: a bare file name
+        return path if path is not None and path.is_file() else None
 
     def import_bytes(self, filename: str, data: bytes) -> Character:
         """Import a card or preset file as a new preset with a fresh name; never overwrites anything."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -470,8 +471,6 @@ def test_fuzz_arbitrary_bytes(data: bytes, filename: str) -> None:
 @FUZZ
 @given(envelopes, st.sampled_from(["json", "yaml"]))
 def test_fuzz_card_structures(obj: dict[str, Any], kind: str) -> None:
-    import yaml
-
     data = json.dumps(obj).encode() if kind == "json" else yaml.safe_dump(obj, allow_unicode=True).encode()
     parse_quietly(data)
 

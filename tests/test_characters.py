@@ -312,6 +312,15 @@ def test_delete_moves_yaml_and_avatar_to_trash(tmp_path: Path, store: PresetStor
         store.get("Pic")
 
 
+def test_delete_of_a_broken_preset_still_takes_its_files(tmp_path: Path, store: PresetStore) -> None:
+    (store.user_dir / "junk.yaml").write_text("title: [oops\n", "utf-8")
+    (store.user_dir / "junk.yaml.bak").write_text("title: ok\n", "utf-8")
+    (store.user_dir / "junk.webp").write_bytes(b"RIFF")
+    store.delete("junk")
+    assert {"junk.yaml", "junk.yaml.bak", "junk.webp"} <= files(tmp_path / "trash")
+    assert not any(p.stem.startswith("junk") for p in store.user_dir.iterdir())
+
+
 def test_shared_avatar_stays_when_one_preset_is_deleted(store: PresetStore) -> None:
     (store.user_dir / "shared.png").write_bytes(cards.placeholder_png("S", (4, 4)))
     store.save(Character(name="one", avatar="shared.png"))
@@ -339,7 +348,7 @@ def test_fixture_import_export_through_the_store(store: PresetStore, fixture: st
     back = cards.parse_card(store.export_card_png(c.name)).character
     assert back.model_copy(update={"name": c.name, "avatar": c.avatar}) == c
     if fixture.endswith(".png"):
-        original = json.loads(base64.b64decode(cards.card_texts(data)["chara"]))
+        original = json.loads(base64.b64decode(str(cards.card_texts(data)["chara"])))
         assert exported == original
         avatar = store.avatar_path(c.name)
         assert avatar is not None and cards.card_texts(avatar.read_bytes()) == {}
@@ -396,7 +405,7 @@ def test_shipped_presets_all_load(tmp_path: Path) -> None:
     store = PresetStore(SHIPPED, tmp_path / "user", tmp_path / "trash")
     presets = {c.name: c for c in store.list()}
     assert store.problems == []
-    assert EXPECTED_PRESETS <= set(presets) and len(presets) >= 7
+    assert set(presets) >= EXPECTED_PRESETS and len(presets) >= 7
     for name, c in presets.items():
         raw = yaml.safe_load((SHIPPED / f"{name}.yaml").read_text("utf-8"))
         assert raw["name"] == name, "file stem = name"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -22,12 +23,14 @@ FULL = Character(
     system_prompt="{{original}} You are {{char}}.",
     greeting="Welcome, {{user}}.",
     alternate_greetings=["Back again, {{user}}?", "", "Shh, <USER>."],
-    example_dialogue="<START>\n{{user}}: Hi\n{{char}}: Shh.\n<start>\n\n<START>\n{{user}}: Books?\n{{char}}: Aisle 3.",
+    example_dialogue=(
+        "<START>\n{{user}}: Hi\n{{char}}: Shh.\n<start>\n\n<START>\n{{user}}: Books?\n{{char}}: Aisle 3."
+    ),
     post_history_instructions="Stay in character as {{char}}; reply to {{user}} briefly.",
     creator_notes="SECRET CREATOR NOTE",
     sampling={"temperature": 0.5},
 )
-HISTORY = [
+HISTORY: list[dict[str, Any]] = [
     {"role": "assistant", "content": "Welcome, Ken.", "time": 1, "metrics": {"x": 1}},
     {"role": "user", "content": "Hello"},
     {"role": "system", "content": "ignored"},

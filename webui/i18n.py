@@ -29,6 +29,8 @@ EN: dict[str, str] = {
     "status.session": "Session",
     "status.new_session": "New chat (saved on the first message)",
     "status.stopped": "stopped",
+    "chat.nothing_to_regenerate": "There is no reply to regenerate yet.",
+    "chat.nothing_to_continue": "There is no reply to continue yet.",
 }
 
 JA: dict[str, str] = {
@@ -55,6 +57,8 @@ JA: dict[str, str] = {
     "status.session": "セッション",
     "status.new_session": "新しいチャット（最初のメッセージで保存）",
     "status.stopped": "停止",
+    "chat.nothing_to_regenerate": "再生成できる返信がまだありません。",
+    "chat.nothing_to_continue": "続きを生成できる返信がまだありません。",
 }
 
 STRINGS = {"en": EN, "ja": JA}

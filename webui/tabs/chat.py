@@ -173,7 +173,7 @@ def build(ctx: UIContext) -> None:
         def handler(session_id: str | None, lang_value: str | None, request: gr.Request):
             session = load_session(ctx, session_id)
             if session is None or not session.messages or session.messages[-1].role != "assistant":
-                gr.Warning(tr("chat.nothing_to_" + mode, lang_value) if False else f"There is no reply to {mode}.")
+                gr.Warning(tr(f"chat.nothing_to_{mode}", lang_value))
                 yield gr.skip(), gr.skip(), gr.skip()
                 return
             yield from stream_turn(session, lang_value, request, mode=mode)
@@ -266,6 +266,7 @@ def build(ctx: UIContext) -> None:
     chatbot.retry(on_mode("regenerate"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
     stop.click(on_stop, None, None, cancels=[send_ev, submit_ev, regen_ev, cont_ev, edit_ev], queue=False)
     new_btn.click(on_new, [character, lang], [chatbot, sid, status])
+    chatbot.clear(on_new, [character, lang], [chatbot, sid, status])  # the old chat stays in History
     character.input(on_character, [character, sid, lang], [chatbot, sid, status])
     prev_alt.click(on_alt(-1), [sid, lang], [chatbot, status])
     next_alt.click(on_alt(1), [sid, lang], [chatbot, status])
