@@ -106,7 +106,7 @@ def character_from_obj(
             f"{source}: expected an object with character fields, got {type_name(obj)}. {EXPECTED}"
         )
     try:
-        check_json_value(obj, "the card")
+        check_json_value(obj)
     except InvalidInput as exc:
         raise InvalidInput(f"{source}: {exc.message}.") from None
     data = obj.get("data")

@@ -93,17 +93,10 @@ class Character(BaseModel):
     @field_validator("sampling")
     @classmethod
     def _valid_sampling(cls, v: dict[str, Any]) -> dict[str, Any]:
-        unknown = [k for k in v if k not in PARAM_NAMES]
-        if unknown:
-            raise ValueError(
-                f"unknown sampling parameter(s): {', '.join(map(str, unknown))}. "
-                f"Known: {', '.join(PARAM_NAMES)}"
-            )
         try:
-            parsed = parse_params(v).model_dump()
+            return check_sampling(v)
         except InvalidInput as exc:
-            raise ValueError(exc.message.replace("'params.", "'sampling.")) from None
-        return {k: parsed[k] for k in v}  # normalised values, the user's order
+            raise ValueError(exc.message) from None
 
     @field_validator("avatar")
     @classmethod
@@ -140,10 +133,31 @@ class Character(BaseModel):
         """Validate `data`, raising InvalidInput that names the bad field and says what was expected."""
         if not isinstance(data, dict):
             raise InvalidInput(f"{source}: expected a mapping of character fields, got {type_name(data)}.")
+        if isinstance(data.get("sampling"), dict):  # first, so the message names the parameter
+            try:
+                check_sampling(data["sampling"])
+            except InvalidInput as exc:
+                raise InvalidInput(f"{source}: {exc.message}", field=exc.field) from None
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             raise invalid_character(exc, source) from None
+
+
+def check_sampling(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Validate sampling overrides against SamplingParams; return them normalised, in the user's order."""
+    unknown = [str(k) for k in overrides if k not in PARAM_NAMES]
+    if unknown:
+        raise InvalidInput(
+            f"Unknown sampling parameter(s): {', '.join(unknown)}. Known: {', '.join(PARAM_NAMES)}.",
+            field="sampling",
+        )
+    try:
+        parsed = parse_params(overrides).model_dump()
+    except InvalidInput as exc:
+        field = (exc.field or "params").replace("params", "sampling", 1)
+        raise InvalidInput(exc.message.replace("'params.", "'sampling."), field=field) from None
+    return {k: parsed[k] for k in overrides}
 
 
 def invalid_character(exc: ValidationError, source: str) -> InvalidInput:
@@ -152,7 +166,7 @@ def invalid_character(exc: ValidationError, source: str) -> InvalidInput:
     if err.get("type") == "extra_forbidden":
         known = ", ".join(Character.model_fields)
         return InvalidInput(f"{source}: unknown field '{field}'. Known fields: {known}.", field=field)
-    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ").rstrip(".")
     return InvalidInput(f"{source}: invalid '{field}': {msg}.", field=field)
 
 
@@ -176,28 +190,32 @@ def type_name(v: Any) -> str:
     return names.get(type(v), "a number" if isinstance(v, int | float) else type(v).__name__)
 
 
-def check_json_value(value: Any, where: str, *, exc: type[Exception] = InvalidInput) -> None:
-    """Only plain JSON values (text keys, finite numbers, valid Unicode), at most MAX_NESTING levels deep."""
+def check_json_value(value: Any, where: str = "", *, exc: type[Exception] = InvalidInput) -> None:
+    """Only plain JSON values (text keys, finite numbers, valid Unicode), at most MAX_NESTING levels deep.
+
+    `where` names the value in messages ("card" -> "card.data.x ..."); empty means a top-level object.
+    """
     stack: list[tuple[Any, str, int]] = [(value, where, 0)]
     while stack:
         v, path, depth = stack.pop()
+        shown = f"'{path}'" if path else "the value"
         if depth > MAX_NESTING:
-            raise exc(f"{where} is nested too deeply (more than {MAX_NESTING} levels)")
+            raise exc(f"{shown} is nested too deeply (more than {MAX_NESTING} levels)")
         if isinstance(v, str):
-            _check_text(v, path, exc)
+            _check_text(v, shown, exc)
         elif isinstance(v, float):
             if v != v or v in (float("inf"), float("-inf")):
-                raise exc(f"{path} must be a finite number")
+                raise exc(f"{shown} must be a finite number")
         elif isinstance(v, dict):
             for k, item in v.items():
                 if not isinstance(k, str):
-                    raise exc(f"{path} has a key that is not text: {k!r:.40}")
-                _check_text(k, path, exc)
-                stack.append((item, f"{path}.{k}", depth + 1))
+                    raise exc(f"{shown} has a key that is not text: {k!r:.40}")
+                _check_text(k, shown, exc)
+                stack.append((item, f"{path}.{k}" if path else k, depth + 1))
         elif isinstance(v, list):
             stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(v))
         elif v is not None and not isinstance(v, bool | int):
-            raise exc(f"{path} holds {type_name(v)}, which is not a JSON value")
+            raise exc(f"{shown} holds {type_name(v)}, which is not a JSON value")
 
 
 def _check_text(s: str, path: str, exc: type[Exception]) -> None:

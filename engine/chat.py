@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .backends.base import Backend, Delta, Event, Finished, Message
+from .backends.base import Backend, Delta, Finished, Message
 from .errors import InvalidInput, ModelUnavailable
 from .logs import REQUESTS
 from .params import SamplingParams
@@ -42,15 +42,20 @@ StreamEvent = Queued | Delta | Finished | Notice
 
 def validate_messages(messages: object) -> list[Message]:
     if not isinstance(messages, list) or not messages:
-        raise InvalidInput("'messages' must be a non-empty list of {role, content} objects.", field="messages")
+        raise InvalidInput(
+            "'messages' must be a non-empty list of {role, content} objects.", field="messages"
+        )
     out: list[Message] = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
-            raise InvalidInput(f"messages[{i}] must be an object with 'role' and 'content'.", field="messages")
+            raise InvalidInput(
+                f"messages[{i}] must be an object with 'role' and 'content'.", field="messages"
+            )
         role, content = m.get("role"), m.get("content")
         if role not in ROLES:
             raise InvalidInput(
-                f"messages[{i}].role must be one of {', '.join(ROLES)}; got {role!r}.", field=f"messages.{i}.role"
+                f"messages[{i}].role must be one of {', '.join(ROLES)}; got {role!r}.",
+                field=f"messages.{i}.role",
             )
         if not isinstance(content, str):
             raise InvalidInput(f"messages[{i}].content must be a string.", field=f"messages.{i}.content")
@@ -63,18 +68,27 @@ def fit_messages(
 ) -> tuple[list[Message], int]:
     """Drop the oldest turns until the prompt fits `budget` tokens.
 
-    Leading system messages and the last message are never dropped. Returns (messages, dropped count).
+    Leading system messages, the last user turn and everything after it (a post-history note, a reply
+    being continued) are never dropped. Returns (messages, dropped count).
     """
+    if not messages:
+        return messages, 0
     head = 0
     while head < len(messages) - 1 and messages[head]["role"] == "system":
         head += 1
-    middle = messages[head:-1]
+    tail = len(messages) - 1
+    while tail > head and messages[tail]["role"] != "user":
+        tail -= 1
+    if messages[tail]["role"] != "user":
+        tail = len(messages) - 1
+    middle = messages[head:tail]
+    kept = messages[tail:]
 
     def fits(drop: int) -> bool:
-        n = count(messages[:head] + middle[drop:] + messages[-1:])
+        n = count(messages[:head] + middle[drop:] + kept)
         return n is None or n <= budget
 
-    if fits(0):
+    if not middle or fits(0):
         return messages, 0
     lo, hi = 1, len(middle)  # find the fewest drops that fit (fits() grows with drop)
     while lo < hi:
@@ -87,7 +101,7 @@ def fit_messages(
     # start the kept history on a user turn, as chat templates expect
     while drop < len(middle) and middle[drop]["role"] != "user":
         drop += 1
-    return messages[:head] + middle[drop:] + messages[-1:], drop
+    return messages[:head] + middle[drop:] + kept, drop
 
 
 class ModelQueue:
@@ -106,6 +120,8 @@ class ModelQueue:
             self._line.append(ticket)
         last = -1
         while True:
+            if cancel.is_set():  # checked on every wake-up, so a waiter that gives up leaves at once
+                return
             with self._cond:
                 pos = self._line.index(ticket)
                 if pos == 0:
@@ -113,8 +129,6 @@ class ModelQueue:
                 if pos == last:
                     self._cond.wait(0.1)
                     continue
-            if cancel.is_set():
-                return
             last = pos
             yield pos
 

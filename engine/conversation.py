@@ -67,6 +67,7 @@ def prompt_messages(rt: Runtime, session: Session, history: list[ChatMessage]) -
         system_prompt=session.system_prompt,
         default_system_prompt=rt.settings.chat.system_prompt,
         user_name=rt.settings.chat.user_name,
+        assistant_name=rt.settings.chat.assistant_name,
     )
 
 

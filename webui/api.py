@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from engine.backends.base import Delta, Finished
-from engine.chat import StreamEvent, validate_messages
-from engine.conversation import new_session, prompt_messages, run_turn
-from engine.errors import EngineError, InvalidInput, TooLarge
+from engine.chat import Notice, StreamEvent, validate_messages
+from engine.conversation import new_session, prompt_messages, run_turn, session_character
+from engine.errors import EngineError, InvalidInput, NotFound, TooLarge
 from engine.gpu import gpu_status
 from engine.models import list_models
 from engine.params import SamplingParams
@@ -46,6 +47,9 @@ class ChatReply(BaseModel):
     session_id: str | None = None
     finish_reason: str
     metrics: dict[str, Any]
+    warnings: list[str] = Field(
+        default_factory=list, description="Problems that did not stop the turn, e.g. a failed save."
+    )
 
 
 class ErrorBody(BaseModel):
@@ -99,8 +103,14 @@ async def read_limited(request: Request, limit: int = MAX_BODY) -> bytes:
 def build_router(rt: Runtime) -> APIRouter:
     api = APIRouter(prefix="/api", responses=ERRORS)
 
-    def turn_stream(body: ChatRequest, cancel: threading.Event) -> tuple[Iterator[StreamEvent], str | None]:
-        """Pick the stateless or the session path; return the event stream and the session id."""
+    def prepare_turn(
+        body: ChatRequest,
+    ) -> tuple[Callable[[threading.Event], Iterator[StreamEvent]], str | None]:
+        """Check the request and pick the stateless or the session path, before any response is sent.
+
+        Input errors (unknown preset or session, empty message, bad params, no model) raise here, so
+        the client gets a JSON error instead of a 200 stream that fails. Returns (make_events, session id).
+        """
         overrides = body.params.model_dump(exclude_unset=True) if body.params else None
         if body.session_id is None:
             char = rt.character(body.preset)
@@ -111,21 +121,37 @@ def build_router(rt: Runtime) -> APIRouter:
                 system = [m for m in msgs if m["role"] == "system"]
                 rest = [m for m in msgs if m["role"] != "system"]
                 msgs = assemble(char, rest, system_prompt=system[0]["content"] if system else None)
-            return rt.engine.stream(msgs, rt.params_for(char, overrides), cancel), None
+            params = rt.params_for(char, overrides)
+            rt.engine.require_backend()
+            return (lambda cancel: rt.engine.stream(msgs, params, cancel)), None
         last = body.messages[-1]
         if last.role != "user":
             raise InvalidInput("The last message must be the user's turn.", field="messages")
+        if not last.content.strip():
+            raise InvalidInput("The message is empty.", field="messages")
         if body.session_id == "new":
+            rt.params_for(rt.character(body.preset), overrides)  # unknown preset or bad params: nothing saved
+            rt.engine.require_backend()
             system = next((m.content for m in body.messages if m.role == "system"), None)
-            session = new_session(rt, character=body.preset, system_prompt=system, params=overrides, greeting=False)
+            session = new_session(
+                rt, character=body.preset, system_prompt=system, params=overrides, greeting=False
+            )
             from engine.session_formats import ChatMessage, now_iso
 
             earlier = [m for m in body.messages[:-1] if m.role != "system"]
-            session.messages.extend(ChatMessage(role=m.role, content=m.content, time=now_iso()) for m in earlier)
+            session.messages.extend(
+                ChatMessage(role=m.role, content=m.content, time=now_iso()) for m in earlier
+            )
         else:
             session = rt.sessions.get(body.session_id)
-        events = run_turn(rt, session, user_text=last.content, params=overrides, cancel=cancel)
-        return events, session.id
+            if overrides is not None:
+                rt.params_for(session_character(session), overrides)
+            rt.engine.require_backend()
+
+        def make(cancel: threading.Event) -> Iterator[StreamEvent]:
+            return run_turn(rt, session, user_text=last.content, params=overrides, cancel=cancel)
+
+        return make, session.id
 
     @api.get("/health", summary="Server, model, backend and GPU status")
     def health() -> dict[str, Any]:
@@ -133,62 +159,73 @@ def build_router(rt: Runtime) -> APIRouter:
 
     @api.post("/chat", response_model=ChatReply, summary="One chat turn, whole reply")
     async def chat(body: ChatRequest) -> dict[str, Any]:
+        make, session_id = await run_in_threadpool(prepare_turn, body)
         cancel = threading.Event()
-        holder: dict[str, Any] = {}
-
-        def make(c: threading.Event) -> Iterator[StreamEvent]:
-            events, holder["id"] = turn_stream(body, c)
-            return events
-
         parts: list[str] = []
+        warnings: list[str] = []
         done = Finished("stop")
         async for event in run_stream(make, cancel):
             if isinstance(event, Delta):
                 parts.append(event.text)
             elif isinstance(event, Finished):
                 done = event
-        out = {"reply": "".join(parts), "finish_reason": done.finish_reason, "metrics": done.metrics.to_dict()}
-        if holder.get("id"):
-            out["session_id"] = holder["id"]
+            elif isinstance(event, Notice) and event.message not in warnings:
+                warnings.append(event.message)
+        out = {
+            "reply": "".join(parts),
+            "finish_reason": done.finish_reason,
+            "metrics": done.metrics.to_dict(),
+            "warnings": warnings,
+        }
+        if session_id:
+            out["session_id"] = session_id
         return out
 
     @api.post(
         "/chat/stream",
         summary="One chat turn as server-sent events",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "data: {delta} ... data: {done}"}},
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "data: {delta} ... data: {done}"}
+        },
     )
     async def chat_stream(body: ChatRequest) -> StreamingResponse:
+        make, session_id = await run_in_threadpool(prepare_turn, body)
         cancel = threading.Event()
-        holder: dict[str, Any] = {}
-
-        def make(c: threading.Event) -> Iterator[StreamEvent]:
-            events, holder["id"] = turn_stream(body, c)
-            return events
 
         async def events() -> AsyncIterator[bytes]:
+            warnings: list[str] = []  # e.g. a failed save: sent in the done event, the turn goes on
             try:
                 async for event in run_stream(make, cancel):
                     if isinstance(event, Delta):
                         yield sse({"delta": event.text})
+                    elif isinstance(event, Notice):
+                        if event.message not in warnings:
+                            warnings.append(event.message)
                     elif isinstance(event, Finished):
                         done: dict[str, Any] = {
                             "done": True,
                             "finish_reason": event.finish_reason,
                             "metrics": event.metrics.to_dict(),
                         }
-                        if holder.get("id"):
-                            done["session_id"] = holder["id"]
+                        if session_id:
+                            done["session_id"] = session_id
+                        if warnings:
+                            done["warnings"] = warnings
                         yield sse(done)
             except EngineError as exc:
                 yield sse({"error": exc.to_dict()}, event="error")
             except Exception:  # never a traceback on the wire
-                yield sse({"error": {"type": "internal_error", "message": "Generation failed."}}, event="error")
+                yield sse(
+                    {"error": {"type": "internal_error", "message": "Generation failed."}}, event="error"
+                )
             finally:
                 cancel.set()
 
         return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     # --- sessions ---------------------------------------------------------------------------------
@@ -231,7 +268,8 @@ def build_router(rt: Runtime) -> APIRouter:
     @api.get("/presets", summary="Character presets")
     def presets() -> list[dict[str, Any]]:
         return [
-            {**c.model_dump(exclude={"card"}), "shipped": rt.presets.is_shipped(c.name)} for c in rt.presets.list()
+            {**c.model_dump(exclude={"card"}), "shipped": rt.presets.is_shipped(c.name)}
+            for c in rt.presets.list()
         ]
 
     @api.get("/presets/{name}", summary="One preset")
@@ -257,7 +295,9 @@ def build_router(rt: Runtime) -> APIRouter:
         rt.presets.delete(name)
         return {"deleted": name}
 
-    @api.post("/presets/import", summary="Import a character card (PNG/JSON V1-V3, tgw YAML, TavernAI) or preset")
+    @api.post(
+        "/presets/import", summary="Import a character card (PNG/JSON V1-V3, tgw YAML, TavernAI) or preset"
+    )
     async def import_preset(file: UploadFile = File(...)) -> dict[str, Any]:
         data = await file.read(MAX_BODY + 1)
         if len(data) > MAX_BODY:
@@ -297,5 +337,10 @@ def build_router(rt: Runtime) -> APIRouter:
     def load_model(body: LoadModelRequest) -> dict[str, Any]:
         overrides = body.model_dump(exclude_none=True, exclude={"path"})
         return rt.switch_model(body.path, **overrides)
+
+    @api.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    def no_route(path: str, request: Request) -> None:
+        # Without this, unknown /api paths fall through to the Gradio mount and get its error shape.
+        raise NotFound(f"No route {request.method} /api/{path}. The routes are listed at /docs.")
 
     return api

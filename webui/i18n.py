@@ -78,3 +78,54 @@ def tr(key: str, lang: str | None = "en", **fmt: object) -> str:
     table = STRINGS.get((lang or "en")[:2], EN)
     text = table.get(key) or EN.get(key, key)
     return text.format(**fmt) if fmt else text
+
+
+# --- language switch ------------------------------------------------------------------------------
+# Gradio picks the label language from navigator.language once, and its footer Settings panel calls the
+# frontend's `changeLocale` (exported by the core-*.js module). We import that same module (same URL,
+# same instance) and call it; the choice is kept in localStorage and applied on every page load.
+
+LANGUAGES = [("English", "en"), ("日本語", "ja")]
+LOCALE_KEY = "llmchat.locale"
+
+_APPLY_JS = """async (lang) => {
+  try {
+    const url = performance.getEntriesByType("resource").map((e) => e.name)
+      .find((n) => /\\/assets\\/core-[^/]*\\.js$/.test(n));
+    if (url) (await import(url)).changeLocale(lang);
+  } catch (err) { console.warn("language switch failed", err); }
+}"""
+
+SWITCH_JS = f"""async (lang) => {{
+  localStorage.setItem("{LOCALE_KEY}", lang);
+  await ({_APPLY_JS})(lang);
+  return lang;
+}}"""
+
+INIT_JS = f"""async () => {{
+  const saved = localStorage.getItem("{LOCALE_KEY}");
+  const lang = saved || ((navigator.language || "en").toLowerCase().startsWith("ja") ? "ja" : "en");
+  if (saved) await ({_APPLY_JS})(saved);
+  return lang;
+}}"""
+
+
+def language_switch(lang_state: gr.BrowserState) -> tuple[gr.Radio, tuple[object, ...]]:
+    """An English/日本語 radio that relabels the page and stores the choice in `lang_state`.
+
+    Returns the radio and (fn, inputs, outputs, js) for a page-load event that applies the saved choice.
+    """
+    radio = gr.Radio(
+        LANGUAGES, value=None, show_label=False, container=False, elem_id="lang-switch", min_width=160
+    )
+    radio.input(_pick, radio, lang_state, js=SWITCH_JS, show_progress="hidden", queue=False)
+    return radio, (_loaded, [radio], [radio, lang_state], INIT_JS)
+
+
+def _pick(lang: str | None) -> str:
+    return lang if lang in STRINGS else "en"
+
+
+def _loaded(lang: str | None) -> tuple[str, str]:
+    lang = _pick(lang)
+    return lang, lang

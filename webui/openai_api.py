@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.backends.base import Delta, Finished
 from engine.chat import StreamEvent
-from engine.errors import EngineError, InvalidInput
+from engine.errors import EngineError, InvalidInput, NotFound
 from engine.runtime import Runtime
 
 from .streaming import run_stream
@@ -103,14 +103,19 @@ def build_openai_router(rt: Runtime) -> APIRouter:
         return str(info.get("name") or rt.settings.model.path)
 
     def prepare(body: ChatCompletionRequest) -> tuple[list[dict[str, str]], Any]:
-        msgs = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+        msgs = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in body.messages
+        ]
         return msgs, rt.params_for(None, body.sampling())
 
     @v1.get("/models", summary="The loaded model, in OpenAI's list format")
     def models() -> dict[str, Any]:
         return {
             "object": "list",
-            "data": [{"id": model_id(), "object": "model", "created": int(rt.started_at), "owned_by": "local"}],
+            "data": [
+                {"id": model_id(), "object": "model", "created": int(rt.started_at), "owned_by": "local"}
+            ],
         }
 
     @v1.post("/chat/completions", summary="Chat completion, OpenAI-compatible (stream or not)")
@@ -118,6 +123,7 @@ def build_openai_router(rt: Runtime) -> APIRouter:
         msgs, params = prepare(body)
         if msgs[-1]["role"] not in ("user", "assistant"):
             raise InvalidInput("The last message must be from the user.", field="messages")
+        rt.engine.require_backend()  # no model: a 503 now, not an error inside a 200 stream
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         name = model_id()
@@ -181,12 +187,27 @@ def build_openai_router(rt: Runtime) -> APIRouter:
                 err = {"error": {"message": exc.message, "type": exc.kind, "param": exc.field, "code": None}}
                 yield b"data: " + orjson.dumps(err) + b"\n\n"
             except Exception:
-                err = {"error": {"message": "Generation failed.", "type": "internal_error", "param": None, "code": None}}
+                err = {
+                    "error": {
+                        "message": "Generation failed.",
+                        "type": "internal_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
                 yield b"data: " + orjson.dumps(err) + b"\n\n"
             finally:
                 cancel.set()
             yield b"data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    @v1.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    def no_route(path: str, request: Request) -> None:
+        raise NotFound(
+            f"No route {request.method} /v1/{path}. There are /v1/models and /v1/chat/completions."
+        )
 
     return v1

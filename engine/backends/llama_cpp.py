@@ -1,13 +1,16 @@
-"""Embedded backend: one GGUF model in this process, driven through llama-cpp-python's token API.
+"""Embedded backend: one GGUF model in this process, driven through llama.cpp's C API.
 
-We render the chat template ourselves, feed tokens to `Llama.generate` (which reuses the KV cache for
-the longest common prefix), and detokenise incrementally. That skips `create_chat_completion`'s
-per-token re-detokenisation of the whole reply.
+We render the chat template ourselves and run the decode loop directly on the context: `llama_decode`
+with a one-token batch, llama.cpp's native sampler chain (`llama_sampler_sample`), and token pieces
+cached per token id. No logits are copied into Python and nothing is re-detokenised, so the Python
+work per token is a few dictionary lookups. The KV cache keeps the previous turn: a new prompt only
+evaluates its suffix after the longest common prefix (the divergent tail is removed first).
 """
 
 from __future__ import annotations
 
 import codecs
+import ctypes
 import logging
 import os
 import threading
@@ -17,13 +20,23 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ModelSettings
-from ..errors import InvalidInput, ModelUnavailable
+from ..errors import EngineError, InvalidInput, ModelUnavailable
 from ..params import SamplingParams
 from .base import Delta, Event, Finished, Message, Metrics
 
 log = logging.getLogger("engine.llama_cpp")
 
-_GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
+_GGML_TYPES = {
+    "f32": 0,
+    "f16": 1,
+    "q4_0": 2,
+    "q4_1": 3,
+    "q5_0": 6,
+    "q5_1": 7,
+    "q8_0": 8,
+    "iq4_nl": 20,
+    "bf16": 30,
+}
 
 
 def _import_llama() -> Any:
@@ -53,7 +66,9 @@ class LlamaCppBackend:
             )
         offload = bool(llama_cpp.llama_supports_gpu_offload())
         if gpu_required and (not offload or settings.n_gpu_layers == 0):
-            why = "this llama-cpp-python build has no GPU support" if not offload else "model.n_gpu_layers is 0"
+            why = (
+                "this llama-cpp-python build has no GPU support" if not offload else "model.n_gpu_layers is 0"
+            )
             raise ModelUnavailable(
                 f"gpu.required is true but {why}, so inference would run on the CPU. "
                 "Install a CUDA build of llama-cpp-python (make run with nvcc present) "
@@ -89,6 +104,11 @@ class LlamaCppBackend:
         self._llama_cpp = llama_cpp
         self._vocab = self.llm._model.vocab
         self._formatter = self._make_formatter()
+        self._kv: list[int] = []  # tokens whose K/V are in the cache: position i holds self._kv[i]
+        self._pieces: dict[int, bytes | None] = {}  # token id -> its bytes; None ends the generation
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._one = (llama_cpp.llama_token * 1)()  # the one-token batch the decode loop reuses
+        self._one_batch = llama_cpp.llama_batch_get_one(self._one, 1)
         log.info(
             "loaded %s in %.2fs (n_ctx=%d, n_gpu_layers=%d, threads=%d, gpu_offload=%s)",
             self.path.name,
@@ -149,7 +169,9 @@ class LlamaCppBackend:
         except Exception as exc:  # a chat template may reject a message order
             raise InvalidInput(f"The model's chat template rejected these messages: {exc}") from None
         tokens = self.llm.tokenize(
-            (result.prompt + prefill).encode("utf-8"), add_bos=not getattr(result, "added_special", False), special=True
+            (result.prompt + prefill).encode("utf-8"),
+            add_bos=not getattr(result, "added_special", False),
+            special=True,
         )
         stop = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
         return tokens, stop
@@ -157,7 +179,9 @@ class LlamaCppBackend:
     def count_tokens(self, messages: list[Message]) -> int:
         return len(self.render(messages)[0])
 
-    def stream(self, messages: list[Message], params: SamplingParams, cancel: threading.Event) -> Iterator[Event]:
+    def stream(
+        self, messages: list[Message], params: SamplingParams, cancel: threading.Event
+    ) -> Iterator[Event]:
         started = time.perf_counter()
         tokens, template_stop = self.render(messages)
         n_ctx = self.context_size()
@@ -167,56 +191,60 @@ class LlamaCppBackend:
                 "Shorten the system prompt or raise model.n_ctx."
             )
         max_tokens = min(params.max_tokens, n_ctx - len(tokens))
-        grammar = self._grammar(params.grammar)
-        self.llm.set_seed(params.seed if params.seed >= 0 else self._llama_cpp.LLAMA_DEFAULT_SEED)
-        reused = self._cached_prefix(tokens)
+        sampler = self._sampler(params, self._grammar(params.grammar))
         stops = [s for s in (*params.stop, *template_stop) if s]
-        holdback = max((len(s) for s in stops), default=1) - 1
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        metrics = Metrics(prompt_tokens=len(tokens), prompt_eval_tokens=len(tokens) - reused, context_size=n_ctx)
+        metrics = Metrics(prompt_tokens=len(tokens), context_size=n_ctx)
         text, sent, n_out = "", 0, 0
         first_at = last_at = 0.0
         reason = "length"
-        gen = self.llm.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            typical_p=params.typical_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            frequency_penalty=params.frequency_penalty,
-            presence_penalty=params.presence_penalty,
-            mirostat_mode=params.mirostat_mode,
-            mirostat_tau=params.mirostat_tau,
-            mirostat_eta=params.mirostat_eta,
-            grammar=grammar,
-        )
         try:
-            for token in gen:
-                if cancel.is_set():
-                    reason = "cancelled"
-                    break
-                last_at = time.perf_counter()
+            metrics.prompt_eval_tokens = len(tokens) - self._prefill(tokens, cancel)
+            # The hot loop: locals only, one C call to sample and one to decode per token.
+            lib, ctx, smpl, kv = self._llama_cpp, self.llm.ctx, sampler.sampler, self._kv
+            sample, decode, one, batch = (
+                lib.llama_sampler_sample,
+                lib.llama_decode,
+                self._one,
+                self._one_batch,
+            )
+            pieces, piece_of, clock = self._pieces, self._piece, time.perf_counter
+            while not cancel.is_set():
+                token = sample(smpl, ctx, -1)
+                last_at = clock()
                 if n_out == 0:
                     first_at = last_at
-                if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                piece = pieces[token] if token in pieces else piece_of(token)
+                if piece is None:  # end of generation
                     reason = "stop"
                     break
                 n_out += 1
-                text += decoder.decode(self.llm.detokenize([token]))
-                cut = _find_stop(text, stops, sent)
-                if cut is not None:
-                    text, reason = text[:cut], "stop"
-                    break
-                safe = len(text) - holdback if stops else len(text)
-                if safe > sent:
-                    yield Delta(text[sent:safe])
-                    sent = safe
+                chunk = decoder.decode(piece)
+                if chunk:
+                    text += chunk
+                    if stops:
+                        cut = _find_stop(text, stops, sent)
+                        if cut is not None:
+                            text, reason = text[:cut], "stop"
+                            break
+                        safe = _safe_end(text, stops, sent)
+                    else:
+                        safe = len(text)
+                    if safe > sent:
+                        yield Delta(text[sent:safe])
+                        sent = safe
                 if n_out >= max_tokens:
                     break
+                one[0] = token
+                rc = decode(ctx, batch)
+                if rc != 0:
+                    raise self._decode_failed(rc)
+                kv.append(token)
+            else:
+                reason = "cancelled"
         finally:
-            gen.close()
+            sampler.close()
+            self._sync_llama()
         if reason != "cancelled":
             text += decoder.decode(b"", final=True)
         if len(text) > sent and reason != "cancelled":
@@ -230,15 +258,93 @@ class LlamaCppBackend:
                 metrics.tokens_per_s = round((n_out - 1) / (last_at - first_at), 2)
         yield Finished(reason, metrics)
 
-    def _cached_prefix(self, tokens: list[int]) -> int:
-        cached = self.llm._input_ids[: self.llm.n_tokens]
+    def _prefill(self, tokens: list[int], cancel: threading.Event) -> int:
+        """Make the KV cache hold `tokens`, evaluating only what follows the cached prefix.
+
+        Returns how many tokens were reused. The last prompt token is always evaluated (the sampler
+        needs its logits), so at most len(tokens) - 1 are reused.
+        """
+        lib, kv = self._llama_cpp, self._kv
         n = 0
-        for a, b in zip(cached, tokens):
+        for a, b in zip(kv, tokens, strict=False):
             if a != b:
                 break
             n += 1
-        # generate() replays the last prompt token when the whole prompt is cached
-        return min(n, len(tokens) - 1)
+        n = min(n, len(tokens) - 1)
+        if n < len(kv):
+            mem = lib.llama_get_memory(self.llm.ctx)
+            if not lib.llama_memory_seq_rm(mem, 0, n, -1):  # e.g. recurrent models: start over
+                lib.llama_memory_clear(mem, True)
+                n = 0
+            del kv[n:]
+        step = max(1, self.llm.n_batch)
+        for i in range(n, len(tokens), step):
+            if cancel.is_set() and i > n:
+                break  # a cancelled turn samples nothing; what was evaluated stays cached
+            chunk = tokens[i : i + step]
+            ids = (lib.llama_token * len(chunk))(*chunk)  # keep a reference: the batch points into it
+            rc = lib.llama_decode(self.llm.ctx, lib.llama_batch_get_one(ids, len(chunk)))
+            if rc != 0:
+                raise self._decode_failed(rc)
+            kv.extend(chunk)
+        return n
+
+    def _decode_failed(self, rc: int) -> EngineError:
+        """llama_decode failed: the cache is in an unknown state, so forget it."""
+        self._llama_cpp.llama_memory_clear(self._llama_cpp.llama_get_memory(self.llm.ctx), True)
+        self._kv.clear()
+        return EngineError(f"The model failed to evaluate the prompt (llama_decode returned {rc}).")
+
+    def _piece(self, token: int) -> bytes | None:
+        """The bytes of one token (None for end-of-generation tokens), cached: the vocabulary is fixed."""
+        lib = self._llama_cpp
+        piece: bytes | None = None
+        if not lib.llama_vocab_is_eog(self._vocab, token):
+            buf = self._piece_buf
+            n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            piece = buf.raw[:n]
+        self._pieces[token] = piece
+        return piece
+
+    def _sampler(self, params: SamplingParams, grammar: Any) -> Any:
+        """llama.cpp's sampler chain, built exactly as `Llama.generate` builds it."""
+        from llama_cpp._internals import LlamaSampler
+
+        seed = params.seed if params.seed >= 0 else self._llama_cpp.LLAMA_DEFAULT_SEED
+        s = LlamaSampler()
+        s.add_penalties(
+            n_vocab=self.llm.n_vocab(),
+            penalty_last_n=self.llm.last_n_tokens_size,
+            penalty_repeat=params.repeat_penalty,
+            penalty_freq=params.frequency_penalty,
+            penalty_present=params.presence_penalty,
+        )
+        if grammar is not None:
+            s.add_grammar(self.llm._model, grammar)
+        if params.temperature == 0:
+            s.add_greedy()
+        elif params.mirostat_mode == 1:
+            s.add_mirostat(self.llm.n_vocab(), seed, params.mirostat_tau, params.mirostat_eta, 100)
+        elif params.mirostat_mode == 2:
+            s.add_mirostat_v2(seed, params.mirostat_tau, params.mirostat_eta)
+        else:
+            s.add_top_k(params.top_k)
+            s.add_typical(params.typical_p, 1)
+            s.add_top_p(params.top_p, 1)
+            s.add_min_p(params.min_p, 1)
+            s.add_temp(params.temperature)
+            s.add_dist(seed)
+        return s
+
+    def _sync_llama(self) -> None:
+        """Tell the Llama object what the cache holds, so its own generate() would reuse it too."""
+        n = len(self._kv)
+        self.llm.input_ids[:n] = self._kv
+        self.llm.n_tokens = n
+        self.llm._requires_eval = True
 
     def _grammar(self, text: str) -> Any:
         if not text.strip():
@@ -262,3 +368,16 @@ def _find_stop(text: str, stops: list[str], sent: int) -> int | None:
         if i != -1 and (best is None or i < best):
             best = i
     return best
+
+
+def _safe_end(text: str, stops: list[str], sent: int) -> int:
+    """How much of `text` can be sent: all but a tail that could still grow into a stop string."""
+    end = len(text)
+    for s in stops:
+        i = text.find(s[0], max(sent, len(text) - len(s) + 1))
+        while i != -1 and i < end:
+            if s.startswith(text[i:]):
+                end = i
+                break
+            i = text.find(s[0], i + 1)
+    return end

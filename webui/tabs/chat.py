@@ -16,19 +16,25 @@ from engine.prompt import greetings
 from engine.session_formats import Session
 
 from ..i18n import I18N, tr
+from ..markup import escape_text, unescape_text
 from .context import CUSTOM, UIContext
 
 UI_INTERVAL_S = 0.04  # at most 25 UI updates a second
 
 
 def to_chatbot(messages: list[Any]) -> list[dict[str, str]]:
-    return [{"role": m.role, "content": m.content} for m in messages if m.role in ("user", "assistant")]
+    shown = [m for m in messages if m.role in ("user", "assistant")]
+    return [{"role": m.role, "content": escape_text(m.content)} for m in shown]
 
 
 def status_line(ctx: UIContext, session: Session | None, lang: str | None, extra: str = "") -> str:
     rt = ctx.rt
     info = rt.model_info()
-    parts = [f"**{info.get('name')}**" if info.get("loaded") else f"⚠ {tr('status.no_model', lang)}: {info.get('error')}"]
+    parts = [
+        f"**{escape_text(str(info.get('name')))}**"
+        if info.get("loaded")
+        else f"⚠ {tr('status.no_model', lang)}: {escape_text(str(info.get('error')))}"
+    ]
     metrics = None
     if session:
         last = next((m for m in reversed(session.messages) if m.role == "assistant" and m.metrics), None)
@@ -43,7 +49,8 @@ def status_line(ctx: UIContext, session: Session | None, lang: str | None, extra
         if metrics.get("dropped_messages"):
             parts.append("⚠ " + tr("status.dropped", lang, n=metrics["dropped_messages"]))
     if session:
-        parts.append(f"{tr('status.session', lang)}: {session.title or session.id} (`{session.id}`)")
+        title = escape_text(session.title or session.id)
+        parts.append(f"{tr('status.session', lang)}: {title} (`{session.id}`)")
     else:
         parts.append(tr("status.new_session", lang))
     if extra:
@@ -68,7 +75,7 @@ def greeting_view(ctx: UIContext, character: str | None) -> list[dict[str, str]]
     except EngineError:
         return []
     opening = greetings(char, ctx.rt.settings.chat.user_name)
-    return [{"role": "assistant", "content": opening[0]}] if opening and opening[0] else []
+    return [{"role": "assistant", "content": escape_text(opening[0])}] if opening and opening[0] else []
 
 
 def build(ctx: UIContext) -> None:
@@ -165,7 +172,8 @@ def build(ctx: UIContext) -> None:
                 gr.Warning(exc.message)
                 yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
                 return
-        yield to_chatbot(session.messages) + [{"role": "user", "content": text}], "", session.id, gr.skip()
+        pending = {"role": "user", "content": escape_text(text)}
+        yield to_chatbot(session.messages) + [pending], "", session.id, gr.skip()
         for view, new_id, line in stream_turn(session, lang_value, request, mode="send", user_text=text):
             yield view, gr.skip(), new_id, line
 
@@ -244,7 +252,8 @@ def build(ctx: UIContext) -> None:
         cut = session.messages.index(visible[index])
         del session.messages[cut:]  # an edit truncates: the user asked for it
         rt.sessions.save(session, allow_shrink=True)
-        yield from stream_turn(session, lang_value, request, mode="send", user_text=str(data.value))
+        text = unescape_text(str(data.value))  # the edit box shows the escaped text
+        yield from stream_turn(session, lang_value, request, mode="send", user_text=text)
 
     def on_select(data: gr.SelectData, session_id: str | None):
         session = load_session(ctx, session_id)

@@ -1,0 +1,1 @@
+"""python -m bench: our speed against raw llama-cpp-python and peer servers."""

@@ -1,0 +1,110 @@
+"""python -m bench [--quick] [--model PATH] [--repeats N] [--out DIR] [--check]
+
+Our speed side by side with raw llama-cpp-python, its server, and llama.cpp's own llama-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import machine, report, runners, servers
+
+DEFAULT_MODEL = servers.ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
+    p.add_argument("--quick", action="store_true", help="Fewer, shorter runs (under 2 minutes).")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="GGUF file (default: the SmolLM2 model).")
+    p.add_argument("--repeats", type=int, help="Alternating passes per row (default 5, quick 3).")
+    p.add_argument("--max-tokens", type=int, help="Tokens per reply (default 256, quick 64).")
+    p.add_argument("--threads", type=int, help="Threads for every implementation (default: all cores).")
+    p.add_argument("--out", type=Path, default=servers.ROOT / "bench" / "results", help="Where results go.")
+    p.add_argument("--check", action="store_true", help="Exit 1 when a figure is far below target (< 0.8x).")
+    p.add_argument(
+        "--only",
+        default="load,throughput,multi_turn,long_chat,concurrency",
+        help="Comma-separated scenarios to run.",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.model.is_file():
+        print(f"error: model not found: {args.model} (run make setup, or pass --model)", file=sys.stderr)
+        return 2
+    only = set(args.only.split(","))
+    started = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    opts = runners.Options(
+        model=args.model.resolve(),
+        repeats=args.repeats or (3 if args.quick else 5),
+        max_tokens=args.max_tokens or (64 if args.quick else 256),
+        quick=args.quick,
+        threads=args.threads or machine.cores(),
+        log=log,
+    )
+    setup = servers.Setup(model=opts.model, threads=opts.threads)
+    results: dict[str, Any] = {
+        "machine": machine.describe(),
+        "meta": {
+            "quick": opts.quick,
+            "model": opts.model.name,
+            "threads": opts.threads,
+            "n_ctx": setup.n_ctx,
+            "repeats": opts.repeats,
+            "max_tokens": opts.max_tokens,
+            "command": "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        },
+    }
+    if "load" in only:
+        log("load: fresh-process probes")
+        results["load"] = runners.load(opts, setup)
+    bench = runners.Bench(opts, setup)
+    try:
+        bench.start()
+        results["native_missing"] = bench.native_missing
+        short = 32 if opts.quick else 64
+        if "throughput" in only:
+            log("throughput: every path, alternating")
+            results["throughput"] = runners.throughput(bench)
+        if "multi_turn" in only:
+            log("multi-turn: 10 turns, ours and llama_cpp.server")
+            results["multi_turn"] = runners.multi_turn(bench, short)
+        if "long_chat" in only:
+            log("long chat: server CPU per reply at 2 and 200 messages")
+            results["long_chat"] = runners.long_chat(bench, short)
+        if "concurrency" in only:
+            log("concurrency: 1, 2, 4, 8 clients")
+            results["concurrency"] = runners.concurrency(bench, short)
+        if not opts.quick:
+            for _ in range(2):
+                bench.restart_ours()
+        results["servers"] = runners.idle_memory(bench)
+    finally:
+        bench.close()
+    results["meta"]["finished_at"] = time.strftime("%Y-%m-%d %H:%M")
+    results["meta"]["duration_s"] = round(time.perf_counter() - started, 1)
+    summary = report.summarise(results)
+    md = report.write(args.out, results, summary)
+    print(md.read_text())
+    log(f"wrote {md} and latest.json")
+    failed = [c for c in summary["checks"] if c["status"] == "FAIL"]
+    if args.check and failed:
+        for c in failed:
+            print(f"FAIL: {c['name']}: {c['measured']} (want {c['target']})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""One streamed reply per call, timed by the client: TTFT, decode tokens/s, token counts.
+
+Every path is timed the same way: TTFT is request start -> first non-empty text; decode tokens/s is
+(tokens - 1) / (last text - first text), where `tokens` is what the implementation says it generated.
+"""
+
+from __future__ import annotations
+
+import codecs
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+Message = dict[str, str]
+
+
+@dataclass
+class Sample:
+    ttft_ms: float | None = None
+    decode_tok_s: float | None = None
+    tokens: int | None = None
+    total_ms: float | None = None
+    finish: str | None = None
+    prompt_tokens: int | None = None
+    prompt_eval_tokens: int | None = None
+    queue_ms: float | None = None
+    updates: int | None = None
+    updates_per_s: float | None = None
+    session_id: str | None = None
+    text: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("text")
+        return {k: v for k, v in d.items() if v is not None}
+
+
+class Clock:
+    """Arrival times of the first and last piece of text."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.first = self.last = 0.0
+        self.chunks = 0
+        self.parts: list[str] = []
+
+    def text(self, piece: str | None) -> None:
+        if piece:
+            now = time.perf_counter()
+            if not self.first:
+                self.first = now
+            self.last = now
+            self.chunks += 1
+            self.parts.append(piece)
+
+    def sample(self, tokens: int | None, **kw: Any) -> Sample:
+        end = time.perf_counter()
+        s = Sample(tokens=tokens, total_ms=round((end - self.start) * 1000, 1), text="".join(self.parts), **kw)
+        if self.first:
+            s.ttft_ms = round((self.first - self.start) * 1000, 1)
+            if tokens and tokens > 1 and self.last > self.first:
+                s.decode_tok_s = round((tokens - 1) / (self.last - self.first), 2)
+        return s
+
+
+def llama_kwargs(p: dict[str, Any]) -> dict[str, Any]:
+    """Our SamplingParams names -> Llama.create_chat_completion's."""
+    keys = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "max_tokens")
+    return {k: p[k] for k in keys if k in p}
+
+
+# --- in-process --------------------------------------------------------------------------------------
+
+
+def raw_chat(llm: Any, messages: list[Message], p: dict[str, Any]) -> Sample:
+    """llama-cpp-python's own streaming chat completion."""
+    clock = Clock()
+    finish = None
+    for chunk in llm.create_chat_completion(messages=messages, stream=True, **llama_kwargs(p)):
+        choice = chunk["choices"][0]
+        clock.text(choice["delta"].get("content"))
+        finish = choice.get("finish_reason") or finish
+    tokens = p["max_tokens"] if finish == "length" else clock.chunks
+    return clock.sample(tokens, finish=finish)
+
+
+def raw_generate(llm: Any, formatter: Any, messages: list[Message], p: dict[str, Any]) -> Sample:
+    """The lower-level loop: template -> tokenize -> Llama.generate -> detokenize each token."""
+    import llama_cpp
+
+    clock = Clock()
+    result = formatter(messages=messages)
+    tokens = llm.tokenize(result.prompt.encode(), add_bos=not getattr(result, "added_special", False), special=True)
+    llm.set_seed(p["seed"])
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    vocab, n, finish = llm._model.vocab, 0, "length"
+    gen = llm.generate(
+        tokens,
+        temp=p["temperature"],
+        top_k=p["top_k"],
+        top_p=p["top_p"],
+        min_p=p["min_p"],
+        repeat_penalty=p["repeat_penalty"],
+    )
+    for tok in gen:
+        if llama_cpp.llama_vocab_is_eog(vocab, tok):
+            finish = "stop"
+            break
+        n += 1
+        clock.text(decoder.decode(llm.detokenize([tok])))
+        if n >= p["max_tokens"]:
+            break
+    gen.close()
+    return clock.sample(n, finish=finish, prompt_tokens=len(tokens))
+
+
+def engine_stream(engine: Any, messages: list[Message], p: dict[str, Any]) -> Sample:
+    """Our Engine.stream in this process: the path every interface shares."""
+    from engine.backends.base import Delta, Finished
+    from engine.params import parse_params
+
+    params = parse_params(p)
+    clock = Clock()
+    done = None
+    for event in engine.stream(messages, params):
+        if isinstance(event, Delta):
+            clock.text(event.text)
+        elif isinstance(event, Finished):
+            done = event
+    m = done.metrics if done else None
+    return clock.sample(
+        m.completion_tokens if m else None,
+        finish=done.finish_reason if done else None,
+        prompt_tokens=m.prompt_tokens if m else None,
+        prompt_eval_tokens=m.prompt_eval_tokens if m else None,
+        queue_ms=m.queue_ms if m else None,
+    )
+
+
+# --- over HTTP ---------------------------------------------------------------------------------------
+
+
+def _events(response: httpx.Response) -> Any:
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            yield line[6:]
+
+
+def sse(
+    client: httpx.Client, url: str, messages: list[Message], p: dict[str, Any], session_id: str | None = None
+) -> Sample:
+    """Our /api/chat/stream."""
+    body: dict[str, Any] = {"messages": messages, "params": p}
+    if session_id:
+        body["session_id"] = session_id
+    clock = Clock()
+    done: dict[str, Any] = {}
+    with client.stream("POST", url + "/api/chat/stream", json=body) as r:
+        r.raise_for_status()
+        for data in _events(r):
+            event = orjson.loads(data)
+            if "delta" in event:
+                clock.text(event["delta"])
+            elif event.get("done"):
+                done = event
+            elif "error" in event:
+                raise RuntimeError(f"/api/chat/stream: {event['error']}")
+    m = done.get("metrics") or {}
+    return clock.sample(
+        m.get("completion_tokens"),
+        finish=done.get("finish_reason"),
+        prompt_tokens=m.get("prompt_tokens"),
+        prompt_eval_tokens=m.get("prompt_eval_tokens"),
+        queue_ms=m.get("queue_ms"),
+        session_id=done.get("session_id"),
+    )
+
+
+def openai(client: httpx.Client, url: str, messages: list[Message], p: dict[str, Any]) -> Sample:
+    """Any OpenAI-compatible /v1/chat/completions, streaming, with usage in the last chunk."""
+    body = {"messages": messages, "stream": True, "stream_options": {"include_usage": True}, **llama_kwargs(p)}
+    clock = Clock()
+    usage: dict[str, Any] = {}
+    timings: dict[str, Any] = {}
+    finish = None
+    with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        for data in _events(r):
+            if data == "[DONE]":
+                break
+            chunk = orjson.loads(data)
+            if "error" in chunk:
+                raise RuntimeError(f"/v1/chat/completions: {chunk['error']}")
+            for choice in chunk.get("choices") or []:
+                clock.text((choice.get("delta") or {}).get("content"))
+                finish = choice.get("finish_reason") or finish
+            usage = chunk.get("usage") or usage
+            timings = chunk.get("timings") or timings
+    tokens = usage.get("completion_tokens") or timings.get("predicted_n")
+    if tokens is None:
+        tokens = p["max_tokens"] if finish == "length" else clock.chunks
+    return clock.sample(
+        tokens, finish=finish, prompt_tokens=usage.get("prompt_tokens"), prompt_eval_tokens=timings.get("prompt_n")
+    )
+
+
+def find_send_endpoint(gclient: Any) -> str:
+    """The chat tab's send event: the endpoint taking (text, session_id, char, lang_value)."""
+    info = gclient.view_api(return_format="dict", print_info=False)
+    for name, ep in info["named_endpoints"].items():
+        if [p["parameter_name"] for p in ep["parameters"]] == ["text", "session_id", "char", "lang_value"]:
+            return str(name)
+    raise RuntimeError("no Gradio endpoint with parameters (text, session_id, char, lang_value)")
+
+
+def gradio(gclient: Any, api_name: str, http: httpx.Client, url: str, text: str, session_id: str | None) -> Sample:
+    """The browser's path: the chat tab's send event through gradio_client; tokens from the saved session."""
+    clock = Clock()
+    updates, shown = 0, ""
+    out: Any = None
+    job = gclient.submit(text, session_id, "__custom__", "en", api_name=api_name)
+    for out in job:
+        updates += 1
+        chat = out[0] or []
+        last = chat[-1] if chat else None
+        if last and last.get("role") == "assistant":
+            content = last.get("content")
+            if isinstance(content, list):
+                content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
+            content = content or ""
+            if len(content) > len(shown):
+                clock.text(content[len(shown) :])
+                shown = content
+    sid = out[2] if out else None
+    metrics: dict[str, Any] = {}
+    if sid:
+        doc = orjson.loads(http.get(f"{url}/api/sessions/{sid}").content)
+        last_msg = doc["messages"][-1]
+        metrics = last_msg.get("metrics") or {}
+    s = clock.sample(
+        metrics.get("completion_tokens"),
+        finish=metrics.get("finish_reason"),
+        prompt_tokens=metrics.get("prompt_tokens"),
+        prompt_eval_tokens=metrics.get("prompt_eval_tokens"),
+        queue_ms=metrics.get("queue_ms"),
+        session_id=sid,
+    )
+    s.updates = updates
+    if clock.last > clock.first:
+        s.updates_per_s = round(clock.chunks / (clock.last - clock.first), 1)
+    return s

@@ -1,0 +1,330 @@
+"""Medians, ratios to the raw baseline, target checks, and the Markdown + JSON that go to bench/results/."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .runners import NATIVE, PEER, RAW, ROWS, median
+
+FAR_BELOW = 0.8  # --check fails when a figure is this far below its target (score < 0.8)
+
+
+@dataclass
+class Check:
+    name: str
+    measured: float | None
+    target: float
+    higher_is_better: bool = True
+
+    @property
+    def score(self) -> float | None:
+        """measured / target, inverted for lower-is-better figures: >= 1 meets the target."""
+        m = self.measured
+        if m is None:
+            return None
+        if self.higher_is_better:
+            return m / self.target if self.target else None
+        return self.target / m if m else float("inf")
+
+    @property
+    def status(self) -> str:
+        s = self.score
+        if s is None:
+            return "n/a"
+        if s >= 1:
+            return "ok"
+        return "FAIL" if s < FAR_BELOW else "below target"
+
+    def to_dict(self) -> dict[str, Any]:
+        op = ">=" if self.higher_is_better else "<="
+        score = self.score
+        return {
+            "name": self.name,
+            "measured": self.measured,
+            "target": f"{op} {self.target:g}",
+            "score": None if score is None else round(score, 3),
+            "status": self.status,
+        }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    """Medians per row and per scenario, ratios and checks."""
+    rows = {}
+    tp = results.get("throughput", {})
+    for row, samples in tp.items():
+        rows[row] = {
+            "ttft_ms": median([s.get("ttft_ms") for s in samples]),
+            "decode_tok_s": median([s.get("decode_tok_s") for s in samples]),
+            "decode_min": min((s["decode_tok_s"] for s in samples if "decode_tok_s" in s), default=None),
+            "decode_max": max((s["decode_tok_s"] for s in samples if "decode_tok_s" in s), default=None),
+            "tokens": median([s.get("tokens") for s in samples]),
+            "updates_per_s": median([s.get("updates_per_s") for s in samples]),
+            "n": len(samples),
+        }
+    raw = rows.get(RAW, {})
+    native = rows.get(NATIVE, {})
+    for r in rows.values():
+        r["decode_x_raw"] = _ratio(r["decode_tok_s"], raw.get("decode_tok_s"))
+        r["ttft_x_raw"] = _ratio(r["ttft_ms"], raw.get("ttft_ms"))
+        r["decode_x_native"] = _ratio(r["decode_tok_s"], native.get("decode_tok_s"))
+
+    turns = _turns(results.get("multi_turn", {}))
+    long_chat = _long_chat(results.get("long_chat", {}))
+    conc = _concurrency(results.get("concurrency", {}))
+    memory = _memory(results)
+    summary = {"rows": rows, "multi_turn": turns, "long_chat": long_chat, "concurrency": conc, "memory": memory}
+    summary["checks"] = [c.to_dict() for c in checks(summary)]
+    return summary
+
+
+def _turns(mt: dict[str, list[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    out = []
+    n_turns = max((len(c) for convs in mt.values() for c in convs), default=0)
+    for i in range(n_turns):
+        t: dict[str, Any] = {"turn": i + 1}
+        for impl, convs in mt.items():
+            at = [c[i] for c in convs if len(c) > i]
+            for key in ("ttft_ms", "prompt_tokens", "prompt_eval_tokens", "new_tokens", "tokens"):
+                t[f"{impl}_{key}"] = median([s.get(key) for s in at])
+        out.append(t)
+    return out
+
+
+def _long_chat(lc: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for n, paths in lc.items():
+        g = median([s.get("server_cpu_ms") for s in paths["gradio"]])
+        s = median([s.get("server_cpu_ms") for s in paths["sse"]])
+        out[n] = {
+            "gradio_cpu_ms": g,
+            "sse_cpu_ms": s,
+            "ui_overhead_ms": round(g - s, 1) if g is not None and s is not None else None,
+            "gradio_tokens": median([x.get("tokens") for x in paths["gradio"]]),
+            "sse_tokens": median([x.get("tokens") for x in paths["sse"]]),
+            "gradio_updates_per_s": median([x.get("updates_per_s") for x in paths["gradio"]]),
+            "gradio_decode_tok_s": median([x.get("decode_tok_s") for x in paths["gradio"]]),
+            "sse_decode_tok_s": median([x.get("decode_tok_s") for x in paths["sse"]]),
+        }
+    return out
+
+
+def _concurrency(cc: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for n, r in cc.items():
+        q = [v for v in r["queue_ms"] if v is not None]
+        out.append(
+            {
+                "clients": int(n),
+                "throughput_tok_s": r["throughput_tok_s"],
+                "queue_ms_median": median(q),
+                "queue_ms_max": max(q) if q else None,
+                "ttft_ms_median": median(r["ttft_ms"]),
+                "decode_tok_s_median": median(r["decode_tok_s"]),
+                "errors": len(r["errors"]),
+            }
+        )
+    return out
+
+
+def _memory(results: dict[str, Any]) -> dict[str, Any]:
+    load = results.get("load", {})
+    raw, ours, gr = load.get("raw", []), load.get("ours", []), load.get("gradio", [])
+    servers = results.get("servers", {})
+    raw_rss = median([s["rss_mb"] for s in raw])
+    ours_server = servers.get("ours", {})
+    out: dict[str, Any] = {
+        "raw_load_s": median([s["load_s"] for s in raw]),
+        "ours_load_s": median([s["load_s"] for s in ours]),
+        "raw_rss_mb": raw_rss,
+        "ours_rss_mb": median([s["rss_mb"] for s in ours]),
+        "raw_peak_rss_mb": median([s["peak_rss_mb"] for s in raw]),
+        "ours_peak_rss_mb": median([s["peak_rss_mb"] for s in ours]),
+        "python_rss_mb": median([s["python_rss_mb"] for s in raw]),
+        "gradio_import_rss_mb": round(gr[0]["rss_mb"] - gr[0]["python_rss_mb"], 1) if gr else None,
+        "gradio_import_s": gr[0]["import_s"] if gr else None,
+        "servers": {},
+    }
+    for name, s in servers.items():
+        out["servers"][name] = {"startup_s": median(s["startup_s"]), "idle_rss_mb": s["rss_mb"]}
+    if ours_server.get("rss_mb") and raw_rss:
+        out["ours_idle_rss_beyond_model_mb"] = round(ours_server["rss_mb"] - raw_rss, 1)
+    return out
+
+
+def checks(summary: dict[str, Any]) -> list[Check]:
+    rows, out = summary["rows"], []
+    sse, oai, ui = rows.get(ROWS[3], {}), rows.get(ROWS[4], {}), rows.get(ROWS[5], {})
+    peer, native = rows.get(PEER, {}), rows.get(NATIVE, {})
+    out.append(Check("decode tok/s, /api/chat/stream vs raw generate()", sse.get("decode_x_raw"), 0.97))
+    out.append(Check("decode tok/s, /v1/chat/completions vs raw generate()", oai.get("decode_x_raw"), 0.97))
+    out.append(Check("decode tok/s, Gradio UI vs raw generate()", ui.get("decode_x_raw"), 0.95))
+    for label, r in (("/api/chat/stream", sse), ("/v1/chat/completions", oai)):
+        out.append(Check(f"decode tok/s, {label} vs llama_cpp.server", _ratio(r.get("decode_tok_s"), peer.get("decode_tok_s")), 1.0))
+        out.append(Check(f"TTFT, {label} vs llama_cpp.server (x)", _ratio(r.get("ttft_ms"), peer.get("ttft_ms")), 1.0, False))
+    if native:
+        out.append(Check("decode tok/s, /api/chat/stream vs native llama-server", sse.get("decode_x_native"), 0.95))
+    turns = summary["multi_turn"]
+    if turns:
+        first, last = turns[0], turns[-1]
+        ev, new = last.get("ours_prompt_eval_tokens"), last.get("ours_new_tokens")
+        # the reply's last token is never decoded, so it is evaluated with the next turn: new + 1
+        score = None if ev is None or new is None else ev / (new + 1)
+        out.append(Check(f"turn {last['turn']}: evaluated / (new tokens + 1)", score, 1.0, False))
+        out.append(
+            Check(f"turn {last['turn']} TTFT / turn 1 TTFT", _ratio(last.get("ours_ttft_ms"), first.get("ours_ttft_ms")), 1.5, False)
+        )
+        out.append(
+            Check(f"turn {last['turn']} TTFT vs llama_cpp.server (x)", _ratio(last.get("ours_ttft_ms"), last.get("peer_ttft_ms")), 1.0, False)
+        )
+    mem = summary["memory"]
+    out.append(Check("start-up to /api/health 200 (s)", mem["servers"].get("ours", {}).get("startup_s"), 10.0, False))
+    out.append(Check("idle RSS beyond the model (MB)", mem.get("ours_idle_rss_beyond_model_mb"), 400.0, False))
+    out.append(Check("Gradio UI updates per second", ui.get("updates_per_s"), 26.0, False))
+    lc = summary["long_chat"]
+    if "2" in lc and "200" in lc:
+        a, b = lc["2"].get("ui_overhead_ms"), lc["200"].get("ui_overhead_ms")
+        # the UI's own CPU per reply (Gradio minus SSE on the same session) at 200 vs 2 messages
+        grow = None if a is None or b is None else max(b, 1.0) / max(a, 1.0)
+        out.append(Check("UI CPU per reply, history 200 / history 2", None if grow is None else round(grow, 2), 2.0, False))
+    return [c for c in out if c.measured is not None or True]
+
+
+# --- output ----------------------------------------------------------------------------------------
+
+
+def _f(v: Any, nd: int = 1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def _x(v: Any) -> str:
+    return "–" if v is None else f"{v:.3f}x"
+
+
+def markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
+    m, meta = results["machine"], results["meta"]
+    lines = [
+        f"## Benchmark ({'quick' if meta['quick'] else 'full'}) — {meta['finished_at']}",
+        "",
+        f"{m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, GPU: "
+        f"{m['gpu'].get('name') if m['gpu'].get('available') else 'none'}; Python {m['python']}, "
+        f"llama-cpp-python {m['llama_cpp_python']}, Gradio {m['gradio']}. Model `{meta['model']}`, "
+        f"{meta['threads']} threads everywhere, n_ctx {meta['n_ctx']}, greedy, {meta['max_tokens']} tokens, "
+        f"median of {meta['repeats']} alternating passes. Command: `{meta['command']}`",
+        "",
+        "| path | TTFT ms | TTFT x raw | decode tok/s | decode x raw | x native | tokens | n |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in ROWS:
+        r = summary["rows"].get(row)
+        if r is None:
+            if row == NATIVE:
+                lines.append(f"| {row} | {results.get('native_missing') or 'not built (run make bench-native)'} |||||||")
+            continue
+        name = f"**{row}** (raw baseline)" if row == RAW else row
+        lines.append(
+            f"| {name} | {_f(r['ttft_ms'])} | {_x(r['ttft_x_raw'])} | {_f(r['decode_tok_s'])} | "
+            f"{_x(r['decode_x_raw'])} | {_x(r['decode_x_native'])} | {_f(r['tokens'], 0)} | {r['n']} |"
+        )
+    lines += ["", "TTFT x raw: lower is better. Decode tok/s = (tokens - 1) / (last text - first text), client side.", ""]
+    lines += _md_memory(summary["memory"])
+    lines += _md_turns(summary["multi_turn"])
+    lines += _md_long_chat(summary["long_chat"])
+    lines += _md_concurrency(summary["concurrency"])
+    lines += ["### Targets", "", "| target | measured | wanted | status |", "|---|---:|---:|---|"]
+    for c in summary["checks"]:
+        lines.append(f"| {c['name']} | {_f(c['measured'], 3)} | {c['target']} | {c['status']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _md_memory(mem: dict[str, Any]) -> list[str]:
+    lines = ["### Load and memory", "", "| what | load / start-up s | RSS MB | peak RSS MB |", "|---|---:|---:|---:|"]
+    lines.append(f"| Llama() load, fresh process (raw) | {_f(mem['raw_load_s'], 2)} | {_f(mem['raw_rss_mb'])} | {_f(mem['raw_peak_rss_mb'])} |")
+    lines.append(f"| our backend load, fresh process | {_f(mem['ours_load_s'], 2)} | {_f(mem['ours_rss_mb'])} | {_f(mem['ours_peak_rss_mb'])} |")
+    for name, s in mem["servers"].items():
+        lines.append(f"| {name} server: start to health 200, idle RSS | {_f(s['startup_s'], 2)} | {_f(s['idle_rss_mb'])} | |")
+    lines.append(f"| import webui.app (Gradio, FastAPI), over bare Python | {_f(mem['gradio_import_s'], 2)} | {_f(mem['gradio_import_rss_mb'])} | |")
+    lines += ["", f"Our server's idle RSS beyond the model: {_f(mem.get('ours_idle_rss_beyond_model_mb'))} MB.", ""]
+    return lines
+
+
+def _md_turns(turns: list[dict[str, Any]]) -> list[str]:
+    if not turns:
+        return []
+    lines = [
+        "### Multi-turn (whole history each turn)",
+        "",
+        "| turn | ours TTFT ms | ours prompt | ours evaluated | new tokens | peer TTFT ms | peer prompt |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in turns:
+        lines.append(
+            f"| {t['turn']} | {_f(t.get('ours_ttft_ms'))} | {_f(t.get('ours_prompt_tokens'), 0)} | "
+            f"{_f(t.get('ours_prompt_eval_tokens'), 0)} | {_f(t.get('ours_new_tokens'), 0)} | "
+            f"{_f(t.get('peer_ttft_ms'))} | {_f(t.get('peer_prompt_tokens'), 0)} |"
+        )
+    lines += [
+        "",
+        "The peer reports only usage.prompt_tokens (the whole prompt), not how many it evaluated: its prefix reuse "
+        "shows only in its TTFT.",
+        "",
+    ]
+    return lines
+
+
+def _md_long_chat(lc: dict[str, Any]) -> list[str]:
+    if not lc:
+        return []
+    lines = [
+        "### Long chat: server CPU per streamed reply",
+        "",
+        "| history | Gradio CPU ms | SSE CPU ms | UI overhead ms | UI updates/s | Gradio tok/s | SSE tok/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, r in lc.items():
+        lines.append(
+            f"| {n} messages | {_f(r['gradio_cpu_ms'])} | {_f(r['sse_cpu_ms'])} | {_f(r['ui_overhead_ms'])} | "
+            f"{_f(r['gradio_updates_per_s'])} | {_f(r['gradio_decode_tok_s'])} | {_f(r['sse_decode_tok_s'])} |"
+        )
+    return [*lines, ""]
+
+
+def _md_concurrency(cc: list[dict[str, Any]]) -> list[str]:
+    if not cc:
+        return []
+    lines = [
+        "### Concurrency on /api/chat/stream",
+        "",
+        "| clients | total tok/s | queue ms median | queue ms max | TTFT ms median | errors |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in cc:
+        lines.append(
+            f"| {r['clients']} | {_f(r['throughput_tok_s'])} | {_f(r['queue_ms_median'])} | "
+            f"{_f(r['queue_ms_max'])} | {_f(r['ttft_ms_median'])} | {r['errors']} |"
+        )
+    return [*lines, ""]
+
+
+def write(out_dir: Path, results: dict[str, Any], summary: dict[str, Any]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {**results, "summary": summary}
+    blob = json.dumps(doc, indent=2, ensure_ascii=False)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    kind = "quick" if results["meta"]["quick"] else "full"
+    (out_dir / f"bench-{stamp}-{kind}.json").write_text(blob)
+    (out_dir / "latest.json").write_text(blob)
+    md = out_dir / "latest.md"
+    md.write_text(markdown(results, summary))
+    return md

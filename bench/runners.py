@@ -1,0 +1,355 @@
+"""The scenarios. Every comparison runs side by side in one process, alternating order, and keeps
+every sample so the report can take medians."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import clients, servers
+from .clients import Message, Sample
+
+USER_PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
+QUESTIONS = [
+    "Hi! What is a good name for a cat?",
+    "Why is that a good name?",
+    "Suggest a name for a dog too.",
+    "Which of the two is shorter?",
+    "Write one sentence using both names.",
+    "Now make it rhyme.",
+    "What colour should the cat's collar be?",
+    "And the dog's?",
+    "Summarise our chat in one line.",
+    "Thank you, goodbye!",
+]
+
+# Rows of the main table. The raw baseline is llama-cpp-python's generate() loop in-process.
+RAW = "llama-cpp-python generate() loop, in-process"
+ROWS = [
+    "llama-cpp-python create_chat_completion(stream=True), in-process",
+    RAW,
+    "ours: Engine.stream, in-process",
+    "ours: /api/chat/stream (SSE)",
+    "ours: /v1/chat/completions (stream)",
+    "ours: Gradio UI via gradio_client",
+    "llama_cpp.server /v1/chat/completions (stream)",
+    "llama.cpp llama-server /v1/chat/completions (stream)",
+]
+PEER, NATIVE = ROWS[6], ROWS[7]
+
+
+def params(max_tokens: int, seed: int = 42) -> dict[str, Any]:
+    """Identical sampling for every implementation: greedy, no repeat penalty, fixed seed."""
+    return {
+        "temperature": 0.0,
+        "top_k": 40,
+        "top_p": 0.95,
+        "min_p": 0.05,
+        "repeat_penalty": 1.0,
+        "seed": seed,
+        "max_tokens": max_tokens,
+    }
+
+
+def system(nonce: str) -> Message:
+    # A fresh nonce at the start of every prompt: nothing is reused from the previous run (cold TTFT).
+    return {"role": "system", "content": f"Conversation {nonce}. You are a helpful assistant."}
+
+
+def nonce() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@dataclass
+class Options:
+    model: Path
+    repeats: int
+    max_tokens: int
+    quick: bool
+    threads: int
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class Bench:
+    """Everything under test, started once: in-process models and the three servers."""
+
+    opts: Options
+    setup: servers.Setup
+    llm: Any = None
+    formatter: Any = None
+    engine: Any = None
+    ours: servers.ServerProcess | None = None
+    peer: servers.ServerProcess | None = None
+    native: servers.ServerProcess | None = None
+    native_missing: str | None = None
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=600))
+    gclient: Any = None
+    send_api: str = ""
+    data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-data-")))
+    startup: dict[str, list[float]] = field(default_factory=dict)
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        log = self.opts.log
+        log("starting servers: ours, llama_cpp.server" + (", llama-server" if servers.native_binary() else ""))
+        self.ours = self._start(servers.ours(self.setup, self.data_dir))
+        self.peer = self._start(servers.peer(self.setup))
+        exe = servers.native_binary()
+        if exe is None:
+            self.native_missing = "not built (run make bench-native)"
+        else:
+            self.native = self._start(servers.native(self.setup, exe))
+        log("loading in-process models")
+        from .probe import our_backend, raw_llama
+
+        self.llm = raw_llama(str(self.setup.model), self.setup.threads, self.setup.n_ctx)
+        self.formatter = _formatter(self.llm)
+        from engine.chat import Engine
+
+        self.engine = Engine(our_backend(str(self.setup.model), self.setup.threads, self.setup.n_ctx))
+        from gradio_client import Client
+
+        self.gclient = Client(self.ours.url + "/", verbose=False)
+        self.send_api = clients.find_send_endpoint(self.gclient)
+
+    def _start(self, server: servers.ServerProcess) -> servers.ServerProcess:
+        server.start()
+        self.startup.setdefault(server.name, []).append(round(server.startup_s or 0, 2))
+        return server
+
+    def restart_ours(self) -> None:
+        """One more start-up sample for our server (the running one is replaced)."""
+        assert self.ours is not None
+        self.ours.stop()
+        self.ours = self._start(servers.ours(self.setup, self.data_dir))
+        from gradio_client import Client
+
+        self.gclient = Client(self.ours.url + "/", verbose=False)
+
+    def close(self) -> None:
+        for s in (self.ours, self.peer, self.native):
+            if s is not None:
+                s.stop()
+        if self.engine is not None:
+            self.engine.close()
+        if self.llm is not None:
+            self.llm.close()
+        self.http.close()
+
+    # --- one reply per path --------------------------------------------------------------------------
+
+    def run_row(self, row: str, p: dict[str, Any]) -> Sample | None:
+        msgs = [system(nonce()), {"role": "user", "content": USER_PROMPT}]
+        if row == ROWS[0]:
+            return clients.raw_chat(self.llm, msgs, p)
+        if row == RAW:
+            return clients.raw_generate(self.llm, self.formatter, msgs, p)
+        if row == ROWS[2]:
+            return clients.engine_stream(self.engine, msgs, p)
+        assert self.ours is not None and self.peer is not None
+        if row == ROWS[3]:
+            return clients.sse(self.http, self.ours.url, msgs, p)
+        if row == ROWS[4]:
+            return clients.openai(self.http, self.ours.url, msgs, p)
+        if row == ROWS[5]:
+            sid = self.new_session(msgs[0]["content"], p)
+            return clients.gradio(self.gclient, self.send_api, self.http, self.ours.url, USER_PROMPT, sid)
+        if row == PEER:
+            return clients.openai(self.http, self.peer.url, msgs, p)
+        if row == NATIVE:
+            return clients.openai(self.http, self.native.url, msgs, p) if self.native else None
+        raise KeyError(row)
+
+    def new_session(self, system_prompt: str, p: dict[str, Any], messages: list[Message] | None = None) -> str:
+        """A session on our server with these params (the Gradio path takes them from the session)."""
+        from engine.session_formats import SCHEMA_VERSION
+
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "system_prompt": system_prompt,
+            "params": p,
+            "messages": messages or [],
+        }
+        assert self.ours is not None
+        r = self.http.post(self.ours.url + "/api/sessions/import", content=json.dumps(doc))
+        r.raise_for_status()
+        return str(r.json()["id"])
+
+
+def _formatter(llm: Any) -> Any:
+    from llama_cpp import llama_chat_format as fmt
+
+    eos, bos = llm.token_eos(), llm.token_bos()
+    return fmt.Jinja2ChatFormatter(
+        template=llm.metadata["tokenizer.chat_template"],
+        eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+        bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+    )
+
+
+# --- scenarios --------------------------------------------------------------------------------------
+
+
+def load(opts: Options, setup: servers.Setup) -> dict[str, Any]:
+    """Model load time and RSS in fresh processes (raw Llama vs our backend), plus Gradio's import cost."""
+    kinds = ["raw", "ours"]
+    samples: dict[str, list[dict[str, Any]]] = {k: [] for k in [*kinds, "gradio"]}
+    for r in range(max(2, opts.repeats if not opts.quick else 2)):
+        for kind in kinds if r % 2 == 0 else kinds[::-1]:
+            samples[kind].append(_probe(kind, setup))
+    samples["gradio"].append(_probe("gradio", setup))
+    return samples
+
+
+def _probe(kind: str, setup: servers.Setup) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.probe", kind, str(setup.model), str(setup.threads), str(setup.n_ctx)]
+    out = subprocess.run(cmd, cwd=servers.ROOT, capture_output=True, text=True, timeout=300, check=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def throughput(b: Bench) -> dict[str, list[dict[str, Any]]]:
+    """Every row, `repeats` times, order reversed on every other pass."""
+    opts = b.opts
+    rows = [r for r in ROWS if r != NATIVE or b.native is not None]
+    warm = params(8)
+    for row in rows:
+        b.run_row(row, warm)
+    out: dict[str, list[dict[str, Any]]] = {r: [] for r in rows}
+    p = params(opts.max_tokens)
+    for rep in range(opts.repeats):
+        for row in rows if rep % 2 == 0 else rows[::-1]:
+            s = b.run_row(row, p)
+            if s is not None:
+                out[row].append(s.to_dict())
+        opts.log(f"  pass {rep + 1}/{opts.repeats} done")
+    return out
+
+
+def multi_turn(b: Bench, max_tokens: int) -> dict[str, list[list[dict[str, Any]]]]:
+    """A 10-turn conversation, whole history sent each turn: ours (/api/chat/stream) and the peer."""
+    assert b.ours is not None and b.peer is not None
+    impls: dict[str, Callable[[list[Message]], Sample]] = {
+        "ours": lambda m: clients.sse(b.http, b.ours.url, m, params(max_tokens)),  # type: ignore[union-attr]
+        "peer": lambda m: clients.openai(b.http, b.peer.url, m, params(max_tokens)),  # type: ignore[union-attr]
+    }
+    out: dict[str, list[list[dict[str, Any]]]] = {k: [] for k in impls}
+    names = list(impls)
+    for rep in range(2 if b.opts.quick else max(2, b.opts.repeats // 2)):
+        for name in names if rep % 2 == 0 else names[::-1]:
+            msgs: list[Message] = [system(nonce())]
+            turns = []
+            prev_ctx = 0
+            for q in QUESTIONS:
+                msgs.append({"role": "user", "content": q})
+                s = impls[name](msgs)
+                d = s.to_dict()
+                if s.prompt_tokens is not None:
+                    d["new_tokens"] = s.prompt_tokens - prev_ctx
+                    prev_ctx = s.prompt_tokens + (s.tokens or 0)
+                turns.append(d)
+                msgs.append({"role": "assistant", "content": s.text})
+            out[name].append(turns)
+    return out
+
+
+def long_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
+    """Server CPU per streamed reply at history 2 vs 200, through Gradio and through SSE (same session)."""
+    assert b.ours is not None
+    p = params(max_tokens)
+    out: dict[str, Any] = {}
+    reps = 2 if b.opts.quick else 3
+    for n in (2, 200):
+        history: list[Message] = []
+        for i in range(n // 2):
+            history.append({"role": "user", "content": f"Note {i}: remember the number {i * 7}."})
+            history.append({"role": "assistant", "content": f"Noted: {i * 7}."})
+        sid = b.new_session(system(nonce())["content"], p, history)
+        clients.sse(b.http, b.ours.url, [{"role": "user", "content": "Say hello."}], p, session_id=sid)  # warm KV
+        rows: dict[str, list[dict[str, Any]]] = {"gradio": [], "sse": []}
+        for rep in range(reps):
+            for path in ("gradio", "sse") if rep % 2 == 0 else ("sse", "gradio"):
+                text = f"Tell me about the number {rep * 3 + 1}."
+                cpu0 = b.ours.cpu_s()
+                if path == "gradio":
+                    s = clients.gradio(b.gclient, b.send_api, b.http, b.ours.url, text, sid)
+                else:
+                    s = clients.sse(b.http, b.ours.url, [{"role": "user", "content": text}], p, session_id=sid)
+                time.sleep(0.2)  # let the server finish its bookkeeping (session save) before reading CPU
+                d = s.to_dict()
+                d["server_cpu_ms"] = round((b.ours.cpu_s() - cpu0) * 1000, 1)
+                rows[path].append(d)
+        out[str(n)] = rows
+    return out
+
+
+def concurrency(b: Bench, max_tokens: int) -> dict[str, Any]:
+    """N clients at once on /api/chat/stream: each one's wait in the queue, total tokens/s."""
+    assert b.ours is not None
+    url = b.ours.url
+    out: dict[str, Any] = {}
+    for n in (1, 2, 4, 8):
+        results: list[Sample | BaseException] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(n)
+
+        def one(i: int) -> None:
+            msgs = [system(nonce()), {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
+            with httpx.Client(timeout=600) as c:
+                barrier.wait()
+                try:
+                    s: Sample | BaseException = clients.sse(c, url, msgs, params(max_tokens))
+                except Exception as exc:
+                    s = exc
+            with lock:
+                results.append(s)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - started
+        ok = [r for r in results if isinstance(r, Sample)]
+        errors = [repr(r) for r in results if not isinstance(r, Sample)]
+        tokens = sum(s.tokens or 0 for s in ok)
+        out[str(n)] = {
+            "clients": n,
+            "wall_s": round(wall, 2),
+            "tokens": tokens,
+            "throughput_tok_s": round(tokens / wall, 1) if wall else None,
+            "queue_ms": [s.queue_ms for s in ok],
+            "ttft_ms": [s.ttft_ms for s in ok],
+            "decode_tok_s": [s.decode_tok_s for s in ok],
+            "errors": errors,
+        }
+    return out
+
+
+def idle_memory(b: Bench) -> dict[str, Any]:
+    """RSS of each server process after warm-up, idle."""
+    time.sleep(0.5)
+    out = {}
+    for s in (b.ours, b.peer, b.native):
+        if s is not None:
+            out[s.name] = {"rss_mb": s.rss_mb(), "startup_s": b.startup.get(s.name, [])}
+    return out
+
+
+def median(values: list[Any]) -> Any:
+    vals = [v for v in values if isinstance(v, int | float)]
+    return round(statistics.median(vals), 2) if vals else None

@@ -1,0 +1,113 @@
+"""DirectClient: the engine in this process (Runtime + conversation.run_turn). No server, no HTTP."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from engine.backends.base import Delta, Finished
+from engine.chat import Notice, Queued, StreamEvent
+from engine.conversation import Mode, new_session, run_turn, session_character
+from engine.errors import InvalidInput
+from engine.runtime import Runtime
+from engine.session_formats import Session
+
+from .clients import ChatState, Done, Event, Note, Text, Waiting, greeting_of
+
+
+class DirectClient:
+    kind = "direct"
+    where = "in this process"
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.state = ChatState(preset=rt.settings.chat.preset)
+        self.session: Session | None = None
+
+    # --- turns --------------------------------------------------------------------------------------
+
+    def send(self, text: str, cancel: threading.Event) -> Iterator[Event]:
+        if not text.strip():
+            raise InvalidInput("The message is empty.")
+        if self.session is None:
+            self.rt.engine.require_backend()  # no empty chat files for a model that is not there
+            st = self.state
+            self.session = new_session(
+                self.rt, character=st.preset, system_prompt=st.system_prompt, params=st.params
+            )
+            self.state.adopt(self.session)
+        return self._turn("send", text, cancel)
+
+    def regenerate(self, cancel: threading.Event) -> Iterator[Event]:
+        if self.session is None or not self.session.messages or self.session.messages[-1].role != "assistant":
+            raise InvalidInput("There is no reply to regenerate yet.")
+        self.rt.engine.require_backend()
+        return self._turn("regenerate", None, cancel)
+
+    def _turn(self, mode: Mode, text: str | None, cancel: threading.Event) -> Iterator[Event]:
+        assert self.session is not None
+        events = run_turn(
+            self.rt, self.session, mode=mode, user_text=text, params=self.state.params, cancel=cancel
+        )
+        try:
+            for event in events:
+                if isinstance(event, Finished):
+                    self.state.last_metrics = event.metrics.to_dict()
+                yield _convert(event, self.session.id)
+        finally:
+            events.close()  # run_turn's own cleanup saves whatever was generated
+            self.state.title = self.session.title
+
+    # --- chats --------------------------------------------------------------------------------------
+
+    def new_chat(self, preset: str | None, system_prompt: str | None, params: dict[str, Any]) -> str | None:
+        character = self.rt.presets.get(preset) if preset else None  # NotFound names the preset
+        self.session = None
+        self.state = ChatState(preset=preset, system_prompt=system_prompt, params=dict(params))
+        return greeting_of(character.model_dump() if character else None, self.rt.settings.chat.user_name)
+
+    def open(self, session_id: str) -> Session:
+        session = self.rt.sessions.get(session_id)
+        self.session = session
+        self.state = ChatState()
+        self.state.adopt(session)
+        return session
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return [s.model_dump() for s in self.rt.sessions.list()]
+
+    def rename(self, title: str) -> str:
+        if self.session is None:
+            raise InvalidInput("Nothing to save yet: send a message first, then /save NAME.")
+        self.session = self.rt.sessions.rename(self.session.id, title)
+        self.state.title = self.session.title
+        return self.session.id
+
+    def presets(self) -> list[dict[str, Any]]:
+        return [c.model_dump(exclude={"card"}) for c in self.rt.presets.list()]
+
+    def effective_params(self) -> tuple[dict[str, Any], bool]:
+        if self.session is not None:
+            character = session_character(self.session)
+        else:
+            character = self.rt.character(self.state.preset)
+        return self.rt.params_for(character, self.state.params).model_dump(), True
+
+    def health(self) -> dict[str, Any]:
+        return self.rt.health()
+
+    def close(self) -> None:
+        self.rt.close()
+
+
+def _convert(event: StreamEvent, session_id: str) -> Event:
+    if isinstance(event, Delta):
+        return Text(event.text)
+    if isinstance(event, Finished):
+        return Done(event.finish_reason, event.metrics.to_dict(), session_id)
+    if isinstance(event, Queued):
+        return Waiting(event.position)
+    if isinstance(event, Notice):
+        return Note(event.message)
+    raise TypeError(f"unexpected engine event {event!r}")

@@ -1,0 +1,228 @@
+"""HttpClient: a running server (python -m webui) over its REST API and SSE stream (/api/chat/stream)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from engine.errors import EngineError, InvalidInput, ModelUnavailable
+from engine.params import parse_params
+from engine.session_formats import Session, session_from_doc
+
+from .clients import ChatState, Done, Event, Note, Text, greeting_of
+
+
+class RemoteError(EngineError):
+    """An error the server reported, with its type and message."""
+
+    def __init__(self, kind: str, message: str, status: int = 500) -> None:
+        super().__init__(message)
+        self.kind, self.status = kind, status
+
+
+class HttpClient:
+    kind = "http"
+
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0) -> None:
+        self.where = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=self.where, headers=headers, timeout=timeout)
+        self.state = ChatState()
+        self._greeting: str | None = None  # sent as the first assistant turn of a new chat
+        self._epoch = 0  # bumped by new_chat/open, so a late stream cannot touch a newer chat
+
+    # --- plumbing -----------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = self.http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        if resp.status_code >= 400:
+            raise _error_from(resp)
+        return resp
+
+    def _unreachable(self, exc: Exception) -> ModelUnavailable:
+        why = str(exc) or type(exc).__name__
+        return ModelUnavailable(f"Cannot reach the server at {self.where} ({why}). Is it running?")
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self._call(method, path, **kw)
+        try:
+            return resp.json()
+        except ValueError:
+            raise RemoteError("bad_reply", f"The server at {self.where} did not answer in JSON.") from None
+
+    # --- turns --------------------------------------------------------------------------------------
+
+    def send(self, text: str, cancel: threading.Event) -> Iterator[Event]:
+        st = self.state
+        body: dict[str, Any] = {"messages": [{"role": "user", "content": text}], "params": st.params}
+        before: set[str] | None = None
+        if st.session_id is None:
+            body["session_id"] = "new"
+            if st.preset:
+                body["preset"] = st.preset
+            head = [{"role": "system", "content": st.system_prompt}] if st.system_prompt is not None else []
+            if self._greeting:
+                head.append({"role": "assistant", "content": self._greeting})
+            body["messages"] = head + body["messages"]
+            before = {s["id"] for s in self.sessions()}
+        else:
+            body["session_id"] = st.session_id
+        return self._turn(body, text, before, cancel)
+
+    def _turn(
+        self, body: dict[str, Any], text: str, before: set[str] | None, cancel: threading.Event
+    ) -> Iterator[Event]:
+        st, epoch = self.state, self._epoch
+        finished = False
+        try:
+            for event in self._stream(body, cancel):
+                if isinstance(event, Done):
+                    finished = True
+                    if epoch == self._epoch:
+                        self._greeting = None
+                        st.session_id = event.session_id or st.session_id
+                        st.last_metrics = dict(event.metrics)
+                yield event
+            if not finished:
+                if not cancel.is_set():
+                    raise RemoteError("stream_error", "The server ended the stream before the reply.")
+                yield Done("cancelled")  # the stream was closed (Ctrl+C): the server keeps what was generated
+        finally:
+            if before is not None and st.session_id is None and epoch == self._epoch:
+                self._find_new_session(before, text)
+
+    def _stream(self, body: dict[str, Any], cancel: threading.Event) -> Iterator[Event]:
+        timeout = httpx.Timeout(self.http.timeout.connect, read=None, write=30.0, pool=30.0)
+        try:
+            with self.http.stream("POST", "/api/chat/stream", json=body, timeout=timeout) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise _error_from(resp)
+                event_name = ""
+                for line in resp.iter_lines():
+                    if cancel.is_set():
+                        return
+                    if not line:
+                        event_name = ""
+                    elif line.startswith("event:"):
+                        event_name = line[6:].strip()
+                    elif line.startswith("data:"):
+                        yield from _sse_events(event_name, line[5:].strip())
+        except httpx.HTTPError as exc:
+            if cancel.is_set():
+                return
+            raise self._unreachable(exc) from None
+
+    def _find_new_session(self, before: set[str], text: str) -> None:
+        """A new chat stopped before its `done` event: find the session the server created for it."""
+        try:
+            new = [s for s in self.sessions() if s["id"] not in before]
+            for summary in new[:5]:
+                doc = self._json("GET", f"/api/sessions/{summary['id']}")
+                if any(m.get("role") == "user" and m.get("content") == text for m in doc.get("messages", [])):
+                    self.state.adopt(session_from_doc(doc, summary["id"]))
+                    self._greeting = None
+                    return
+        except EngineError:
+            pass
+
+    def regenerate(self, cancel: threading.Event) -> Iterator[Event]:
+        raise InvalidInput("/regen works in direct mode only: the server API has no regenerate route.")
+
+    # --- chats --------------------------------------------------------------------------------------
+
+    def new_chat(self, preset: str | None, system_prompt: str | None, params: dict[str, Any]) -> str | None:
+        doc = self._json("GET", f"/api/presets/{preset}") if preset else None
+        self._epoch += 1
+        self.state = ChatState(preset=preset, system_prompt=system_prompt, params=dict(params))
+        self._greeting = greeting_of(doc)
+        return self._greeting
+
+    def open(self, session_id: str) -> Session:
+        session = session_from_doc(self._json("GET", f"/api/sessions/{session_id}"), session_id)
+        self._epoch += 1
+        self.state = ChatState()
+        self.state.adopt(session)
+        self._greeting = None
+        return session
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api/sessions"))
+
+    def rename(self, title: str) -> str:
+        """PATCH when the server has it; else import a copy under the new title (a new id), delete the old."""
+        sid = self.state.session_id
+        if sid is None:
+            raise InvalidInput("Nothing to save yet: send a message first, then /save NAME.")
+        title = " ".join(title.split())[:200]
+        try:
+            doc = self._json("PATCH", f"/api/sessions/{sid}", json={"title": title})
+            self.state.title = doc.get("title", title) if isinstance(doc, dict) else title
+            return sid
+        except RemoteError as exc:
+            if exc.status not in (404, 405):
+                raise
+        doc = self._json("GET", f"/api/sessions/{sid}")  # NotFound here when the chat itself is gone
+        doc["title"] = title
+        new_id = self._json("POST", "/api/sessions/import", content=json.dumps(doc).encode())["id"]
+        self._call("DELETE", f"/api/sessions/{sid}")
+        self.state.session_id, self.state.title = new_id, title
+        return str(new_id)
+
+    def presets(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api/presets"))
+
+    def effective_params(self) -> tuple[dict[str, Any], bool]:
+        """The server's config defaults are not published: show ours under the preset's and this chat's."""
+        sampling: dict[str, Any] = {}
+        if self.state.preset:
+            try:
+                sampling = self._json("GET", f"/api/presets/{self.state.preset}").get("sampling") or {}
+            except EngineError:
+                sampling = {}
+        return parse_params({**sampling, **self.state.params}).model_dump(), False
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/api/health"))
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _sse_events(name: str, data: str) -> list[Event]:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return []
+    if name == "error" or "error" in doc:
+        err = doc.get("error") or {}
+        message = str(err.get("message", "The server reported an error."))
+        raise RemoteError(str(err.get("type", "error")), message)
+    if "delta" in doc:
+        return [Text(str(doc["delta"]))]
+    if doc.get("done"):
+        sid = doc.get("session_id")
+        notes: list[Event] = [Note(str(w)) for w in doc.get("warnings") or []]
+        return [
+            *notes,
+            Done(str(doc.get("finish_reason", "stop")), dict(doc.get("metrics") or {}), sid and str(sid)),
+        ]
+    return []
+
+
+def _error_from(resp: httpx.Response) -> RemoteError:
+    try:
+        err = resp.json().get("error") or {}
+        kind, message = str(err.get("type", "error")), str(err.get("message"))
+    except (ValueError, AttributeError):
+        kind, message = "http_error", ""
+    if not message or message == "None":
+        message = f"The server answered {resp.status_code} {resp.reason_phrase} to {resp.request.url.path}."
+    return RemoteError(kind, message, resp.status_code)

@@ -1,0 +1,27 @@
+"""This process's memory use, for the model manager: resident now and at its peak. Never raises."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+
+
+def process_memory(status_file: Path = Path("/proc/self/status")) -> dict[str, float | None]:
+    """{"rss_mb": resident set size now, "peak_mb": the peak} in MiB; None where the system cannot tell."""
+    rss = peak = None
+    try:
+        for line in status_file.read_text("ascii", "replace").splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM") and value.strip().endswith("kB"):
+                mb = round(int(value.split()[0]) / 1024, 1)
+                rss, peak = (mb, peak) if key == "VmRSS" else (rss, mb)
+    except (OSError, ValueError):
+        pass
+    if peak is None:
+        try:
+            maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+            peak = round(maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+        except (OSError, ValueError):
+            pass
+    return {"rss_mb": rss, "peak_mb": peak}

@@ -1,0 +1,130 @@
+"""Browser fixtures: one real server per test module, one Chromium per run, a page that fails the test on
+any JavaScript error, and screenshots + the server log in test-artifacts/ when a test fails."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.harness import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ServerProcess,
+    artifact_dir,
+    missing,
+    require_chromium,
+    require_model,
+    write_config,
+)
+from tests.browser.ui import ChatPage
+
+# Console messages that are not JavaScript errors of ours (none so far; keep this list short and explained).
+BENIGN_CONSOLE: tuple[str, ...] = ()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(here):
+            item.add_marker(pytest.mark.browser)
+
+
+def save_artifacts(item: pytest.Item) -> str:
+    """Screenshots of the item's open pages and the server log; returns a note naming the folder."""
+    note = getattr(item, "_artifacts_note", None)
+    if note:
+        return str(note)
+    folder = artifact_dir(item.nodeid)
+    for i, page in enumerate(getattr(item, "_pages", [])):
+        try:
+            page.screenshot(path=str(folder / f"page{i}.png"), full_page=True)
+            (folder / f"page{i}.html").write_text(page.content())
+        except Exception as exc:  # the page may be gone already
+            (folder / f"page{i}.error.txt").write_text(repr(exc))
+    server = getattr(item, "_server", None)
+    if server is not None:
+        server.save_log(folder)
+    note = f"screenshots and server log saved in {folder}"
+    item._artifacts_note = note  # type: ignore[attr-defined]
+    print(f"\n[artifacts] {note}", file=sys.stderr)
+    return note
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    rep = yield
+    if rep.failed and rep.when in ("setup", "call", "teardown"):
+        note = save_artifacts(item)
+        longrepr = rep.longrepr
+        if hasattr(longrepr, "addsection"):
+            longrepr.addsection("artifacts", note)
+        else:
+            rep.sections.append(("artifacts", note))
+    return rep
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    require_chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("the playwright Python package is not installed")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def start_server(tmp: Path, *, max_tokens: int = 48, extra_config: str = "", **kw: Any) -> ServerProcess:
+    require_model()
+    tmp.mkdir(parents=True, exist_ok=True)
+    cfg = write_config(tmp / "config.yaml", max_tokens=max_tokens, extra=extra_config)
+    return ServerProcess(tmp / "data", config=cfg, **kw).start()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    s = start_server(tmp_path_factory.mktemp("browser-server"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def open_page(browser: Any, server: ServerProcess, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """open_page() -> ChatPage in a fresh browser context (its own localStorage). Fails on JS errors."""
+    item = request.node
+    item._server = server
+    item._pages = []
+    pages: list[ChatPage] = []
+    contexts = []
+
+    def factory(*, locale: str = "en-US", srv: ServerProcess | None = None) -> ChatPage:
+        ctx = browser.new_context(locale=locale, viewport={"width": 1280, "height": 1000})
+        ctx.set_default_timeout(30_000)
+        contexts.append(ctx)
+        page = ctx.new_page()
+        item._pages.append(page)
+        chat = ChatPage(page, srv or server)
+        pages.append(chat)
+        return chat
+
+    yield factory
+    errors = [e for chat in pages for e in chat.errors if not any(b in e for b in BENIGN_CONSOLE)]
+    try:
+        if errors:
+            note = save_artifacts(item)
+            pytest.fail("JavaScript errors on the page:\n" + "\n".join(errors[:20]) + f"\n{note}")
+    finally:
+        for ctx in contexts:
+            ctx.close()
+
+
+@pytest.fixture
+def chat(open_page: Any) -> ChatPage:
+    """One page, loaded."""
+    return open_page().goto()

@@ -1,0 +1,73 @@
+"""Stop mid-reply, Regenerate, browse the versions with ◀ ▶, Continue and Delete: on a server with long replies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import start_server
+from tests.browser.harness import ServerProcess
+from tests.browser.ui import ChatPage
+
+LONG = "Count from 1 to 100, one number per line."
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    s = start_server(tmp_path_factory.mktemp("browser-long"), max_tokens=120)
+    yield s
+    s.stop()
+
+
+def _stop_mid_reply(chat: ChatPage) -> dict[str, Any]:
+    chat.record_states()
+    chat.type_and_enter(LONG)
+    chat.wait_for(lambda: len([s for s in chat.states() if s]) >= 3, "the reply to start streaming")
+    chat.click("stop")
+    doc = chat.wait_idle(lambda d: d["messages"][-1]["stopped"])
+    return doc
+
+
+def test_stop_then_regenerate_then_browse_versions(chat: ChatPage) -> None:
+    doc = _stop_mid_reply(chat)
+    stopped = doc["messages"][-1]
+    assert stopped["metrics"]["finish_reason"] == "cancelled"
+    assert stopped["metrics"]["completion_tokens"] < 120, "Stop did not end the reply early"
+    partial = stopped["content"]
+    assert partial and chat.bots() == [partial]
+
+    chat.click("regenerate")
+    doc = chat.wait_idle(lambda d: len(d["messages"][-1]["alternatives"]) == 2 and not d["messages"][-1]["stopped"])
+    last = doc["messages"][-1]
+    assert last["selected"] == 1 and last["alternatives"][0]["content"] == partial
+    full = last["content"]
+    assert len(full) > len(partial) and last["metrics"]["finish_reason"] in ("stop", "length")
+    assert chat.bots() == [full]
+    assert "2/2" in chat.status()
+
+    chat.click("prev-alt")
+    chat.wait_for(lambda: chat.bots() == [partial], "◀ to show the first version")
+    assert "1/2" in chat.status()
+    assert chat.stored()["messages"][-1]["selected"] == 0
+    chat.click("next-alt")
+    chat.wait_for(lambda: chat.bots() == [full], "▶ to show the second version")
+    assert "2/2" in chat.status() and chat.stored()["messages"][-1]["selected"] == 1
+    chat.click("next-alt")  # wraps around
+    chat.wait_for(lambda: chat.bots() == [partial], "▶ to wrap to the first version")
+
+    chat.reload()  # the choice of version is saved
+    assert chat.bots() == [partial]
+
+
+def test_continue_a_stopped_reply_then_delete_the_exchange(chat: ChatPage) -> None:
+    doc = _stop_mid_reply(chat)
+    partial = doc["messages"][-1]["content"]
+    chat.click("continue")
+    doc = chat.wait_idle(lambda d: not d["messages"][-1]["stopped"] and len(d["messages"][-1]["content"]) > len(partial))
+    assert doc["messages"][-1]["content"].startswith(partial)
+    assert len(doc["messages"]) == 2, "Continue must extend the reply, not add one"
+    chat.click("delete-last")
+    chat.wait_for(lambda: chat.users() == [] and chat.bots() == [], "the exchange to disappear")
+    assert chat.stored(doc["id"])["messages"] == []

@@ -1,0 +1,185 @@
+"""ChatPage: drive the chat tab by its elem_ids and check what the browser shows against the stored session."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from tests.browser.harness import ServerProcess
+from webui.markup import unescape_text
+
+SESSION_ID = re.compile(r"s-\d{8}-\d{6}-[0-9a-f]{6}")
+
+# Records every text the last bot message shows, so a test can see the reply grow.
+RECORD_STATES = """() => {
+  window.__states = [];
+  const box = document.querySelector('#chatbot');
+  const grab = () => {
+    const bots = box.querySelectorAll('[data-testid=bot]');
+    const last = bots.length ? bots[bots.length - 1].getAttribute('aria-label') : null;
+    const s = window.__states;
+    if (last !== null && s[s.length - 1] !== last) s.push(last);
+  };
+  new MutationObserver(grab).observe(box, {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+class ChatPage:
+    def __init__(self, page: Any, server: ServerProcess) -> None:
+        self.page = page
+        self.server = server
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        page.on("console", self._console)
+        page.on("dialog", self._dialog)
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error":
+            self.errors.append(f"console.error: {msg.text}")
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    # --- navigation -----------------------------------------------------------------------------------
+
+    def goto(self, path: str = "/") -> ChatPage:
+        self.page.goto(self.server.url + path)
+        self.wait_loaded()
+        return self
+
+    def reload(self) -> ChatPage:
+        self.page.reload()
+        self.wait_loaded()
+        return self
+
+    def wait_loaded(self) -> None:
+        self.page.wait_for_selector("#message textarea")
+        # demo.load fills the status line; until then the page is not ready for input
+        self.wait_for(lambda: bool(self.status().strip()), "the status line to be filled by the page load")
+
+    # --- reading --------------------------------------------------------------------------------------
+
+    def _labels(self, who: str) -> list[str]:
+        labels = self.page.locator(f"#chatbot [data-testid={who}]").evaluate_all(
+            "els => els.map(e => e.getAttribute('aria-label'))"
+        )
+        prefix = f"{who}'s message: "
+        # the page gets escaped text (webui/markup.py); undo that to compare with what is stored
+        return [unescape_text((x or "").removeprefix(prefix)) for x in labels]
+
+    def bots(self) -> list[str]:
+        """The raw text of every assistant message (Gradio's aria-label holds it unrendered)."""
+        return self._labels("bot")
+
+    def users(self) -> list[str]:
+        return self._labels("user")
+
+    def status(self) -> str:
+        return str(self.page.inner_text("#status-line"))
+
+    def session_id(self) -> str | None:
+        m = SESSION_ID.search(self.status())
+        return m.group(0) if m else None
+
+    def busy(self) -> bool:
+        cls = self.page.get_attribute("#chatbot > [data-testid=status-tracker]", "class") or ""
+        return "hide" not in cls.split()
+
+    def toasts(self) -> list[str]:
+        return [t.strip() for t in self.page.locator(".toast-body").all_inner_texts()]
+
+    def states(self) -> list[str]:
+        states = self.page.evaluate("() => window.__states || []")
+        return [unescape_text(s.removeprefix("bot's message: ")) for s in states]
+
+    # --- server side ----------------------------------------------------------------------------------
+
+    def api(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        return httpx.request(method, self.server.url + path, timeout=kw.pop("timeout", 120), **kw)
+
+    def stored(self, sid: str | None = None) -> dict[str, Any]:
+        sid = sid or self.session_id()
+        assert sid, f"no session id in the status line: {self.status()!r}"
+        r = self.api("GET", f"/api/sessions/{sid}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    # --- acting ---------------------------------------------------------------------------------------
+
+    def record_states(self) -> None:
+        self.page.evaluate(RECORD_STATES)
+
+    def type_and_enter(self, text: str) -> None:
+        box = self.page.locator("#message textarea")
+        box.fill(text)
+        box.press("Enter")
+
+    def click(self, elem_id: str) -> None:
+        self.page.locator(f"#{elem_id}").click()
+
+    def wait_for(self, check: Callable[[], Any], what: str, timeout: float = 90.0, every: float = 0.1) -> Any:
+        deadline = time.monotonic() + timeout
+        last_exc: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                value = check()
+                if value:
+                    return value
+            except (AssertionError, httpx.HTTPError) as exc:
+                last_exc = exc
+            time.sleep(every)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_exc})")
+
+    def wait_idle(self, check: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 120.0) -> dict:
+        """Wait until no event runs, the stored turn is finished and the page shows what is stored."""
+
+        def done() -> dict[str, Any] | None:
+            if self.busy():
+                return None
+            sid = self.session_id()
+            if not sid:
+                return None
+            doc = self.stored(sid)
+            msgs = doc["messages"]
+            if not msgs or msgs[-1]["role"] != "assistant":
+                return None
+            last = msgs[-1]
+            if not last.get("metrics") and not last.get("stopped") and not last.get("greeting"):
+                return None
+            if check is not None and not check(doc):
+                return None
+            shown = [m["content"] for m in msgs if m["role"] == "assistant"]
+            if self.bots() != shown:
+                return None
+            return doc
+
+        return dict(self.wait_for(done, "the turn to finish and the page to show the stored chat", timeout))
+
+    def send(self, text: str, *, button: bool = False) -> dict[str, Any]:
+        """Send `text` and wait for the complete reply; returns the stored session."""
+        if button:
+            self.page.locator("#message textarea").fill(text)
+            self.click("send")
+        else:
+            self.type_and_enter(text)
+        self.wait_for(lambda: text in self.users(), f"the user message {text!r} to appear")
+        return self.wait_idle(
+            lambda d: len(d["messages"]) >= 2
+            and d["messages"][-2]["role"] == "user"
+            and d["messages"][-2]["content"] == text
+        )
+
+    def pick_character(self, title: str) -> None:
+        """Choose a character in the dropdown by its shown title."""
+        self.page.locator("#character-picker input").click()
+        option = self.page.locator(f'[data-testid=dropdown-option][aria-label="{title}"]')
+        option.click()
+
+    def picked_character(self) -> str:
+        return str(self.page.locator("#character-picker input").input_value())

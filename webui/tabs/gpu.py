@@ -1,0 +1,342 @@
+"""GPU & models tab: device readout, a live VRAM/utilisation plot, and loading another GGUF model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from engine.config import KV_TYPES
+from engine.errors import EngineError
+from engine.gpu import gpu_status
+from engine.models import ModelFile, list_models
+from engine.sysinfo import process_memory
+
+from .. import i18n
+from ..i18n import I18N, tr
+from .chat import load_session, status_line
+from .context import UIContext
+
+TICK_S = 2.0
+
+i18n.add(
+    {
+        "tab.gpu": "GPU & models",
+        "gpu.live": "Live updates (every 2 s)",
+        "gpu.refresh": "Refresh",
+        "gpu.plot": "VRAM (MB) and utilisation (%) over the last minutes",
+        "gpu.cpu": "**Running on CPU.** {reason}",
+        "gpu.no_cuda": "This llama-cpp-python build cannot offload to a GPU (no CUDA support).",
+        "gpu.count": "**{n} GPU(s) found.** llama.cpp GPU offload: {cuda}.",
+        "gpu.plot_cpu": "No GPU, so nothing to plot: the frame stays empty.",
+        "gpu.plot_wait": "Samples appear here every 2 s while this tab is open.",
+        "gpu.col.index": "GPU",
+        "gpu.col.name": "Name",
+        "gpu.col.vram": "VRAM used / total (MB)",
+        "gpu.col.util": "Utilisation %",
+        "gpu.col.temp": "Temperature °C",
+        "gpu.col.power": "Power W (limit)",
+        "gpu.col.proc": "This process (MB)",
+        "gpu.yes": "yes",
+        "gpu.no": "no",
+        "gpu.unknown": "unknown",
+        "gpu.model": "**Model:** {name} · {arch} · context {n_ctx} tokens",
+        "gpu.no_model": "**No model loaded.** {error}",
+        "gpu.offload_all": "Offload: {n}/{total} layers on the GPU.",
+        "gpu.offload_some": "Offload: {n}/{total} layers on the GPU, the rest on the CPU.",
+        "gpu.offload_none": "Offload: none, every layer runs on the CPU ({why}).",
+        "gpu.why_build": "this build has no GPU support",
+        "gpu.why_zero": "n_gpu_layers is 0",
+        "gpu.why_nogpu": "no usable GPU",
+        "gpu.memory": "Process memory: {rss} MB resident (peak {peak} MB).",
+        "gpu.load_time": "Loaded in {s} s.",
+        "gpu.models": "Models",
+        "gpu.model_file": "Model file (in {dir})",
+        "gpu.rescan": "Rescan folder",
+        "gpu.n_gpu_layers": "GPU layers (n_gpu_layers)",
+        "gpu.n_gpu_layers_info": "-1 offloads every layer, 0 keeps the model on the CPU.",
+        "gpu.n_ctx": "Context window (n_ctx)",
+        "gpu.n_ctx_info": "Tokens the model can see; 256 to 1048576. More needs more memory.",
+        "gpu.flash_attn": "Flash attention",
+        "gpu.cache_k": "KV cache type K",
+        "gpu.cache_v": "KV cache type V",
+        "gpu.load": "Load model",
+        "gpu.loading": "⏳ Loading {name}… the current model answers until the new one is ready.",
+        "gpu.loaded": "✅ Loaded **{name}** in {s} s. Process memory: {rss} MB resident (peak {peak} MB).",
+        "gpu.failed": "❌ {message} The previous model stays loaded.",
+        "gpu.pick": "Pick a model file first.",
+        "gpu.no_files": "No .gguf files in {dir}. Put a model there and press Rescan.",
+        "gpu.meta": "{arch} · {params} parameters · {quant} · trained context {ctx} · chat template: {tmpl}",
+        "gpu.meta_error": "⚠ {error}",
+    },
+    {
+        "tab.gpu": "GPU とモデル",
+        "gpu.live": "ライブ更新（2 秒ごと）",
+        "gpu.refresh": "更新",
+        "gpu.plot": "直近数分の VRAM（MB）と使用率（%）",
+        "gpu.cpu": "**CPU で動作中。** {reason}",
+        "gpu.no_cuda": "この llama-cpp-python は GPU オフロードに対応していません（CUDA なし）。",
+        "gpu.count": "**GPU を {n} 台検出。** llama.cpp の GPU オフロード：{cuda}。",
+        "gpu.plot_cpu": "GPU がないため表示するデータはありません（枠は空のままです）。",
+        "gpu.plot_wait": "このタブを開いている間、2 秒ごとにサンプルが追加されます。",
+        "gpu.col.index": "GPU",
+        "gpu.col.name": "名前",
+        "gpu.col.vram": "VRAM 使用量 / 合計（MB）",
+        "gpu.col.util": "使用率 %",
+        "gpu.col.temp": "温度 °C",
+        "gpu.col.power": "電力 W（上限）",
+        "gpu.col.proc": "このプロセス（MB）",
+        "gpu.yes": "可",
+        "gpu.no": "不可",
+        "gpu.unknown": "不明",
+        "gpu.model": "**モデル：** {name} · {arch} · コンテキスト {n_ctx} トークン",
+        "gpu.no_model": "**モデルが読み込まれていません。** {error}",
+        "gpu.offload_all": "オフロード：{n}/{total} 層すべてを GPU で実行。",
+        "gpu.offload_some": "オフロード：{n}/{total} 層を GPU、残りを CPU で実行。",
+        "gpu.offload_none": "オフロードなし：すべての層を CPU で実行（{why}）。",
+        "gpu.why_build": "このビルドは GPU 非対応",
+        "gpu.why_zero": "n_gpu_layers が 0",
+        "gpu.why_nogpu": "使える GPU がありません",
+        "gpu.memory": "プロセスのメモリ：常駐 {rss} MB（ピーク {peak} MB）。",
+        "gpu.load_time": "読み込み時間 {s} 秒。",
+        "gpu.models": "モデル",
+        "gpu.model_file": "モデルファイル（{dir} 内）",
+        "gpu.rescan": "フォルダーを再読み込み",
+        "gpu.n_gpu_layers": "GPU 層数 (n_gpu_layers)",
+        "gpu.n_gpu_layers_info": "-1 ですべての層をオフロード、0 で CPU のみ。",
+        "gpu.n_ctx": "コンテキスト長 (n_ctx)",
+        "gpu.n_ctx_info": "モデルが参照できるトークン数（256〜1048576）。大きいほどメモリを使います。",
+        "gpu.flash_attn": "Flash attention",
+        "gpu.cache_k": "KV キャッシュ型 K",
+        "gpu.cache_v": "KV キャッシュ型 V",
+        "gpu.load": "モデルを読み込む",
+        "gpu.loading": "⏳ {name} を読み込み中… 準備ができるまで現在のモデルが応答します。",
+        "gpu.loaded": "✅ **{name}** を {s} 秒で読み込みました。プロセスのメモリ：常駐 {rss} MB（ピーク {peak} MB）。",
+        "gpu.failed": "❌ {message} 以前のモデルが読み込まれたままです。",
+        "gpu.pick": "先にモデルファイルを選んでください。",
+        "gpu.no_files": "{dir} に .gguf ファイルがありません。モデルを置いて再読み込みを押してください。",
+        "gpu.meta": "{arch} · パラメーター {params} · {quant} · 学習時コンテキスト {ctx} · チャットテンプレート：{tmpl}",
+        "gpu.meta_error": "⚠ {error}",
+    },
+)
+
+PLOT_COLUMNS = ["time", "series", "value"]
+_sampled = {"at": 0.0}
+_sample_lock = threading.Lock()
+
+
+def _v(value: Any) -> Any:
+    return "—" if value is None else value
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
+
+
+def model_label(m: ModelFile) -> str:
+    parts = [m.name, _size(m.size_bytes)]
+    parts += [p for p in (m.quantization, m.size_label) if p]
+    return " · ".join(parts)
+
+
+def status_view(status: dict[str, Any], lang: str | None) -> tuple[str, Any]:
+    """Summary Markdown and the device table."""
+    cuda = status.get("cuda_build")
+    if not status.get("available"):
+        text = tr("gpu.cpu", lang, reason=status.get("reason") or "")
+        if cuda is False:
+            text += " " + tr("gpu.no_cuda", lang)
+    else:
+        flag = tr("gpu.unknown", lang) if cuda is None else tr("gpu.yes" if cuda else "gpu.no", lang)
+        text = tr("gpu.count", lang, n=len(status["devices"]), cuda=flag)
+    headers = [tr(f"gpu.col.{c}", lang) for c in ("index", "name", "vram", "util", "temp", "power", "proc")]
+    rows = []
+    for d in status.get("devices", []):
+        power = _v(d.get("power_w"))
+        if d.get("power_limit_w") is not None:
+            power = f"{power} ({d['power_limit_w']})"
+        vram = f"{_v(d.get('vram_used_mb'))} / {_v(d.get('vram_total_mb'))}"
+        rows.append(
+            [d.get("index"), _v(d.get("name")), vram, _v(d.get("utilization_pct")), _v(d.get("temperature_c")), power]
+            + [_v(d.get("process_vram_mb"))]
+        )
+    return text, gr.update(value={"headers": headers, "data": rows}, visible=bool(rows))
+
+
+def model_view(info: dict[str, Any], cuda: bool | None, lang: str | None) -> str:
+    """Markdown about the loaded model: name, context, layers offloaded, load time, process memory."""
+    mem = process_memory()
+    memory = tr("gpu.memory", lang, rss=_v(mem["rss_mb"]), peak=_v(mem["peak_mb"]))
+    if not info.get("loaded"):
+        return f"- {tr('gpu.no_model', lang, error=info.get('error') or '')}\n- {memory}"
+    lines = [tr("gpu.model", lang, name=info.get("name"), arch=_v(info.get("architecture")), n_ctx=_v(info.get("n_ctx")))]
+    total, wanted = info.get("n_layers"), info.get("n_gpu_layers")
+    if total and wanted is not None:
+        if info.get("gpu_offload"):
+            n = total if wanted < 0 or wanted >= total else wanted
+            lines.append(tr("gpu.offload_all" if n == total else "gpu.offload_some", lang, n=n, total=total))
+        else:
+            key = "gpu.why_zero" if wanted == 0 else ("gpu.why_build" if cuda is False else "gpu.why_nogpu")
+            why = tr(key, lang)
+            lines.append(tr("gpu.offload_none", lang, why=why))
+    if info.get("load_s") is not None:
+        lines.append(tr("gpu.load_time", lang, s=info["load_s"]))
+    lines.append(memory)
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def empty_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"time": pd.Series(dtype="datetime64[ns]"), "series": pd.Series(dtype=str), "value": pd.Series(dtype=float)}
+    )
+
+
+def plot_frame(rt: Any) -> pd.DataFrame:
+    rows = rt.gpu_history.rows()
+    return pd.DataFrame(rows, columns=PLOT_COLUMNS) if rows else empty_frame()
+
+
+def sample_once(rt: Any, status: dict[str, Any]) -> None:
+    """Add one sample unless another browser did so moments ago (several open tabs share the history)."""
+    with _sample_lock:
+        now = time.monotonic()
+        if now - _sampled["at"] >= TICK_S * 0.8:
+            rt.gpu_history.sample(status)
+            _sampled["at"] = now
+
+
+def build(ctx: UIContext, tab: gr.Tab) -> None:
+    rt = ctx.rt
+    lang = ctx.lang
+    with gr.Row(equal_height=True):
+        summary = gr.Markdown(elem_id="gpu-summary")
+        live = gr.Checkbox(True, label=I18N("gpu.live"), scale=0, min_width=220, elem_id="gpu-live")
+        refresh_btn = gr.Button(I18N("gpu.refresh"), size="sm", scale=0, min_width=100, elem_id="gpu-refresh")
+    devices = gr.Dataframe(interactive=False, elem_id="gpu-devices", max_height=200, visible=False)
+    plot = gr.LinePlot(
+        empty_frame(), x="time", y="value", color="series", label=I18N("gpu.plot"),
+        height=260, elem_id="gpu-plot",
+    )  # fmt: skip
+    plot_note = gr.Markdown(elem_id="gpu-plot-note")
+    model_md = gr.Markdown(elem_id="gpu-model")
+    timer = gr.Timer(TICK_S, active=False)
+
+    model_cfg = rt.settings.model
+    with gr.Accordion(I18N("gpu.models"), open=True):
+        with gr.Row(equal_height=True):
+            picker = gr.Dropdown(label=I18N("gpu.model_file"), scale=5, elem_id="gpu-model-file")
+            rescan = gr.Button(I18N("gpu.rescan"), size="sm", scale=0, min_width=160, elem_id="gpu-rescan")
+        meta = gr.Markdown(elem_id="gpu-model-meta")
+        with gr.Row():
+            n_gpu_layers = gr.Number(
+                model_cfg.n_gpu_layers, label=I18N("gpu.n_gpu_layers"), info=I18N("gpu.n_gpu_layers_info"),
+                precision=0, elem_id="gpu-ngl",
+            )  # fmt: skip
+            n_ctx = gr.Number(
+                model_cfg.n_ctx, label=I18N("gpu.n_ctx"), info=I18N("gpu.n_ctx_info"), precision=0, elem_id="gpu-nctx"
+            )
+        with gr.Row():
+            flash = gr.Checkbox(model_cfg.flash_attn, label=I18N("gpu.flash_attn"), elem_id="gpu-flash")
+            cache_k = gr.Dropdown(list(KV_TYPES), value=model_cfg.cache_type_k, label=I18N("gpu.cache_k"))
+            cache_v = gr.Dropdown(list(KV_TYPES), value=model_cfg.cache_type_v, label=I18N("gpu.cache_v"))
+        load_btn = gr.Button(I18N("gpu.load"), variant="primary", elem_id="gpu-load")
+        load_status = gr.Markdown(elem_id="gpu-load-status")
+
+    def note_for(status: dict[str, Any], lang_value: str | None) -> str:
+        if not status.get("available"):
+            return tr("gpu.plot_cpu", lang_value)
+        return "" if len(rt.gpu_history) > 1 else tr("gpu.plot_wait", lang_value)
+
+    def refresh(lang_value: str | None):
+        status = gpu_status()
+        if status.get("available"):
+            sample_once(rt, status)
+        text, table = status_view(status, lang_value)
+        info = model_view(rt.model_info(), status.get("cuda_build"), lang_value)
+        return text, table, plot_frame(rt), note_for(status, lang_value), info
+
+    def tick(lang_value: str | None):
+        status = gpu_status()
+        if not status.get("available"):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        sample_once(rt, status)
+        text, table = status_view(status, lang_value)
+        return text, table, plot_frame(rt), note_for(status, lang_value)
+
+    def timer_state(evt: gr.SelectData, on: bool):
+        """The timer ticks only while this tab is shown, live updates are on and there is a GPU to read."""
+        shown = (getattr(evt, "_data", None) or {}).get("id") == "gpu"
+        return gr.Timer(active=bool(shown and on and gpu_status().get("available")))
+
+    def live_changed(on: bool):
+        return gr.Timer(active=bool(on and gpu_status().get("available")))
+
+    def models(current: str | None, lang_value: str | None):
+        files = list_models(rt.models_dir)
+        loaded = rt.model_info().get("name") if rt.model_info().get("loaded") else None
+        names = [m.name for m in files]
+        value = current if current in names else (loaded if loaded in names else (names[0] if names else None))
+        label = tr("gpu.model_file", lang_value, dir=rt.models_dir)
+        return gr.update(choices=[(model_label(m), m.name) for m in files], value=value, label=label), describe(
+            value, lang_value
+        )
+
+    def describe(name: str | None, lang_value: str | None) -> str:
+        files = {m.name: m for m in list_models(rt.models_dir)}
+        m = files.get(name or "")
+        if m is None:
+            return tr("gpu.no_files", lang_value, dir=rt.models_dir) if not files else ""
+        if m.error:
+            return tr("gpu.meta_error", lang_value, error=m.error)
+        unknown = tr("gpu.unknown", lang_value)
+        return tr(
+            "gpu.meta",
+            lang_value,
+            arch=m.architecture or unknown,
+            params=m.size_label or unknown,
+            quant=m.quantization or unknown,
+            ctx=m.context_length or unknown,
+            tmpl=tr("gpu.yes" if m.has_chat_template else "gpu.no", lang_value),
+        )
+
+    def load(name, ngl, ctx_len, fa, ck, cv, session_id, lang_value):
+        if not name:
+            gr.Warning(tr("gpu.pick", lang_value))
+            yield gr.skip(), gr.skip(), gr.skip()
+            return
+        yield tr("gpu.loading", lang_value, name=name), gr.skip(), gr.skip()
+        overrides = {"n_gpu_layers": ngl, "n_ctx": ctx_len, "flash_attn": fa, "cache_type_k": ck, "cache_type_v": cv}
+        overrides = {k: int(v) if isinstance(v, float) else v for k, v in overrides.items() if v is not None}
+        try:
+            info = rt.switch_model(name, **overrides)
+        except EngineError as exc:
+            gr.Warning(exc.message)
+            yield tr("gpu.failed", lang_value, message=exc.message), gr.skip(), gr.skip()
+            return
+        mem = process_memory()
+        text = tr(
+            "gpu.loaded", lang_value, name=name, s=_v(info.get("load_s")), rss=_v(mem["rss_mb"]), peak=_v(mem["peak_mb"])
+        )
+        cuda = gpu_status().get("cuda_build")
+        chat_status = status_line(ctx, load_session(ctx, session_id), lang_value)
+        yield text, model_view(rt.model_info(), cuda, lang_value), chat_status
+
+    view_outs = [summary, devices, plot, plot_note, model_md]
+    tab.select(refresh, [lang], view_outs, show_progress="hidden")
+    tab.select(models, [picker, lang], [picker, meta], show_progress="hidden")
+    refresh_btn.click(refresh, [lang], view_outs)
+    timer.tick(tick, [lang], [summary, devices, plot, plot_note], show_progress="hidden")
+    ctx.components["tabs"].select(timer_state, [live], [timer], show_progress="hidden")
+    live.input(live_changed, [live], [timer], show_progress="hidden")
+    rescan.click(models, [picker, lang], [picker, meta])
+    picker.input(describe, [picker, lang], [meta])
+    load_btn.click(
+        load,
+        [picker, n_gpu_layers, n_ctx, flash, cache_k, cache_v, ctx.session_id, lang],
+        [load_status, model_md, ctx.components["status"]],
+        concurrency_limit=1,
+        concurrency_id="model-load",
+    )
