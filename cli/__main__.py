@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shlex
 import sys
@@ -90,6 +91,7 @@ def remote_client(args: argparse.Namespace, out: Output) -> ChatClient:
         out.hint(f"{', '.join(ignored)} ignored: with --url the server's settings and data are used.")
     client = HttpClient(args.url, args.api_key)
     health = client.health()  # fails early, with one line, when the server is not there
+    client.presets()  # ... or wants an API key (/api/health needs none)
     model = health.get("model") or {}
     if not model.get("loaded"):
         out.error(f"The server has no model loaded: {model.get('error') or 'unknown reason'}")
@@ -105,7 +107,6 @@ def banner(client: ChatClient, out: Output) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.getLogger("engine").addHandler(logging.NullHandler())  # warnings are shown once, by us
-    logging.getLogger("cli").addHandler(logging.NullHandler())
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     out = Output(tty=interactive)
     if args.api_key and not args.url:
@@ -121,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     app = App(client, out, interactive=interactive, params=params.params)
     try:
         if interactive:
-            import readline  # noqa: F401  (line editing and history for input())
-
+            with contextlib.suppress(ImportError):
+                import readline  # noqa: F401  (line editing and history for input())
             banner(client, out)
         app.start(args.preset or client.state.preset, args.session)
     except EngineError as exc:

@@ -17,7 +17,7 @@ from engine.errors import EngineError
 from .clients import ChatClient, Done, Event, Note, Text, Waiting
 from .render import Output
 
-log = logging.getLogger("cli")
+log = logging.getLogger("engine.cli")  # in direct mode: <data-dir>/logs/engine.log
 
 DOUBLE_INTERRUPT_S = 2.0  # two Ctrl+C within this many seconds exit
 HTTP_STOP_WAIT_S = 3.0  # after Ctrl+C, how long to wait for a server stream to notice
@@ -36,6 +36,7 @@ class App:
         self.failures = 0
         self._last_interrupt = 0.0
         self._interrupted_at_prompt = False
+        self._worker: threading.Thread | None = None  # the last turn's thread
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -97,6 +98,10 @@ class App:
                 self.chat(text)
         except EngineError as exc:
             self.fail(exc.message)
+        except KeyboardInterrupt:  # Ctrl+C during a command (a slow server, say): back to the prompt
+            self.out.print()
+            self.out.hint("Interrupted.")
+            self._last_interrupt = time.monotonic()
         except Exception as exc:  # a bug or an odd failure: one line, never a traceback
             log.exception("command failed: %s", text[:80])
             self.fail(f"{type(exc).__name__}: {exc}")
@@ -109,6 +114,8 @@ class App:
         sid = self.client.state.session_id
         if sid:
             self.out.info(f"Chat saved: {sid}")
+        if self._worker is not None and self._worker.is_alive():
+            return  # a turn is still ending (Ctrl+C twice): never free the model under it
         with contextlib.suppress(Exception):  # closing is best effort
             self.client.close()
 
@@ -153,7 +160,7 @@ class App:
             self._last_interrupt = now
             cancel.set()
 
-        worker = threading.Thread(target=work, name="cli-turn", daemon=True)
+        worker = self._worker = threading.Thread(target=work, name="cli-turn", daemon=True)
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, on_interrupt) if main else None
         done: Done | None = None

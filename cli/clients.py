@@ -48,14 +48,13 @@ class ChatState:
     """What a chat is: its saved id (None until the first message), preset, custom prompt and params."""
 
     session_id: str | None = None
-    title: str = ""
     preset: str | None = None
     system_prompt: str | None = None
     params: dict[str, Any] = field(default_factory=dict)  # this chat's overrides of the defaults
     last_metrics: dict[str, Any] = field(default_factory=dict)
 
     def adopt(self, session: Session) -> None:
-        self.session_id, self.title = session.id, session.title
+        self.session_id = session.id
         self.preset, self.system_prompt = session.character_name, session.system_prompt
         self.params = dict(session.params)
         last = next((m for m in reversed(session.messages) if m.role == "assistant" and m.metrics), None)

@@ -200,35 +200,33 @@ class Commands:
                 arg = ""
             if not arg:
                 return
-        choice = self._pick(arg, presets)
-        if choice is False:
-            self.app.new_chat(None, arg)
+        found, name = self._pick(arg, presets)
+        if found:
+            self.app.new_chat(name, None)
         else:
-            self.app.new_chat(choice, None)
+            self.app.new_chat(None, arg)
 
     def preset(self, arg: str) -> None:
         if not arg:
             self.system("")
             return
-        choice = self._pick(arg, self.client.presets())
-        if choice is False:
+        found, name = self._pick(arg, self.client.presets())
+        if not found:
             raise NotFound(f"There is no preset named '{arg}'. Type /system to list them.")
-        self.app.new_chat(choice, None)
+        self.app.new_chat(name, None)
 
-    def _pick(self, arg: str, presets: list[dict[str, Any]]) -> str | None | bool:
-        """A preset name, None for "no preset", or False when `arg` names none (custom prompt text)."""
+    def _pick(self, arg: str, presets: list[dict[str, Any]]) -> tuple[bool, str | None]:
+        """(True, name) for a preset by number or name, (True, None) for 0 (no preset), else (False, None)."""
         if arg.isdigit():
             n = int(arg)
-            if n == 0:
-                return None
             if n > len(presets):
                 raise InvalidInput(f"There is no preset number {n}: pick 0 to {len(presets)} (type /system).")
-            return str(presets[n - 1]["name"])
+            return True, (str(presets[n - 1]["name"]) if n else None)
         key = arg.casefold()
         for p in presets:
             if key in (str(p["name"]).casefold(), str(p.get("title") or "").casefold()):
-                return str(p["name"])
-        return False
+                return True, str(p["name"])
+        return False, None
 
     def regen(self, arg: str) -> None:
         self.app.stream(self.client.regenerate)

@@ -56,8 +56,9 @@ class DirectClient:
                     self.state.last_metrics = event.metrics.to_dict()
                 yield _convert(event, self.session.id)
         finally:
-            events.close()  # run_turn's own cleanup saves whatever was generated
-            self.state.title = self.session.title
+            close = getattr(events, "close", None)  # run_turn's own cleanup saves what was generated
+            if close is not None:
+                close()
 
     # --- chats --------------------------------------------------------------------------------------
 
@@ -81,7 +82,6 @@ class DirectClient:
         if self.session is None:
             raise InvalidInput("Nothing to save yet: send a message first, then /save NAME.")
         self.session = self.rt.sessions.rename(self.session.id, title)
-        self.state.title = self.session.title
         return self.session.id
 
     def presets(self) -> list[dict[str, Any]]:

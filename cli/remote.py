@@ -28,7 +28,7 @@ class HttpClient:
     kind = "http"
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0) -> None:
-        self.where = url.rstrip("/")
+        self.where = (url if "://" in url else f"http://{url}").rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=self.where, headers=headers, timeout=timeout)
         self.state = ChatState()
@@ -74,15 +74,31 @@ class HttpClient:
             before = {s["id"] for s in self.sessions()}
         else:
             body["session_id"] = st.session_id
-        return self._turn(body, text, before, cancel)
+        resp = self._open(body)  # the server checks the request before it streams: errors come here
+        return self._turn(resp, text, before, cancel)
+
+    def _open(self, body: dict[str, Any]) -> httpx.Response:
+        timeout = httpx.Timeout(self.http.timeout.connect, read=None, write=30.0, pool=30.0)
+        request = self.http.build_request("POST", "/api/chat/stream", json=body, timeout=timeout)
+        try:
+            resp = self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        if resp.status_code >= 400:
+            try:
+                resp.read()
+            finally:
+                resp.close()
+            raise _error_from(resp)
+        return resp
 
     def _turn(
-        self, body: dict[str, Any], text: str, before: set[str] | None, cancel: threading.Event
+        self, resp: httpx.Response, text: str, before: set[str] | None, cancel: threading.Event
     ) -> Iterator[Event]:
         st, epoch = self.state, self._epoch
         finished = False
         try:
-            for event in self._stream(body, cancel):
+            for event in self._stream(resp, cancel):
                 if isinstance(event, Done):
                     finished = True
                     if epoch == self._epoch:
@@ -98,27 +114,25 @@ class HttpClient:
             if before is not None and st.session_id is None and epoch == self._epoch:
                 self._find_new_session(before, text)
 
-    def _stream(self, body: dict[str, Any], cancel: threading.Event) -> Iterator[Event]:
-        timeout = httpx.Timeout(self.http.timeout.connect, read=None, write=30.0, pool=30.0)
+    def _stream(self, resp: httpx.Response, cancel: threading.Event) -> Iterator[Event]:
+        """SSE lines -> events. Closing the response is how a Ctrl+C reaches the server."""
         try:
-            with self.http.stream("POST", "/api/chat/stream", json=body, timeout=timeout) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise _error_from(resp)
-                event_name = ""
-                for line in resp.iter_lines():
-                    if cancel.is_set():
-                        return
-                    if not line:
-                        event_name = ""
-                    elif line.startswith("event:"):
-                        event_name = line[6:].strip()
-                    elif line.startswith("data:"):
-                        yield from _sse_events(event_name, line[5:].strip())
+            event_name = ""
+            for line in resp.iter_lines():
+                if cancel.is_set():
+                    return
+                if not line:
+                    event_name = ""
+                elif line.startswith("event:"):
+                    event_name = line[6:].strip()
+                elif line.startswith("data:"):
+                    yield from _sse_events(event_name, line[5:].strip())
         except httpx.HTTPError as exc:
             if cancel.is_set():
                 return
             raise self._unreachable(exc) from None
+        finally:
+            resp.close()
 
     def _find_new_session(self, before: set[str], text: str) -> None:
         """A new chat stopped before its `done` event: find the session the server created for it."""
@@ -163,8 +177,7 @@ class HttpClient:
             raise InvalidInput("Nothing to save yet: send a message first, then /save NAME.")
         title = " ".join(title.split())[:200]
         try:
-            doc = self._json("PATCH", f"/api/sessions/{sid}", json={"title": title})
-            self.state.title = doc.get("title", title) if isinstance(doc, dict) else title
+            self._call("PATCH", f"/api/sessions/{sid}", json={"title": title})
             return sid
         except RemoteError as exc:
             if exc.status not in (404, 405):
@@ -173,7 +186,7 @@ class HttpClient:
         doc["title"] = title
         new_id = self._json("POST", "/api/sessions/import", content=json.dumps(doc).encode())["id"]
         self._call("DELETE", f"/api/sessions/{sid}")
-        self.state.session_id, self.state.title = new_id, title
+        self.state.session_id = new_id
         return str(new_id)
 
     def presets(self) -> list[dict[str, Any]]:
@@ -225,4 +238,6 @@ def _error_from(resp: httpx.Response) -> RemoteError:
         kind, message = "http_error", ""
     if not message or message == "None":
         message = f"The server answered {resp.status_code} {resp.reason_phrase} to {resp.request.url.path}."
+    if resp.status_code == 401:
+        message += " Pass the server's key with --api-key."
     return RemoteError(kind, message, resp.status_code)

@@ -234,6 +234,20 @@ def test_pipe_url_mode(server: ServerProcess) -> None:
         assert http.get(f"/api/sessions/{friendly[0]['id']}").json()["character_name"] == "friendly"
 
 
+@pytest.mark.slow
+def test_url_mode_with_api_key(tmp_path: Path, model_path: Path) -> None:
+    args = ["--api-key", "k3y"]
+    with ServerProcess(
+        tmp_path / "data", model=model_path, args=args, log_path=tmp_path / "server.log"
+    ) as server:
+        out = run_pipe(["--url", server.url], ["hi"])
+        assert out.returncode == 2 and "Pass the server's key with --api-key" in out.stderr
+        assert out.stderr.count("\n") == 1
+        out = run_pipe(["--url", server.url, "--api-key", "k3y", "-p", "max_tokens=4"], ["hi", "/sessions"])
+        assert out.returncode == 0, out.stderr
+        assert re.search(rf"1\s+{ID_RE.pattern}\s+hi\s+\S+ \S+\s+2", out.stdout), out.stdout
+
+
 # ---- pty: direct and --url --------------------------------------------------------------------------------
 
 

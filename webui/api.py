@@ -61,6 +61,16 @@ class ErrorReply(BaseModel):
     error: ErrorBody
 
 
+class RenameRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=200)
+
+
+class RegenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    params: SamplingParams | None = None
+
+
 class ImportReply(BaseModel):
     id: str
 
@@ -98,6 +108,46 @@ async def read_limited(request: Request, limit: int = MAX_BODY) -> bytes:
         if len(body) > limit:
             raise TooLarge(f"The body is over {limit // (1024 * 1024)} MB.")
     return bytes(body)
+
+
+def sse_response(
+    make: Callable[[threading.Event], Iterator[StreamEvent]], session_id: str | None
+) -> StreamingResponse:
+    """Stream a turn as the contract's SSE events; a client that goes away cancels the turn."""
+    cancel = threading.Event()
+
+    async def events() -> AsyncIterator[bytes]:
+        warnings: list[str] = []  # e.g. a failed save: sent in the done event, the turn goes on
+        try:
+            async for event in run_stream(make, cancel):
+                if isinstance(event, Delta):
+                    yield sse({"delta": event.text})
+                elif isinstance(event, Notice):
+                    if event.message not in warnings:
+                        warnings.append(event.message)
+                elif isinstance(event, Finished):
+                    done: dict[str, Any] = {
+                        "done": True,
+                        "finish_reason": event.finish_reason,
+                        "metrics": event.metrics.to_dict(),
+                    }
+                    if session_id:
+                        done["session_id"] = session_id
+                    if warnings:
+                        done["warnings"] = warnings
+                    yield sse(done)
+        except EngineError as exc:
+            yield sse({"error": exc.to_dict()}, event="error")
+        except Exception:  # never a traceback on the wire
+            yield sse({"error": {"type": "internal_error", "message": "Generation failed."}}, event="error")
+        finally:
+            cancel.set()
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def build_router(rt: Runtime) -> APIRouter:
@@ -191,42 +241,7 @@ def build_router(rt: Runtime) -> APIRouter:
     )
     async def chat_stream(body: ChatRequest) -> StreamingResponse:
         make, session_id = await run_in_threadpool(prepare_turn, body)
-        cancel = threading.Event()
-
-        async def events() -> AsyncIterator[bytes]:
-            warnings: list[str] = []  # e.g. a failed save: sent in the done event, the turn goes on
-            try:
-                async for event in run_stream(make, cancel):
-                    if isinstance(event, Delta):
-                        yield sse({"delta": event.text})
-                    elif isinstance(event, Notice):
-                        if event.message not in warnings:
-                            warnings.append(event.message)
-                    elif isinstance(event, Finished):
-                        done: dict[str, Any] = {
-                            "done": True,
-                            "finish_reason": event.finish_reason,
-                            "metrics": event.metrics.to_dict(),
-                        }
-                        if session_id:
-                            done["session_id"] = session_id
-                        if warnings:
-                            done["warnings"] = warnings
-                        yield sse(done)
-            except EngineError as exc:
-                yield sse({"error": exc.to_dict()}, event="error")
-            except Exception:  # never a traceback on the wire
-                yield sse(
-                    {"error": {"type": "internal_error", "message": "Generation failed."}}, event="error"
-                )
-            finally:
-                cancel.set()
-
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return sse_response(make, session_id)
 
     # --- sessions ---------------------------------------------------------------------------------
 
@@ -257,6 +272,30 @@ def build_router(rt: Runtime) -> APIRouter:
     def delete_session(session_id: str) -> dict[str, Any]:
         rt.sessions.delete(session_id)
         return {"deleted": session_id}
+
+    @api.patch("/sessions/{session_id}", summary="Rename a session")
+    def rename_session(session_id: str, body: RenameRequest) -> dict[str, Any]:
+        s = rt.sessions.rename(session_id, body.title)
+        return {"id": s.id, "title": s.title}
+
+    @api.post(
+        "/sessions/{session_id}/regenerate",
+        summary="Regenerate the last reply (kept as an alternative), as server-sent events",
+        response_class=StreamingResponse,
+    )
+    async def regenerate(session_id: str, body: RegenerateRequest | None = None) -> StreamingResponse:
+        overrides = body.params.model_dump(exclude_unset=True) if body and body.params else None
+
+        def prepare() -> Callable[[threading.Event], Iterator[StreamEvent]]:
+            session = rt.sessions.get(session_id)
+            if not session.messages or session.messages[-1].role != "assistant":
+                raise InvalidInput("This session has no reply to regenerate.")
+            if overrides is not None:
+                rt.params_for(session_character(session), overrides)
+            rt.engine.require_backend()
+            return lambda cancel: run_turn(rt, session, mode="regenerate", params=overrides, cancel=cancel)
+
+        return sse_response(await run_in_threadpool(prepare), session_id)
 
     @api.get("/sessions/{session_id}/prompt", summary="The exact messages the model gets for this session")
     def session_prompt(session_id: str) -> list[dict[str, str]]:

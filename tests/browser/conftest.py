@@ -17,8 +17,7 @@ from tests.browser.harness import (
     artifact_dir,
     missing,
     require_chromium,
-    require_model,
-    write_config,
+    start_server,
 )
 from tests.browser.ui import ChatPage
 
@@ -78,13 +77,6 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield b
         b.close()
-
-
-def start_server(tmp: Path, *, max_tokens: int = 48, extra_config: str = "", **kw: Any) -> ServerProcess:
-    require_model()
-    tmp.mkdir(parents=True, exist_ok=True)
-    cfg = write_config(tmp / "config.yaml", max_tokens=max_tokens, extra=extra_config)
-    return ServerProcess(tmp / "data", config=cfg, **kw).start()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ def test_enter_streams_the_reply_in_several_steps(chat: ChatPage) -> None:
     assert reply["content"].strip(), "the model gave an empty reply"
     states = [s for s in chat.states() if s]
     assert len(states) >= 3, f"expected the reply to stream in several steps, saw {states!r}"
-    for a, b in zip(states, states[1:]):
+    for a, b in zip(states, states[1:], strict=False):
         assert b.startswith(a.rstrip()[: max(0, len(a.rstrip()) - 3)]), f"the reply jumped: {a!r} -> {b!r}"
     assert states[-1] == reply["content"]
     assert chat.page.locator("#message textarea").input_value() == "", "the message box was not cleared"
@@ -52,7 +52,9 @@ def test_pick_a_character_then_new_chat_shows_its_greeting(chat: ChatPage) -> No
     assert doc["messages"][0]["content"] == greeting and doc["messages"][0]["greeting"] is True
     assert chat.users() == ["Hello!"]
     chat.click("new-chat")
-    chat.wait_for(lambda: chat.users() == [] and chat.bots() == [greeting], "a new chat with only the greeting")
+    chat.wait_for(
+        lambda: chat.users() == [] and chat.bots() == [greeting], "a new chat with only the greeting"
+    )
     chat.wait_for(lambda: chat.session_id() is None, "the status line to show a new chat")
     assert chat.picked_character() == preset["title"]
     # the old chat is still saved, untouched
@@ -87,7 +89,9 @@ def test_two_browsers_chat_at_once_without_crosstalk(open_page: Any) -> None:
     docs = {}
     for p in (a, b):
         text = texts[id(p)]
-        docs[id(p)] = p.wait_idle(lambda d, t=text: len(d["messages"]) == 2 and d["messages"][0]["content"] == t)
+        docs[id(p)] = p.wait_idle(
+            lambda d, t=text: len(d["messages"]) == 2 and d["messages"][0]["content"] == t
+        )
         assert p.users() == [text]
     da, db = docs[id(a)], docs[id(b)]
     assert da["id"] != db["id"]
@@ -112,7 +116,7 @@ def test_html_in_a_card_or_a_message_renders_as_text(chat: ChatPage) -> None:
     chat.reload()  # the character list is read when the page loads
     chat.pick_character("XSS <img src=x onerror=alert(3)>")
     chat.wait_for(lambda: len(chat.bots()) == 1, "the greeting")
-    chat.send('Repeat exactly: <img src=y onerror=alert(4)><svg onload=alert(5)>')
+    chat.send("Repeat exactly: <img src=y onerror=alert(4)><svg onload=alert(5)>")
     shown = chat.page.locator("#chatbot").inner_text()
     assert "<img src=x onerror=alert(1)>" in shown and "<script>alert(2)</script>" in shown, shown
     assert "&lt;i&gt;" in shown, "an entity typed as text must show as typed"

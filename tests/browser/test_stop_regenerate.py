@@ -1,4 +1,4 @@
-"""Stop mid-reply, Regenerate, browse the versions with ◀ ▶, Continue and Delete: on a server with long replies."""
+"""Stop mid-reply, Regenerate, browse versions with ◀ ▶, Continue, Delete: on a server with long replies."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import start_server
-from tests.browser.harness import ServerProcess
+from tests.browser.harness import ServerProcess, start_server
 from tests.browser.ui import ChatPage
 
 LONG = "Count from 1 to 100, one number per line."
@@ -39,7 +38,9 @@ def test_stop_then_regenerate_then_browse_versions(chat: ChatPage) -> None:
     assert partial and chat.bots() == [partial]
 
     chat.click("regenerate")
-    doc = chat.wait_idle(lambda d: len(d["messages"][-1]["alternatives"]) == 2 and not d["messages"][-1]["stopped"])
+    doc = chat.wait_idle(
+        lambda d: len(d["messages"][-1]["alternatives"]) == 2 and not d["messages"][-1]["stopped"]
+    )
     last = doc["messages"][-1]
     assert last["selected"] == 1 and last["alternatives"][0]["content"] == partial
     full = last["content"]
@@ -65,7 +66,9 @@ def test_continue_a_stopped_reply_then_delete_the_exchange(chat: ChatPage) -> No
     doc = _stop_mid_reply(chat)
     partial = doc["messages"][-1]["content"]
     chat.click("continue")
-    doc = chat.wait_idle(lambda d: not d["messages"][-1]["stopped"] and len(d["messages"][-1]["content"]) > len(partial))
+    doc = chat.wait_idle(
+        lambda d: not d["messages"][-1]["stopped"] and len(d["messages"][-1]["content"]) > len(partial)
+    )
     assert doc["messages"][-1]["content"].startswith(partial)
     assert len(doc["messages"]) == 2, "Continue must extend the reply, not add one"
     chat.click("delete-last")

@@ -1,4 +1,4 @@
-"""ChatPage: drive the chat tab by its elem_ids and check what the browser shows against the stored session."""
+"""ChatPage: drive the chat tab by its elem_ids; check what the browser shows against the stored session."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ RECORD_STATES = """() => {
     const s = window.__states;
     if (last !== null && s[s.length - 1] !== last) s.push(last);
   };
-  new MutationObserver(grab).observe(box, {subtree: true, childList: true, characterData: true, attributes: true});
+  const all = {subtree: true, childList: true, characterData: true, attributes: true};
+  new MutationObserver(grab).observe(box, all);
 }"""
 
 
@@ -136,7 +137,9 @@ class ChatPage:
             time.sleep(every)
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_exc})")
 
-    def wait_idle(self, check: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 120.0) -> dict:
+    def wait_idle(
+        self, check: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 120.0
+    ) -> dict:
         """Wait until no event runs, the stored turn is finished and the page shows what is stored."""
 
         def done() -> dict[str, Any] | None:
@@ -170,9 +173,11 @@ class ChatPage:
             self.type_and_enter(text)
         self.wait_for(lambda: text in self.users(), f"the user message {text!r} to appear")
         return self.wait_idle(
-            lambda d: len(d["messages"]) >= 2
-            and d["messages"][-2]["role"] == "user"
-            and d["messages"][-2]["content"] == text
+            lambda d: (
+                len(d["messages"]) >= 2
+                and d["messages"][-2]["role"] == "user"
+                and d["messages"][-2]["content"] == text
+            )
         )
 
     def pick_character(self, title: str) -> None:

@@ -461,7 +461,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         *values, test_text, lang_value = args
         return preview_of(values, test_text, lang_value)
 
-    def on_test(*args: Any, request: gr.Request):
+    def on_test(request: gr.Request, *args: Any):
         *values, test_text, lang_value = args
         key = getattr(request, "session_hash", None) or "default"
         cancel = cancels[key] = threading.Event()
@@ -524,7 +524,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     confirm_btn.click(on_delete, [loaded, chat_char, test_msg, lang], [*shown_outs, *gallery_outs, chat_char])
     upload.upload(on_import, [upload, chat_char, test_msg, lang], [upload, *shown_outs, *gallery_outs, chat_char])
     gr.on(
-        [f.input for f in fields] + [test_msg.input],
+        [f.change for f in fields] + [test_msg.change],
         on_preview,
         [*fields, test_msg, lang],
         [preview, tokens],

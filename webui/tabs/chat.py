@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -58,9 +59,17 @@ def status_line(ctx: UIContext, session: Session | None, lang: str | None, extra
     return " · ".join(parts)
 
 
+def unsaved_sessions(ctx: UIContext) -> dict[str, Session]:
+    """Chats whose last turn could not be saved (disk full, read-only): they stay open in memory."""
+    return ctx.components.setdefault("unsaved_sessions", {})  # type: ignore[no-any-return]
+
+
 def load_session(ctx: UIContext, session_id: str | None) -> Session | None:
     if not session_id:
         return None
+    kept = unsaved_sessions(ctx).get(session_id)
+    if kept is not None:
+        return kept
     try:
         return ctx.rt.sessions.get(session_id)
     except (NotFound, EngineError):
@@ -127,17 +136,32 @@ def build(ctx: UIContext) -> None:
     ctx.components.update(chatbot=chatbot, character=character, status=status)
     sid, lang = ctx.session_id, ctx.lang
 
+    idle_flags: dict[str, threading.Event] = {}  # per browser: set while no turn of it is streaming
+
+    def turn_idle(request: gr.Request | None) -> threading.Event:
+        key = getattr(request, "session_hash", None) or "default"
+        flag = idle_flags.get(key)
+        if flag is None:
+            flag = idle_flags[key] = threading.Event()
+            flag.set()
+        return flag
+
     def stream_turn(session: Session, lang_value: str | None, request: gr.Request, **kw: Any) -> Iterator[Any]:
         cancel = ctx.cancel_flag(request, fresh=True)
         last_ui, extra = 0.0, tr("status.generating", lang_value)
         view = to_chatbot(session.messages)
+        idle = turn_idle(request)
+        idle.clear()
+        turn = run_turn(rt, session, cancel=cancel, **kw)
+        save_failed = False
         try:
-            for event in run_turn(rt, session, cancel=cancel, **kw):
+            for event in turn:
                 if isinstance(event, Queued):
                     extra = "⏳ " + tr("status.waiting", lang_value, n=event.position)
                     yield view_of(session), session.id, status_line(ctx, session, lang_value, extra)
                     extra = tr("status.generating", lang_value)
                 elif isinstance(event, Notice):
+                    save_failed = True
                     gr.Warning(event.message)
                 elif isinstance(event, Delta):
                     now = time.monotonic()
@@ -149,6 +173,13 @@ def build(ctx: UIContext) -> None:
                     pass
         except EngineError as exc:
             gr.Warning(exc.message)
+        finally:  # also when Stop cancels this event: the turn saves what it has; Stop's refresh reads it
+            turn.close()  # type: ignore[attr-defined]  # a generator
+            if save_failed:  # keep the chat in memory until a later save succeeds
+                unsaved_sessions(ctx)[session.id] = session
+            else:
+                unsaved_sessions(ctx).pop(session.id, None)
+            idle.set()
         yield view_of(session), session.id, status_line(ctx, session, lang_value, alt_label(session))
 
     def view_of(session: Session) -> list[dict[str, str]]:
@@ -190,6 +221,14 @@ def build(ctx: UIContext) -> None:
 
     def on_stop(request: gr.Request) -> None:
         ctx.cancel_flag(request).set()
+
+    def on_stopped(session_id: str | None, lang_value: str | None, request: gr.Request):
+        """After Stop: show what was saved (the cancelled event's last update can be a token behind)."""
+        turn_idle(request).wait(10)
+        session = load_session(ctx, session_id)
+        if session is None:
+            return gr.skip(), gr.skip()
+        return to_chatbot(session.messages), status_line(ctx, session, lang_value, alt_label(session))
 
     def on_new(char: str | None, lang_value: str | None):
         return greeting_view(ctx, char), None, status_line(ctx, None, lang_value)
@@ -273,7 +312,9 @@ def build(ctx: UIContext) -> None:
     cont_ev = cont.click(on_mode("continue"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
     edit_ev = chatbot.edit(on_edit, [sid, lang], [chatbot, sid, status], concurrency_limit=None)
     chatbot.retry(on_mode("regenerate"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
-    stop.click(on_stop, None, None, cancels=[send_ev, submit_ev, regen_ev, cont_ev, edit_ev], queue=False)
+    turns = [send_ev, submit_ev, regen_ev, cont_ev, edit_ev]
+    stop_ev = stop.click(on_stop, None, None, cancels=turns, queue=False)
+    stop_ev.then(on_stopped, [sid, lang], [chatbot, status], queue=False)
     new_btn.click(on_new, [character, lang], [chatbot, sid, status])
     chatbot.clear(on_new, [character, lang], [chatbot, sid, status])  # the old chat stays in History
     character.input(on_character, [character, sid, lang], [chatbot, sid, status])

@@ -117,7 +117,7 @@ EN = {
     "sp.saved_preset": "Saved sampling preset “{name}”.",
     "sp.deleted_preset": "Deleted sampling preset “{name}”.",
     "sp.builtin": "“{name}” is built in and cannot be deleted.",
-    "sp.invalid": "Invalid value for {label}: {message}",
+    "sp.invalid": "{label}: {message}",
     "sp.none": "(none)",
 }
 JA = {
@@ -153,7 +153,7 @@ JA = {
     "sp.saved_preset": "サンプリングプリセット「{name}」を保存しました。",
     "sp.deleted_preset": "サンプリングプリセット「{name}」を削除しました。",
     "sp.builtin": "「{name}」は組み込みのため削除できません。",
-    "sp.invalid": "{label} の値が正しくありません：{message}",
+    "sp.invalid": "{label}：{message}",
     "sp.none": "（なし）",
 }
 for _n, (_en, _ja) in LABELS.items():
