@@ -77,9 +77,9 @@ class HttpClient:
         resp = self._open(body)  # the server checks the request before it streams: errors come here
         return self._turn(resp, text, before, cancel)
 
-    def _open(self, body: dict[str, Any]) -> httpx.Response:
+    def _open(self, body: dict[str, Any], path: str = "/api/chat/stream") -> httpx.Response:
         timeout = httpx.Timeout(self.http.timeout.connect, read=None, write=30.0, pool=30.0)
-        request = self.http.build_request("POST", "/api/chat/stream", json=body, timeout=timeout)
+        request = self.http.build_request("POST", path, json=body, timeout=timeout)
         try:
             resp = self.http.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -148,7 +148,11 @@ class HttpClient:
             pass
 
     def regenerate(self, cancel: threading.Event) -> Iterator[Event]:
-        raise InvalidInput("/regen works in direct mode only: the server API has no regenerate route.")
+        sid = self.state.session_id
+        if sid is None:
+            raise InvalidInput("There is no reply to regenerate yet.")
+        resp = self._open({"params": self.state.params}, f"/api/sessions/{sid}/regenerate")
+        return self._turn(resp, "", None, cancel)
 
     # --- chats --------------------------------------------------------------------------------------
 

@@ -222,13 +222,14 @@ def test_pipe_url_mode(server: ServerProcess) -> None:
     sid = saved_id(out.stdout, "url chat")
     assert re.search(rf"{sid}\s+url chat", out.stdout)
     assert f"backend  llama_cpp, {server.url} (ok)" in out.stdout
-    assert "error: /regen works in direct mode only" in out.stderr
+    assert "error:" not in out.stderr
     assert "New chat with preset friendly" in out.stderr
-    assert out.stderr.count(" tok/s · ") == 2
+    assert out.stderr.count(" tok/s · ") == 3  # hello, /regen, hi
     with server.client() as http:
         doc = http.get(f"/api/sessions/{sid}").json()
         assert doc["title"] == "url chat"
         assert [m["content"] for m in doc["messages"] if m["role"] == "user"] == ["hello"]
+        assert len(doc["messages"][-1]["alternatives"]) == 2  # /regen kept the first reply
         friendly = [s for s in http.get("/api/sessions").json() if s["title"] == "hi"]
         assert friendly and friendly[0]["messages"] == 3  # greeting, hi, reply
         assert http.get(f"/api/sessions/{friendly[0]['id']}").json()["character_name"] == "friendly"

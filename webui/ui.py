@@ -27,13 +27,13 @@ def build_ui(rt: Runtime) -> gr.Blocks:
             ctx.components["tabs"] = tabs
             with gr.Tab(I18N("tab.chat"), id="chat"):
                 chat.build(ctx)
-            with gr.Tab(I18N("tab.characters"), id="characters", render_children=True) as tab:
+            with gr.Tab(I18N("tab.characters"), id="characters") as tab:
                 characters.build(ctx, tab)
-            with gr.Tab(I18N("tab.sampling"), id="sampling", render_children=True) as tab:
+            with gr.Tab(I18N("tab.sampling"), id="sampling") as tab:
                 sampling.build(ctx, tab)
-            with gr.Tab(I18N("tab.history"), id="history", render_children=True) as tab:
+            with gr.Tab(I18N("tab.history"), id="history") as tab:
                 history.build(ctx, tab)
-            with gr.Tab(I18N("tab.gpu"), id="gpu", render_children=True) as tab:
+            with gr.Tab(I18N("tab.gpu"), id="gpu") as tab:
                 gpu.build(ctx, tab)
         fn, inputs, outputs, js = lang_load
         demo.load(fn, inputs, outputs, js=js).then(*ctx.components["on_load"])
