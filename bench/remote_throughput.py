@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--clients", default="1,4,8", help="comma-separated concurrency levels")
     ap.add_argument("--requests", type=int, default=3, help="requests per client at each level")
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=1, help="run each level N times, keep the fastest run")
     ap.add_argument("--port", type=int, default=8931, help="port for the llama_cpp.server we start")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="n_threads for that server")
     args = ap.parse_args()
@@ -114,11 +115,18 @@ def main() -> None:
     url = args.url or f"http://127.0.0.1:{args.port}"
     try:
         one_request(OpenAIBackend(url), SamplingParams(max_tokens=8))  # warm-up
-        print(f"server {url}, max_tokens {args.max_tokens}, {args.requests} requests per client\n")
+        print(
+            f"server {url}, max_tokens {args.max_tokens}, {args.requests} requests per client, "
+            f"best of {args.repeat}\n"
+        )
         print("| clients | requests | tokens | wall s | total tokens/s | mean wait ms | max wait ms |")
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for n in (int(c) for c in args.clients.split(",")):
-            r = measure(url, n, args.requests, args.max_tokens)
+            # Best of N: on a shared machine, other work only ever slows a run down.
+            r = max(
+                (measure(url, n, args.requests, args.max_tokens) for _ in range(args.repeat)),
+                key=lambda x: x["tok_s"],
+            )
             print(
                 f"| {n} | {r['requests']:.0f} | {r['tokens']:.0f} | {r['wall_s']:.1f} | {r['tok_s']:.1f} "
                 f"| {r['wait_ms']:.0f} | {r['max_wait_ms']:.0f} |",

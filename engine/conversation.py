@@ -90,6 +90,7 @@ def run_turn(
     if mode == "send":
         if not user_text or not user_text.strip():
             raise InvalidInput("The message is empty.", field="messages")
+        _drop_interrupted_reply(session)
         session.messages.append(ChatMessage(role="user", content=user_text, time=now))
         history = list(session.messages)
         reply = ChatMessage(role="assistant", content="", time=now)
@@ -107,7 +108,9 @@ def run_turn(
             prefix = reply.content
             history = [*history, ChatMessage(role="assistant", content=prefix, time=reply.time)]
     messages = prompt_messages(rt, session, history)
+    reply.stopped = True  # until the turn completes, what is on disk is partial
     yield from _save(rt, session)
+    reply.stopped = False
     text, last_save = prefix, time.monotonic()
     reason = "stop"
     completed = False
@@ -135,6 +138,15 @@ def run_turn(
                 rt.sessions.save(session, allow_shrink=True)
             except StorageError:
                 pass
+
+
+def _drop_interrupted_reply(session: Session) -> None:
+    """An empty reply that never finished (the server died before its first token) is dropped before the
+    next turn, as `_finish` drops an empty reply, so it does not teach the model to answer with nothing."""
+    last = session.messages[-1] if session.messages else None
+    interrupted = last is not None and last.role == "assistant" and not (last.content or last.metrics)
+    if interrupted and last is not None and not (last.alternatives or last.greeting):
+        session.messages.pop()
 
 
 def _finish(session: Session, reply: ChatMessage, text: str, *, stopped: bool, mode: Mode) -> None:

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidInput, NotFound, StorageError
+from .errors import InvalidInput, NotFound
 from .fsutil import atomic_write
 from .params import PARAM_NAMES, SamplingParams, parse_params
 
@@ -77,7 +77,7 @@ class SamplingPresetStore:
         return name in BUILTIN
 
     def save(self, name: str, values: dict[str, Any]) -> str:
-        """Validate and store `values` under `name` (replacing a user preset of that name). Returns the name."""
+        """Validate and store `values` under `name`, replacing a user preset of that name."""
         name = check_preset_name(name)
         parsed = parse_params(values).model_dump()
         clean = {k: parsed[k] for k in values}
@@ -105,7 +105,8 @@ class SamplingPresetStore:
             return {}
         except (OSError, ValueError) as exc:
             self.problems.append(
-                f"{FILE_NAME} could not be read ({exc}); saving a preset replaces it (the old file is kept as .bak)."
+                f"{FILE_NAME} could not be read ({exc}); saving a "
+                f"preset replaces it (the old file is kept as .bak)."
             )
             return {}
         if not isinstance(raw, dict):

@@ -176,3 +176,25 @@ def parse_sse(raw: str) -> list[tuple[str, Any]]:
         text = "\n".join(data)
         events.append((name, text if text == "[DONE]" else json.loads(text)))
     return events
+
+
+LONG_STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
+
+
+def give_up_on_whole_reply(
+    url: str, route: str, payload: dict[str, Any], headers: dict[str, str] | None = None
+) -> None:
+    """Ask for a long non-streamed reply and hang up after a moment, as a client with a short timeout does."""
+    try:
+        resp = httpx.post(url + route, json=payload, headers=headers, timeout=httpx.Timeout(60, read=1.0))
+    except httpx.ReadTimeout:
+        return
+    raise AssertionError(f"the reply came back within the timeout: {resp.status_code} {resp.text[:200]}")
+
+
+def queue_ms_of_next_request(url: str, headers: dict[str, str] | None = None) -> float:
+    """How long a small request waits for the model: near 0 once an abandoned request has let it go."""
+    payload = {"messages": [{"role": "user", "content": "Hi"}], "params": {"max_tokens": 1}}
+    resp = httpx.post(url + "/api/chat", json=payload, headers=headers, timeout=120)
+    assert resp.status_code == 200, resp.text
+    return float(resp.json()["metrics"]["queue_ms"])

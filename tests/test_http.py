@@ -11,7 +11,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import GREEDY, ServerProcess, assert_error, assert_no_traceback, parse_sse, server_fixture
+from tests.helpers import (
+    GREEDY,
+    ServerProcess,
+    assert_error,
+    assert_no_traceback,
+    give_up_on_whole_reply,
+    parse_sse,
+    queue_ms_of_next_request,
+    server_fixture,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -354,6 +363,15 @@ def test_presets(client: httpx.Client) -> None:
     for path in ("/api/presets/nobody", "/api/presets/nobody/card.json", "/api/presets/nobody/card.png"):
         assert_error(client.get(path), 404, "nobody")
 
+    # a card exported as PNG imports back as a new preset; the original stays
+    imported = client.post("/api/presets/import", files={"file": ("friendly.png", png.content, "image/png")})
+    assert imported.status_code == 200, imported.text
+    new = imported.json()
+    assert new["name"] != "friendly" and new["description"] == one.json()["description"]
+    assert {p["name"] for p in client.get("/api/presets").json()} == names | {new["name"]}
+    bad = client.post("/api/presets/import", files={"file": ("x.png", b"not a png", "image/png")})
+    assert_error(bad, 400)
+
 
 def test_chat_with_preset(client: httpx.Client) -> None:
     resp = client.post("/api/chat", json=body(max_tokens=4, preset="friendly"))
@@ -399,3 +417,8 @@ def test_disconnect_frees_the_model_and_keeps_the_partial_reply(
     assert partial["stopped"] is True
     assert partial["content"].strip()
     assert client.get("/api/health").json()["queue"] == 0
+
+
+def test_client_that_gives_up_on_a_whole_reply_frees_the_model(server: ServerProcess) -> None:
+    give_up_on_whole_reply(server.url, "/api/chat", body(STORY, 400))
+    assert queue_ms_of_next_request(server.url) < 1000

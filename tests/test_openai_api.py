@@ -10,7 +10,14 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import GREEDY, ServerProcess, assert_no_traceback, server_fixture
+from tests.helpers import (
+    GREEDY,
+    ServerProcess,
+    assert_no_traceback,
+    give_up_on_whole_reply,
+    queue_ms_of_next_request,
+    server_fixture,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -183,3 +190,22 @@ def test_wrong_api_key_is_ignored_without_server_key(server: ServerProcess) -> N
     # no --api-key on this server: any key (or none) works, as with llama.cpp's server
     r = httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer whatever"})
     assert r.status_code == 200
+
+
+def test_closed_stream_frees_the_model(client: openai.OpenAI, model_id: str, server: ServerProcess) -> None:
+    stream = create(client, model_id, STORY, max_tokens=400, stream=True)
+    received = 0
+    for chunk in stream:
+        received += bool(chunk.choices and chunk.choices[0].delta.content)
+        if received == 3:
+            break
+    stream.close()
+    assert received == 3
+    assert queue_ms_of_next_request(server.url) < 1000
+
+
+def test_client_timeout_frees_the_model(server: ServerProcess) -> None:
+    give_up_on_whole_reply(
+        server.url, "/v1/chat/completions", {"messages": STORY, "max_tokens": 400, **GREEDY}
+    )
+    assert queue_ms_of_next_request(server.url) < 1000

@@ -14,7 +14,17 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import ROOT, TEST_ENV, ServerProcess, assert_no_traceback, free_port, server_fixture
+from tests.helpers import (
+    LONG_STORY,
+    ROOT,
+    TEST_ENV,
+    ServerProcess,
+    assert_no_traceback,
+    free_port,
+    give_up_on_whole_reply,
+    queue_ms_of_next_request,
+    server_fixture,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +108,7 @@ def test_api_key_required(locked: ServerProcess, path: str) -> None:
         resp = httpx.get(locked.url + path, headers=headers)
         assert resp.status_code == 401, (path, headers, resp.text)
         assert resp.json()["error"]["type"] == "authentication_error"
+        assert resp.headers["www-authenticate"] == "Bearer"
         assert KEY not in resp.text
     ok = httpx.get(locked.url + path, headers={"Authorization": f"Bearer {KEY}"})
     assert ok.status_code == (404 if path == "/api/nope" else 200)
@@ -111,6 +122,23 @@ def test_api_key_blocks_generation_before_it_starts(locked: ServerProcess) -> No
         locked.url + "/api/chat", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=120
     )
     assert resp.status_code == 200
+
+
+def test_api_key_does_not_hide_disconnects(locked: ServerProcess) -> None:
+    """Clients that hang up still free the model when the key middleware sits in front of the routes."""
+    auth = {"Authorization": f"Bearer {KEY}"}
+    payload = {"messages": LONG_STORY, "params": {"max_tokens": 400, "temperature": 0}}
+    give_up_on_whole_reply(locked.url, "/api/chat", payload, auth)
+    assert queue_ms_of_next_request(locked.url, auth) < 1000
+    with (
+        httpx.Client(base_url=locked.url, headers=auth, timeout=60) as c,
+        c.stream("POST", "/api/chat/stream", json=payload) as resp,
+    ):
+        assert resp.status_code == 200
+        for n, _ in enumerate(line for line in resp.iter_lines() if line.startswith("data: ")):
+            if n == 2:
+                break
+    assert queue_ms_of_next_request(locked.url, auth) < 1000
 
 
 def test_api_key_with_openai_sdk(locked: ServerProcess) -> None:

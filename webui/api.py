@@ -21,7 +21,7 @@ from engine.models import list_models
 from engine.params import SamplingParams
 from engine.runtime import Runtime
 
-from .streaming import run_stream
+from .streaming import cancel_on_disconnect, run_stream
 
 MAX_BODY = 10 * 1024 * 1024
 
@@ -182,9 +182,9 @@ def build_router(rt: Runtime) -> APIRouter:
         if body.session_id == "new":
             rt.params_for(rt.character(body.preset), overrides)  # unknown preset or bad params: nothing saved
             rt.engine.require_backend()
-            system = next((m.content for m in body.messages if m.role == "system"), None)
+            system_text = next((m.content for m in body.messages if m.role == "system"), None)
             session = new_session(
-                rt, character=body.preset, system_prompt=system, params=overrides, greeting=False
+                rt, character=body.preset, system_prompt=system_text, params=overrides, greeting=False
             )
             from engine.session_formats import ChatMessage, now_iso
 
@@ -208,19 +208,20 @@ def build_router(rt: Runtime) -> APIRouter:
         return rt.health()
 
     @api.post("/chat", response_model=ChatReply, summary="One chat turn, whole reply")
-    async def chat(body: ChatRequest) -> dict[str, Any]:
+    async def chat(body: ChatRequest, request: Request) -> dict[str, Any]:
         make, session_id = await run_in_threadpool(prepare_turn, body)
         cancel = threading.Event()
         parts: list[str] = []
         warnings: list[str] = []
         done = Finished("stop")
-        async for event in run_stream(make, cancel):
-            if isinstance(event, Delta):
-                parts.append(event.text)
-            elif isinstance(event, Finished):
-                done = event
-            elif isinstance(event, Notice) and event.message not in warnings:
-                warnings.append(event.message)
+        async with cancel_on_disconnect(request, cancel):
+            async for event in run_stream(make, cancel):
+                if isinstance(event, Delta):
+                    parts.append(event.text)
+                elif isinstance(event, Finished):
+                    done = event
+                elif isinstance(event, Notice) and event.message not in warnings:
+                    warnings.append(event.message)
         out = {
             "reply": "".join(parts),
             "finish_reason": done.finish_reason,

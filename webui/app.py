@@ -11,8 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.responses import Response
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.config import Settings
 from engine.errors import EngineError
@@ -30,7 +30,9 @@ def _is_openai(request: Request) -> bool:
     return request.url.path.startswith("/v1")
 
 
-def error_response(request: Request, status: int, kind: str, message: str, field: str | None = None) -> JSONResponse:
+def error_response(
+    request: Request, status: int, kind: str, message: str, field: str | None = None
+) -> JSONResponse:
     err: dict[str, Any] = {"type": kind, "message": message}
     if _is_openai(request):
         err.update(param=field, code=None)
@@ -53,25 +55,39 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
     return f"Invalid value for '{field}': {err.get('msg')}.", field
 
 
-class ApiKeyMiddleware(BaseHTTPMiddleware):
-    def __init__(self, app: Any, key: str) -> None:
-        super().__init__(app)
-        self.key = key
+class ApiKeyMiddleware:
+    """Require 'Authorization: Bearer <key>' on /api and /v1 (not /api/health, not CORS preflights).
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        path = request.url.path
-        if (path.startswith("/api/") or path.startswith("/v1/")) and path != "/api/health":
-            if request.method != "OPTIONS":
-                given = request.headers.get("authorization", "")
+    A plain ASGI middleware: starlette's BaseHTTPMiddleware hides client disconnects from the app, so a
+    client that gave up on a whole (non-streamed) reply would hold the model until the reply was done.
+    """
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.key = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] != "OPTIONS":
+            path = scope["path"]
+            if (path.startswith("/api/") or path.startswith("/v1/")) and path != "/api/health":
+                given = Headers(scope=scope).get("authorization", "")
                 token = given[7:] if given.lower().startswith("bearer ") else ""
-                if not hmac.compare_digest(token.encode(), self.key.encode()):
-                    return error_response(
-                        request, 401, "authentication_error", "Missing or wrong API key: send 'Authorization: Bearer <key>'."
+                if not hmac.compare_digest(token.encode(), self.key):
+                    response = error_response(
+                        Request(scope),
+                        401,
+                        "authentication_error",
+                        "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
                     )
-        return await call_next(request)
+                    response.headers["WWW-Authenticate"] = "Bearer"
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, *, warnings: list[str] | None = None, runtime: Runtime | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, warnings: list[str] | None = None, runtime: Runtime | None = None
+) -> FastAPI:
     rt = runtime or Runtime(settings, warnings=warnings)
     app = FastAPI(
         title="Local LLM Chat",
@@ -100,11 +116,11 @@ def create_app(settings: Settings, *, warnings: list[str] | None = None, runtime
     app.include_router(build_openai_router(rt))
     if settings.server.api_key:
         app.add_middleware(ApiKeyMiddleware, key=settings.server.api_key)
-    # Same-origin only unless origins are configured. With this middleware present, Gradio adds no CORS of its own.
+    # Same-origin only unless origins are configured. With this middleware, Gradio adds no CORS of its own.
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.server.cors_origins,
-        allow_methods=["GET", "POST", "PUT", "DELETE"],
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type"],
     )
 

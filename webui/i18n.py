@@ -3,6 +3,8 @@ messages use tr(key, lang)."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import gradio as gr
 
 EN: dict[str, str] = {
@@ -65,6 +67,11 @@ STRINGS = {"en": EN, "ja": JA}
 I18N = gr.I18n(en=EN, ja=JA)  # holds these same dicts, so add() before mounting reaches the browser
 
 
+def i18n_label(key: str) -> str:
+    """I18N(key) typed `str`, for DownloadButton and UploadButton labels (Gradio translates them too)."""
+    return cast(str, I18N(key))
+
+
 def add(en: dict[str, str], ja: dict[str, str]) -> None:
     """Register a tab's strings. Every key must exist in both languages."""
     missing = set(en) ^ set(ja)
@@ -110,16 +117,33 @@ INIT_JS = f"""async () => {{
 }}"""
 
 
-def language_switch(lang_state: gr.BrowserState) -> tuple[gr.Radio, tuple[object, ...]]:
-    """An English/日本語 radio that relabels the page and stores the choice in `lang_state`.
-
-    Returns the radio and (fn, inputs, outputs, js) for a page-load event that applies the saved choice.
-    """
-    radio = gr.Radio(
+def language_radio() -> gr.Radio:
+    return gr.Radio(
         LANGUAGES, value=None, show_label=False, container=False, elem_id="lang-switch", min_width=160
     )
-    radio.input(_pick, radio, lang_state, js=SWITCH_JS, show_progress="hidden", queue=False)
-    return radio, (_loaded, [radio], [radio, lang_state], INIT_JS)
+
+
+def wire_language(
+    demo: gr.Blocks,
+    radio: gr.Radio,
+    lang_state: gr.BrowserState,
+    tabs: list[tuple[gr.Tab, str]],
+    on_load: tuple[Any, ...],
+) -> None:
+    """Switching relabels the page, stores the choice in `lang_state`, and re-sends the tab labels: Gradio
+    translates the label of a tab that was never shown only when it is sent again. The page load applies
+    the saved choice, then runs `on_load` (fn, inputs, outputs)."""
+    targets = [tab for tab, _ in tabs]
+
+    def relabel() -> list[gr.Tab]:
+        return [gr.Tab(label=I18N(key)) for _, key in tabs]
+
+    radio.input(_pick, radio, lang_state, js=SWITCH_JS, show_progress="hidden", queue=False).then(
+        relabel, None, targets, show_progress="hidden", queue=False
+    )
+    demo.load(_loaded, [radio], [radio, lang_state], js=INIT_JS, show_progress="hidden").then(
+        relabel, None, targets, show_progress="hidden"
+    ).then(*on_load)
 
 
 def _pick(lang: str | None) -> str:

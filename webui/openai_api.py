@@ -18,7 +18,7 @@ from engine.chat import StreamEvent
 from engine.errors import EngineError, InvalidInput, NotFound
 from engine.runtime import Runtime
 
-from .streaming import run_stream
+from .streaming import cancel_on_disconnect, run_stream
 
 
 class ContentPart(BaseModel):
@@ -119,7 +119,7 @@ def build_openai_router(rt: Runtime) -> APIRouter:
         }
 
     @v1.post("/chat/completions", summary="Chat completion, OpenAI-compatible (stream or not)")
-    async def chat_completions(body: ChatCompletionRequest) -> Any:
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         msgs, params = prepare(body)
         if msgs[-1]["role"] not in ("user", "assistant"):
             raise InvalidInput("The last message must be from the user.", field="messages")
@@ -135,11 +135,12 @@ def build_openai_router(rt: Runtime) -> APIRouter:
         if not body.stream:
             parts: list[str] = []
             done = Finished("stop")
-            async for event in run_stream(make, cancel):
-                if isinstance(event, Delta):
-                    parts.append(event.text)
-                elif isinstance(event, Finished):
-                    done = event
+            async with cancel_on_disconnect(request, cancel):
+                async for event in run_stream(make, cancel):
+                    if isinstance(event, Delta):
+                        parts.append(event.text)
+                    elif isinstance(event, Finished):
+                        done = event
             return {
                 "id": cid,
                 "object": "chat.completion",

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+
+from starlette.requests import Request
 
 _END = object()
 
@@ -68,3 +71,27 @@ async def run_stream(
                 yield item
     finally:
         cancel.set()
+
+
+@contextlib.asynccontextmanager
+async def cancel_on_disconnect(
+    request: Request, cancel: threading.Event, every: float = 0.25
+) -> AsyncIterator[None]:
+    """While the block runs, set `cancel` if the client goes away.
+
+    For replies sent whole (not streamed): nothing is written until the end, so without this a client that
+    gave up would hold the model until its reply was complete.
+    """
+
+    async def watch() -> None:
+        while not cancel.is_set():
+            if await request.is_disconnected():
+                cancel.set()
+                return
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        task.cancel()

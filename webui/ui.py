@@ -6,7 +6,7 @@ import gradio as gr
 
 from engine.runtime import Runtime
 
-from .i18n import I18N, language_switch
+from .i18n import I18N, language_radio, wire_language
 from .tabs import characters, chat, gpu, history, sampling
 from .tabs.context import UIContext
 
@@ -22,21 +22,22 @@ def build_ui(rt: Runtime) -> gr.Blocks:
         ctx.components["custom_prompt"] = gr.BrowserState(None, storage_key="llmchat.custom_prompt")
         with gr.Row(equal_height=True):
             gr.Markdown(I18N("app.title"), elem_id="app-title")
-            lang_radio, lang_load = language_switch(ctx.lang)
+            lang_radio = language_radio()
         with gr.Tabs() as tabs:
             ctx.components["tabs"] = tabs
-            with gr.Tab(I18N("tab.chat"), id="chat"):
+            with gr.Tab(I18N("tab.chat"), id="chat") as chat_tab:
                 chat.build(ctx)
-            with gr.Tab(I18N("tab.characters"), id="characters") as tab:
-                characters.build(ctx, tab)
-            with gr.Tab(I18N("tab.sampling"), id="sampling") as tab:
-                sampling.build(ctx, tab)
-            with gr.Tab(I18N("tab.history"), id="history") as tab:
-                history.build(ctx, tab)
-            with gr.Tab(I18N("tab.gpu"), id="gpu") as tab:
-                gpu.build(ctx, tab)
-        fn, inputs, outputs, js = lang_load
-        demo.load(fn, inputs, outputs, js=js).then(*ctx.components["on_load"])
+            labelled = [(chat_tab, "tab.chat")]
+            for module, name in (
+                (characters, "characters"),
+                (sampling, "sampling"),
+                (history, "history"),
+                (gpu, "gpu"),
+            ):
+                with gr.Tab(I18N(f"tab.{name}"), id=name) as tab:
+                    module.build(ctx, tab)
+                labelled.append((tab, f"tab.{name}"))
+        wire_language(demo, lang_radio, ctx.lang, labelled, ctx.components["on_load"])
         for loader in ctx.components.get("loaders", []):
             demo.load(*loader)
     return demo

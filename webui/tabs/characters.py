@@ -22,7 +22,7 @@ from engine.errors import EngineError, InvalidInput
 from engine.prompt import assemble, greetings
 
 from .. import i18n
-from ..i18n import I18N, tr
+from ..i18n import I18N, i18n_label, tr
 from .chat import load_session, status_line
 from .context import CUSTOM, UIContext
 
@@ -49,15 +49,20 @@ FIELDS = {
 INFO = {
     "tags": ("Comma-separated.", "カンマ区切り。"),
     "system_prompt": (
-        "Empty uses the default prompt. {{original}} inserts the default; {{char}} and {{user}} work in every field.",
-        "空なら既定のプロンプト。{{original}} で既定のプロンプトを挿入。{{char}} と {{user}} はどの欄でも使えます。",
+        "Empty uses the default prompt. {{original}} inserts the "
+        "default; {{char}} and {{user}} work in every field.",
+        "空なら既定のプロンプト。{{original}} で既定のプロンプトを挿入。"
+        "{{char}} と {{user}} はどの欄でも使えます。",
     ),
     "alternate_greetings": (
         "One per block, separated by a line holding only ---.",
         "1 ブロックに 1 つ。--- だけの行で区切ります。",
     ),
     "example_dialogue": ("Separate conversations with <START>.", "会話と会話の間は <START> で区切ります。"),
-    "post_history_instructions": ("A system note placed after the chat history.", "チャット履歴の後に置くシステムメモ。"),
+    "post_history_instructions": (
+        "A system note placed after the chat history.",
+        "チャット履歴の後に置くシステムメモ。",
+    ),
     "creator_notes": ("For people; never sent to the model.", "人間向けのメモ。モデルには送られません。"),
     "sampling": (
         "For example temperature: 0.8, one per line; names as in the Sampling tab.",
@@ -81,10 +86,16 @@ EN = {
     "ch.delete": "Delete…",
     "ch.confirm_delete": "Delete",
     "ch.cancel": "Cancel",
-    "ch.confirm": "Delete **{title}** (`{name}`)? The preset moves to the trash folder of the data directory.",
-    "ch.shipped_warn": "⚠ This preset ships with the app: once deleted it is not copied back, even after a restart.",
+    "ch.confirm": (
+        "Delete **{title}** (`{name}`)? The preset moves to the trash folder of the data directory."
+    ),
+    "ch.shipped_warn": (
+        "⚠ This preset ships with the app: once deleted it is not copied back, even after a restart."
+    ),
     "ch.preview": "Prompt preview",
-    "ch.preview_text": "What the model receives for a new chat with this draft (messages before the chat template)",
+    "ch.preview_text": (
+        "What the model receives for a new chat with this draft (messages before the chat template)"
+    ),
     "ch.tokens": "**{n} tokens** once the model's chat template is applied.",
     "ch.tokens_unknown": "Token count unavailable: {reason}",
     "ch.test": "Test reply",
@@ -102,7 +113,9 @@ EN = {
     "ch.draft_error": "The draft has a problem: {message}",
     "ch.custom": "Custom (no character)",
     "ch.custom_prompt": "System prompt for Custom chats",
-    "ch.custom_info": "Used when the chat tab's character is “Custom”. {{original}} inserts the default prompt.",
+    "ch.custom_info": (
+        "Used when the chat tab's character is “Custom”. {{original}} inserts the default prompt."
+    ),
     "ch.custom_save": "Use for Custom chats",
     "ch.custom_saved": "New Custom chats use this prompt.",
     "ch.custom_applied": "Saved, and applied to the open Custom chat “{title}”.",
@@ -128,7 +141,9 @@ JA = {
     "ch.confirm": "**{title}**（`{name}`）を削除しますか？プリセットはデータフォルダーのゴミ箱に移動します。",
     "ch.shipped_warn": "⚠ アプリ同梱のプリセットです。削除すると再起動しても元に戻りません。",
     "ch.preview": "プロンプトのプレビュー",
-    "ch.preview_text": "この下書きで新しいチャットを始めたときにモデルが受け取る内容（チャットテンプレート適用前）",
+    "ch.preview_text": (
+        "この下書きで新しいチャットを始めたときにモデルが受け取る内容（チャットテンプレート適用前）"
+    ),
     "ch.tokens": "チャットテンプレート適用後 **{n} トークン**。",
     "ch.tokens_unknown": "トークン数を数えられません：{reason}",
     "ch.test": "テスト返信",
@@ -138,7 +153,9 @@ JA = {
     "ch.stop": "停止",
     "ch.test_output": "下書きからの返信（何も保存されません）",
     "ch.saved": "「{title}」を保存しました。",
-    "ch.exists": "「{name}」という名前のキャラクターは既にあります。名前を変えるか、新規として保存してください。",
+    "ch.exists": (
+        "「{name}」という名前のキャラクターは既にあります。名前を変えるか、新規として保存してください。"
+    ),
     "ch.deleted": "「{title}」を削除しました。",
     "ch.imported": "「{title}」を {name} として読み込みました。",
     "ch.reverted": "保存済みの内容に戻しました。",
@@ -146,7 +163,9 @@ JA = {
     "ch.draft_error": "下書きに問題があります：{message}",
     "ch.custom": "カスタム（キャラクターなし）",
     "ch.custom_prompt": "カスタムチャットのシステムプロンプト",
-    "ch.custom_info": "チャットタブのキャラクターが「カスタム」のときに使います。{{original}} で既定のプロンプトを挿入。",
+    "ch.custom_info": (
+        "チャットタブのキャラクターが「カスタム」のときに使います。{{original}} で既定のプロンプトを挿入。"
+    ),
     "ch.custom_save": "カスタムチャットに使う",
     "ch.custom_saved": "新しいカスタムチャットでこのプロンプトを使います。",
     "ch.custom_applied": "保存し、開いているカスタムチャット「{title}」にも適用しました。",
@@ -193,20 +212,34 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     with gr.Row():
         with gr.Column(scale=2, min_width=300):
             gallery = gr.Gallery(
-                label=I18N("ch.gallery"), columns=3, height=360, allow_preview=False, object_fit="cover",
-                interactive=False, elem_id="ch-gallery",
-            )  # fmt: skip
+                label=I18N("ch.gallery"),
+                columns=3,
+                height=360,
+                allow_preview=False,
+                object_fit="cover",
+                interactive=False,
+                elem_id="ch-gallery",
+            )
             new_btn = gr.Button(I18N("ch.new"), size="sm", elem_id="ch-new")
             upload = gr.File(
-                label=I18N("ch.import"), file_types=[".png", ".json", ".yaml", ".yml"], height=120,
+                label=I18N("ch.import"),
+                file_types=[".png", ".json", ".yaml", ".yml"],
+                height=120,
                 elem_id="ch-import",
-            )  # fmt: skip
+            )
             with gr.Row():
-                export_json = gr.DownloadButton(I18N("ch.export_json"), size="sm", interactive=False, elem_id="ch-export-json")
-                export_png = gr.DownloadButton(I18N("ch.export_png"), size="sm", interactive=False, elem_id="ch-export-png")
+                export_json = gr.DownloadButton(
+                    i18n_label("ch.export_json"), size="sm", interactive=False, elem_id="ch-export-json"
+                )
+                export_png = gr.DownloadButton(
+                    i18n_label("ch.export_png"), size="sm", interactive=False, elem_id="ch-export-png"
+                )
             with gr.Accordion(I18N("ch.custom"), open=False):
                 custom_box = gr.Textbox(
-                    label=I18N("ch.custom_prompt"), info=I18N("ch.custom_info"), lines=5, elem_id="ch-custom-prompt"
+                    label=I18N("ch.custom_prompt"),
+                    info=I18N("ch.custom_info"),
+                    lines=5,
+                    elem_id="ch-custom-prompt",
                 )
                 custom_btn = gr.Button(I18N("ch.custom_save"), size="sm", elem_id="ch-custom-save")
         with gr.Column(scale=3):
@@ -232,24 +265,39 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
                 delete_btn = gr.Button(I18N("ch.delete"), variant="stop", elem_id="ch-delete")
             with gr.Row(visible=False, elem_id="ch-confirm-row") as confirm_row:
                 confirm_md = gr.Markdown(elem_id="ch-confirm-text")
-                confirm_btn = gr.Button(I18N("ch.confirm_delete"), variant="stop", scale=0, elem_id="ch-confirm")
+                confirm_btn = gr.Button(
+                    I18N("ch.confirm_delete"), variant="stop", scale=0, elem_id="ch-confirm"
+                )
                 cancel_btn = gr.Button(I18N("ch.cancel"), scale=0, elem_id="ch-cancel")
             with gr.Accordion(I18N("ch.preview"), open=True):
                 tokens = gr.Markdown(elem_id="ch-tokens")
                 preview = gr.Textbox(
-                    label=I18N("ch.preview_text"), lines=8, max_lines=24, interactive=False, buttons=["copy"],
+                    label=I18N("ch.preview_text"),
+                    lines=8,
+                    max_lines=24,
+                    interactive=False,
+                    buttons=["copy"],
                     elem_id="ch-preview",
-                )  # fmt: skip
+                )
             with gr.Accordion(I18N("ch.test"), open=True):
                 with gr.Row(equal_height=True):
                     test_msg = gr.Textbox(
-                        value=tr("ch.test_default", "en"), label=I18N("ch.test_message"), max_lines=3, scale=4,
+                        value=tr("ch.test_default", "en"),
+                        label=I18N("ch.test_message"),
+                        max_lines=3,
+                        scale=4,
                         elem_id="ch-test-message",
-                    )  # fmt: skip
+                    )
                     with gr.Column(scale=1, min_width=140):
-                        test_btn = gr.Button(I18N("ch.test_run"), variant="primary", size="sm", elem_id="ch-test")
-                        stop_btn = gr.Button(I18N("ch.stop"), variant="stop", size="sm", elem_id="ch-test-stop")
-                test_out = gr.Textbox(label=I18N("ch.test_output"), lines=4, interactive=False, elem_id="ch-test-output")
+                        test_btn = gr.Button(
+                            I18N("ch.test_run"), variant="primary", size="sm", elem_id="ch-test"
+                        )
+                        stop_btn = gr.Button(
+                            I18N("ch.stop"), variant="stop", size="sm", elem_id="ch-test-stop"
+                        )
+                test_out = gr.Textbox(
+                    label=I18N("ch.test_output"), lines=4, interactive=False, elem_id="ch-test-output"
+                )
 
     fields = [form[f] for f in FORM_FIELDS]
 
@@ -271,7 +319,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
 
     def chat_choices(current: str | None) -> Any:
         choices = ctx.character_choices()
-        value = current if current in (v for _, v in choices) else CUSTOM
+        value = current if current in {v for _, v in choices} else CUSTOM
         return gr.update(choices=choices, value=value)
 
     def exports(name: str | None) -> tuple[Any, Any]:
@@ -285,7 +333,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         except (EngineError, OSError) as exc:
             gr.Warning(getattr(exc, "message", str(exc)))
             return off, off
-        return gr.update(value=str(json_path), interactive=True), gr.update(value=str(png_path), interactive=True)
+        return gr.update(value=str(json_path), interactive=True), gr.update(
+            value=str(png_path), interactive=True
+        )
 
     def header_text(character: Character | None, lang_value: str | None) -> str:
         if character is None:
@@ -341,7 +391,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             return "", tr("ch.draft_error", lang_value, message=exc.message)
         backend = rt.engine.backend
         if backend is None:
-            return render_messages(messages), tr("ch.tokens_unknown", lang_value, reason=rt.engine.load_error or "")
+            return render_messages(messages), tr(
+                "ch.tokens_unknown", lang_value, reason=rt.engine.load_error or ""
+            )
         try:
             n = backend.count_tokens(messages)
         except EngineError as exc:
@@ -352,7 +404,14 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
 
     # --- handlers --------------------------------------------------------------------------------
 
-    def on_tab(current: str | None, chat_value: str | None, custom: str | None, custom_text: str, test_text: str, lang_value: str | None):
+    def on_tab(
+        current: str | None,
+        chat_value: str | None,
+        custom: str | None,
+        custom_text: str,
+        test_text: str,
+        lang_value: str | None,
+    ):
         if current is None:  # first visit: show the chat's character, else the first one
             pick = chat_value if chat_value not in (None, CUSTOM) else None
             pick = pick or next((c.name for c in store.list()), None)
@@ -440,7 +499,11 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             return tuple(gr.skip() for _ in range(len(FORM_FIELDS) + 10))
         gr.Info(tr("ch.deleted", lang_value, title=character.display_name))
         rest = [c.name for c in store.list()]
-        return (*show(base_of(rest[0] if rest else None), lang_value, test_text), *gallery_items(rest[0] if rest else None), chat_choices(chat_value))
+        return (
+            *show(base_of(rest[0] if rest else None), lang_value, test_text),
+            *gallery_items(rest[0] if rest else None),
+            chat_choices(chat_value),
+        )
 
     def on_import(path: str | None, chat_value: str | None, test_text: str, lang_value: str | None):
         try:
@@ -455,7 +518,12 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             gr.Warning(exc.message)
             return (None, *(gr.skip() for _ in range(len(FORM_FIELDS) + 10)))
         gr.Info(tr("ch.imported", lang_value, title=character.display_name, name=character.name))
-        return (None, *show(character, lang_value, test_text), *gallery_items(character.name), chat_choices(chat_value))
+        return (
+            None,
+            *show(character, lang_value, test_text),
+            *gallery_items(character.name),
+            chat_choices(chat_value),
+        )
 
     def on_preview(*args: Any):
         *values, test_text, lang_value = args
@@ -522,7 +590,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     delete_btn.click(on_ask_delete, [loaded, lang], [confirm_row, confirm_md])
     cancel_btn.click(lambda: gr.update(visible=False), None, confirm_row)
     confirm_btn.click(on_delete, [loaded, chat_char, test_msg, lang], [*shown_outs, *gallery_outs, chat_char])
-    upload.upload(on_import, [upload, chat_char, test_msg, lang], [upload, *shown_outs, *gallery_outs, chat_char])
+    upload.upload(
+        on_import, [upload, chat_char, test_msg, lang], [upload, *shown_outs, *gallery_outs, chat_char]
+    )
     gr.on(
         [f.change for f in fields] + [test_msg.change],
         on_preview,

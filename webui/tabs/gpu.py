@@ -27,7 +27,8 @@ i18n.add(
         "tab.gpu": "GPU & models",
         "gpu.live": "Live updates (every 2 s)",
         "gpu.refresh": "Refresh",
-        "gpu.plot": "VRAM (MB) and utilisation (%) over the last minutes",
+        "gpu.plot_vram": "VRAM used (MB), last minutes",
+        "gpu.plot_util": "GPU utilisation (%), last minutes",
         "gpu.cpu": "**Running on CPU.** {reason}",
         "gpu.no_cuda": "This llama-cpp-python build cannot offload to a GPU (no CUDA support).",
         "gpu.count": "**{n} GPU(s) found.** llama.cpp GPU offload: {cuda}.",
@@ -76,7 +77,8 @@ i18n.add(
         "tab.gpu": "GPU とモデル",
         "gpu.live": "ライブ更新（2 秒ごと）",
         "gpu.refresh": "更新",
-        "gpu.plot": "直近数分の VRAM（MB）と使用率（%）",
+        "gpu.plot_vram": "VRAM 使用量（MB）直近数分",
+        "gpu.plot_util": "GPU 使用率（%）直近数分",
         "gpu.cpu": "**CPU で動作中。** {reason}",
         "gpu.no_cuda": "この llama-cpp-python は GPU オフロードに対応していません（CUDA なし）。",
         "gpu.count": "**GPU を {n} 台検出。** llama.cpp の GPU オフロード：{cuda}。",
@@ -114,11 +116,16 @@ i18n.add(
         "gpu.cache_v": "KV キャッシュ型 V",
         "gpu.load": "モデルを読み込む",
         "gpu.loading": "⏳ {name} を読み込み中… 準備ができるまで現在のモデルが応答します。",
-        "gpu.loaded": "✅ **{name}** を {s} 秒で読み込みました。プロセスのメモリ：常駐 {rss} MB（ピーク {peak} MB）。",
+        "gpu.loaded": (
+            "✅ **{name}** を {s} 秒で読み込みました。プロセスのメモリ：常駐 {rss} MB（ピーク {peak} MB）。"
+        ),
         "gpu.failed": "❌ {message} 以前のモデルが読み込まれたままです。",
         "gpu.pick": "先にモデルファイルを選んでください。",
         "gpu.no_files": "{dir} に .gguf ファイルがありません。モデルを置いて再読み込みを押してください。",
-        "gpu.meta": "{arch} · パラメーター {params} · {quant} · 学習時コンテキスト {ctx} · チャットテンプレート：{tmpl}",
+        "gpu.meta": (
+            "{arch} · パラメーター {params} · {quant} · "
+            "学習時コンテキスト {ctx} · チャットテンプレート：{tmpl}"
+        ),
         "gpu.meta_error": "⚠ {error}",
     },
 )
@@ -160,7 +167,14 @@ def status_view(status: dict[str, Any], lang: str | None) -> tuple[str, Any]:
             power = f"{power} ({d['power_limit_w']})"
         vram = f"{_v(d.get('vram_used_mb'))} / {_v(d.get('vram_total_mb'))}"
         rows.append(
-            [d.get("index"), _v(d.get("name")), vram, _v(d.get("utilization_pct")), _v(d.get("temperature_c")), power]
+            [
+                d.get("index"),
+                _v(d.get("name")),
+                vram,
+                _v(d.get("utilization_pct")),
+                _v(d.get("temperature_c")),
+                power,
+            ]
             + [_v(d.get("process_vram_mb"))]
         )
     return text, gr.update(value={"headers": headers, "data": rows}, visible=bool(rows))
@@ -172,7 +186,15 @@ def model_view(info: dict[str, Any], cuda: bool | None, lang: str | None) -> str
     memory = tr("gpu.memory", lang, rss=_v(mem["rss_mb"]), peak=_v(mem["peak_mb"]))
     if not info.get("loaded"):
         return f"- {tr('gpu.no_model', lang, error=info.get('error') or '')}\n- {memory}"
-    lines = [tr("gpu.model", lang, name=info.get("name"), arch=_v(info.get("architecture")), n_ctx=_v(info.get("n_ctx")))]
+    lines = [
+        tr(
+            "gpu.model",
+            lang,
+            name=info.get("name"),
+            arch=_v(info.get("architecture")),
+            n_ctx=_v(info.get("n_ctx")),
+        )
+    ]
     total, wanted = info.get("n_layers"), info.get("n_gpu_layers")
     if total and wanted is not None:
         if info.get("gpu_offload"):
@@ -190,13 +212,24 @@ def model_view(info: dict[str, Any], cuda: bool | None, lang: str | None) -> str
 
 def empty_frame() -> pd.DataFrame:
     return pd.DataFrame(
-        {"time": pd.Series(dtype="datetime64[ns]"), "series": pd.Series(dtype=str), "value": pd.Series(dtype=float)}
+        {
+            "time": pd.Series(dtype="datetime64[ns]"),
+            "series": pd.Series(dtype=str),
+            "value": pd.Series(dtype=float),
+        }
     )
 
 
-def plot_frame(rt: Any) -> pd.DataFrame:
-    rows = rt.gpu_history.rows()
-    return pd.DataFrame(rows, columns=PLOT_COLUMNS) if rows else empty_frame()
+def plot_frames(rt: Any, available: bool) -> tuple[Any, Any]:
+    """(VRAM frame, utilisation frame). Without a GPU: empty frames, drawn as an empty chart. With a GPU but
+    no samples yet: None, because a LinePlot first drawn from an empty frame stays blank after updates."""
+    frames = []
+    for metric in ("vram_used_mb", "utilization_pct"):
+        rows = rt.gpu_history.rows(metric)
+        frames.append(
+            pd.DataFrame(rows, columns=PLOT_COLUMNS) if rows else (None if available else empty_frame())
+        )
+    return frames[0], frames[1]
 
 
 def sample_once(rt: Any, status: dict[str, Any]) -> None:
@@ -216,27 +249,45 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         live = gr.Checkbox(True, label=I18N("gpu.live"), scale=0, min_width=220, elem_id="gpu-live")
         refresh_btn = gr.Button(I18N("gpu.refresh"), size="sm", scale=0, min_width=100, elem_id="gpu-refresh")
     devices = gr.Dataframe(interactive=False, elem_id="gpu-devices", max_height=200, visible=False)
-    plot = gr.LinePlot(
-        empty_frame(), x="time", y="value", color="series", label=I18N("gpu.plot"),
-        height=260, elem_id="gpu-plot",
-    )  # fmt: skip
+    with gr.Row():
+        plots = [
+            gr.LinePlot(
+                None,
+                x="time",
+                y="value",
+                color="series",
+                label=I18N(f"gpu.plot_{kind}"),
+                x_title="",
+                y_title="",
+                x_axis_format="%H:%M:%S",
+                elem_id=f"gpu-plot-{kind}",
+            )
+            for kind in ("vram", "util")
+        ]
     plot_note = gr.Markdown(elem_id="gpu-plot-note")
     model_md = gr.Markdown(elem_id="gpu-model")
     timer = gr.Timer(TICK_S, active=False)
 
     model_cfg = rt.settings.model
     with gr.Accordion(I18N("gpu.models"), open=True):
+        picker = gr.Dropdown(label=I18N("gpu.model_file"), elem_id="gpu-model-file")
         with gr.Row(equal_height=True):
-            picker = gr.Dropdown(label=I18N("gpu.model_file"), scale=5, elem_id="gpu-model-file")
-            rescan = gr.Button(I18N("gpu.rescan"), size="sm", scale=0, min_width=160, elem_id="gpu-rescan")
-        meta = gr.Markdown(elem_id="gpu-model-meta")
+            meta = gr.Markdown(elem_id="gpu-model-meta")
+            rescan = gr.Button(I18N("gpu.rescan"), size="sm", scale=0, min_width=180, elem_id="gpu-rescan")
         with gr.Row():
             n_gpu_layers = gr.Number(
-                model_cfg.n_gpu_layers, label=I18N("gpu.n_gpu_layers"), info=I18N("gpu.n_gpu_layers_info"),
-                precision=0, elem_id="gpu-ngl",
-            )  # fmt: skip
+                model_cfg.n_gpu_layers,
+                label=I18N("gpu.n_gpu_layers"),
+                info=I18N("gpu.n_gpu_layers_info"),
+                precision=0,
+                elem_id="gpu-ngl",
+            )
             n_ctx = gr.Number(
-                model_cfg.n_ctx, label=I18N("gpu.n_ctx"), info=I18N("gpu.n_ctx_info"), precision=0, elem_id="gpu-nctx"
+                model_cfg.n_ctx,
+                label=I18N("gpu.n_ctx"),
+                info=I18N("gpu.n_ctx_info"),
+                precision=0,
+                elem_id="gpu-nctx",
             )
         with gr.Row():
             flash = gr.Checkbox(model_cfg.flash_attn, label=I18N("gpu.flash_attn"), elem_id="gpu-flash")
@@ -256,15 +307,21 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             sample_once(rt, status)
         text, table = status_view(status, lang_value)
         info = model_view(rt.model_info(), status.get("cuda_build"), lang_value)
-        return text, table, plot_frame(rt), note_for(status, lang_value), info
+        return (
+            text,
+            table,
+            *plot_frames(rt, bool(status.get("available"))),
+            note_for(status, lang_value),
+            info,
+        )
 
     def tick(lang_value: str | None):
         status = gpu_status()
         if not status.get("available"):
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         sample_once(rt, status)
         text, table = status_view(status, lang_value)
-        return text, table, plot_frame(rt), note_for(status, lang_value)
+        return text, table, *plot_frames(rt, True), note_for(status, lang_value)
 
     def timer_state(evt: gr.SelectData, on: bool):
         """The timer ticks only while this tab is shown, live updates are on and there is a GPU to read."""
@@ -278,11 +335,13 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         files = list_models(rt.models_dir)
         loaded = rt.model_info().get("name") if rt.model_info().get("loaded") else None
         names = [m.name for m in files]
-        value = current if current in names else (loaded if loaded in names else (names[0] if names else None))
-        label = tr("gpu.model_file", lang_value, dir=rt.models_dir)
-        return gr.update(choices=[(model_label(m), m.name) for m in files], value=value, label=label), describe(
-            value, lang_value
+        value = (
+            current if current in names else (loaded if loaded in names else (names[0] if names else None))
         )
+        label = tr("gpu.model_file", lang_value, dir=rt.models_dir)
+        return gr.update(
+            choices=[(model_label(m), m.name) for m in files], value=value, label=label
+        ), describe(value, lang_value)
 
     def describe(name: str | None, lang_value: str | None) -> str:
         files = {m.name: m for m in list_models(rt.models_dir)}
@@ -308,7 +367,13 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             yield gr.skip(), gr.skip(), gr.skip()
             return
         yield tr("gpu.loading", lang_value, name=name), gr.skip(), gr.skip()
-        overrides = {"n_gpu_layers": ngl, "n_ctx": ctx_len, "flash_attn": fa, "cache_type_k": ck, "cache_type_v": cv}
+        overrides = {
+            "n_gpu_layers": ngl,
+            "n_ctx": ctx_len,
+            "flash_attn": fa,
+            "cache_type_k": ck,
+            "cache_type_v": cv,
+        }
         overrides = {k: int(v) if isinstance(v, float) else v for k, v in overrides.items() if v is not None}
         try:
             info = rt.switch_model(name, **overrides)
@@ -318,17 +383,22 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             return
         mem = process_memory()
         text = tr(
-            "gpu.loaded", lang_value, name=name, s=_v(info.get("load_s")), rss=_v(mem["rss_mb"]), peak=_v(mem["peak_mb"])
+            "gpu.loaded",
+            lang_value,
+            name=name,
+            s=_v(info.get("load_s")),
+            rss=_v(mem["rss_mb"]),
+            peak=_v(mem["peak_mb"]),
         )
         cuda = gpu_status().get("cuda_build")
         chat_status = status_line(ctx, load_session(ctx, session_id), lang_value)
         yield text, model_view(rt.model_info(), cuda, lang_value), chat_status
 
-    view_outs = [summary, devices, plot, plot_note, model_md]
+    view_outs = [summary, devices, *plots, plot_note, model_md]
     tab.select(refresh, [lang], view_outs, show_progress="hidden")
     tab.select(models, [picker, lang], [picker, meta], show_progress="hidden")
     refresh_btn.click(refresh, [lang], view_outs)
-    timer.tick(tick, [lang], [summary, devices, plot, plot_note], show_progress="hidden")
+    timer.tick(tick, [lang], [summary, devices, *plots, plot_note], show_progress="hidden")
     ctx.components["tabs"].select(timer_state, [live], [timer], show_progress="hidden")
     live.input(live_changed, [live], [timer], show_progress="hidden")
     rescan.click(models, [picker, lang], [picker, meta])

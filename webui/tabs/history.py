@@ -12,7 +12,7 @@ from engine.errors import EngineError
 from engine.session_formats import Session
 
 from .. import i18n
-from ..i18n import I18N, tr
+from ..i18n import I18N, i18n_label, tr
 from .chat import greeting_view, load_session, status_line, to_chatbot
 from .context import CUSTOM, UIContext
 
@@ -46,7 +46,10 @@ i18n.add(
         "hi.pick": "Click a row to select a chat.",
         "hi.selected": "Selected: **{title}** · {n} messages · `{id}`",
         "hi.select_first": "Select a chat in the list first.",
-        "hi.confirm": "Delete **{title}** ({n} messages, `{id}`)? The file moves to the trash folder of the data directory.",
+        "hi.confirm": (
+            "Delete **{title}** ({n} messages, `{id}`)? The file "
+            "moves to the trash folder of the data directory."
+        ),
         "hi.deleted": "Deleted “{title}”.",
         "hi.renamed": "Renamed to “{title}”.",
         "hi.duplicated": "Copied as “{title}”.",
@@ -82,7 +85,10 @@ i18n.add(
         "hi.pick": "行をクリックしてチャットを選んでください。",
         "hi.selected": "選択中：**{title}** · メッセージ {n} 件 · `{id}`",
         "hi.select_first": "先に一覧からチャットを選んでください。",
-        "hi.confirm": "**{title}**（メッセージ {n} 件、`{id}`）を削除しますか？ファイルはデータフォルダーのゴミ箱に移動します。",
+        "hi.confirm": (
+            "**{title}**（メッセージ {n} 件、"
+            "`{id}`）を削除しますか？ファイルはデータフォルダーのゴミ箱に移動します。"
+        ),
         "hi.deleted": "「{title}」を削除しました。",
         "hi.renamed": "「{title}」に名前を変更しました。",
         "hi.duplicated": "「{title}」として複製しました。",
@@ -113,7 +119,12 @@ def chat_view(ctx: UIContext, session: Session | None, lang: str | None) -> tupl
     choices = ctx.character_choices()
     if session is None:
         char = ctx.rt.settings.chat.preset or CUSTOM
-        return None, greeting_view(ctx, char), status_line(ctx, None, lang), gr.update(choices=choices, value=char)
+        return (
+            None,
+            greeting_view(ctx, char),
+            status_line(ctx, None, lang),
+            gr.update(choices=choices, value=char),
+        )
     char = session.character_name or CUSTOM
     if char not in (value for _, value in choices):  # a preset deleted since: show the snapshot's name
         title = (session.character or {}).get("title") or char
@@ -132,21 +143,31 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     chat_outs = [sid, ctx.components["chatbot"], ctx.components["status"], ctx.components["character"]]
 
     query = gr.Textbox(
-        label=I18N("hi.search"), placeholder=I18N("hi.search_ph"), elem_id="hi-search", max_lines=1, submit_btn=True
+        label=I18N("hi.search"),
+        placeholder=I18N("hi.search_ph"),
+        elem_id="hi-search",
+        max_lines=1,
+        submit_btn=True,
     )
     with gr.Row(equal_height=True):
         summary = gr.Markdown(elem_id="hi-summary")
         refresh_btn = gr.Button(I18N("hi.refresh"), size="sm", scale=0, min_width=100, elem_id="hi-refresh")
     table = gr.Dataframe(
-        interactive=False, max_height=380, wrap=True, elem_id="hi-table", datatype=["str", "str", "number", "str"]
+        interactive=False,
+        max_height=380,
+        wrap=True,
+        elem_id="hi-table",
+        datatype=["str", "str", "number", "str"],
     )
     ids = gr.State([])
     selected = gr.State(None)
     info = gr.Markdown(I18N("hi.pick"), elem_id="hi-selected")
     with gr.Row():
         open_btn = gr.Button(I18N("hi.open"), variant="primary", elem_id="hi-open")
-        dl_json = gr.DownloadButton(I18N("hi.download_json"), interactive=False, elem_id="hi-download-json")
-        dl_md = gr.DownloadButton(I18N("hi.download_md"), interactive=False, elem_id="hi-download-md")
+        dl_json = gr.DownloadButton(
+            i18n_label("hi.download_json"), interactive=False, elem_id="hi-download-json"
+        )
+        dl_md = gr.DownloadButton(i18n_label("hi.download_md"), interactive=False, elem_id="hi-download-md")
         delete_btn = gr.Button(I18N("hi.delete"), variant="stop", elem_id="hi-delete")
     with gr.Row(visible=False, elem_id="hi-confirm-row") as confirm_row:
         confirm_md = gr.Markdown(elem_id="hi-confirm-text")
@@ -161,7 +182,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
                 label=I18N("hi.upto"), info=I18N("hi.upto_info"), precision=0, minimum=0, elem_id="hi-upto"
             )
             dup_btn = gr.Button(I18N("hi.duplicate"), size="sm", elem_id="hi-duplicate")
-    upload = gr.UploadButton(I18N("hi.import"), file_types=[".json"], type="binary", elem_id="hi-import")
+    upload = gr.UploadButton(
+        i18n_label("hi.import"), file_types=[".json"], type="binary", elem_id="hi-import"
+    )
 
     # --- handlers --------------------------------------------------------------------------------
 
@@ -181,7 +204,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             line = tr("hi.no_match", lang_value, q=md_text(q.strip()))
         else:
             line = tr("hi.none", lang_value)
-        keep = current if current in (s.id for s in summaries) else None
+        keep = current if current in {s.id for s in summaries} else None
         return (
             {"headers": headers, "data": rows},
             [s.id for s in summaries],
@@ -202,13 +225,12 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             return None, tr("hi.pick", lang_value), "", off, off, None
         title = session.title or tr("hi.untitled", lang_value)
         text = tr("hi.selected", lang_value, title=md_text(title), n=len(session.messages), id=session.id)
-        on = {"interactive": True}
         return (
             session.id,
             text,
             session.title,
-            gr.update(value=str(json_path), **on),
-            gr.update(value=str(md_path), **on),
+            gr.update(value=str(json_path), interactive=True),
+            gr.update(value=str(md_path), interactive=True),
             len(session.messages),
         )
 
@@ -285,7 +307,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     tab.select(listing, [query, selected, lang], list_outs, show_progress="hidden")
     refresh_btn.click(listing, [query, selected, lang], list_outs)
     query.submit(listing, [query, selected, lang], list_outs)
-    query.input(listing, [query, selected, lang], list_outs, trigger_mode="always_last", show_progress="hidden")
+    query.change(
+        listing, [query, selected, lang], list_outs, trigger_mode="always_last", show_progress="hidden"
+    )
     table.select(pick, [ids, lang], [*sel_outs, confirm_row])
     open_btn.click(open_chat, [selected, lang], [*chat_outs, ctx.components["tabs"]])
     delete_btn.click(ask_delete, [selected, lang], [confirm_row, confirm_md])

@@ -109,7 +109,7 @@ EN = {
     "sp.src.character": "character",
     "sp.src.session": "this chat",
     "sp.target.session": "Values of the open chat **{title}**. *Apply* saves them in it.",
-    "sp.target.new": "No chat is open: *Apply* starts a new chat ({char}) with these values.",
+    "sp.target.new": "No chat is open: *Apply* starts a new chat with these values, as “{char}”.",
     "sp.applied": "Sampling saved in chat “{title}”.",
     "sp.started": "Started a new chat with these sampling values.",
     "sp.loaded": "Preset “{name}” is in the form: press Apply to use it.",
@@ -145,7 +145,9 @@ JA = {
     "sp.src.character": "キャラクター",
     "sp.src.session": "このチャット",
     "sp.target.session": "開いているチャット **{title}** の値です。*適用* でこのチャットに保存します。",
-    "sp.target.new": "チャットが開かれていません：*適用* でこの値の新しいチャット（{char}）を始めます。",
+    "sp.target.new": (
+        "チャットが開かれていません：*適用* でこの値の新しいチャットを「{char}」として始めます。"
+    ),
     "sp.applied": "サンプリング設定をチャット「{title}」に保存しました。",
     "sp.started": "この値で新しいチャットを始めました。",
     "sp.loaded": "プリセット「{name}」をフォームに読み込みました。適用を押すと使われます。",
@@ -163,7 +165,11 @@ i18n.add(EN, JA)
 
 
 def make_control(name: str, default: Any) -> gr.components.Component:
-    kw: dict[str, Any] = {"label": I18N(f"sp.{name}"), "info": I18N(f"sp.info.{name}"), "elem_id": f"sp-{name}"}
+    kw: dict[str, Any] = {
+        "label": I18N(f"sp.{name}"),
+        "info": I18N(f"sp.info.{name}"),
+        "elem_id": f"sp-{name}",
+    }
     if name in NUMBER_FIELDS:
         return gr.Number(value=default, precision=0, **kw)  # no min/max here: parse_params names the field
     if name == "mirostat_mode":
@@ -210,9 +216,12 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
 
     target = gr.Markdown(elem_id="sp-target")
     with gr.Row(equal_height=True):
-        preset = gr.Dropdown(store.names(), value="Balanced", label=I18N("sp.preset"), scale=3, elem_id="sp-preset")
-        load_btn = gr.Button(I18N("sp.load"), scale=1, elem_id="sp-load")
-        reset_btn = gr.Button(I18N("sp.reset"), scale=1, elem_id="sp-reset")
+        preset = gr.Dropdown(
+            store.names(), value="Balanced", label=I18N("sp.preset"), scale=3, elem_id="sp-preset"
+        )
+        with gr.Column(scale=1, min_width=180):
+            load_btn = gr.Button(I18N("sp.load"), size="sm", elem_id="sp-load")
+            reset_btn = gr.Button(I18N("sp.reset"), size="sm", elem_id="sp-reset")
     controls: dict[str, Any] = {}
     start = defaults.model_dump()
     with gr.Row():
@@ -229,7 +238,10 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
                 controls[name] = make_control(name, start[name])
     with gr.Group():
         examples = gr.Dropdown(
-            [("—", "")] + [(k, k) for k in GRAMMARS], value="", label=I18N("sp.grammar_example"), elem_id="sp-grammar-ex"
+            [("—", "")] + [(k, k) for k in GRAMMARS],
+            value="",
+            label=I18N("sp.grammar_example"),
+            elem_id="sp-grammar-ex",
         )
         controls["grammar"] = make_control("grammar", start["grammar"])
     fields = [controls[n] for n in PARAM_NAMES]
@@ -238,10 +250,16 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         revert_btn = gr.Button(I18N("sp.revert"), elem_id="sp-revert")
     with gr.Row(equal_height=True):
         preset_name = gr.Textbox(
-            label=I18N("sp.preset_name"), placeholder=I18N("sp.preset_name_ph"), scale=3, elem_id="sp-preset-name"
+            label=I18N("sp.preset_name"),
+            placeholder=I18N("sp.preset_name_ph"),
+            scale=3,
+            elem_id="sp-preset-name",
         )
-        save_preset = gr.Button(I18N("sp.save_preset"), scale=1, elem_id="sp-save-preset")
-        delete_preset = gr.Button(I18N("sp.delete_preset"), variant="stop", scale=1, elem_id="sp-delete-preset")
+        with gr.Column(scale=1, min_width=180):
+            save_preset = gr.Button(I18N("sp.save_preset"), size="sm", elem_id="sp-save-preset")
+            delete_preset = gr.Button(
+                I18N("sp.delete_preset"), size="sm", variant="stop", elem_id="sp-delete-preset"
+            )
     with gr.Accordion(I18N("sp.sources"), open=True):
         sources = gr.Dataframe(interactive=False, elem_id="sp-sources", wrap=True, max_height=420)
 
@@ -261,14 +279,20 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
 
     def sources_table(char_sampling: dict[str, Any], session: Session | None, lang_value: str | None) -> dict:
         rows = param_sources(defaults, char_sampling, session.params if session else None)
-        data = [[tr(f"sp.{n}", lang_value), _show(v, lang_value), tr(f"sp.src.{s}", lang_value)] for n, v, s in rows]
+        data = [
+            [tr(f"sp.{n}", lang_value), _show(v, lang_value), tr(f"sp.src.{s}", lang_value)]
+            for n, v, s in rows
+        ]
         headers = [tr(f"sp.col.{c}", lang_value) for c in ("param", "value", "source")]
         return {"headers": headers, "data": data}
 
     def target_text(session: Session | None, char_name: str | None, lang_value: str | None) -> str:
         if session is not None:
             return tr("sp.target.session", lang_value, title=_md_escape(session.title or session.id))
-        label = dict((v, k) for k, v in ctx.character_choices()).get(char_name or CUSTOM, char_name)
+        if char_name in (None, CUSTOM):
+            label = tr("chat.custom", lang_value)
+        else:
+            label = dict((v, k) for k, v in ctx.character_choices()).get(char_name, char_name)
         return tr("sp.target.new", lang_value, char=_md_escape(str(label)))
 
     # --- handlers --------------------------------------------------------------------------------
@@ -276,7 +300,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     def refresh(session_id: str | None, char_name: str | None, lang_value: str | None):
         session, char_sampling = context_of(session_id, char_name)
         try:
-            values = parse_params({**defaults.model_dump(), **char_sampling, **(session.params if session else {})})
+            values = parse_params(
+                {**defaults.model_dump(), **char_sampling, **(session.params if session else {})}
+            )
         except EngineError as exc:
             gr.Warning(exc.message)
             values = defaults
