@@ -126,21 +126,25 @@ def test_cancel_mid_stream_ends_quickly(backend: OpenAIBackend) -> None:
     cancel = threading.Event()
     deltas, cancelled_at = 0, 0.0
     last: Event | None = None
-    for ev in backend.stream(STORY, SamplingParams(max_tokens=1000), cancel):
+    # Greedy, this reply runs about 600 tokens; it is cancelled after 10.
+    for ev in backend.stream(STORY, SamplingParams(temperature=0.0, seed=42, max_tokens=1000), cancel):
         last = ev
         if isinstance(ev, Delta):
             deltas += 1
-            if deltas == 3:
+            if deltas == 10:
                 cancel.set()
                 cancelled_at = time.perf_counter()
     assert isinstance(last, Finished) and last.finish_reason == "cancelled"
-    assert time.perf_counter() - cancelled_at < 0.5
-    assert deltas <= 4  # at most the delta already in flight
-    # The remote stopped too: the next request starts right away.
-    t0 = time.perf_counter()
+    assert time.perf_counter() - cancelled_at < 1.0
+    assert deltas == 10
+    rate = last.metrics.tokens_per_s
+    assert rate is not None and rate > 0
+    # The remote stopped too: the next request starts well before the ~590 tokens left could have been
+    # generated (the bound scales with this machine's speed, measured above).
     done = run(backend, SamplingParams(temperature=0.0, max_tokens=4))
     assert isinstance(done[-1], Finished) and done[-1].finish_reason in ("stop", "length")
-    assert time.perf_counter() - t0 < 10
+    ttft_ms = done[-1].metrics.ttft_ms
+    assert ttft_ms is not None and ttft_ms / 1000 < 0.5 * 400 / rate
 
 
 def test_cancel_while_queued_behind_another_request(backend: OpenAIBackend) -> None:
@@ -157,7 +161,7 @@ def test_cancel_while_queued_behind_another_request(backend: OpenAIBackend) -> N
         threading.Timer(0.3, cancel.set).start()
         t0 = time.perf_counter()
         events = list(backend.stream(STORY, GREEDY, cancel))
-        assert time.perf_counter() - t0 < 1.5
+        assert time.perf_counter() - t0 < 2.0
         assert isinstance(events[-1], Finished) and events[-1].finish_reason == "cancelled"
         assert worker.is_alive()  # it really was queued behind the long reply
     finally:

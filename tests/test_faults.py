@@ -75,6 +75,8 @@ def stream_turn(url: str, body: dict[str, Any], out: dict[str, Any]) -> None:
                     out["done"] = data
     except httpx.HTTPError as exc:  # the server was killed
         out["broken"] = repr(exc)
+    finally:
+        out["ended"] = True
 
 
 def stored(server: ServerProcess, sid: str) -> dict[str, Any]:
@@ -92,62 +94,92 @@ def chat(server: ServerProcess, text: str, **body: Any) -> httpx.Response:
 # --- kill -9 ------------------------------------------------------------------------------------------
 
 
+def _wait_for_moment(out: dict[str, Any], rng: random.Random) -> str:
+    """Sleep until a random moment of the turn: before the first token, after n tokens, or once it is done."""
+    moment = rng.choices(["early", "mid", "done"], weights=[1, 2, 1])[0]
+    deadline = time.monotonic() + 30
+    if moment == "early":  # while the request is parsed, queued, saved or the prompt evaluated
+        time.sleep(rng.uniform(0.0, 0.5))
+    elif moment == "mid":
+        n = rng.randint(1, 30)
+        while len(out["deltas"]) < n and "ended" not in out and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.2))
+    else:  # the done event is sent only after the turn was written: it must survive an immediate kill
+        while "ended" not in out and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.1))
+    return moment
+
+
 def test_kill_9_mid_stream_keeps_every_completed_turn(tmp_path: Path) -> None:
-    """20 times: start, stream a turn into a session, kill -9 at a random moment. Every turn whose done
-    event arrived is on disk afterwards, and every session file parses."""
+    """20 times: start the server, stream a turn into a session, kill -9 at a random moment. Every turn
+    whose done event arrived is on disk afterwards, and every session file parses. One data dir throughout."""
     require_model()
-    cfg = write_config(tmp_path / "config.yaml", max_tokens=40)
+    cfg = write_config(tmp_path / "config.yaml", max_tokens=48)
     server = ServerProcess(tmp_path / "data", config=cfg, log_path=tmp_path / "server.log")
     rng = random.Random(8)  # random moments, the same ones on every run
     completed: dict[str, list[tuple[str, str]]] = {}
+    moments: dict[str, int] = {}
     sid: str | None = None
     kills = done_before_kill = 0
     started = time.monotonic()
     with artifacts_on_failure("test_faults-kill9", server):
-        for i in range(KILLS):
+        try:
+            for i in range(KILLS):
+                server.start()
+                _check_completed_turns(server, completed)
+                if sid is None or len(completed.get(sid, [])) >= 4:
+                    sid = None  # keep sessions short: a new one every few turns
+                text = f"Turn {i}: name an animal and a colour."
+                body = {"messages": [{"role": "user", "content": text}], "session_id": sid or "new"}
+                out: dict[str, Any] = {}
+                t = threading.Thread(target=stream_turn, args=(server.url, body, out), daemon=True)
+                t.start()
+                moment = _wait_for_moment(out, rng)
+                moments[moment] = moments.get(moment, 0) + 1
+                server.kill9()
+                kills += 1
+                t.join(30)
+                assert not t.is_alive(), "the client did not notice the server was gone"
+                if "done" in out:
+                    done_before_kill += 1
+                    sid = out["done"]["session_id"]
+                    completed.setdefault(sid, []).append((text, "".join(out["deltas"])))
             server.start()
-            _check_completed_turns(server, completed)
-            if sid is None or len(completed.get(sid, [])) >= 4:
-                sid = None  # keep sessions short: a new one every few turns
-            text = f"Turn {i}: name an animal and a colour."
-            body = {"messages": [{"role": "user", "content": text}], "session_id": sid or "new"}
-            out: dict[str, Any] = {}
-            t = threading.Thread(target=stream_turn, args=(server.url, body, out), daemon=True)
-            t.start()
-            t.join(rng.uniform(0.05, 4.0))
-            server.kill9()
-            kills += 1
-            t.join(30)
-            assert not t.is_alive(), "the client did not notice the server was gone"
-            if "done" in out:
-                done_before_kill += 1
-                sid = out["done"]["session_id"]
-                completed.setdefault(sid, []).append((text, "".join(out["deltas"])))
-        server.start()
-        ids = _check_completed_turns(server, completed)
-        server.stop()
+            ids = _check_completed_turns(server, completed)
+        finally:
+            server.stop()
     elapsed = time.monotonic() - started
     temp = sorted(p.name for p in (tmp_path / "data" / "sessions").glob(".*.tmp"))
     print(
-        f"\nkill -9: {kills} kills survived, {done_before_kill} turns completed before a kill, "
+        f"\nkill -9: {kills} kills survived ({moments}), {done_before_kill} turns completed before a kill, "
         f"{len(ids)} session files all parse, {len(temp)} interrupted temp files, {elapsed:.0f} s"
     )
     assert kills == KILLS
-    assert done_before_kill >= 3, "too few turns completed to check anything; the random delays are too short"
-    assert 0 < done_before_kill < KILLS, "every kill came after the turn ended: no kill hit a stream"
+    assert done_before_kill >= 3, "too few turns completed to check anything"
+    assert done_before_kill < KILLS, "every kill came after the turn ended: no kill hit a stream"
 
 
 def _check_completed_turns(server: ServerProcess, completed: dict[str, list[tuple[str, str]]]) -> list[str]:
     ids = check_data_dir(server.data_dir)
     listed = {s["id"] for s in httpx.get(server.url + "/api/sessions", timeout=30).json()}
     assert set(ids) <= listed, f"sessions on disk missing from the list: {set(ids) - listed}"
+    for sid in ids:  # what was cut off is marked as such: nothing unfinished looks like a finished reply
+        for m in stored(server, sid)["messages"]:
+            if m["role"] == "assistant" and not m["metrics"] and not m["greeting"]:
+                assert m["stopped"], f"an unfinished reply in {sid} is not marked stopped: {m}"
     for sid, turns in completed.items():
         msgs = stored(server, sid)["messages"]
         pairs = [
             (a["content"], b["content"]) for a, b in zip(msgs, msgs[1:], strict=False) if a["role"] == "user"
         ]
-        for turn in turns:
-            assert turn in pairs, f"completed turn {turn[0]!r} lost from {sid}: {pairs}"
+        users = [m["content"] for m in msgs if m["role"] == "user"]
+        for text, reply in turns:
+            if reply:
+                assert (text, reply) in pairs, f"completed turn {text!r} lost from {sid}: {pairs}"
+            else:  # an empty reply is not kept; the user's turn is
+                assert text in users, f"completed turn {text!r} lost from {sid}: {users}"
     return ids
 
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..errors import BackendError, EngineError, ModelUnavailable
+from ..errors import BackendError, ConfigError, EngineError, ModelUnavailable
 from ..params import SamplingParams
 from .base import Delta, Event, Finished, Message, Metrics
 
@@ -49,7 +49,7 @@ class OpenAIBackend:
         # Accept both "http://host:8080" and "http://host:8080/v1".
         self.url = url.removesuffix("/v1")
         if urlsplit(self.url).scheme not in ("http", "https"):
-            raise ModelUnavailable(f"The backend URL '{base_url}' must start with http:// or https://.")
+            raise ConfigError(f"The backend URL '{base_url}' must start with http:// or https://.")
         self.model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
@@ -77,7 +77,7 @@ class OpenAIBackend:
             r = self._client.get("/health", timeout=_PROBE_TIMEOUT)
             if r.status_code == 404:
                 try:
-                    r = self._client.get("/v1/models", timeout=_PROBE_TIMEOUT)
+                    r = self._client.get("/v1/models", timeout=1.0)
                 except httpx.TimeoutException:
                     # It answered /health, so it is up: llama_cpp.server's model list waits for the
                     # running generation.
@@ -170,6 +170,7 @@ class OpenAIBackend:
         t_first: float | None = None
         chunks = 0
         finish: str | None = None
+        complete = False  # the remote ended the stream itself: its connection can be reused
         pump.start()
         try:
             while not cancel.is_set():
@@ -178,6 +179,7 @@ class OpenAIBackend:
                 except queue.Empty:
                     continue
                 if data is None or data == "[DONE]":
+                    complete = True
                     break
                 if isinstance(data, EngineError):
                     raise data
@@ -193,7 +195,8 @@ class OpenAIBackend:
                     finish = choice.get("finish_reason") or finish
                 _read_usage(chunk, m)
         finally:
-            pump.stop()  # on cancel, error or an abandoned generator: the remote stops generating
+            if not complete:  # cancel, error or an abandoned generator: the remote stops generating
+                pump.stop()
         t_end = time.perf_counter()
         if cancel.is_set():
             reason = "cancelled"

@@ -214,7 +214,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             gallery = gr.Gallery(
                 label=I18N("ch.gallery"),
                 columns=3,
-                height=360,
+                height="auto",
                 allow_preview=False,
                 object_fit="cover",
                 interactive=False,
@@ -410,6 +410,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         custom: str | None,
         custom_text: str,
         test_text: str,
+        session_id: str | None,
         lang_value: str | None,
     ):
         if current is None:  # first visit: show the chat's character, else the first one
@@ -419,7 +420,10 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             current = shown[len(FORM_FIELDS)]
         else:
             shown = tuple(gr.skip() for _ in range(len(FORM_FIELDS) + 7))
-        prompt = custom_text or custom or rt.settings.chat.system_prompt
+        session = load_session(ctx, session_id)
+        is_custom = session is not None and session.character_name is None
+        open_custom = session.system_prompt if session is not None and is_custom else None
+        prompt = open_custom or custom_text or custom or rt.settings.chat.system_prompt
         return (*gallery_items(current), *shown, prompt)
 
     def on_pick(evt: gr.SelectData, name_list: list[str], test_text: str, lang_value: str | None):
@@ -577,7 +581,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     gallery_outs = [gallery, names]
     tab.select(
         on_tab,
-        [loaded, chat_char, custom_state, custom_box, test_msg, lang],
+        [loaded, chat_char, custom_state, custom_box, test_msg, sid, lang],
         [*gallery_outs, *shown_outs, custom_box],
         show_progress="hidden",
     )
