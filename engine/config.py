@@ -194,7 +194,9 @@ def load_settings(
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{source} is not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
-            raise ConfigError(f"{source} must be a YAML mapping of sections (model:, generation:, chat: ...).")
+            raise ConfigError(
+                f"{source} must be a YAML mapping of sections (model:, generation:, chat: ...)."
+            )
     raw = _migrate(raw, source, warnings)
     env = _env_overrides(dict(os.environ) if environ is None else environ)
     if env:
@@ -214,5 +216,7 @@ def _config_error(exc: ValidationError, source: str) -> ConfigError:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err.get("loc", ()))
     if err.get("type") == "extra_forbidden":
-        return ConfigError(f"Unknown config key '{key}' in {source}. Remove it or check its spelling.", field=key)
+        return ConfigError(
+            f"Unknown config key '{key}' in {source}. Remove it or check its spelling.", field=key
+        )
     return ConfigError(f"Invalid config value for '{key}' in {source}: {err.get('msg')}.", field=key)

@@ -3,6 +3,7 @@ and the partial reply is saved every few seconds while it streams."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -134,10 +135,8 @@ def run_turn(
     finally:
         if not completed:  # an error or a client that went away: keep what was generated
             _finish(session, reply, text, stopped=True, mode=mode)
-            try:
+            with contextlib.suppress(StorageError):  # nobody is listening to be told
                 rt.sessions.save(session, allow_shrink=True)
-            except StorageError:
-                pass
 
 
 def _drop_interrupted_reply(session: Session) -> None:

@@ -13,20 +13,30 @@ class SamplingParams(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     temperature: float = Field(0.7, ge=0.0, le=5.0, description="Randomness; 0 is greedy.")
-    top_p: float = Field(0.95, ge=0.0, le=1.0, description="Nucleus sampling: keep tokens within this probability mass.")
+    top_p: float = Field(
+        0.95, ge=0.0, le=1.0, description="Nucleus sampling: keep tokens within this probability mass."
+    )
     top_k: int = Field(40, ge=0, le=1000, description="Keep only the k most likely tokens; 0 disables.")
-    min_p: float = Field(0.05, ge=0.0, le=1.0, description="Drop tokens below this fraction of the top token's probability.")
+    min_p: float = Field(
+        0.05, ge=0.0, le=1.0, description="Drop tokens below this fraction of the top token's probability."
+    )
     typical_p: float = Field(1.0, ge=0.0, le=1.0, description="Locally typical sampling; 1 disables.")
-    repeat_penalty: float = Field(1.1, ge=0.0, le=3.0, description="Penalise recently seen tokens; 1 disables.")
+    repeat_penalty: float = Field(
+        1.1, ge=0.0, le=3.0, description="Penalise recently seen tokens; 1 disables."
+    )
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Penalise tokens that appeared at all.")
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Penalise tokens by how often they appeared.")
+    frequency_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="Penalise tokens by how often they appeared."
+    )
     mirostat_mode: int = Field(0, ge=0, le=2, description="Mirostat: 0 off, 1 v1, 2 v2.")
     mirostat_tau: float = Field(5.0, ge=0.0, le=20.0, description="Mirostat target entropy.")
     mirostat_eta: float = Field(0.1, ge=0.0, le=1.0, description="Mirostat learning rate.")
     seed: int = Field(-1, ge=-1, le=2**32 - 1, description="Random seed; -1 picks a new one each time.")
     max_tokens: int = Field(512, ge=1, le=131072, description="Longest reply, in tokens.")
     stop: list[str] = Field(default_factory=list, max_length=16, description="Strings that end the reply.")
-    grammar: str = Field("", max_length=100_000, description="GBNF grammar that constrains the reply; empty for none.")
+    grammar: str = Field(
+        "", max_length=100_000, description="GBNF grammar that constrains the reply; empty for none."
+    )
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -26,8 +26,12 @@ def build_backend(settings: Settings, model: ModelSettings | None = None) -> Bac
         from .backends.openai import OpenAIBackend
 
         if not settings.backend.url:
-            raise ModelUnavailable("backend.kind is openai but no URL is set: pass --backend-url or backend.url.")
-        return OpenAIBackend(settings.backend.url, api_key=settings.backend.api_key, model=settings.backend.model)
+            raise ModelUnavailable(
+                "backend.kind is openai but no URL is set: pass --backend-url or backend.url."
+            )
+        return OpenAIBackend(
+            settings.backend.url, api_key=settings.backend.api_key, model=settings.backend.model
+        )
     from .backends.llama_cpp import LlamaCppBackend
 
     model = model or settings.model
@@ -80,7 +84,11 @@ class Runtime:
     def resolve_model(self, path: str) -> Path:
         p = Path(path)
         if not p.is_absolute():
-            p = self.models_dir / p.name if (self.models_dir / p.name).exists() else self.settings.resolve(path)
+            p = (
+                self.models_dir / p.name
+                if (self.models_dir / p.name).exists()
+                else self.settings.resolve(path)
+            )
         if p.suffix.lower() != ".gguf":
             raise InvalidInput(f"{p.name} is not a .gguf file.", field="path")
         if not p.is_file():
@@ -92,7 +100,9 @@ class Runtime:
     def character(self, name: str | None) -> Character | None:
         return self.presets.get(name) if name else None
 
-    def params_for(self, character: Character | None, overrides: dict[str, Any] | None = None) -> SamplingParams:
+    def params_for(
+        self, character: Character | None, overrides: dict[str, Any] | None = None
+    ) -> SamplingParams:
         """Config defaults, then the character's sampling, then the session's or request's values."""
         base = self.settings.generation.model_dump()
         if character:

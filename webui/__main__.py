@@ -12,7 +12,9 @@ from engine.errors import ConfigError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m webui", description="Local LLM chat: UI, REST API, OpenAI API.")
+    p = argparse.ArgumentParser(
+        prog="python -m webui", description="Local LLM chat: UI, REST API, OpenAI API."
+    )
     p.add_argument("--host", help="Address to bind (default 127.0.0.1, loopback only).")
     p.add_argument("--port", type=int, help="Port (default 7860).")
     p.add_argument("--config", help="YAML config (default config/model_config.yaml).")
@@ -21,9 +23,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", choices=["llama_cpp", "openai"], help="Embedded model or a remote server.")
     p.add_argument("--backend-url", help="Base URL of an OpenAI-compatible server (with --backend openai).")
     p.add_argument("--backend-key", help="API key for the remote server.")
-    p.add_argument("--api-key", help="Require 'Authorization: Bearer KEY' on /api and /v1 (or LLM_SERVER__API_KEY).")
+    p.add_argument(
+        "--api-key", help="Require 'Authorization: Bearer KEY' on /api and /v1 (or LLM_SERVER__API_KEY)."
+    )
     p.add_argument("--auth", help="'user:pass' login for the UI (needed to expose the UI on a LAN).")
-    p.add_argument("--cors-origin", action="append", default=None, help="Allow this browser origin (repeatable).")
+    p.add_argument(
+        "--cors-origin", action="append", default=None, help="Allow this browser origin (repeatable)."
+    )
     return p.parse_args(argv)
 
 
@@ -72,14 +78,22 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         m = Path(args.model)
-        if not m.is_absolute() and not m.exists() and (settings.resolve(settings.models_dir) / m.name).exists():
+        if (
+            not m.is_absolute()
+            and not m.exists()
+            and (settings.resolve(settings.models_dir) / m.name).exists()
+        ):
             settings.model.path = str(settings.resolve(settings.models_dir) / m.name)
     host = settings.server.host
     if not is_loopback(host) and not (settings.server.auth or settings.server.api_key):
         print(
-            "\n" + "!" * 78 + f"\n  WARNING: binding to {host} exposes the chat to your network WITHOUT a password."
+            "\n"
+            + "!" * 78
+            + f"\n  WARNING: binding to {host} exposes the chat to your network WITHOUT a password."
             "\n  Anyone who can reach this machine can use the model and read your chats."
-            "\n  Pass --auth user:pass (UI login) and --api-key KEY (API), or bind to 127.0.0.1.\n" + "!" * 78 + "\n",
+            "\n  Pass --auth user:pass (UI login) and --api-key KEY (API), or bind to 127.0.0.1.\n"
+            + "!" * 78
+            + "\n",
             file=sys.stderr,
         )
     import uvicorn

@@ -46,7 +46,9 @@ def status_line(ctx: UIContext, session: Session | None, lang: str | None, extra
         if metrics.get("ttft_ms") is not None:
             parts.append(f"TTFT {metrics['ttft_ms']:.0f} ms")
         if metrics.get("context_used") is not None:
-            parts.append(tr("status.ctx", lang, used=metrics["context_used"], total=metrics.get("context_size") or "?"))
+            parts.append(
+                tr("status.ctx", lang, used=metrics["context_used"], total=metrics.get("context_size") or "?")
+            )
         if metrics.get("dropped_messages"):
             parts.append("⚠ " + tr("status.dropped", lang, n=metrics["dropped_messages"]))
     if session:
@@ -146,7 +148,9 @@ def build(ctx: UIContext) -> None:
             flag.set()
         return flag
 
-    def stream_turn(session: Session, lang_value: str | None, request: gr.Request, **kw: Any) -> Iterator[Any]:
+    def stream_turn(
+        session: Session, lang_value: str | None, request: gr.Request, **kw: Any
+    ) -> Iterator[Any]:
         cancel = ctx.cancel_flag(request, fresh=True)
         last_ui, extra = 0.0, tr("status.generating", lang_value)
         view = to_chatbot(session.messages)
@@ -191,7 +195,9 @@ def build(ctx: UIContext) -> None:
             return f"{last.selected + 1}/{len(last.alternatives)}"
         return ""
 
-    def on_send(text: str, session_id: str | None, char: str | None, lang_value: str | None, request: gr.Request):
+    def on_send(
+        text: str, session_id: str | None, char: str | None, lang_value: str | None, request: gr.Request
+    ):
         if not text or not text.strip():
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
@@ -245,7 +251,12 @@ def build(ctx: UIContext) -> None:
         choices = ctx.character_choices()
         if session is None:
             char = rt.settings.chat.preset or CUSTOM
-            return greeting_view(ctx, char), None, gr.update(choices=choices, value=char), status_line(ctx, None, lang_value)
+            return (
+                greeting_view(ctx, char),
+                None,
+                gr.update(choices=choices, value=char),
+                status_line(ctx, None, lang_value),
+            )
         return (
             to_chatbot(session.messages),
             session.id,
@@ -303,7 +314,13 @@ def build(ctx: UIContext) -> None:
         if index >= len(visible):
             return None
         m = visible[index]
-        return {"role": m.role, "time": m.time, "metrics": m.metrics, "stopped": m.stopped, "versions": len(m.alternatives) or 1}
+        return {
+            "role": m.role,
+            "time": m.time,
+            "metrics": m.metrics,
+            "stopped": m.stopped,
+            "versions": len(m.alternatives) or 1,
+        }
 
     outs = [chatbot, message, sid, status]
     send_ev = send.click(on_send, [message, sid, character, lang], outs, concurrency_limit=None)
