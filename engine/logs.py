@@ -1,4 +1,4 @@
-"""Rotating logs under <data-dir>/logs/: engine.log (load, settings, errors) and requests.log (a line a turn)."""
+"""Rotating logs in <data-dir>/logs/: engine.log (load, settings, errors), requests.log (a line a turn)."""
 
 from __future__ import annotations
 
