@@ -76,12 +76,21 @@ class Runtime:
                 )
             except ValueError as exc:
                 raise InvalidInput(f"Invalid model settings: {exc}") from None
-            backend = build_backend(self.settings, model)
+            try:
+                backend = build_backend(self.settings, model)
+            except ModelUnavailable as exc:  # the file asked for is unusable; the current model is fine
+                raise InvalidInput(exc.message, field="path") from None
             self.engine.replace_backend(backend)
             self.settings.model = model
             return backend.model_info()
 
     def resolve_model(self, path: str) -> Path:
+        try:
+            return self._resolve_model(path)
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte...
+            raise InvalidInput(f"Not a usable model path: {path[:80]!r}.", field="path") from None
+
+    def _resolve_model(self, path: str) -> Path:
         p = Path(path)
         if not p.is_absolute():
             p = (

@@ -15,10 +15,10 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.config import Settings
-from engine.errors import EngineError
+from engine.errors import EngineError, TooLarge
 from engine.runtime import Runtime
 
-from .api import build_router
+from .api import MAX_BODY, build_router
 from .i18n import I18N
 from .openai_api import build_openai_router
 from .ui import build_ui
@@ -85,6 +85,45 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
+class BodyLimitMiddleware:
+    """413 for a request body over `limit` bytes on /api and /v1, before anything reads or parses it.
+
+    Without it a 50 MB JSON chat body is parsed and tokenized in full before it is refused. A multipart
+    upload may be a little over, for its framing: the upload routes check the file's own size.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.multipart_limit = limit + 64 * 1024
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path.startswith("/api/") or path.startswith("/v1/")):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        multipart = headers.get("content-type", "").startswith("multipart/")
+        limit = self.multipart_limit if multipart else self.limit
+        size = headers.get("content-length", "")
+        if size.isdigit() and int(size) > limit:
+            mb = MAX_BODY // (1024 * 1024)
+            response = error_response(Request(scope), 413, "too_large", f"The body is over {mb} MB.")
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Any:  # a body without Content-Length (chunked) is cut off too
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise TooLarge(f"The body is over {MAX_BODY // (1024 * 1024)} MB.")
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def create_app(
     settings: Settings, *, warnings: list[str] | None = None, runtime: Runtime | None = None
 ) -> FastAPI:
@@ -116,6 +155,7 @@ def create_app(
     app.include_router(build_openai_router(rt))
     if settings.server.api_key:
         app.add_middleware(ApiKeyMiddleware, key=settings.server.api_key)
+    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY)
     # Same-origin only unless origins are configured. With this middleware, Gradio adds no CORS of its own.
     app.add_middleware(
         CORSMiddleware,

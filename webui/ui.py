@@ -38,6 +38,4 @@ def build_ui(rt: Runtime) -> gr.Blocks:
                     module.build(ctx, tab)
                 labelled.append((tab, f"tab.{name}"))
         wire_language(demo, lang_radio, ctx.lang, labelled, ctx.components["on_load"])
-        for loader in ctx.components.get("loaders", []):
-            demo.load(*loader)
     return demo

@@ -358,8 +358,10 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             count,
         )
 
-    def draft(values: list[Any]) -> Character:
-        return character_from_form(dict(zip(FORM_FIELDS, values, strict=True)), base=base_of(values[0]))
+    def draft(values: list[Any], current: str | None = None) -> Character:
+        """The form as a Character; the loaded preset supplies its avatar and card data."""
+        base = base_of(current) or base_of(values[0])
+        return character_from_form(dict(zip(FORM_FIELDS, values, strict=True)), base=base)
 
     def base_of(name: Any) -> Character | None:
         """The saved preset of that name, for what the form does not show (avatar, card data)."""
@@ -440,7 +442,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     def on_save(*args: Any):
         *values, current, chat_value, lang_value = args
         try:
-            character = draft(values)
+            character = draft(values, current)
             if character.name != current and base_of(character.name) is not None:
                 raise InvalidInput(tr("ch.exists", lang_value, name=character.name))
             store.save(character)
@@ -458,9 +460,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         )
 
     def on_save_new(*args: Any):
-        *values, _current, chat_value, lang_value = args
+        *values, current, chat_value, lang_value = args
         try:
-            character = draft(values)
+            character = draft(values, current)
             taken = [c.name for c in store.list()]
             name = unique_name(taken, character.name)
             character = character.model_copy(update={"name": name})

@@ -329,7 +329,7 @@ def build(ctx: UIContext) -> None:
     cont_ev = cont.click(on_mode("continue"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
     edit_ev = chatbot.edit(on_edit, [sid, lang], [chatbot, sid, status], concurrency_limit=None)
     chatbot.retry(on_mode("regenerate"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
-    turns = [send_ev, submit_ev, regen_ev, cont_ev, edit_ev]
+    turns: list[Any] = [send_ev, submit_ev, regen_ev, cont_ev, edit_ev]
     stop_ev = stop.click(on_stop, None, None, cancels=turns, queue=False)
     stop_ev.then(on_stopped, [sid, lang], [chatbot, status], queue=False)
     new_btn.click(on_new, [character, lang], [chatbot, sid, status])
