@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+from pathlib import Path
+
 import gradio as gr
 
+from engine.errors import StorageError
+from engine.fsutil import atomic_write
 from engine.runtime import Runtime
 
 from .i18n import I18N, language_radio, wire_language
@@ -11,15 +17,34 @@ from .tabs import characters, chat, gpu, history, sampling
 from .tabs.context import UIContext
 
 
+def browser_state_secret(data_dir: Path) -> str:
+    """A stable key for the browser's stored state, so the open chat survives a server restart."""
+    path = data_dir / "ui_secret"
+    try:
+        return path.read_text("utf-8").strip() or _new_secret(path)
+    except OSError:
+        return _new_secret(path)
+
+
+def _new_secret(path: Path) -> str:
+    secret = secrets.token_hex(16)
+    with contextlib.suppress(StorageError):  # unwritable data dir: the state lasts until the next restart
+        atomic_write(path, secret.encode(), keep_backup=False)
+    return secret
+
+
 def build_ui(rt: Runtime) -> gr.Blocks:
+    secret = browser_state_secret(rt.data_dir)
     with gr.Blocks(title="Local LLM Chat", analytics_enabled=False) as demo:
         ctx = UIContext(
             rt=rt,
-            session_id=gr.BrowserState(None, storage_key="llmchat.session"),
-            lang=gr.BrowserState(None, storage_key="llmchat.lang"),
+            session_id=gr.BrowserState(None, storage_key="llmchat.session", secret=secret),
+            lang=gr.BrowserState(None, storage_key="llmchat.lang", secret=secret),
         )
         # the prompt of "Custom (no character)" chats: edited in the Characters tab, read by the chat tab
-        ctx.components["custom_prompt"] = gr.BrowserState(None, storage_key="llmchat.custom_prompt")
+        ctx.components["custom_prompt"] = gr.BrowserState(
+            None, storage_key="llmchat.custom_prompt", secret=secret
+        )
         with gr.Row(equal_height=True):
             gr.Markdown(I18N("app.title"), elem_id="app-title")
             lang_radio = language_radio()

@@ -196,7 +196,12 @@ def build(ctx: UIContext) -> None:
         return ""
 
     def on_send(
-        text: str, session_id: str | None, char: str | None, lang_value: str | None, request: gr.Request
+        text: str,
+        session_id: str | None,
+        char: str | None,
+        lang_value: str | None,
+        custom_prompt: str | None,
+        request: gr.Request,
     ):
         if not text or not text.strip():
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -204,7 +209,12 @@ def build(ctx: UIContext) -> None:
         session = load_session(ctx, session_id)
         if session is None:
             try:
-                session = new_session(rt, character=None if char in (None, CUSTOM) else char)
+                is_custom = char in (None, CUSTOM)
+                session = new_session(
+                    rt,
+                    character=None if is_custom else char,
+                    system_prompt=(custom_prompt or None) if is_custom else None,
+                )
             except EngineError as exc:
                 gr.Warning(exc.message)
                 yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -248,7 +258,7 @@ def build(ctx: UIContext) -> None:
 
     def on_load(session_id: str | None, lang_value: str | None):
         session = load_session(ctx, session_id)
-        choices = ctx.character_choices()
+        choices = ctx.character_choices(lang_value)
         if session is None:
             char = rt.settings.chat.preset or CUSTOM
             return (
@@ -323,8 +333,9 @@ def build(ctx: UIContext) -> None:
         }
 
     outs = [chatbot, message, sid, status]
-    send_ev = send.click(on_send, [message, sid, character, lang], outs, concurrency_limit=None)
-    submit_ev = message.submit(on_send, [message, sid, character, lang], outs, concurrency_limit=None)
+    custom = ctx.components["custom_prompt"]  # edited in the Characters tab
+    send_ev = send.click(on_send, [message, sid, character, lang, custom], outs, concurrency_limit=None)
+    submit_ev = message.submit(on_send, [message, sid, character, lang, custom], outs, concurrency_limit=None)
     regen_ev = regen.click(on_mode("regenerate"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
     cont_ev = cont.click(on_mode("continue"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
     edit_ev = chatbot.edit(on_edit, [sid, lang], [chatbot, sid, status], concurrency_limit=None)

@@ -29,9 +29,9 @@ class UIContext:
                 self._cancels[key] = threading.Event()
             return self._cancels[key]
 
-    def character_choices(self) -> list[tuple[str, str]]:
+    def character_choices(self, lang: str | None = None) -> list[tuple[str, str]]:
         from .. import i18n
 
-        choices = [(i18n.tr("chat.custom"), CUSTOM)]
+        choices = [(i18n.tr("chat.custom", lang), CUSTOM)]
         choices += [(c.display_name, c.name) for c in self.rt.presets.list()]
         return choices
