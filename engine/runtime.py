@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from .backends.base import Backend
 from .characters import Character, PresetStore
 from .chat import Engine
@@ -15,7 +17,7 @@ from .config import ModelSettings, Settings
 from .errors import EngineError, InvalidInput, ModelUnavailable
 from .gpu import GpuHistory, gpu_summary
 from .logs import setup_logging
-from .params import SamplingParams, parse_params
+from .params import SamplingParams, invalid_from_validation, parse_params
 from .sessions import SessionStore
 
 log = logging.getLogger("engine.runtime")
@@ -74,8 +76,8 @@ class Runtime:
                 model = ModelSettings.model_validate(
                     {**self.settings.model.model_dump(), **overrides, "path": str(candidate)}
                 )
-            except ValueError as exc:
-                raise InvalidInput(f"Invalid model settings: {exc}") from None
+            except ValidationError as exc:
+                raise invalid_from_validation(exc) from None
             try:
                 backend = build_backend(self.settings, model)
             except ModelUnavailable as exc:  # the file asked for is unusable; the current model is fine
