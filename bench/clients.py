@@ -30,6 +30,8 @@ class Sample:
     updates: int | None = None
     updates_per_s: float | None = None
     session_id: str | None = None
+    noise: float | None = None  # share of the machine other processes used meanwhile
+    attempts: int | None = None
     text: str = ""
 
     def to_dict(self) -> dict[str, Any]:

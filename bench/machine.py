@@ -7,6 +7,7 @@ import os
 import platform
 import resource
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,47 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# --- noise from other processes ----------------------------------------------------------------------
+
+
+def _jiffies() -> tuple[int, int]:
+    """(busy, total) CPU jiffies of the whole machine, all cores."""
+    vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    total = sum(vals)
+    return total - vals[3] - vals[4], total  # idle + iowait
+
+
+class Noise:
+    """How much of the machine processes outside this bench (and its servers) used meanwhile."""
+
+    def __init__(self) -> None:
+        self.root = os.getpid()
+        self.start()
+
+    def _ours(self) -> float:
+        return cpu_seconds(self.root) * CLK_TCK
+
+    def start(self) -> None:
+        self.busy, self.total = _jiffies()
+        self.ours = self._ours()
+
+    def others(self) -> float:
+        """Fraction of all cores (0..1) used by other processes since start()."""
+        busy, total = _jiffies()
+        if total <= self.total:
+            return 0.0
+        return max(0.0, (busy - self.busy) - (self._ours() - self.ours)) / (total - self.total)
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.1, window: float = 0.5) -> float:
+    """Wait (at most `max_wait` s) for a `window` in which others use under `threshold` of the machine."""
+    deadline = time.perf_counter() + max_wait
+    noise = Noise()
+    while True:
+        noise.start()
+        time.sleep(window)
+        level = noise.others()
+        if level < threshold or time.perf_counter() >= deadline:
+            return level

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from . import clients, servers
+from . import clients, machine, servers
 from .clients import Message, Sample
 
 USER_PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
@@ -80,6 +80,22 @@ class Options:
     quick: bool
     threads: int
     log: Callable[[str], None] = print
+    noise_limit: float = 0.1  # a sample during which other processes used more of the machine is redone
+    quiet_wait_s: float = 60.0  # how long to wait for a quiet machine before each sample
+    retries: int = 3
+
+
+def measured(opts: Options, run: Callable[[], Sample], retry: bool = True) -> Sample:
+    """Run one sample on a quiet machine: wait for quiet, then redo it if other processes got busy meanwhile."""
+    for attempt in range(opts.retries + 1 if retry else 1):
+        machine.wait_quiet(opts.quiet_wait_s, opts.noise_limit)
+        noise = machine.Noise()
+        s = run()
+        s.noise = round(noise.others(), 3)
+        s.attempts = attempt + 1
+        if s.noise <= opts.noise_limit:
+            break
+    return s
 
 
 @dataclass
@@ -152,7 +168,7 @@ class Bench:
 
     # --- one reply per path --------------------------------------------------------------------------
 
-    def run_row(self, row: str, p: dict[str, Any]) -> Sample | None:
+    def run_row(self, row: str, p: dict[str, Any]) -> Sample:
         msgs = [system(nonce()), {"role": "user", "content": USER_PROMPT}]
         if row == ROWS[0]:
             return clients.raw_chat(self.llm, msgs, p)
@@ -170,8 +186,8 @@ class Bench:
             return clients.gradio(self.gclient, self.send_api, self.http, self.ours.url, USER_PROMPT, sid)
         if row == PEER:
             return clients.openai(self.http, self.peer.url, msgs, p)
-        if row == NATIVE:
-            return clients.openai(self.http, self.native.url, msgs, p) if self.native else None
+        if row == NATIVE and self.native is not None:
+            return clients.openai(self.http, self.native.url, msgs, p)
         raise KeyError(row)
 
     def new_session(self, system_prompt: str, p: dict[str, Any], messages: list[Message] | None = None) -> str:
@@ -232,9 +248,10 @@ def throughput(b: Bench) -> dict[str, list[dict[str, Any]]]:
     p = params(opts.max_tokens)
     for rep in range(opts.repeats):
         for row in rows if rep % 2 == 0 else rows[::-1]:
-            s = b.run_row(row, p)
-            if s is not None:
-                out[row].append(s.to_dict())
+            if row == NATIVE and b.native is None:
+                continue
+            s = measured(opts, lambda row=row: b.run_row(row, p))  # type: ignore[misc]
+            out[row].append(s.to_dict())
         opts.log(f"  pass {rep + 1}/{opts.repeats} done")
     return out
 
@@ -255,7 +272,7 @@ def multi_turn(b: Bench, max_tokens: int) -> dict[str, list[list[dict[str, Any]]
             prev_ctx = 0
             for q in QUESTIONS:
                 msgs.append({"role": "user", "content": q})
-                s = impls[name](msgs)
+                s = measured(b.opts, lambda: impls[name](msgs), retry=False)  # type: ignore[misc]
                 d = s.to_dict()
                 if s.prompt_tokens is not None:
                     d["new_tokens"] = s.prompt_tokens - prev_ctx
@@ -283,12 +300,15 @@ def long_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
         for rep in range(reps):
             for path in ("gradio", "sse") if rep % 2 == 0 else ("sse", "gradio"):
                 text = f"Tell me about the number {rep * 3 + 1}."
+                machine.wait_quiet(b.opts.quiet_wait_s, b.opts.noise_limit)
+                noise = machine.Noise()
                 cpu0 = b.ours.cpu_s()
                 if path == "gradio":
                     s = clients.gradio(b.gclient, b.send_api, b.http, b.ours.url, text, sid)
                 else:
                     s = clients.sse(b.http, b.ours.url, [{"role": "user", "content": text}], p, session_id=sid)
                 time.sleep(0.2)  # let the server finish its bookkeeping (session save) before reading CPU
+                s.noise = round(noise.others(), 3)
                 d = s.to_dict()
                 d["server_cpu_ms"] = round((b.ours.cpu_s() - cpu0) * 1000, 1)
                 rows[path].append(d)
@@ -317,6 +337,8 @@ def concurrency(b: Bench, max_tokens: int) -> dict[str, Any]:
             with lock:
                 results.append(s)
 
+        machine.wait_quiet(b.opts.quiet_wait_s, b.opts.noise_limit)
+        noise = machine.Noise()
         started = time.perf_counter()
         threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
         for t in threads:
@@ -336,6 +358,7 @@ def concurrency(b: Bench, max_tokens: int) -> dict[str, Any]:
             "ttft_ms": [s.ttft_ms for s in ok],
             "decode_tok_s": [s.decode_tok_s for s in ok],
             "errors": errors,
+            "noise": round(noise.others(), 3),
         }
     return out
 

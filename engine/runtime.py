@@ -89,7 +89,7 @@ class Runtime:
     def resolve_model(self, path: str) -> Path:
         try:
             return self._resolve_model(path)
-        except (OSError, ValueError):  # a name too long for the file system, a NUL byte...
+        except (OSError, ValueError, RuntimeError):  # a name too long, a NUL byte, ~nosuchuser
             raise InvalidInput(f"Not a usable model path: {path[:80]!r}.", field="path") from None
 
     def _resolve_model(self, path: str) -> Path:

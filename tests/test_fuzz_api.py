@@ -94,13 +94,17 @@ class Fuzz:
             out[str(c)] = hashlib.sha1(c.read_bytes()).hexdigest() if c.exists() else "GONE"
         return out
 
-    def check(self, route: str, r: Any, before: dict[str, str], *, sse: bool = False) -> None:
+    def check(
+        self, route: str, r: Any, before: dict[str, str], *, sse: bool = False, sent: Any = None
+    ) -> None:
         COUNTS[route] = COUNTS.get(route, 0) + 1
+        route = f"{route} with {sent!r:.300}"
         text = r.text
         assert r.status_code < 500, f"{route}: {r.status_code} {text[:500]}"
         assert "Traceback" not in text and 'File "/' not in text, f"{route} leaks a traceback: {text[:500]}"
         assert PASSWD not in text, f"{route} served /etc/passwd"
         if r.status_code >= 400:
+            assert r.content.startswith(b'{"error":'), f"{route}: not our error shape: {text[:300]}"
             err = r.json()["error"]
             assert isinstance(err["type"], str) and isinstance(err["message"], str) and err["message"], err
             assert self.snapshot() == before, (
@@ -339,7 +343,7 @@ def _chat_body(fz: Fuzz, body: Any) -> Any:
 def test_fuzz_chat(fz: Fuzz, body: Any) -> None:
     before = fz.snapshot()
     r = fz.client.post("/api/chat", json=_chat_body(fz, body))
-    fz.check("POST /api/chat", r, before)
+    fz.check("POST /api/chat", r, before, sent=body)
     if r.status_code == 200:
         assert isinstance(r.json()["reply"], str) and r.json()["metrics"]["completion_tokens"] <= 1
 
@@ -349,7 +353,7 @@ def test_fuzz_chat(fz: Fuzz, body: Any) -> None:
 def test_fuzz_chat_stream(fz: Fuzz, body: Any) -> None:
     before = fz.snapshot()
     r = fz.client.post("/api/chat/stream", json=_chat_body(fz, body))
-    fz.check("POST /api/chat/stream", r, before, sse=True)
+    fz.check("POST /api/chat/stream", r, before, sse=True, sent=body)
     if r.status_code == 200:
         assert r.headers["content-type"].startswith("text/event-stream")
         assert '"done":true' in r.text or "event: error" in r.text, r.text[:300]
@@ -360,7 +364,7 @@ def test_fuzz_chat_stream(fz: Fuzz, body: Any) -> None:
 def test_fuzz_openai_chat_completions(fz: Fuzz, body: Any) -> None:
     before = fz.snapshot()
     r = fz.client.post("/v1/chat/completions", json=body)
-    fz.check("POST /v1/chat/completions", r, before, sse=True)
+    fz.check("POST /v1/chat/completions", r, before, sse=True, sent=body)
     if r.status_code >= 400:
         assert set(r.json()["error"]) >= {"message", "type", "param", "code"}
 
@@ -370,7 +374,7 @@ def test_fuzz_openai_chat_completions(fz: Fuzz, body: Any) -> None:
 def test_fuzz_sessions_import(fz: Fuzz, data: bytes) -> None:
     before = fz.snapshot()
     r = fz.client.post("/api/sessions/import", content=data, headers={"content-type": "application/json"})
-    fz.check("POST /api/sessions/import", r, before)
+    fz.check("POST /api/sessions/import", r, before, sent=data)
     if r.status_code == 200:  # a new id, never an overwrite
         new = fz.data / "sessions" / f"{r.json()['id']}.json"
         assert new.is_file() and str(new) not in before
@@ -382,7 +386,7 @@ def test_fuzz_presets_import(fz: Fuzz, upload: tuple[str, bytes]) -> None:
     filename, content = upload
     before = fz.snapshot()
     r = fz.client.post("/api/presets/import", files={"file": (filename, content)})
-    fz.check("POST /api/presets/import", r, before)
+    fz.check("POST /api/presets/import", r, before, sent=upload)
     if r.status_code == 200:
         name = r.json()["name"]
         assert "/" not in name and "\\" not in name and ".." not in name, name
@@ -397,7 +401,7 @@ def test_fuzz_presets_import(fz: Fuzz, upload: tuple[str, bytes]) -> None:
 def test_fuzz_presets_put(fz: Fuzz, name: str, body: Any) -> None:
     before = fz.snapshot()
     r = raw_request(fz, "PUT", f"/api/presets/{quoted(name)}", json.dumps(body).encode())
-    fz.check("PUT /api/presets/{name}", r, before)
+    fz.check("PUT /api/presets/{name}", r, before, sent=(name, body))
     if r.status_code == 200:
         saved = [p for p in (fz.data / "presets").rglob("*") if p.is_file()]
         assert all(p.resolve().is_relative_to((fz.data / "presets").resolve()) for p in saved)
@@ -418,7 +422,7 @@ def test_fuzz_models_load(fz: Fuzz, body: Any) -> None:
     before = fz.snapshot()
     model = fz.client.get("/api/health").json()["model"]
     r = fz.client.post("/api/models/load", json=body)
-    fz.check("POST /api/models/load", r, before)
+    fz.check("POST /api/models/load", r, before, sent=body)
     assert r.status_code != 200, f"loaded something: {body}"
     assert fz.client.get("/api/health").json()["model"] == model, "a failed load changed the model"
 
@@ -442,7 +446,7 @@ def test_fuzz_ids_and_names_cannot_traverse(fz: Fuzz, route: tuple[str, str], na
     part = name if raw and "?" not in name and "#" not in name else quoted(name)
     before = fz.snapshot()
     r = raw_request(fz, method, template.format(part))
-    fz.check(f"{method} {template}", r, before)
+    fz.check(f"{method} {template}", r, before, sent=part)
     if r.status_code == 200:  # only a plain name that exists (the PUT fuzz may have made one)
         assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name), (method, part, r.text[:200])
     else:
@@ -455,7 +459,7 @@ def test_fuzz_ids_and_names_cannot_traverse(fz: Fuzz, route: tuple[str, str], na
 def test_fuzz_session_search(fz: Fuzz, q: str) -> None:
     before = fz.snapshot()
     r = fz.client.get("/api/sessions", params={"q": q})
-    fz.check("GET /api/sessions?q", r, before)
+    fz.check("GET /api/sessions?q", r, before, sent=q)
     assert r.status_code == 200 and isinstance(r.json(), list)
 
 
