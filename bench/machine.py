@@ -128,12 +128,13 @@ def _jiffies() -> tuple[int, int]:
 class Noise:
     """How much of the machine processes outside this bench (and its servers) used meanwhile."""
 
+    roots: tuple[int, ...] = ()  # processes under test besides this one and its children
+
     def __init__(self) -> None:
-        self.root = os.getpid()
         self.start()
 
     def _ours(self) -> float:
-        return cpu_seconds(self.root) * CLK_TCK
+        return sum(cpu_seconds(p) for p in {os.getpid(), *self.roots}) * CLK_TCK
 
     def start(self) -> None:
         self.busy, self.total = _jiffies()

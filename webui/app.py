@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import gradio as gr
@@ -128,7 +130,14 @@ def create_app(
     settings: Settings, *, warnings: list[str] | None = None, runtime: Runtime | None = None
 ) -> FastAPI:
     rt = runtime or Runtime(settings, warnings=warnings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        rt.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Local LLM Chat",
         description="Chat with local GGUF models: REST API with SSE streaming, and an OpenAI-compatible API.",
         version="0.1.0",
@@ -163,10 +172,6 @@ def create_app(
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type"],
     )
-
-    @app.on_event("shutdown")
-    def _close() -> None:
-        rt.close()
 
     auth = None
     if settings.server.auth:
