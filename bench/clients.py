@@ -209,21 +209,34 @@ def openai(client: httpx.Client, url: str, messages: list[Message], p: dict[str,
     )
 
 
-def find_send_endpoint(gclient: Any) -> str:
-    """The chat tab's send event: the endpoint taking (text, session_id, char, lang_value)."""
-    info = gclient.view_api(return_format="dict", print_info=False)
-    for name, ep in info["named_endpoints"].items():
-        if [p["parameter_name"] for p in ep["parameters"]] == ["text", "session_id", "char", "lang_value"]:
-            return str(name)
-    raise RuntimeError("no Gradio endpoint with parameters (text, session_id, char, lang_value)")
+SEND_API_NAMES = ("/chat_send", "/on_send")  # a stable name first, then Gradio's default for on_send
 
 
-def gradio(gclient: Any, api_name: str, http: httpx.Client, url: str, text: str, session_id: str | None) -> Sample:
+def find_send_endpoint(gclient: Any) -> tuple[str, list[str]]:
+    """The chat tab's send event and its parameter names (it takes the text and the session id)."""
+    endpoints = gclient.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    names = [n for n in SEND_API_NAMES if n in endpoints]
+    names += [n for n, ep in endpoints.items() if n not in names and _params(ep)[:2] == ["text", "session_id"]]
+    for name in names:
+        if _params(endpoints[name])[:2] == ["text", "session_id"]:
+            return name, _params(endpoints[name])
+    raise RuntimeError("no Gradio endpoint takes (text, session_id, ...): has the chat tab's send event moved?")
+
+
+def _params(endpoint: dict[str, Any]) -> list[str]:
+    return [str(p["parameter_name"]) for p in endpoint["parameters"]]
+
+
+def gradio(
+    gclient: Any, send: tuple[str, list[str]], http: httpx.Client, url: str, text: str, session_id: str | None
+) -> Sample:
     """The browser's path: the chat tab's send event through gradio_client; tokens from the saved session."""
     clock = Clock()
     updates, shown = 0, ""
     out: Any = None
-    job = gclient.submit(text, session_id, "__custom__", "en", api_name=api_name)
+    api_name, names = send
+    known = {"text": text, "session_id": session_id, "char": "__custom__", "lang_value": "en"}
+    job = gclient.submit(*[known.get(n) for n in names], api_name=api_name)
     for out in job:
         updates += 1
         chat = out[0] or []

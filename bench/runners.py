@@ -113,7 +113,7 @@ class Bench:
     native_missing: str | None = None
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=600))
     gclient: Any = None
-    send_api: str = ""
+    send_api: tuple[str, list[str]] = ("", [])
     data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-data-")))
     startup: dict[str, list[float]] = field(default_factory=dict)
 

@@ -59,7 +59,8 @@ def test_stop_then_regenerate_then_browse_versions(chat: ChatPage) -> None:
     chat.wait_for(lambda: chat.bots() == [partial], "▶ to wrap to the first version")
 
     chat.reload()  # the choice of version is saved
-    assert chat.bots() == [partial]
+    chat.wait_for(lambda: chat.bots() == [partial], "the chosen version after a reload")
+    assert "1/2" in chat.status()
 
 
 def test_continue_a_stopped_reply_then_delete_the_exchange(chat: ChatPage) -> None:

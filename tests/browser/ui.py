@@ -82,7 +82,9 @@ class ChatPage:
         return self._labels("user")
 
     def status(self) -> str:
-        return str(self.page.inner_text("#status-line"))
+        """The status line's text (not Gradio's progress timer, which shows in the same block)."""
+        box = self.page.locator("#status-line [data-testid=markdown]")
+        return str(box.inner_text()) if box.count() else ""
 
     def session_id(self) -> str | None:
         m = SESSION_ID.search(self.status())
@@ -91,9 +93,6 @@ class ChatPage:
     def busy(self) -> bool:
         cls = self.page.get_attribute("#chatbot > [data-testid=status-tracker]", "class") or ""
         return "hide" not in cls.split()
-
-    def toasts(self) -> list[str]:
-        return [t.strip() for t in self.page.locator(".toast-body").all_inner_texts()]
 
     def states(self) -> list[str]:
         states = self.page.evaluate("() => window.__states || []")
@@ -142,27 +141,39 @@ class ChatPage:
     ) -> dict:
         """Wait until no event runs, the stored turn is finished and the page shows what is stored."""
 
+        why = ["nothing checked yet"]
+
         def done() -> dict[str, Any] | None:
+            why[0] = "an event is still running"
             if self.busy():
                 return None
             sid = self.session_id()
+            why[0] = f"no session id in the status line {self.status()!r}"
             if not sid:
                 return None
             doc = self.stored(sid)
             msgs = doc["messages"]
-            if not msgs or msgs[-1]["role"] != "assistant":
+            last = msgs[-1] if msgs else {}
+            why[0] = f"the stored turn is not finished: {last}"
+            if last.get("role") != "assistant":
                 return None
-            last = msgs[-1]
             if not last.get("metrics") and not last.get("stopped") and not last.get("greeting"):
                 return None
+            why[0] = f"the stored chat is not what the test waits for: {msgs[-2:]}"
             if check is not None and not check(doc):
                 return None
             shown = [m["content"] for m in msgs if m["role"] == "assistant"]
+            why[0] = f"the page shows {self.bots()} but the stored replies are {shown}"
             if self.bots() != shown:
                 return None
             return doc
 
-        return dict(self.wait_for(done, "the turn to finish and the page to show the stored chat", timeout))
+        try:
+            return dict(
+                self.wait_for(done, "the turn to finish and the page to show the stored chat", timeout)
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {why[0]}") from None
 
     def send(self, text: str, *, button: bool = False) -> dict[str, Any]:
         """Send `text` and wait for the complete reply; returns the stored session."""
@@ -188,3 +199,27 @@ class ChatPage:
 
     def picked_character(self) -> str:
         return str(self.page.locator("#character-picker input").input_value())
+
+    def open_tab(self, name: str) -> None:
+        self.page.get_by_role("tab", name=name).click()
+
+    def fill(self, elem_id: str, text: str) -> None:
+        """Type into a Textbox (or Number) by its elem_id."""
+        box = self.page.locator(
+            f"#{elem_id} :is(textarea, input:not([type=range]):not([type=checkbox]))"
+        ).first
+        box.fill(text)
+        box.dispatch_event("input")
+        box.blur()
+
+    def value(self, elem_id: str) -> str:
+        box = self.page.locator(
+            f"#{elem_id} :is(textarea, input:not([type=range]):not([type=checkbox]))"
+        ).first
+        return str(box.input_value())
+
+    def toasts(self) -> list[str]:
+        return [t.strip() for t in self.page.locator("[data-testid=toast-body]").all_inner_texts()]
+
+    def wait_toast(self, text: str, timeout: float = 60) -> None:
+        self.wait_for(lambda: any(text in t for t in self.toasts()), f"a message saying {text!r}", timeout)
