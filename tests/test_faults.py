@@ -27,6 +27,7 @@ from tests.browser.harness import (
     require_model,
     sse_events,
     start_server,
+    ui_send,
     write_config,
 )
 
@@ -234,7 +235,7 @@ class FullDisk:
 
 
 def _gradio_send(client: Any, text: str, sid: str) -> tuple[list[Any], str]:
-    chat_view, _box, new_sid, status = client.predict(text, sid, "__custom__", None, api_name="/on_send")
+    chat_view, _box, _sid, status = ui_send(client, text, sid)
     return chat_view, str(status)
 
 

@@ -473,6 +473,10 @@ FILE_TARGETS = [
     "canary.json",
     "data/canary",
     "sessions",
+    "http://169.254.169.254/latest/meta-data/",  # no redirect or fetch (open redirect / SSRF, gradio #13593)
+    "http://127.0.0.1:22/",
+    "https://example.com/",
+    "file:///etc/passwd",
 ]
 
 
@@ -516,6 +520,7 @@ def test_fuzz_gradio_file_routes_serve_nothing_outside(
     assert b"cors_origins" not in body, f"{path} served the config file"
     assert b'"canary"' not in body and body != b"canary", f"{path} served a file outside the allowed folders"
     assert b'"schema_version"' not in body, f"{path} served a session file"
+    assert not 300 <= r.status_code < 400, f"{path} redirects ({r.status_code})"
     assert fz.snapshot() == before
 
 
@@ -563,3 +568,51 @@ def test_markup_escape_round_trips_and_leaves_no_tag(text: str) -> None:
     assert not re.search(r"<[A-Za-z/!?]", outside), shown  # nothing can open a tag
     entity = r"&(?!lt;|amp;)(#\d+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);"
     assert not re.search(entity, outside), shown  # and no entity but ours is left to decode
+
+
+def test_downloads_carry_no_secrets(tmp_path: Path) -> None:
+    """Session, Markdown and card downloads hold no key, password or local path, even when all are set."""
+    model = require_model()
+    from fastapi.testclient import TestClient
+
+    from engine.config import load_settings
+    from webui.app import create_app
+
+    secrets = ["api-KEY-5f1c", "pw-SECRET-77", "backend-KEY-9a0e"]
+    settings_, warnings = load_settings(
+        None,
+        overrides={
+            "data_dir": str(tmp_path / "data"),
+            "model": {"path": str(model), "n_ctx": 512, "n_threads": 1},
+            "generation": {"max_tokens": 4, "temperature": 0, "seed": 1},
+            "server": {"api_key": secrets[0], "auth": f"me:{secrets[1]}"},
+            "backend": {"api_key": secrets[2]},
+        },
+    )
+    with TestClient(create_app(settings_, warnings=warnings)) as c:
+        c.headers["Authorization"] = f"Bearer {secrets[0]}"
+        sid = c.post(
+            "/api/chat",
+            json={"messages": [{"role": "user", "content": "Hi"}], "session_id": "new", "preset": "friendly"},
+        ).json()["session_id"]
+        downloads = {
+            "session": c.get(f"/api/sessions/{sid}").content,
+            "markdown": c.get(f"/api/sessions/{sid}/markdown").content,
+            "card.json": c.get("/api/presets/friendly/card.json").content,
+            "card.png": c.get("/api/presets/friendly/card.png").content,
+        }
+        for name, body in downloads.items():
+            assert body, name
+            for secret in [*secrets, str(tmp_path), str(ROOT), "/root", "/home/"]:
+                assert secret.encode() not in body, f"the {name} download holds {secret!r}"
+        for path in (
+            "/api/health",
+            "/api/models",
+            "/v1/models",
+            "/openapi.json",
+            "/config",
+            "/gradio_api/info",
+        ):
+            text = c.get(path).text
+            for secret in secrets:
+                assert secret not in text, f"{path} shows {secret!r}"

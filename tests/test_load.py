@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.harness import ServerProcess, artifacts_on_failure, sse_events, start_server
+from tests.browser.harness import ServerProcess, artifacts_on_failure, sse_events, start_server, ui_send
 from webui.markup import unescape_text
 
 pytestmark = pytest.mark.slow
@@ -87,7 +87,7 @@ def ui_client(url: str, n: int, start: threading.Barrier, out: dict[str, Any]) -
     start.wait()
     for t in range(TURNS):
         text = f"Client {n}, turn {t}: name one {TOPICS[n]}."
-        job = client.submit(text, sid, "__custom__", None, api_name="/on_send")
+        job = ui_send(client, text, sid, submit=True)
         final = job.result(timeout=300)
         chat_view, _box, sid, status = final
         out["statuses"].extend(str(o[3]) for o in job.outputs() if isinstance(o, list | tuple) and len(o) > 3)

@@ -8,6 +8,7 @@ renders (bold, lists, code blocks) and code keeps its `<` and `&` (Markdown esca
 
 from __future__ import annotations
 
+import html
 import re
 
 # fenced blocks (an unclosed fence runs to the end, as Markdown renders it) and inline code spans
@@ -47,3 +48,9 @@ def escape_text(text: str) -> str:
 
 def unescape_text(text: str) -> str:
     return _outside_code(text, _unesc) if "&" in text else text
+
+
+def plain(text: object) -> str:
+    """Text for a toast (gr.Info / gr.Warning), which Gradio renders as HTML: a title from an imported file
+    must show as text, not become an element."""
+    return html.escape(str(text), quote=False)

@@ -123,6 +123,10 @@ def _table_rows(chat: ChatPage) -> list[str]:
     return [t.strip() for t in chat.page.locator("#hi-table .virtual-row").all_inner_texts()]
 
 
+def _click_row(chat: ChatPage, text: str) -> None:
+    chat.page.locator("#hi-table .virtual-row", has_text=text).locator("[role=gridcell]").first.click()
+
+
 def test_history_search_open_rename_download_upload_delete(chat: ChatPage) -> None:
     alpha = _import(chat, "Alpha apples", "Do you like apples?", "Apples are great.")
     beta = _import(chat, "Beta bananas", "Do you like bananas?", "Bananas are great.")
@@ -133,7 +137,7 @@ def test_history_search_open_rename_download_upload_delete(chat: ChatPage) -> No
     chat.wait_for(
         lambda: len(_table_rows(chat)) == 1 and "Beta bananas" in _table_rows(chat)[0], "the search"
     )
-    chat.page.locator("#hi-table .virtual-row", has_text="Beta bananas").locator("[role=gridcell]").first.click()
+    _click_row(chat, "Beta bananas")
     chat.wait_for(lambda: beta in chat.page.locator("#hi-selected").inner_text(), "the chat to be selected")
 
     chat.click("hi-open")  # opens in the chat tab
@@ -141,6 +145,7 @@ def test_history_search_open_rename_download_upload_delete(chat: ChatPage) -> No
         lambda: chat.session_id() == beta and chat.bots() == ["Bananas are great."], "the opened chat"
     )
     chat.open_tab("History")
+    chat.wait_for(lambda: chat.value("hi-title") == "Beta bananas", "the tab to show the selection again")
 
     chat.fill("hi-title", "Beta renamed")
     chat.click("hi-rename")
@@ -155,7 +160,9 @@ def test_history_search_open_rename_download_upload_delete(chat: ChatPage) -> No
     target = Path(info.value.path()).with_name("upload.json")
     target.write_bytes(downloaded)
     listed = {s["id"] for s in _api_json(chat, "GET", "/api/sessions")}
-    chat.page.locator("#hi-import input[type=file]").set_input_files(str(target))
+    chat.page.locator(
+        "xpath=//button[@id='hi-import']/preceding-sibling::input[@type='file'][1]"
+    ).set_input_files(str(target))
     chat.wait_toast("Imported")
     new = {s["id"] for s in _api_json(chat, "GET", "/api/sessions")} - listed
     assert len(new) == 1, new
@@ -164,7 +171,7 @@ def test_history_search_open_rename_download_upload_delete(chat: ChatPage) -> No
 
     chat.fill("hi-search", "")
     chat.wait_for(lambda: any("Alpha apples" in r for r in _table_rows(chat)), "the whole list again")
-    chat.page.locator("#hi-table .virtual-row", has_text="Alpha apples").locator("[role=gridcell]").first.click()
+    _click_row(chat, "Alpha apples")
     chat.wait_for(lambda: alpha in chat.page.locator("#hi-selected").inner_text(), "Alpha selected")
     chat.click("hi-delete")
     chat.wait_for(lambda: chat.page.locator("#hi-confirm-row").is_visible(), "the confirmation")
@@ -183,7 +190,7 @@ def test_history_shows_html_in_titles_as_text(chat: ChatPage) -> None:
     sid = _import(chat, '<img src=x onerror=alert(1)> <b id="bold">t</b>', "<script>alert(2)</script>", "ok")
     chat.open_tab("History")
     chat.wait_for(lambda: any("<img src=x" in r for r in _table_rows(chat)), "the title shown as text")
-    chat.page.locator("#hi-table .virtual-row", has_text="<img src=x").locator("[role=gridcell]").first.click()
+    _click_row(chat, "<img src=x")
     chat.wait_for(lambda: sid in chat.page.locator("#hi-selected").inner_text(), "the chat selected")
     chat.click("hi-open")
     chat.wait_for(lambda: chat.session_id() == sid, "the chat opened")

@@ -23,6 +23,7 @@ from engine.prompt import assemble, greetings
 
 from .. import i18n
 from ..i18n import I18N, i18n_label, tr
+from ..markup import plain
 from .chat import load_session, status_line
 from .context import CUSTOM, UIContext
 
@@ -449,7 +450,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         except EngineError as exc:
             gr.Warning(exc.message)
             return tuple(gr.skip() for _ in range(8))
-        gr.Info(tr("ch.saved", lang_value, title=character.display_name))
+        gr.Info(tr("ch.saved", lang_value, title=plain(character.display_name)))
         return (
             character.name,
             character.name,  # the name field, unchanged
@@ -470,7 +471,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         except EngineError as exc:
             gr.Warning(exc.message)
             return tuple(gr.skip() for _ in range(8))
-        gr.Info(tr("ch.saved", lang_value, title=character.display_name))
+        gr.Info(tr("ch.saved", lang_value, title=plain(character.display_name)))
         return (
             name,
             name,
@@ -503,7 +504,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         except EngineError as exc:
             gr.Warning(exc.message)
             return tuple(gr.skip() for _ in range(len(FORM_FIELDS) + 10))
-        gr.Info(tr("ch.deleted", lang_value, title=character.display_name))
+        gr.Info(tr("ch.deleted", lang_value, title=plain(character.display_name)))
         rest = [c.name for c in store.list()]
         return (
             *show(base_of(rest[0] if rest else None), lang_value, test_text),
@@ -523,7 +524,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         except EngineError as exc:
             gr.Warning(exc.message)
             return (None, *(gr.skip() for _ in range(len(FORM_FIELDS) + 10)))
-        gr.Info(tr("ch.imported", lang_value, title=character.display_name, name=character.name))
+        gr.Info(tr("ch.imported", lang_value, title=plain(character.display_name), name=character.name))
         return (
             None,
             *show(character, lang_value, test_text),
@@ -574,7 +575,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             except EngineError as exc:
                 gr.Warning(exc.message)
                 return text, gr.skip()
-            gr.Info(tr("ch.custom_applied", lang_value, title=session.title or session.id))
+            gr.Info(tr("ch.custom_applied", lang_value, title=plain(session.title or session.id)))
             return text, status_line(ctx, session, lang_value)
         gr.Info(tr("ch.custom_saved", lang_value))
         return text, gr.skip()

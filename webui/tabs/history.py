@@ -13,6 +13,7 @@ from engine.session_formats import Session
 
 from .. import i18n
 from ..i18n import I18N, i18n_label, tr
+from ..markup import plain
 from .chat import greeting_view, load_session, status_line, to_chatbot
 from .context import CUSTOM, UIContext
 
@@ -244,7 +245,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         if session is None:
             gr.Warning(tr("hi.select_first", lang_value))
             return [gr.skip()] * 5
-        gr.Info(tr("hi.opened", lang_value, title=session.title or session.id))
+        gr.Info(tr("hi.opened", lang_value, title=plain(session.title or session.id)))
         return (*chat_view(ctx, session, lang_value), gr.Tabs(selected="chat"))
 
     def ask_delete(session_id: str | None, lang_value: str | None):
@@ -265,7 +266,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         except EngineError as exc:
             gr.Warning(exc.message)
             return [gr.skip()] * 14
-        gr.Info(tr("hi.deleted", lang_value, title=session.title or session.id))
+        gr.Info(tr("hi.deleted", lang_value, title=plain(session.title or session.id)))
         chat = chat_view(ctx, None, lang_value) if current_chat == session.id else [gr.skip()] * 4
         return (gr.update(visible=False), *listing(q, None, lang_value), *chat)
 
@@ -277,7 +278,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         except EngineError as exc:
             gr.Warning(exc.message)
             return [gr.skip()] * 9
-        gr.Info(tr("hi.renamed", lang_value, title=session.title))
+        gr.Info(tr("hi.renamed", lang_value, title=plain(session.title)))
         return listing(q, session.id, lang_value)
 
     def duplicate(session_id: str | None, keep: float | None, q: str, lang_value: str | None):
@@ -288,7 +289,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         except EngineError as exc:
             gr.Warning(exc.message)
             return [gr.skip()] * 9
-        gr.Info(tr("hi.duplicated", lang_value, title=copy.title))
+        gr.Info(tr("hi.duplicated", lang_value, title=plain(copy.title)))
         return listing(q, copy.id, lang_value)
 
     def import_file(data: bytes | None, q: str, lang_value: str | None):
@@ -299,7 +300,8 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         except EngineError as exc:
             gr.Warning(exc.message)
             return [gr.skip()] * 9
-        gr.Info(tr("hi.imported", lang_value, title=session.title or session.id, n=len(session.messages)))
+        title = plain(session.title or session.id)
+        gr.Info(tr("hi.imported", lang_value, title=title, n=len(session.messages)))
         return listing("", session.id, lang_value)
 
     list_outs = [table, ids, summary, selected, info, title_box, dl_json, dl_md, upto]

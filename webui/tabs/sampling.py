@@ -18,6 +18,7 @@ from engine.session_formats import Session
 
 from .. import i18n
 from ..i18n import I18N, tr
+from ..markup import plain
 from .chat import load_session, status_line, to_chatbot
 from .context import CUSTOM, UIContext
 
@@ -330,7 +331,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             else:
                 session.params = overrides
                 rt.sessions.save(session)
-                note = tr("sp.applied", lang_value, title=session.title or session.id)
+                note = tr("sp.applied", lang_value, title=plain(session.title or session.id))
         except EngineError as exc:
             gr.Warning(invalid_message(exc, lang_value))
             return [gr.skip()] * 6
