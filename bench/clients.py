@@ -60,7 +60,9 @@ class Clock:
 
     def sample(self, tokens: int | None, **kw: Any) -> Sample:
         end = time.perf_counter()
-        s = Sample(tokens=tokens, total_ms=round((end - self.start) * 1000, 1), text="".join(self.parts), **kw)
+        s = Sample(
+            tokens=tokens, total_ms=round((end - self.start) * 1000, 1), text="".join(self.parts), **kw
+        )
         if self.first:
             s.ttft_ms = round((self.first - self.start) * 1000, 1)
             if tokens and tokens > 1 and self.last > self.first:
@@ -95,7 +97,9 @@ def raw_generate(llm: Any, formatter: Any, messages: list[Message], p: dict[str,
 
     clock = Clock()
     result = formatter(messages=messages)
-    tokens = llm.tokenize(result.prompt.encode(), add_bos=not getattr(result, "added_special", False), special=True)
+    tokens = llm.tokenize(
+        result.prompt.encode(), add_bos=not getattr(result, "added_special", False), special=True
+    )
     llm.set_seed(p["seed"])
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     vocab, n, finish = llm._model.vocab, 0, "length"
@@ -183,7 +187,12 @@ def sse(
 
 def openai(client: httpx.Client, url: str, messages: list[Message], p: dict[str, Any]) -> Sample:
     """Any OpenAI-compatible /v1/chat/completions, streaming, with usage in the last chunk."""
-    body = {"messages": messages, "stream": True, "stream_options": {"include_usage": True}, **llama_kwargs(p)}
+    body = {
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **llama_kwargs(p),
+    }
     clock = Clock()
     usage: dict[str, Any] = {}
     timings: dict[str, Any] = {}
@@ -205,7 +214,10 @@ def openai(client: httpx.Client, url: str, messages: list[Message], p: dict[str,
     if tokens is None:
         tokens = p["max_tokens"] if finish == "length" else clock.chunks
     return clock.sample(
-        tokens, finish=finish, prompt_tokens=usage.get("prompt_tokens"), prompt_eval_tokens=timings.get("prompt_n")
+        tokens,
+        finish=finish,
+        prompt_tokens=usage.get("prompt_tokens"),
+        prompt_eval_tokens=timings.get("prompt_n"),
     )
 
 
@@ -216,11 +228,15 @@ def find_send_endpoint(gclient: Any) -> tuple[str, list[str]]:
     """The chat tab's send event and its parameter names (it takes the text and the session id)."""
     endpoints = gclient.view_api(return_format="dict", print_info=False)["named_endpoints"]
     names = [n for n in SEND_API_NAMES if n in endpoints]
-    names += [n for n, ep in endpoints.items() if n not in names and _params(ep)[:2] == ["text", "session_id"]]
+    names += [
+        n for n, ep in endpoints.items() if n not in names and _params(ep)[:2] == ["text", "session_id"]
+    ]
     for name in names:
         if _params(endpoints[name])[:2] == ["text", "session_id"]:
             return name, _params(endpoints[name])
-    raise RuntimeError("no Gradio endpoint takes (text, session_id, ...): has the chat tab's send event moved?")
+    raise RuntimeError(
+        "no Gradio endpoint takes (text, session_id, ...): has the chat tab's send event moved?"
+    )
 
 
 def _params(endpoint: dict[str, Any]) -> list[str]:

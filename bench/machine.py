@@ -150,6 +150,8 @@ class Noise:
 
 def wait_quiet(max_wait: float, threshold: float = 0.1, window: float = 0.5) -> float:
     """Wait (at most `max_wait` s) for a `window` in which others use under `threshold` of the machine."""
+    if max_wait <= 0:
+        return 0.0
     deadline = time.perf_counter() + max_wait
     noise = Noise()
     while True:

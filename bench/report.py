@@ -80,7 +80,13 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     long_chat = _long_chat(results.get("long_chat", {}))
     conc = _concurrency(results.get("concurrency", {}))
     memory = _memory(results)
-    summary = {"rows": rows, "multi_turn": turns, "long_chat": long_chat, "concurrency": conc, "memory": memory}
+    summary = {
+        "rows": rows,
+        "multi_turn": turns,
+        "long_chat": long_chat,
+        "concurrency": conc,
+        "memory": memory,
+    }
     summary["checks"] = [c.to_dict() for c in checks(summary)]
     return summary
 
@@ -167,10 +173,25 @@ def checks(summary: dict[str, Any]) -> list[Check]:
     out.append(Check("decode tok/s, /v1/chat/completions vs raw generate()", oai.get("decode_x_raw"), 0.97))
     out.append(Check("decode tok/s, Gradio UI vs raw generate()", ui.get("decode_x_raw"), 0.95))
     for label, r in (("/api/chat/stream", sse), ("/v1/chat/completions", oai)):
-        out.append(Check(f"decode tok/s, {label} vs llama_cpp.server", _ratio(r.get("decode_tok_s"), peer.get("decode_tok_s")), 1.0))
-        out.append(Check(f"TTFT, {label} vs llama_cpp.server (x)", _ratio(r.get("ttft_ms"), peer.get("ttft_ms")), 1.0, False))
+        out.append(
+            Check(
+                f"decode tok/s, {label} vs llama_cpp.server",
+                _ratio(r.get("decode_tok_s"), peer.get("decode_tok_s")),
+                1.0,
+            )
+        )
+        out.append(
+            Check(
+                f"TTFT, {label} vs llama_cpp.server (x)",
+                _ratio(r.get("ttft_ms"), peer.get("ttft_ms")),
+                1.0,
+                False,
+            )
+        )
     if native:
-        out.append(Check("decode tok/s, /api/chat/stream vs native llama-server", sse.get("decode_x_native"), 0.95))
+        out.append(
+            Check("decode tok/s, /api/chat/stream vs native llama-server", sse.get("decode_x_native"), 0.95)
+        )
     turns = summary["multi_turn"]
     if turns:
         first, last = turns[0], turns[-1]
@@ -179,21 +200,42 @@ def checks(summary: dict[str, Any]) -> list[Check]:
         score = None if ev is None or new is None else ev / (new + 1)
         out.append(Check(f"turn {last['turn']}: evaluated / (new tokens + 1)", score, 1.0, False))
         out.append(
-            Check(f"turn {last['turn']} TTFT / turn 1 TTFT", _ratio(last.get("ours_ttft_ms"), first.get("ours_ttft_ms")), 1.5, False)
+            Check(
+                f"turn {last['turn']} TTFT / turn 1 TTFT",
+                _ratio(last.get("ours_ttft_ms"), first.get("ours_ttft_ms")),
+                1.5,
+                False,
+            )
         )
         out.append(
-            Check(f"turn {last['turn']} TTFT vs llama_cpp.server (x)", _ratio(last.get("ours_ttft_ms"), last.get("peer_ttft_ms")), 1.0, False)
+            Check(
+                f"turn {last['turn']} TTFT vs llama_cpp.server (x)",
+                _ratio(last.get("ours_ttft_ms"), last.get("peer_ttft_ms")),
+                1.0,
+                False,
+            )
         )
     mem = summary["memory"]
-    out.append(Check("start-up to /api/health 200 (s)", mem["servers"].get("ours", {}).get("startup_s"), 10.0, False))
-    out.append(Check("idle RSS beyond the model (MB)", mem.get("ours_idle_rss_beyond_model_mb"), 400.0, False))
+    out.append(
+        Check("start-up to /api/health 200 (s)", mem["servers"].get("ours", {}).get("startup_s"), 10.0, False)
+    )
+    out.append(
+        Check("idle RSS beyond the model (MB)", mem.get("ours_idle_rss_beyond_model_mb"), 400.0, False)
+    )
     out.append(Check("Gradio UI updates per second", ui.get("updates_per_s"), 26.0, False))
     lc = summary["long_chat"]
     if "2" in lc and "200" in lc:
         a, b = lc["2"].get("ui_overhead_ms"), lc["200"].get("ui_overhead_ms")
         # the UI's own CPU per reply (Gradio minus SSE on the same session) at 200 vs 2 messages
         grow = None if a is None or b is None else max(b, 1.0) / max(a, 1.0)
-        out.append(Check("UI CPU per reply, history 200 / history 2", None if grow is None else round(grow, 2), 2.0, False))
+        out.append(
+            Check(
+                "UI CPU per reply, history 200 / history 2",
+                None if grow is None else round(grow, 2),
+                2.0,
+                False,
+            )
+        )
     return [c for c in out if c.measured is not None or True]
 
 
@@ -230,14 +272,20 @@ def markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
         r = summary["rows"].get(row)
         if r is None:
             if row == NATIVE:
-                lines.append(f"| {row} | {results.get('native_missing') or 'not built (run make bench-native)'} |||||||")
+                lines.append(
+                    f"| {row} | {results.get('native_missing') or 'not built (run make bench-native)'} |||||||"
+                )
             continue
         name = f"**{row}** (raw baseline)" if row == RAW else row
         lines.append(
             f"| {name} | {_f(r['ttft_ms'])} | {_x(r['ttft_x_raw'])} | {_f(r['decode_tok_s'])} | "
             f"{_x(r['decode_x_raw'])} | {_x(r['decode_x_native'])} | {_f(r['tokens'], 0)} | {r['n']} |"
         )
-    lines += ["", "TTFT x raw: lower is better. Decode tok/s = (tokens - 1) / (last text - first text), client side.", ""]
+    lines += [
+        "",
+        "TTFT x raw: lower is better. Decode tok/s = (tokens - 1) / (last text - first text), client side.",
+        "",
+    ]
     lines += _md_memory(summary["memory"])
     lines += _md_turns(summary["multi_turn"])
     lines += _md_long_chat(summary["long_chat"])
@@ -249,13 +297,30 @@ def markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
 
 
 def _md_memory(mem: dict[str, Any]) -> list[str]:
-    lines = ["### Load and memory", "", "| what | load / start-up s | RSS MB | peak RSS MB |", "|---|---:|---:|---:|"]
-    lines.append(f"| Llama() load, fresh process (raw) | {_f(mem['raw_load_s'], 2)} | {_f(mem['raw_rss_mb'])} | {_f(mem['raw_peak_rss_mb'])} |")
-    lines.append(f"| our backend load, fresh process | {_f(mem['ours_load_s'], 2)} | {_f(mem['ours_rss_mb'])} | {_f(mem['ours_peak_rss_mb'])} |")
+    lines = [
+        "### Load and memory",
+        "",
+        "| what | load / start-up s | RSS MB | peak RSS MB |",
+        "|---|---:|---:|---:|",
+    ]
+    lines.append(
+        f"| Llama() load, fresh process (raw) | {_f(mem['raw_load_s'], 2)} | {_f(mem['raw_rss_mb'])} | {_f(mem['raw_peak_rss_mb'])} |"
+    )
+    lines.append(
+        f"| our backend load, fresh process | {_f(mem['ours_load_s'], 2)} | {_f(mem['ours_rss_mb'])} | {_f(mem['ours_peak_rss_mb'])} |"
+    )
     for name, s in mem["servers"].items():
-        lines.append(f"| {name} server: start to health 200, idle RSS | {_f(s['startup_s'], 2)} | {_f(s['idle_rss_mb'])} | |")
-    lines.append(f"| import webui.app (Gradio, FastAPI), over bare Python | {_f(mem['gradio_import_s'], 2)} | {_f(mem['gradio_import_rss_mb'])} | |")
-    lines += ["", f"Our server's idle RSS beyond the model: {_f(mem.get('ours_idle_rss_beyond_model_mb'))} MB.", ""]
+        lines.append(
+            f"| {name} server: start to health 200, idle RSS | {_f(s['startup_s'], 2)} | {_f(s['idle_rss_mb'])} | |"
+        )
+    lines.append(
+        f"| import webui.app (Gradio, FastAPI), over bare Python | {_f(mem['gradio_import_s'], 2)} | {_f(mem['gradio_import_rss_mb'])} | |"
+    )
+    lines += [
+        "",
+        f"Our server's idle RSS beyond the model: {_f(mem.get('ours_idle_rss_beyond_model_mb'))} MB.",
+        "",
+    ]
     return lines
 
 

@@ -121,7 +121,9 @@ class Bench:
 
     def start(self) -> None:
         log = self.opts.log
-        log("starting servers: ours, llama_cpp.server" + (", llama-server" if servers.native_binary() else ""))
+        log(
+            "starting servers: ours, llama_cpp.server" + (", llama-server" if servers.native_binary() else "")
+        )
         self.ours = self._start(servers.ours(self.setup, self.data_dir))
         self.peer = self._start(servers.peer(self.setup))
         exe = servers.native_binary()
@@ -190,7 +192,9 @@ class Bench:
             return clients.openai(self.http, self.native.url, msgs, p)
         raise KeyError(row)
 
-    def new_session(self, system_prompt: str, p: dict[str, Any], messages: list[Message] | None = None) -> str:
+    def new_session(
+        self, system_prompt: str, p: dict[str, Any], messages: list[Message] | None = None
+    ) -> str:
         """A session on our server with these params (the Gradio path takes them from the session)."""
         from engine.session_formats import SCHEMA_VERSION
 
@@ -295,7 +299,9 @@ def long_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
             history.append({"role": "user", "content": f"Note {i}: remember the number {i * 7}."})
             history.append({"role": "assistant", "content": f"Noted: {i * 7}."})
         sid = b.new_session(system(nonce())["content"], p, history)
-        clients.sse(b.http, b.ours.url, [{"role": "user", "content": "Say hello."}], p, session_id=sid)  # warm KV
+        clients.sse(
+            b.http, b.ours.url, [{"role": "user", "content": "Say hello."}], p, session_id=sid
+        )  # warm KV
         rows: dict[str, list[dict[str, Any]]] = {"gradio": [], "sse": []}
         for rep in range(reps):
             for path in ("gradio", "sse") if rep % 2 == 0 else ("sse", "gradio"):
@@ -306,7 +312,9 @@ def long_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
                 if path == "gradio":
                     s = clients.gradio(b.gclient, b.send_api, b.http, b.ours.url, text, sid)
                 else:
-                    s = clients.sse(b.http, b.ours.url, [{"role": "user", "content": text}], p, session_id=sid)
+                    s = clients.sse(
+                        b.http, b.ours.url, [{"role": "user", "content": text}], p, session_id=sid
+                    )
                 time.sleep(0.2)  # let the server finish its bookkeeping (session save) before reading CPU
                 s.noise = round(noise.others(), 3)
                 d = s.to_dict()

@@ -73,7 +73,9 @@ class ServerProcess:
                     pass
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"{self.name} did not answer {self.health} within {timeout:.0f}s: {self.log_tail()}")
+        raise RuntimeError(
+            f"{self.name} did not answer {self.health} within {timeout:.0f}s: {self.log_tail()}"
+        )
 
     def log_tail(self, n: int = 1500) -> str:
         try:
