@@ -52,5 +52,10 @@ bench: setup
 bench-quick: setup
 	$(BIN)/python -m bench --quick --check $(ARGS)
 
+# llama.cpp's own llama-server, built once into ~/.cache/llmchat from the sources vendored in the installed
+# llama-cpp-python's sdist; `make bench` uses it for the native row when it is there.
+bench-native: setup
+	PYTHON=$(BIN)/python JOBS=$(NPROC) bash bench/build_native.sh
+
 clean-venv:
 	rm -rf $(VENV)

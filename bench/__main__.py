@@ -6,6 +6,7 @@ Our speed side by side with raw llama-cpp-python, its server, and llama.cpp's ow
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -23,7 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model", type=Path, default=DEFAULT_MODEL, help="GGUF file (default: the SmolLM2 model)."
     )
-    p.add_argument("--repeats", type=int, help="Alternating passes per row (default 5, quick 3).")
+    p.add_argument("--repeats", type=int, help="Alternating passes per row (default 5, quick 2).")
     p.add_argument("--max-tokens", type=int, help="Tokens per reply (default 256, quick 64).")
     p.add_argument("--threads", type=int, help="Threads for every implementation (default: all cores).")
     p.add_argument("--out", type=Path, default=servers.ROOT / "bench" / "results", help="Where results go.")
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: model not found: {args.model} (run make setup, or pass --model)", file=sys.stderr)
         return 2
     only = set(args.only.split(","))
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # gradio_client: no telemetry threads
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     started = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     opts = runners.Options(
         model=args.model.resolve(),
-        repeats=args.repeats or (3 if args.quick else 5),
+        repeats=args.repeats or (2 if args.quick else 5),
         max_tokens=args.max_tokens or (64 if args.quick else 256),
         quick=args.quick,
         threads=args.threads or machine.cores(),
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench.start()
         results["native_missing"] = bench.native_missing
-        short = 32 if opts.quick else 64
+        short = 24 if opts.quick else 64
         if "throughput" in only:
             log("throughput: every path, alternating")
             results["throughput"] = runners.throughput(bench)

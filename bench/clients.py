@@ -280,6 +280,6 @@ def gradio(
         session_id=sid,
     )
     s.updates = updates
-    if clock.last > clock.first:
-        s.updates_per_s = round(clock.chunks / (clock.last - clock.first), 1)
+    if clock.chunks > 1 and clock.last > clock.first:
+        s.updates_per_s = round((clock.chunks - 1) / (clock.last - clock.first), 1)
     return s

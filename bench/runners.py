@@ -3,6 +3,7 @@ every sample so the report can take medians."""
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import subprocess
@@ -86,7 +87,7 @@ class Options:
 
 
 def measured(opts: Options, run: Callable[[], Sample], retry: bool = True) -> Sample:
-    """Run one sample on a quiet machine: wait for quiet, then redo it if other processes got busy meanwhile."""
+    """One sample on a quiet machine: wait for quiet, redo it if other processes got busy meanwhile."""
     for attempt in range(opts.retries + 1 if retry else 1):
         machine.wait_quiet(opts.quiet_wait_s, opts.noise_limit)
         noise = machine.Noise()
@@ -269,14 +270,14 @@ def multi_turn(b: Bench, max_tokens: int) -> dict[str, list[list[dict[str, Any]]
     }
     out: dict[str, list[list[dict[str, Any]]]] = {k: [] for k in impls}
     names = list(impls)
-    for rep in range(2 if b.opts.quick else max(2, b.opts.repeats // 2)):
+    for rep in range(1 if b.opts.quick else max(2, b.opts.repeats // 2)):
         for name in names if rep % 2 == 0 else names[::-1]:
             msgs: list[Message] = [system(nonce())]
             turns = []
             prev_ctx = 0
             for q in QUESTIONS:
                 msgs.append({"role": "user", "content": q})
-                s = measured(b.opts, lambda: impls[name](msgs), retry=False)  # type: ignore[misc]
+                s = measured(b.opts, functools.partial(impls[name], list(msgs)), retry=False)
                 d = s.to_dict()
                 if s.prompt_tokens is not None:
                     d["new_tokens"] = s.prompt_tokens - prev_ctx
@@ -292,8 +293,8 @@ def long_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
     assert b.ours is not None
     p = params(max_tokens)
     out: dict[str, Any] = {}
-    reps = 2 if b.opts.quick else 3
-    for n in (2, 200):
+    reps = 1 if b.opts.quick else 3
+    for k, n in enumerate((2, 200)):
         history: list[Message] = []
         for i in range(n // 2):
             history.append({"role": "user", "content": f"Note {i}: remember the number {i * 7}."})
@@ -304,11 +305,11 @@ def long_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
         )  # warm KV
         rows: dict[str, list[dict[str, Any]]] = {"gradio": [], "sse": []}
         for rep in range(reps):
-            for path in ("gradio", "sse") if rep % 2 == 0 else ("sse", "gradio"):
+            for path in ("gradio", "sse") if (rep + k) % 2 == 0 else ("sse", "gradio"):
                 text = f"Tell me about the number {rep * 3 + 1}."
                 machine.wait_quiet(b.opts.quiet_wait_s, b.opts.noise_limit)
                 noise = machine.Noise()
-                cpu0 = b.ours.cpu_s()
+                cpu0, loop0 = b.ours.cpu_s(), b.ours.loop_cpu_s()
                 if path == "gradio":
                     s = clients.gradio(b.gclient, b.send_api, b.http, b.ours.url, text, sid)
                 else:
@@ -319,6 +320,7 @@ def long_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
                 s.noise = round(noise.others(), 3)
                 d = s.to_dict()
                 d["server_cpu_ms"] = round((b.ours.cpu_s() - cpu0) * 1000, 1)
+                d["loop_cpu_ms"] = round((b.ours.loop_cpu_s() - loop0) * 1000, 1)
                 rows[path].append(d)
         out[str(n)] = rows
     return out
@@ -327,35 +329,14 @@ def long_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
 def concurrency(b: Bench, max_tokens: int) -> dict[str, Any]:
     """N clients at once on /api/chat/stream: each one's wait in the queue, total tokens/s."""
     assert b.ours is not None
-    url = b.ours.url
     out: dict[str, Any] = {}
     for n in (1, 2, 4, 8):
-        results: list[Sample | BaseException] = []
-        lock = threading.Lock()
-        barrier = threading.Barrier(n)
-
-        def one(i: int) -> None:
-            msgs = [system(nonce()), {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
-            with httpx.Client(timeout=600) as c:
-                barrier.wait()
-                try:
-                    s: Sample | BaseException = clients.sse(c, url, msgs, params(max_tokens))
-                except Exception as exc:
-                    s = exc
-            with lock:
-                results.append(s)
-
         machine.wait_quiet(b.opts.quiet_wait_s, b.opts.noise_limit)
         noise = machine.Noise()
         started = time.perf_counter()
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = _burst(b.ours.url, n, max_tokens)
         wall = time.perf_counter() - started
         ok = [r for r in results if isinstance(r, Sample)]
-        errors = [repr(r) for r in results if not isinstance(r, Sample)]
         tokens = sum(s.tokens or 0 for s in ok)
         out[str(n)] = {
             "clients": n,
@@ -365,10 +346,36 @@ def concurrency(b: Bench, max_tokens: int) -> dict[str, Any]:
             "queue_ms": [s.queue_ms for s in ok],
             "ttft_ms": [s.ttft_ms for s in ok],
             "decode_tok_s": [s.decode_tok_s for s in ok],
-            "errors": errors,
+            "errors": [repr(r) for r in results if not isinstance(r, Sample)],
             "noise": round(noise.others(), 3),
         }
     return out
+
+
+def _burst(url: str, n: int, max_tokens: int) -> list[Sample | BaseException]:
+    """`n` clients, each on its own connection, released at the same moment."""
+    results: list[Sample | BaseException] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(n)
+
+    def one(i: int) -> None:
+        msgs = [system(nonce()), {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
+        s: Sample | BaseException
+        with httpx.Client(timeout=600) as c:
+            barrier.wait()
+            try:
+                s = clients.sse(c, url, msgs, params(max_tokens))
+            except Exception as exc:
+                s = exc
+        with lock:
+            results.append(s)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
 
 
 def idle_memory(b: Bench) -> dict[str, Any]:

@@ -89,6 +89,10 @@ class ServerProcess:
     def cpu_s(self) -> float:
         return machine.cpu_seconds(self.pid)
 
+    def loop_cpu_s(self) -> float:
+        """CPU time of the main thread: the event loop, where the HTTP and Gradio work happens."""
+        return machine.thread_cpu_seconds(self.pid, self.pid)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()

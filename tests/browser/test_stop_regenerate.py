@@ -17,8 +17,7 @@ LONG = "Count from 1 to 100, one number per line."
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # A grammar that cannot end before 120 tokens, so Stop always lands mid-reply however loaded the machine.
     long_replies = (
-        "generation:\n  max_tokens: 120\n  temperature: 0\n  seed: 1\n"
-        "  grammar: 'root ::= [a-z ]{600}'\n"
+        "generation:\n  max_tokens: 120\n  temperature: 0\n  seed: 1\n  grammar: 'root ::= [a-z ]{600}'\n"
     )
     s = start_server(tmp_path_factory.mktemp("browser-long"), max_tokens=120, extra_config=long_replies)
     yield s

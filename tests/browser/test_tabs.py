@@ -140,13 +140,6 @@ def test_history_search_open_rename_download_upload_delete(chat: ChatPage) -> No
     _click_row(chat, "Beta bananas")
     chat.wait_for(lambda: beta in chat.page.locator("#hi-selected").inner_text(), "the chat to be selected")
 
-    chat.click("hi-open")  # opens in the chat tab
-    chat.wait_for(
-        lambda: chat.session_id() == beta and chat.bots() == ["Bananas are great."], "the opened chat"
-    )
-    chat.open_tab("History")
-    chat.wait_for(lambda: chat.value("hi-title") == "Beta bananas", "the tab to show the selection again")
-
     chat.fill("hi-title", "Beta renamed")
     chat.click("hi-rename")
     chat.wait_for(lambda: chat.stored(beta)["title"] == "Beta renamed", "the new title on disk")
@@ -166,8 +159,19 @@ def test_history_search_open_rename_download_upload_delete(chat: ChatPage) -> No
     chat.wait_toast("Imported")
     new = {s["id"] for s in _api_json(chat, "GET", "/api/sessions")} - listed
     assert len(new) == 1, new
-    copy = chat.stored(new.pop())
+    copy_id = new.pop()
+    copy = chat.stored(copy_id)
     assert copy["messages"] == chat.stored(beta)["messages"] and copy["title"] == "Beta renamed"
+    chat.wait_for(lambda: copy_id in chat.page.locator("#hi-selected").inner_text(), "the import selected")
+
+    chat.click("hi-open")  # opens the selected chat in the chat tab
+    chat.wait_for(
+        lambda: chat.session_id() == copy_id and chat.bots() == ["Bananas are great."], "the opened chat"
+    )
+    # back to History: wait until its refresh on opening has run (it lists a chat made just now)
+    _import(chat, "bananas sync marker", "x", "y")
+    chat.open_tab("History")
+    chat.wait_for(lambda: any("bananas sync marker" in r for r in _table_rows(chat)), "the tab's refresh")
 
     chat.fill("hi-search", "")
     chat.wait_for(lambda: any("Alpha apples" in r for r in _table_rows(chat)), "the whole list again")
