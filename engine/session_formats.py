@@ -9,8 +9,9 @@ import hashlib
 import html
 import re
 import secrets
+import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
@@ -31,8 +32,19 @@ Role = Literal["user", "assistant", "system"]
 ROLES: tuple[str, ...] = ("user", "assistant", "system")
 
 
+_clock_lock = threading.Lock()
+_last_stamp = datetime.min.replace(tzinfo=UTC)
+
+
 def now_iso() -> str:
-    return _fmt(datetime.now(UTC))
+    """The current UTC time, strictly later than any earlier call at ms resolution, so that "newest
+    first" is exact even for writes within one millisecond."""
+    global _last_stamp
+    with _clock_lock:
+        now = datetime.now(UTC)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        _last_stamp = max(now, _last_stamp + timedelta(milliseconds=1))
+        return _fmt(_last_stamp)
 
 
 def _fmt(dt: datetime) -> str:
