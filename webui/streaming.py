@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.requests import Request
 
-T = TypeVar("T")
 _END = object()
 
 
@@ -97,45 +95,3 @@ async def cancel_on_disconnect(
         yield
     finally:
         task.cancel()
-
-
-class _Raised:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def background(make: Callable[[threading.Event], Iterator[T]], cancel: threading.Event) -> Iterator[T]:
-    """Iterate `make(cancel)` in a worker thread, so the producer never waits for the consumer.
-
-    Gradio resumes a generator handler only after it has sent the previous UI update, so a handler that
-    decodes inline stalls the model on every update. Through this, decoding runs ahead and the handler
-    picks up what has accumulated. Closing the returned generator (Stop, disconnect) sets `cancel` and
-    waits for the worker, which ends within one token: the model is free when this returns.
-    """
-    items: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def work() -> None:
-        try:
-            for item in make(cancel):
-                items.put(item)
-                if cancel.is_set():
-                    break
-        except BaseException as exc:  # re-raised in the consumer
-            items.put(_Raised(exc))
-        finally:
-            items.put(_END)
-
-    thread = threading.Thread(target=work, name="engine-stream", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = items.get()
-            if item is _END:
-                return
-            if isinstance(item, _Raised):
-                raise item.exc
-            yield item
-    finally:
-        if thread.is_alive():
-            cancel.set()
-            thread.join()

@@ -5,6 +5,13 @@ with a one-token batch, llama.cpp's native sampler chain (`llama_sampler_sample`
 cached per token id. No logits are copied into Python and nothing is re-detokenised, so the Python
 work per token is a few dictionary lookups. The KV cache keeps the previous turn: a new prompt only
 evaluates its suffix after the longest common prefix (the divergent tail is removed first).
+
+Every decode runs on one long-lived thread per model. llama.cpp's CPU backend (built with OpenMP) gives
+each calling thread its own team of worker threads and synchronises them with OpenMP barriers; once
+libgomp manages more threads than there are cores it stops spin-waiting at those barriers and sleeps
+instead, and every token pays for hundreds of wake-ups. Decoding on whatever thread the caller happens
+to be on (a new one per request, or Gradio's worker pool) creates such teams; one thread keeps one team.
+It also lets decoding run ahead of a consumer that is busy sending the previous piece.
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ import codecs
 import ctypes
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +117,7 @@ class LlamaCppBackend:
         self._piece_buf = ctypes.create_string_buffer(256)
         self._one = (llama_cpp.llama_token * 1)()  # the one-token batch the decode loop reuses
         self._one_batch = llama_cpp.llama_batch_get_one(self._one, 1)
+        self._worker = _DecodeThread(f"llama-decode-{self.path.stem[:24]}")
         log.info(
             "loaded %s in %.2fs (n_ctx=%d, n_gpu_layers=%d, threads=%d, gpu_offload=%s)",
             self.path.name,
@@ -190,8 +199,50 @@ class LlamaCppBackend:
                 f"The prompt is {len(tokens)} tokens but the context window is {n_ctx}. "
                 "Shorten the system prompt or raise model.n_ctx."
             )
+        grammar = self._grammar(params.grammar)
+        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        halt = threading.Event()  # the consumer went away: stop within one token
+
+        def job() -> None:
+            try:
+                for event in self._generate(tokens, template_stop, params, grammar, cancel, halt, started):
+                    events.put(event)
+            except BaseException as exc:  # re-raised in the consumer's thread
+                events.put(_Raised(exc))
+            finally:
+                events.put(_END)
+
+        self._worker.submit(job)
+        ended = False
+        try:
+            while True:
+                item = events.get()
+                if item is _END:
+                    ended = True
+                    return
+                if isinstance(item, _Raised):
+                    raise item.exc
+                yield item
+        finally:
+            if not ended:  # closed early or failed: wait for the job, so the model is free on return
+                halt.set()
+                while events.get() is not _END:
+                    pass
+
+    def _generate(
+        self,
+        tokens: list[int],
+        template_stop: list[str],
+        params: SamplingParams,
+        grammar: Any,
+        cancel: threading.Event,
+        halt: threading.Event,
+        started: float,
+    ) -> Iterator[Event]:
+        """The decode loop, on the decode thread: prefill the suffix, then sample, detokenise, decode."""
+        n_ctx = self.context_size()
         max_tokens = min(params.max_tokens, n_ctx - len(tokens))
-        sampler = self._sampler(params, self._grammar(params.grammar))
+        sampler = self._sampler(params, grammar)
         stops = [s for s in (*params.stop, *template_stop) if s]
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         metrics = Metrics(prompt_tokens=len(tokens), context_size=n_ctx)
@@ -199,7 +250,7 @@ class LlamaCppBackend:
         first_at = last_at = 0.0
         reason = "length"
         try:
-            metrics.prompt_eval_tokens = len(tokens) - self._prefill(tokens, cancel)
+            metrics.prompt_eval_tokens = len(tokens) - self._prefill(tokens, cancel, halt)
             # The hot loop: locals only, one C call to sample and one to decode per token.
             lib, ctx, smpl, kv = self._llama_cpp, self.llm.ctx, sampler.sampler, self._kv
             sample, decode, one, batch = (
@@ -209,7 +260,7 @@ class LlamaCppBackend:
                 self._one_batch,
             )
             pieces, piece_of, clock = self._pieces, self._piece, time.perf_counter
-            while not cancel.is_set():
+            while not (cancel.is_set() or halt.is_set()):
                 token = sample(smpl, ctx, -1)
                 last_at = clock()
                 if n_out == 0:
@@ -258,7 +309,7 @@ class LlamaCppBackend:
                 metrics.tokens_per_s = round((n_out - 1) / (last_at - first_at), 2)
         yield Finished(reason, metrics)
 
-    def _prefill(self, tokens: list[int], cancel: threading.Event) -> int:
+    def _prefill(self, tokens: list[int], cancel: threading.Event, halt: threading.Event) -> int:
         """Make the KV cache hold `tokens`, evaluating only what follows the cached prefix.
 
         Returns how many tokens were reused. The last prompt token is always evaluated (the sampler
@@ -279,7 +330,7 @@ class LlamaCppBackend:
             del kv[n:]
         step = max(1, self.llm.n_batch)
         for i in range(n, len(tokens), step):
-            if cancel.is_set() and i > n:
+            if (cancel.is_set() or halt.is_set()) and i > n:
                 break  # a cancelled turn samples nothing; what was evaluated stays cached
             chunk = tokens[i : i + step]
             ids = (lib.llama_token * len(chunk))(*chunk)  # keep a reference: the batch points into it
@@ -355,9 +406,44 @@ class LlamaCppBackend:
             raise InvalidInput(f"Invalid GBNF grammar: {exc}", field="grammar") from None
 
     def close(self) -> None:
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            worker.close()
         llm = getattr(self, "llm", None)
         if llm is not None:
             llm.close()
+
+
+_END = object()
+
+
+class _Raised:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _DecodeThread:
+    """One long-lived thread that runs a model's decode jobs, one at a time (see the module docstring)."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+
+    def close(self) -> None:
+        """Finish the queued jobs, then end the thread."""
+        self._jobs.put(None)
+        if self._thread is not threading.current_thread():
+            self._thread.join(30)
 
 
 def _find_stop(text: str, stops: list[str], sent: int) -> int | None:
