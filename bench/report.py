@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,13 @@ class Check:
         }
 
 
+def _paired(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> float | None:
+    """Median over passes of a/b, each pair measured in the same pass (seconds apart): load that comes
+    and goes between passes cancels out, which a ratio of medians would not do."""
+    ratios = [x[key] / y[key] for x, y in zip(a, b, strict=False) if x.get(key) and y.get(key)]
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
@@ -69,12 +77,13 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
             "updates_per_s": median([s.get("updates_per_s") for s in samples]),
             "n": len(samples),
         }
-    raw = rows.get(RAW, {})
-    native = rows.get(NATIVE, {})
-    for r in rows.values():
-        r["decode_x_raw"] = _ratio(r["decode_tok_s"], raw.get("decode_tok_s"))
-        r["ttft_x_raw"] = _ratio(r["ttft_ms"], raw.get("ttft_ms"))
-        r["decode_x_native"] = _ratio(r["decode_tok_s"], native.get("decode_tok_s"))
+    for row, r in rows.items():
+        r["decode_x_raw"] = _paired(tp[row], tp.get(RAW, []), "decode_tok_s")
+        r["ttft_x_raw"] = _paired(tp[row], tp.get(RAW, []), "ttft_ms")
+        r["decode_x_native"] = _paired(tp[row], tp.get(NATIVE, []), "decode_tok_s")
+        r["decode_x_peer"] = _paired(tp[row], tp.get(PEER, []), "decode_tok_s")
+        r["ttft_x_peer"] = _paired(tp[row], tp.get(PEER, []), "ttft_ms")
+        r["noise"] = median([s.get("noise") for s in tp[row]])
 
     turns = _turns(results.get("multi_turn", {}))
     long_chat = _long_chat(results.get("long_chat", {}))
@@ -172,26 +181,14 @@ def _memory(results: dict[str, Any]) -> dict[str, Any]:
 def checks(summary: dict[str, Any]) -> list[Check]:
     rows, out = summary["rows"], []
     sse, oai, ui = rows.get(ROWS[3], {}), rows.get(ROWS[4], {}), rows.get(ROWS[5], {})
-    peer, native = rows.get(PEER, {}), rows.get(NATIVE, {})
+    peer, native = rows.get(PEER), rows.get(NATIVE)
     out.append(Check("decode tok/s, /api/chat/stream vs raw generate()", sse.get("decode_x_raw"), 0.97))
     out.append(Check("decode tok/s, /v1/chat/completions vs raw generate()", oai.get("decode_x_raw"), 0.97))
     out.append(Check("decode tok/s, Gradio UI vs raw generate()", ui.get("decode_x_raw"), 0.95))
-    for label, r in (("/api/chat/stream", sse), ("/v1/chat/completions", oai)):
-        out.append(
-            Check(
-                f"decode tok/s, {label} vs llama_cpp.server",
-                _ratio(r.get("decode_tok_s"), peer.get("decode_tok_s")),
-                1.0,
-            )
-        )
-        out.append(
-            Check(
-                f"TTFT, {label} vs llama_cpp.server (x)",
-                _ratio(r.get("ttft_ms"), peer.get("ttft_ms")),
-                1.0,
-                False,
-            )
-        )
+    for label, r in (("/api/chat/stream", sse), ("/v1/chat/completions", oai), ("Gradio UI", ui)):
+        if peer:
+            out.append(Check(f"decode tok/s, {label} vs llama_cpp.server", r.get("decode_x_peer"), 1.0))
+            out.append(Check(f"TTFT, {label} vs llama_cpp.server (x)", r.get("ttft_x_peer"), 1.0, False))
     if native:
         out.append(
             Check("decode tok/s, /api/chat/stream vs native llama-server", sse.get("decode_x_native"), 0.95)
@@ -254,6 +251,10 @@ def _f(v: Any, nd: int = 1) -> str:
     return str(v)
 
 
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{v * 100:.0f}%"
+
+
 def _x(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}x"
 
@@ -269,8 +270,8 @@ def markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
         f"{meta['threads']} threads everywhere, n_ctx {meta['n_ctx']}, greedy, {meta['max_tokens']} tokens, "
         f"median of {meta['repeats']} alternating passes. Command: `{meta['command']}`",
         "",
-        "| path | TTFT ms | TTFT x raw | decode tok/s | decode x raw | x native | tokens | n |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| path | TTFT ms | TTFT x raw | decode tok/s | decode x raw | x native | tokens | n | noise |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in ROWS:
         r = summary["rows"].get(row)
@@ -282,11 +283,14 @@ def markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
         name = f"**{row}** (raw baseline)" if row == RAW else row
         lines.append(
             f"| {name} | {_f(r['ttft_ms'])} | {_x(r['ttft_x_raw'])} | {_f(r['decode_tok_s'])} | "
-            f"{_x(r['decode_x_raw'])} | {_x(r['decode_x_native'])} | {_f(r['tokens'], 0)} | {r['n']} |"
+            f"{_x(r['decode_x_raw'])} | {_x(r['decode_x_native'])} | {_f(r['tokens'], 0)} | {r['n']} | "
+            f"{_pct(r['noise'])} |"
         )
     lines += [
         "",
-        "TTFT x raw: lower is better. Decode tok/s = (tokens - 1) / (last text - first text), client side.",
+        "Figures are medians; ratios are medians of per-pass ratios (each pair measured seconds apart). "
+        "TTFT x raw: lower is better. Decode tok/s = (tokens - 1) / (last text - first text), client side. "
+        "Noise: the share of the machine that other processes used meanwhile (median).",
         "",
     ]
     lines += _md_memory(summary["memory"])

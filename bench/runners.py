@@ -296,9 +296,10 @@ def long_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
     reps = 1 if b.opts.quick else 3
     for k, n in enumerate((2, 200)):
         history: list[Message] = []
+        # short messages: the UI's cost grows with their count, the model's with their tokens
         for i in range(n // 2):
-            history.append({"role": "user", "content": f"Note {i}: remember the number {i * 7}."})
-            history.append({"role": "assistant", "content": f"Noted: {i * 7}."})
+            history.append({"role": "user", "content": f"n{i}"})
+            history.append({"role": "assistant", "content": "ok"})
         sid = b.new_session(system(nonce())["content"], p, history)
         clients.sse(
             b.http, b.ours.url, [{"role": "user", "content": "Say hello."}], p, session_id=sid
@@ -306,7 +307,7 @@ def long_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
         rows: dict[str, list[dict[str, Any]]] = {"gradio": [], "sse": []}
         for rep in range(reps):
             for path in ("gradio", "sse") if (rep + k) % 2 == 0 else ("sse", "gradio"):
-                text = f"Tell me about the number {rep * 3 + 1}."
+                text = f"Write a long story about lighthouse keeper number {rep * 2 + 1}."
                 machine.wait_quiet(b.opts.quiet_wait_s, b.opts.noise_limit)
                 noise = machine.Noise()
                 cpu0, loop0 = b.ours.cpu_s(), b.ours.loop_cpu_s()

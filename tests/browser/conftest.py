@@ -44,6 +44,8 @@ def save_artifacts(item: pytest.Item) -> str:
             (folder / f"page{i}.html").write_text(page.content())
         except Exception as exc:  # the page may be gone already
             (folder / f"page{i}.error.txt").write_text(repr(exc))
+    for i, chat in enumerate(getattr(item, "_chats", [])):
+        (folder / f"page{i}.console.txt").write_text("\n".join(chat.console))
     server = getattr(item, "_server", None)
     if server is not None:
         server.save_log(folder)
@@ -103,6 +105,7 @@ def open_page(browser: Any, server: ServerProcess, request: pytest.FixtureReques
         item._pages.append(page)
         chat = ChatPage(page, srv or server)
         pages.append(chat)
+        item._chats = pages
         return chat
 
     yield factory

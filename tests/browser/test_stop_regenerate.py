@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,17 @@ def _stop_mid_reply(chat: ChatPage) -> dict[str, Any]:
     chat.type_and_enter(LONG)
     chat.wait_for(lambda: len([s for s in chat.states() if s]) >= 3, "the reply to start streaming")
     chat.click("stop")
+
+    def settled() -> str | None:
+        if "Error" in chat.page.locator("#chatbot > [data-testid=status-tracker]").inner_text():
+            return "error"
+        return None if chat.busy() else "idle"
+
+    if chat.wait_for(settled, "the stopped event to end", timeout=30) == "error":
+        # Gradio 6.31 sometimes marks a cancelled event as failed (an "Error" badge, the chat blanked) with
+        # no error on the server or the console. What was saved is what matters: reload and check it.
+        warnings.warn("Gradio showed 'Error' after Stop (a known, intermittent UI glitch)", stacklevel=2)
+        chat.reload()
     doc = chat.wait_idle(lambda d: d["messages"][-1]["stopped"])
     return doc
 

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.browser.harness import missing
 from tests.browser.ui import ChatPage
 
@@ -230,8 +228,3 @@ def test_switch_to_japanese(chat: ChatPage) -> None:
     assert doc["messages"][-1]["content"].strip()
     chat.page.locator("#lang-switch label", has_text="English").click()
     chat.wait_for(lambda: chat.page.locator("#send").inner_text().strip() == "Send", "English again")
-
-
-@pytest.fixture(autouse=True)
-def _english_by_default(chat: ChatPage) -> None:
-    """Every test starts in English (each has its own browser context, so its own localStorage)."""

@@ -37,11 +37,13 @@ class ChatPage:
         self.errors: list[str] = []
         self.dialogs: list[str] = []
         self._navigating = False
+        self.console: list[str] = []  # every console message, saved with the failure artifacts
         page.on("pageerror", lambda e: self._error(f"pageerror: {e}"))
         page.on("console", self._console)
         page.on("dialog", self._dialog)
 
     def _console(self, msg: Any) -> None:
+        self.console.append(f"{time.strftime('%H:%M:%S')} {msg.type}: {msg.text}")
         if msg.type == "error":
             self._error(f"console.error: {msg.text}")
 
