@@ -1,13 +1,15 @@
 """One streamed reply per call, timed by the client: TTFT, decode tokens/s, token counts.
 
 Every path is timed the same way: TTFT is request start -> first non-empty text; decode tokens/s is
-(tokens - 1) / (last text - first text), where `tokens` is what the implementation says it generated.
+(tokens after the first piece) / (last text - first text), where `tokens` is what the implementation says
+it generated.
 """
 
 from __future__ import annotations
 
 import codecs
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,6 +60,14 @@ class Clock:
             self.chunks += 1
             self.parts.append(piece)
 
+    def _first_tokens(self, tokens: int) -> float:
+        """Tokens in the first piece: one per piece when each token came alone, else (a coalesced UI
+        update) its share of the characters, so a late first update cannot inflate the decode rate."""
+        if self.chunks >= tokens:
+            return 1.0
+        total = sum(len(p) for p in self.parts)
+        return max(1.0, tokens * len(self.parts[0]) / total) if total else 1.0
+
     def sample(self, tokens: int | None, **kw: Any) -> Sample:
         end = time.perf_counter()
         s = Sample(
@@ -66,7 +76,7 @@ class Clock:
         if self.first:
             s.ttft_ms = round((self.first - self.start) * 1000, 1)
             if tokens and tokens > 1 and self.last > self.first:
-                s.decode_tok_s = round((tokens - 1) / (self.last - self.first), 2)
+                s.decode_tok_s = round((tokens - self._first_tokens(tokens)) / (self.last - self.first), 2)
         return s
 
 
@@ -224,47 +234,79 @@ def openai(client: httpx.Client, url: str, messages: list[Message], p: dict[str,
 SEND_API_NAMES = ("/chat_send", "/on_send")  # a stable name first, then Gradio's default for on_send
 
 
-def find_send_endpoint(gclient: Any) -> tuple[str, list[str]]:
-    """The chat tab's send event and its parameter names (it takes the text and the session id)."""
-    endpoints = gclient.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    names = [n for n in SEND_API_NAMES if n in endpoints]
-    names += [
-        n for n, ep in endpoints.items() if n not in names and _params(ep)[:2] == ["text", "session_id"]
-    ]
+@dataclass
+class SendEvent:
+    """The chat tab's send event: its id in the page config and its parameter names."""
+
+    fn_index: int
+    names: list[str]
+
+
+def find_send_event(url: str, http: httpx.Client) -> SendEvent:
+    """The event that takes (text, session_id, ...), found by its parameter names, as the page knows it."""
+    from gradio_client import Client
+
+    endpoints = Client(url + "/", verbose=False).view_api(return_format="dict", print_info=False)
+    named = endpoints["named_endpoints"]
+    names = [n for n in SEND_API_NAMES if n in named] + [n for n in named if n not in SEND_API_NAMES]
+    ids = {"/" + str(d.get("api_name")): d["id"] for d in http.get(url + "/config").json()["dependencies"]}
     for name in names:
-        if _params(endpoints[name])[:2] == ["text", "session_id"]:
-            return name, _params(endpoints[name])
+        params = [str(p["parameter_name"]) for p in named[name]["parameters"]]
+        if params[:2] == ["text", "session_id"] and name in ids:
+            return SendEvent(ids[name], params)
     raise RuntimeError(
         "no Gradio endpoint takes (text, session_id, ...): has the chat tab's send event moved?"
     )
 
 
-def _params(endpoint: dict[str, Any]) -> list[str]:
-    return [str(p["parameter_name"]) for p in endpoint["parameters"]]
+def gradio(send: SendEvent, http: httpx.Client, url: str, text: str, session_id: str | None) -> Sample:
+    """The browser's path: the chat tab's send event over Gradio's queue protocol, as the page's own
+    client speaks it (join, then the SSE stream of updates and diffs); tokens from the saved session.
 
+    Not gradio_client: it polls its message queue every 50 ms (utils.stream_sse_v1plus), which delays
+    and bunches updates, so it would measure itself rather than the server."""
+    from gradio_client.utils import apply_diff
 
-def gradio(
-    gclient: Any, send: tuple[str, list[str]], http: httpx.Client, url: str, text: str, session_id: str | None
-) -> Sample:
-    """The browser's path: the chat tab's send event through gradio_client; tokens from the saved session."""
     clock = Clock()
     updates, shown = 0, ""
-    out: Any = None
-    api_name, names = send
+    out: list[Any] | None = None
     known = {"text": text, "session_id": session_id, "char": "__custom__", "lang_value": "en"}
-    job = gclient.submit(*[known.get(n) for n in names], api_name=api_name)
-    for out in job:
-        updates += 1
-        chat = out[0] or []
-        last = chat[-1] if chat else None
-        if last and last.get("role") == "assistant":
-            content = last.get("content")
-            if isinstance(content, list):
-                content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
-            content = content or ""
-            if len(content) > len(shown):
-                clock.text(content[len(shown) :])
-                shown = content
+    session_hash = uuid.uuid4().hex[:12]
+    body = {
+        "data": [known.get(n) for n in send.names],
+        "fn_index": send.fn_index,
+        "session_hash": session_hash,
+        "event_data": None,
+        "trigger_id": None,
+    }
+    http.post(f"{url}/gradio_api/queue/join", json=body).raise_for_status()
+    with http.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session_hash}) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            msg = orjson.loads(line[5:])
+            kind = msg.get("msg")
+            if kind == "process_completed":
+                if not msg.get("success", True):
+                    raise RuntimeError(f"the Gradio event failed: {msg.get('output')}")
+                if (msg.get("output") or {}).get("data"):
+                    out = msg["output"]["data"]
+                break
+            if kind != "process_generating":
+                continue
+            data = msg["output"]["data"]
+            out = data if out is None else [apply_diff(o, d) for o, d in zip(out, data, strict=True)]
+            updates += 1
+            chat = out[0] or []
+            last = chat[-1] if chat else None
+            if last and last.get("role") == "assistant":
+                content = last.get("content")
+                if isinstance(content, list):
+                    content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
+                content = content or ""
+                if len(content) > len(shown):
+                    clock.text(content[len(shown) :])
+                    shown = content
     sid = out[2] if out else None
     metrics: dict[str, Any] = {}
     if sid:

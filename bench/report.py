@@ -289,7 +289,9 @@ def markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
     lines += [
         "",
         "Figures are medians; ratios are medians of per-pass ratios (each pair measured seconds apart). "
-        "TTFT x raw: lower is better. Decode tok/s = (tokens - 1) / (last text - first text), client side. "
+        "TTFT x raw: lower is better. Decode tok/s = (tokens after the first piece of text) / (last text - "
+        "first text), client side; for a coalesced UI update the first piece's tokens are its share of the "
+        "characters. In-process rows each run in a process of their own. "
         "Noise: the share of the machine that other processes used meanwhile (median).",
         "",
     ]

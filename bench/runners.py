@@ -1,4 +1,4 @@
-"""The scenarios. Every comparison runs side by side in one process, alternating order, and keeps
+"""The scenarios. Every comparison runs side by side in one run, alternating order, and keeps
 every sample so the report can take medians."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ QUESTIONS = [
     "Thank you, goodbye!",
 ]
 
-# Rows of the main table. The raw baseline is llama-cpp-python's generate() loop in-process.
+# Rows of the main table. The raw baseline is llama-cpp-python's generate() loop in a process of its own.
 RAW = "llama-cpp-python generate() loop, in-process"
 ROWS = [
     "llama-cpp-python create_chat_completion(stream=True), in-process",
@@ -44,7 +44,7 @@ ROWS = [
     "ours: Engine.stream, in-process",
     "ours: /api/chat/stream (SSE)",
     "ours: /v1/chat/completions (stream)",
-    "ours: Gradio UI via gradio_client",
+    "ours: Gradio UI (the page's queue protocol)",
     "llama_cpp.server /v1/chat/completions (stream)",
     "llama.cpp llama-server /v1/chat/completions (stream)",
 ]
@@ -101,20 +101,18 @@ def measured(opts: Options, run: Callable[[], Sample], retry: bool = True) -> Sa
 
 @dataclass
 class Bench:
-    """Everything under test, started once: in-process models and the three servers."""
+    """Everything under test, started once: the in-process workers and the three servers."""
 
     opts: Options
     setup: servers.Setup
-    llm: Any = None
-    formatter: Any = None
-    engine: Any = None
+    raw: Any = None  # inproc.Worker: the raw rows, in a process of their own
+    engine: Any = None  # inproc.Worker: our Engine.stream, in a process of its own
     ours: servers.ServerProcess | None = None
     peer: servers.ServerProcess | None = None
     native: servers.ServerProcess | None = None
     native_missing: str | None = None
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=600))
-    gclient: Any = None
-    send_api: tuple[str, list[str]] = ("", [])
+    send: clients.SendEvent | None = None
     data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-data-")))
     startup: dict[str, list[float]] = field(default_factory=dict)
 
@@ -132,18 +130,13 @@ class Bench:
             self.native_missing = "not built (run make bench-native)"
         else:
             self.native = self._start(servers.native(self.setup, exe))
-        log("loading in-process models")
-        from .probe import our_backend, raw_llama
+        log("loading the in-process rows (one process each)")
+        from .inproc import Worker
 
-        self.llm = raw_llama(str(self.setup.model), self.setup.threads, self.setup.n_ctx)
-        self.formatter = _formatter(self.llm)
-        from engine.chat import Engine
-
-        self.engine = Engine(our_backend(str(self.setup.model), self.setup.threads, self.setup.n_ctx))
-        from gradio_client import Client
-
-        self.gclient = Client(self.ours.url + "/", verbose=False)
-        self.send_api = clients.find_send_endpoint(self.gclient)
+        model, threads, n_ctx = str(self.setup.model), self.setup.threads, self.setup.n_ctx
+        self.raw = Worker("raw", model, threads, n_ctx)
+        self.engine = Worker("ours", model, threads, n_ctx)
+        self.send = clients.find_send_event(self.ours.url, self.http)
 
     def _start(self, server: servers.ServerProcess) -> servers.ServerProcess:
         server.start()
@@ -155,18 +148,15 @@ class Bench:
         assert self.ours is not None
         self.ours.stop()
         self.ours = self._start(servers.ours(self.setup, self.data_dir))
-        from gradio_client import Client
-
-        self.gclient = Client(self.ours.url + "/", verbose=False)
+        self.send = clients.find_send_event(self.ours.url, self.http)
 
     def close(self) -> None:
         for s in (self.ours, self.peer, self.native):
             if s is not None:
                 s.stop()
-        if self.engine is not None:
-            self.engine.close()
-        if self.llm is not None:
-            self.llm.close()
+        for w in (self.raw, self.engine):
+            if w is not None:
+                w.close()
         self.http.close()
 
     # --- one reply per path --------------------------------------------------------------------------
@@ -174,11 +164,11 @@ class Bench:
     def run_row(self, row: str, p: dict[str, Any]) -> Sample:
         msgs = [system(nonce()), {"role": "user", "content": USER_PROMPT}]
         if row == ROWS[0]:
-            return clients.raw_chat(self.llm, msgs, p)
+            return self.raw.run(msgs, p, how="chat")
         if row == RAW:
-            return clients.raw_generate(self.llm, self.formatter, msgs, p)
+            return self.raw.run(msgs, p)
         if row == ROWS[2]:
-            return clients.engine_stream(self.engine, msgs, p)
+            return self.engine.run(msgs, p)
         assert self.ours is not None and self.peer is not None
         if row == ROWS[3]:
             return clients.sse(self.http, self.ours.url, msgs, p)
@@ -186,7 +176,7 @@ class Bench:
             return clients.openai(self.http, self.ours.url, msgs, p)
         if row == ROWS[5]:
             sid = self.new_session(msgs[0]["content"], p)
-            return clients.gradio(self.gclient, self.send_api, self.http, self.ours.url, USER_PROMPT, sid)
+            return clients.gradio(self.send, self.http, self.ours.url, USER_PROMPT, sid)
         if row == PEER:
             return clients.openai(self.http, self.peer.url, msgs, p)
         if row == NATIVE and self.native is not None:
@@ -209,17 +199,6 @@ class Bench:
         r = self.http.post(self.ours.url + "/api/sessions/import", content=json.dumps(doc))
         r.raise_for_status()
         return str(r.json()["id"])
-
-
-def _formatter(llm: Any) -> Any:
-    from llama_cpp import llama_chat_format as fmt
-
-    eos, bos = llm.token_eos(), llm.token_bos()
-    return fmt.Jinja2ChatFormatter(
-        template=llm.metadata["tokenizer.chat_template"],
-        eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-        bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
-    )
 
 
 # --- scenarios --------------------------------------------------------------------------------------
@@ -312,7 +291,7 @@ def long_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
                 noise = machine.Noise()
                 cpu0, loop0 = b.ours.cpu_s(), b.ours.loop_cpu_s()
                 if path == "gradio":
-                    s = clients.gradio(b.gclient, b.send_api, b.http, b.ours.url, text, sid)
+                    s = clients.gradio(b.send, b.http, b.ours.url, text, sid)
                 else:
                     s = clients.sse(
                         b.http, b.ours.url, [{"role": "user", "content": text}], p, session_id=sid

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 
 _END = object()
+T = TypeVar("T")
 
 
 async def run_stream(
@@ -95,3 +97,51 @@ async def cancel_on_disconnect(
         yield
     finally:
         task.cancel()
+
+
+def run_ahead(events: Iterator[T], cancel: threading.Event) -> Iterator[T]:
+    """Start iterating `events` in a worker thread now, and return an iterator over what it produces.
+
+    Gradio resumes a generator handler only after it has sent the previous update, so the chat tab starts
+    the turn with this before its first update (the user's message), and the prompt is evaluated while
+    that update travels. Closing the returned iterator (Stop, a closed tab) sets `cancel` and waits for the
+    worker, which ends within one token and closes `events` itself: the turn has saved when this returns.
+    """
+    items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def work() -> None:
+        try:
+            for item in events:
+                items.put(item)
+                if cancel.is_set():
+                    break
+        except BaseException as exc:  # re-raised in the consumer
+            items.put(_Raised(exc))
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+            items.put(_END)
+
+    thread = threading.Thread(target=work, name="turn-ahead", daemon=True)
+    thread.start()
+
+    def consume() -> Iterator[T]:
+        try:
+            while (item := items.get()) is not _END:
+                if isinstance(item, _Raised):
+                    raise item.exc
+                yield item
+        finally:
+            if thread.is_alive():
+                cancel.set()
+                thread.join()
+
+    return consume()
+
+
+class _Raised:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc

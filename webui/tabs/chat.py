@@ -18,6 +18,7 @@ from engine.session_formats import Session
 
 from ..i18n import I18N, tr
 from ..markup import escape_text, unescape_text
+from ..streaming import run_ahead
 from .context import CUSTOM, UIContext
 
 UI_INTERVAL_S = 0.04  # at most 25 UI updates a second
@@ -148,17 +149,28 @@ def build(ctx: UIContext) -> None:
             flag.set()
         return flag
 
-    def stream_turn(
-        session: Session, lang_value: str | None, request: gr.Request, **kw: Any
-    ) -> Iterator[Any]:
+    def start_turn(session: Session, request: gr.Request, **kw: Any) -> Iterator[Any]:
+        """Begin the turn at once, in the background (see streaming.run_ahead)."""
         cancel = ctx.cancel_flag(request, fresh=True)
+        turn_idle(request).clear()
+        return run_ahead(run_turn(rt, session, cancel=cancel, **kw), cancel)
+
+    def stream_turn(
+        session: Session,
+        lang_value: str | None,
+        request: gr.Request,
+        echo: list[dict[str, str]] | None = None,
+        **kw: Any,
+    ) -> Iterator[Any]:
+        """The turn's UI updates, at most one per UI_INTERVAL_S; `echo` is shown first, while the prompt
+        is evaluated."""
+        turn = start_turn(session, request, **kw)
         last_ui, extra = 0.0, tr("status.generating", lang_value)
-        view = to_chatbot(session.messages)
-        idle = turn_idle(request)
-        idle.clear()
-        turn = run_turn(rt, session, cancel=cancel, **kw)
+        view = to_chatbot(session.messages) if echo is None else echo
         save_failed = False
         try:
+            if echo is not None:
+                yield echo, session.id, gr.skip()
             for event in turn:
                 if isinstance(event, Queued):
                     extra = "⏳ " + tr("status.waiting", lang_value, n=event.position)
@@ -183,7 +195,7 @@ def build(ctx: UIContext) -> None:
                 unsaved_sessions(ctx)[session.id] = session
             else:
                 unsaved_sessions(ctx).pop(session.id, None)
-            idle.set()
+            turn_idle(request).set()
         yield view_of(session), session.id, status_line(ctx, session, lang_value, alt_label(session))
 
     def view_of(session: Session) -> list[dict[str, str]]:
@@ -219,10 +231,10 @@ def build(ctx: UIContext) -> None:
                 gr.Warning(exc.message)
                 yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
                 return
-        pending = {"role": "user", "content": escape_text(text)}
-        yield to_chatbot(session.messages) + [pending], "", session.id, gr.skip()
-        for view, new_id, line in stream_turn(session, lang_value, request, mode="send", user_text=text):
-            yield view, gr.skip(), new_id, line
+        echo = to_chatbot(session.messages) + [{"role": "user", "content": escape_text(text)}]
+        updates = stream_turn(session, lang_value, request, echo=echo, mode="send", user_text=text)
+        for i, (view, new_id, line) in enumerate(updates):
+            yield view, "" if i == 0 else gr.skip(), new_id, line  # the first update clears the box
 
     def on_mode(mode: str):
         def handler(session_id: str | None, lang_value: str | None, request: gr.Request):
