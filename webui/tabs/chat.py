@@ -16,12 +16,18 @@ from engine.errors import EngineError, NotFound
 from engine.prompt import greetings
 from engine.session_formats import Session
 
+from ..chatview import memoize
 from ..i18n import I18N, tr
 from ..markup import escape_text, unescape_text
 from ..streaming import run_ahead
 from .context import CUSTOM, UIContext
 
 UI_INTERVAL_S = 0.04  # at most 25 UI updates a second
+# Gradio re-processes the whole chat on every update, so an update costs more the longer the chat is.
+# The interval grows to UI_COST_RATIO times what the last updates cost, so the UI takes a bounded share
+# of the machine (and of the GIL the decode loop needs) however long the chat gets.
+UI_COST_RATIO = 6.0
+UI_MAX_INTERVAL_S = 0.5
 
 
 def to_chatbot(messages: list[Any]) -> list[dict[str, str]]:
@@ -113,6 +119,7 @@ def build(ctx: UIContext) -> None:
         elem_id="chatbot",
         latex_delimiters=[],
     )
+    memoize(chatbot)
     with gr.Row():
         message = gr.Textbox(
             label=I18N("chat.message"),
@@ -166,6 +173,7 @@ def build(ctx: UIContext) -> None:
         is evaluated."""
         turn = start_turn(session, request, **kw)
         last_ui, extra = 0.0, tr("status.generating", lang_value)
+        cost, interval = 0.0, UI_INTERVAL_S
         view = to_chatbot(session.messages) if echo is None else echo
         save_failed = False
         try:
@@ -180,11 +188,13 @@ def build(ctx: UIContext) -> None:
                     save_failed = True
                     gr.Warning(event.message)
                 elif isinstance(event, Delta):
-                    now = time.monotonic()
-                    if now - last_ui >= UI_INTERVAL_S:
-                        last_ui = now
+                    now = time.perf_counter()
+                    if now - last_ui >= interval:
                         view = view_of(session)
                         yield view, session.id, status_line(ctx, session, lang_value, extra)
+                        last_ui = time.perf_counter()
+                        cost = 0.7 * cost + 0.3 * (last_ui - now)  # Gradio's work on that update
+                        interval = min(UI_MAX_INTERVAL_S, max(UI_INTERVAL_S, UI_COST_RATIO * cost))
                 elif isinstance(event, Finished):
                     pass
         except EngineError as exc:
