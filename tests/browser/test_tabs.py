@@ -217,8 +217,8 @@ def test_gpu_tab_shows_cpu_and_draws_the_plot(chat: ChatPage) -> None:
 def test_switch_to_japanese(chat: ChatPage) -> None:
     chat.page.locator("#lang-switch label", has_text="日本語").click()
     chat.wait_for(lambda: chat.page.get_by_role("tab", name="チャット").count() == 1, "Japanese tab labels")
-    assert chat.page.locator("#send").inner_text().strip() == "送信"
-    assert chat.page.get_by_role("tab", name="履歴").count() == 1
+    chat.wait_for(lambda: chat.page.locator("#send").inner_text().strip() == "送信", "Japanese buttons")
+    chat.wait_for(lambda: chat.page.get_by_role("tab", name="履歴").count() == 1, "every tab in Japanese")
     chat.reload()  # the choice is remembered
     chat.wait_for(
         lambda: chat.page.locator("#send").inner_text().strip() == "送信", "Japanese after a reload"
