@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from starlette.requests import Request
 
@@ -99,49 +98,68 @@ async def cancel_on_disconnect(
         task.cancel()
 
 
-def run_ahead(events: Iterator[T], cancel: threading.Event) -> Iterator[T]:
-    """Start iterating `events` in a worker thread now, and return an iterator over what it produces.
+class RunAhead(Generic[T]):
+    """Iterate `events` in a worker thread from now on; the consumer takes what has piled up.
 
     Gradio resumes a generator handler only after it has sent the previous update, so the chat tab starts
     the turn with this before its first update (the user's message), and the prompt is evaluated while
-    that update travels. Closing the returned iterator (Stop, a closed tab) sets `cancel` and waits for the
-    worker, which ends within one token and closes `events` itself: the turn has saved when this returns.
+    that update travels. The consumer is woken only by an `urgent` item or the end, and otherwise takes
+    a batch when it wants one, so a stream of tokens costs no thread wake-up per token. `close()` (Stop,
+    a closed tab) sets `cancel` and waits for the worker, which ends within one token and closes `events`
+    itself: the turn has saved when it returns.
     """
-    items: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
-    def work() -> None:
+    def __init__(
+        self, events: Iterator[T], cancel: threading.Event, urgent: Callable[[T], bool] = lambda _: True
+    ) -> None:
+        self._events, self._cancel, self._urgent = events, cancel, urgent
+        self._items: list[T] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._finished = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="turn-ahead", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
         try:
-            for item in events:
-                items.put(item)
-                if cancel.is_set():
+            for item in self._events:
+                with self._lock:
+                    self._items.append(item)
+                if self._urgent(item):
+                    self._wake.set()
+                if self._cancel.is_set():
                     break
-        except BaseException as exc:  # re-raised in the consumer
-            items.put(_Raised(exc))
+        except BaseException as exc:  # raised in the consumer, after the items before it
+            self._error = exc
         finally:
-            close = getattr(events, "close", None)
+            close = getattr(self._events, "close", None)
             if close is not None:
                 close()
-            items.put(_END)
+            with self._lock:
+                self._finished = True
+            self._wake.set()
 
-    thread = threading.Thread(target=work, name="turn-ahead", daemon=True)
-    thread.start()
+    @property
+    def done(self) -> bool:
+        """The worker has ended, and every item (and its exception, if any) was taken."""
+        with self._lock:
+            return self._finished and not self._items and self._error is None
 
-    def consume() -> Iterator[T]:
-        try:
-            while (item := items.get()) is not _END:
-                if isinstance(item, _Raised):
-                    raise item.exc
-                yield item
-        finally:
-            if thread.is_alive():
-                cancel.set()
-                thread.join()
+    def take(self, timeout: float | None) -> list[T]:
+        """Wait up to `timeout` for an urgent item or the end, then return every item not taken yet.
+        The worker's exception, if any, is raised once its items are all taken."""
+        self._wake.wait(timeout)
+        self._wake.clear()
+        with self._lock:
+            items, self._items = self._items, []
+            finished = self._finished
+        if not items and finished and self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return items
 
-    return consume()
-
-
-class _Raised:
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._cancel.set()
+            self._thread.join()

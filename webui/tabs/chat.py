@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.backends.base import Delta, Finished
+from engine.backends.base import Delta
 from engine.chat import Notice, Queued
 from engine.conversation import new_session, run_turn
 from engine.errors import EngineError, NotFound
@@ -19,7 +19,7 @@ from engine.session_formats import Session
 from ..chatview import memoize
 from ..i18n import I18N, tr
 from ..markup import escape_text, unescape_text
-from ..streaming import run_ahead
+from ..streaming import RunAhead
 from .context import CUSTOM, UIContext
 
 UI_INTERVAL_S = 0.04  # at most 25 UI updates a second
@@ -156,11 +156,21 @@ def build(ctx: UIContext) -> None:
             flag.set()
         return flag
 
-    def start_turn(session: Session, request: gr.Request, **kw: Any) -> Iterator[Any]:
-        """Begin the turn at once, in the background (see streaming.run_ahead)."""
+    def start_turn(session: Session, request: gr.Request, **kw: Any) -> RunAhead[Any]:
+        """Begin the turn at once, in the background; the first text and every non-text event wake us."""
         cancel = ctx.cancel_flag(request, fresh=True)
         turn_idle(request).clear()
-        return run_ahead(run_turn(rt, session, cancel=cancel, **kw), cancel)
+        seen_text = False
+
+        def urgent(event: Any) -> bool:
+            nonlocal seen_text
+            if isinstance(event, Delta):
+                if seen_text:
+                    return False
+                seen_text = True
+            return True
+
+        return RunAhead(run_turn(rt, session, cancel=cancel, **kw), cancel, urgent)
 
     def stream_turn(
         session: Session,
@@ -169,38 +179,39 @@ def build(ctx: UIContext) -> None:
         echo: list[dict[str, str]] | None = None,
         **kw: Any,
     ) -> Iterator[Any]:
-        """The turn's UI updates, at most one per UI_INTERVAL_S; `echo` is shown first, while the prompt
-        is evaluated."""
+        """The turn's UI updates, at most one per `interval`; `echo` is shown first, while the prompt is
+        evaluated."""
         turn = start_turn(session, request, **kw)
-        last_ui, extra = 0.0, tr("status.generating", lang_value)
-        cost, interval = 0.0, UI_INTERVAL_S
-        view = to_chatbot(session.messages) if echo is None else echo
+        extra = tr("status.generating", lang_value)
+        last_ui, cost, interval = 0.0, 0.0, UI_INTERVAL_S
         save_failed = False
         try:
             if echo is not None:
                 yield echo, session.id, gr.skip()
-            for event in turn:
-                if isinstance(event, Queued):
-                    extra = "⏳ " + tr("status.waiting", lang_value, n=event.position)
+            pending = False  # text the page has not been sent yet
+            while not turn.done:
+                wait = max(0.0, last_ui + interval - time.perf_counter()) if pending else interval
+                for event in turn.take(wait):
+                    if isinstance(event, Queued):
+                        extra = "⏳ " + tr("status.waiting", lang_value, n=event.position)
+                        yield view_of(session), session.id, status_line(ctx, session, lang_value, extra)
+                        extra = tr("status.generating", lang_value)
+                    elif isinstance(event, Notice):
+                        save_failed = True
+                        gr.Warning(event.message)
+                    elif isinstance(event, Delta):
+                        pending = True
+                now = time.perf_counter()
+                if pending and now - last_ui >= interval:
+                    pending = False
                     yield view_of(session), session.id, status_line(ctx, session, lang_value, extra)
-                    extra = tr("status.generating", lang_value)
-                elif isinstance(event, Notice):
-                    save_failed = True
-                    gr.Warning(event.message)
-                elif isinstance(event, Delta):
-                    now = time.perf_counter()
-                    if now - last_ui >= interval:
-                        view = view_of(session)
-                        yield view, session.id, status_line(ctx, session, lang_value, extra)
-                        last_ui = time.perf_counter()
-                        cost = 0.7 * cost + 0.3 * (last_ui - now)  # Gradio's work on that update
-                        interval = min(UI_MAX_INTERVAL_S, max(UI_INTERVAL_S, UI_COST_RATIO * cost))
-                elif isinstance(event, Finished):
-                    pass
+                    last_ui = time.perf_counter()
+                    cost = 0.7 * cost + 0.3 * (last_ui - now)  # Gradio's work on that update
+                    interval = min(UI_MAX_INTERVAL_S, max(UI_INTERVAL_S, UI_COST_RATIO * cost))
         except EngineError as exc:
             gr.Warning(exc.message)
         finally:  # also when Stop cancels this event: the turn saves what it has; Stop's refresh reads it
-            turn.close()  # type: ignore[attr-defined]  # a generator
+            turn.close()
             if save_failed:  # keep the chat in memory until a later save succeeds
                 unsaved_sessions(ctx)[session.id] = session
             else:
