@@ -64,12 +64,21 @@ def validate_messages(messages: object) -> list[Message]:
 
 
 def fit_messages(
-    messages: list[Message], count: Callable[[list[Message]], int | None], budget: int
+    messages: list[Message],
+    count: Callable[[list[Message]], int | None],
+    budget: int,
+    *,
+    anchor: Message | None = None,
+    headroom: int = 0,
 ) -> tuple[list[Message], int]:
     """Drop the oldest turns until the prompt fits `budget` tokens.
 
     Leading system messages, the last user turn and everything after it (a post-history note, a reply
     being continued) are never dropped. Returns (messages, dropped count).
+
+    Dropping the fewest turns would move the start of the history on every turn, and the KV cache would
+    be re-evaluated in full each time. So a history that starts at `anchor` (where the last cut put it) is
+    kept while it fits, and a new cut frees `headroom` more tokens, which the next turns then fill.
     """
     if not messages:
         return messages, 0
@@ -84,23 +93,30 @@ def fit_messages(
     middle = messages[head:tail]
     kept = messages[tail:]
 
-    def fits(drop: int) -> bool:
+    def fits(drop: int, limit: int) -> bool:
         n = count(messages[:head] + middle[drop:] + kept)
-        return n is None or n <= budget
+        return n is None or n <= limit
 
-    if not middle or fits(0):
+    def fewest(limit: int) -> int:
+        lo, hi = 0, len(middle)  # the fewest drops that fit (fits() grows with drop)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if fits(mid, limit):
+                hi = mid
+            else:
+                lo = mid + 1
+        while lo < len(middle) and middle[lo]["role"] != "user":
+            lo += 1  # start the kept history on a user turn, as chat templates expect
+        return lo
+
+    if not middle or fits(0, budget):
         return messages, 0
-    lo, hi = 1, len(middle)  # find the fewest drops that fit (fits() grows with drop)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    drop = lo
-    # start the kept history on a user turn, as chat templates expect
-    while drop < len(middle) and middle[drop]["role"] != "user":
-        drop += 1
+    drop = fewest(budget)
+    later = [i for i in range(drop, len(middle)) if middle[i] == anchor] if anchor is not None else []
+    if later:
+        drop = later[0]
+    elif headroom > 0 and drop < len(middle) and fits(len(middle), budget - headroom):
+        drop = max(drop, fewest(budget - headroom))
     return messages[:head] + middle[drop:] + kept, drop
 
 
@@ -148,6 +164,7 @@ class Engine:
         self.queue = ModelQueue()
         self.chat_content = chat_content
         self._swap = threading.Lock()
+        self._cut_at: Message | None = None  # where the last fitted history started (see fit_messages)
 
     @property
     def ready(self) -> bool:
@@ -191,7 +208,10 @@ class Engine:
             dropped = 0
             if n_ctx:
                 budget = n_ctx - min(params.max_tokens, n_ctx // 2)
-                messages, dropped = fit_messages(messages, backend.count_tokens, budget)
+                messages, dropped = fit_messages(
+                    messages, backend.count_tokens, budget, anchor=self._cut_at, headroom=budget // 4
+                )
+                self._cut_at = next((m for m in messages if m["role"] != "system"), None) if dropped else None
             for event in backend.stream(messages, params, cancel):
                 if isinstance(event, Finished):
                     event.metrics.queue_ms = round(queue_ms, 1)

@@ -143,3 +143,37 @@ def test_result_fits_or_is_minimal(messages: list[Message], budget: int) -> None
     else:
         assert kept == messages
         assert count(messages) <= budget or not middle
+
+
+def test_a_growing_chat_keeps_its_cut_so_the_cache_prefix_holds() -> None:
+    """Turn after turn the kept history starts at the same message until the headroom is used up, and
+    every prompt fits."""
+    budget, starts, anchor = 200, [], None
+    history = [msg("system", 5, "sys")]
+    for i in range(40):
+        history += [msg("user", 10, f"u{i}")]
+        kept, dropped = fit_messages(history, count, budget, anchor=anchor, headroom=budget // 4)
+        assert count(kept) <= budget
+        assert kept[0] == history[0] and kept[-1] == history[-1]
+        anchor = kept[1] if dropped else None
+        if dropped:
+            assert kept[1]["role"] == "user"
+            starts.append(kept[1]["content"])
+        history += [msg("assistant", 10, f"a{i}")]
+    assert len(starts) > 20
+    assert len(set(starts)) <= len(starts) // 3  # a new cut at most every third turn
+
+
+def test_without_an_anchor_a_new_cut_frees_the_headroom() -> None:
+    messages = conversation(10)
+    budget = count(messages) - 20
+    kept, _ = fit_messages(messages, count, budget, headroom=60)
+    assert count(kept) <= budget - 60
+    tight, _ = fit_messages(messages, count, budget)
+    assert count(tight) > budget - 60
+
+
+def test_headroom_that_cannot_be_had_falls_back_to_the_fewest_drops() -> None:
+    messages = [msg("system", 5, "sys"), msg("user", 10, "u0"), msg("assistant", 10, "a0"), msg("user", 80)]
+    budget = count(messages) - 5
+    assert fit_messages(messages, count, budget, headroom=budget) == (fit_messages(messages, count, budget))

@@ -278,6 +278,31 @@ def test_context_fitting_drops_old_turns_and_still_answers(model_path: Path) -> 
         small.close()
 
 
+def test_a_chat_past_the_context_keeps_reusing_the_cache(model_path: Path) -> None:
+    """Once old turns are dropped, the next turns keep the same start, so only their new tokens are
+    evaluated, instead of the whole window on every turn."""
+    n_ctx, max_tokens = 384, 8  # not a multiple of 256: llama.cpp pads it, the usable window is 384
+    small = make_engine(model_path, n_ctx)
+    try:
+        history: list[Message] = [{"role": "system", "content": "You are a helpful assistant."}]
+        evaluated, dropped = [], []
+        for i in range(20):
+            history.append({"role": "user", "content": f"Fact {i} about the sea, in a few words please."})
+            text, _, done = run(small, history, params(max_tokens=max_tokens))
+            history.append({"role": "assistant", "content": text})
+            evaluated.append(done.metrics.prompt_eval_tokens)
+            dropped.append(done.metrics.dropped_messages)
+            assert done.metrics.prompt_tokens is not None and done.metrics.prompt_tokens <= n_ctx - max_tokens
+        cut = [i for i, d in enumerate(dropped) if d]
+        assert len(cut) >= 4, dropped  # the chat did outgrow the window
+        reused = [i for i in cut[1:] if dropped[i] == dropped[i - 1]]  # the same start as the turn before
+        assert reused, dropped
+        for i in reused:
+            assert evaluated[i] is not None and evaluated[i] < 60, (i, evaluated, dropped)
+    finally:
+        small.close()
+
+
 def test_prompt_that_cannot_fit_is_a_clear_error(model_path: Path) -> None:
     small = make_engine(model_path, 256)
     try:

@@ -162,7 +162,9 @@ class LlamaCppBackend:
         return {"ok": True}
 
     def context_size(self) -> int:
-        return int(self.llm.n_ctx())
+        # llama.cpp rounds n_ctx up (to a multiple of 256) but the Llama object keeps the configured size
+        # for its token buffer, which _sync_llama fills: the configured size is the usable window.
+        return min(int(self.llm.n_ctx()), len(self.llm.input_ids))
 
     def render(self, messages: list[Message]) -> tuple[list[int], list[str]]:
         """Prompt tokens and template stop strings for `messages`.
