@@ -22,7 +22,7 @@ from ..markup import escape_text, unescape_text
 from ..streaming import RunAhead
 from .context import CUSTOM, UIContext
 
-UI_INTERVAL_S = 0.04  # at most 25 UI updates a second
+UI_INTERVAL_S = 0.06  # at most about 16 UI updates a second
 # Gradio re-processes the whole chat on every update, so an update costs more the longer the chat is.
 # The interval grows to UI_COST_RATIO times what the last updates cost, so the UI takes a bounded share
 # of the machine (and of the GIL the decode loop needs) however long the chat gets.
