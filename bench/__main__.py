@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             results["multi_turn"] = runners.multi_turn(bench, short)
         if "long_chat" in only:
             log("long chat: server CPU per reply at 2 and 200 messages")
-            results["long_chat"] = runners.long_chat(bench, short)
+            results["long_chat"] = runners.long_chat(bench, 64)  # long enough to see the UI's cost
         if "concurrency" in only:
             log("concurrency: 1, 2, 4, 8 clients")
             results["concurrency"] = runners.concurrency(bench, short)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = report.summarise(results)
     md = report.write(args.out, results, summary)
     print(md.read_text())
-    log(f"wrote {md} and latest.json")
+    log(f"wrote {md} and {md.with_suffix('.json').name}")
     failed = [c for c in summary["checks"] if c["status"] == "FAIL"]
     if args.check and failed:
         for c in failed:

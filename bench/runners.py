@@ -272,7 +272,7 @@ def long_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
     assert b.ours is not None
     p = params(max_tokens)
     out: dict[str, Any] = {}
-    reps = 1 if b.opts.quick else 3
+    reps = 2 if b.opts.quick else 3
     for k, n in enumerate((2, 200)):
         history: list[Message] = []
         # short messages: the UI's cost grows with their count, the model's with their tokens
