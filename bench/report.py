@@ -260,7 +260,7 @@ def checks(summary: dict[str, Any]) -> list[Check]:
         # chat against a 2-message one. Per second, not per reply: a long chat decodes more slowly, so its
         # replies last longer. The update interval grows with what an update costs, which bounds this.
         a, b = lc["2"].get("ui_cpu_share"), lc["200"].get("ui_cpu_share")
-        grow = None if a is None or b is None else round(max(b, 0.5) / max(a, 0.5), 2)
+        grow = None if a is None or b is None else round(max(b, 1.0) / max(a, 1.0), 2)  # < 1%: noise
         out.append(Check("UI CPU per second of reply, 200-message / 2-message chat", grow, 2.0, False))
     return out
 

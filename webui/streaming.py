@@ -46,10 +46,8 @@ async def run_stream(
 
     def work() -> None:
         try:
-            for item in make(cancel):
+            for item in make(cancel):  # ends within one token of `cancel`, having saved what it has
                 put(item)
-                if cancel.is_set():
-                    break
         except BaseException as exc:  # delivered to the consumer, which turns it into an error event
             put(exc)
         finally:
@@ -105,8 +103,9 @@ class RunAhead(Generic[T]):
     the turn with this before its first update (the user's message), and the prompt is evaluated while
     that update travels. The consumer is woken only by an `urgent` item or the end, and otherwise takes
     a batch when it wants one, so a stream of tokens costs no thread wake-up per token. `close()` (Stop,
-    a closed tab) sets `cancel` and waits for the worker, which ends within one token and closes `events`
-    itself: the turn has saved when it returns.
+    a closed tab) sets `cancel` and waits for the worker; `events` must end within one token once `cancel`
+    is set (a turn does, and saves what it has), and the worker closes it: the turn has saved when this
+    returns.
     """
 
     def __init__(
@@ -128,8 +127,8 @@ class RunAhead(Generic[T]):
                     self._items.append(item)
                 if self._urgent(item):
                     self._wake.set()
-                if self._cancel.is_set():
-                    break
+                # No break on cancel: the turn ends itself within one token, and what it yields then
+                # (the cancelled reply's metrics) must still be saved.
         except BaseException as exc:  # raised in the consumer, after the items before it
             self._error = exc
         finally:

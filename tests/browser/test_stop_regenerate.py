@@ -91,3 +91,17 @@ def test_continue_a_stopped_reply_then_delete_the_exchange(chat: ChatPage) -> No
     chat.click("delete-last")
     chat.wait_for(lambda: chat.users() == [] and chat.bots() == [], "the exchange to disappear")
     assert chat.stored(doc["id"])["messages"] == []
+
+
+def test_text_typed_while_a_reply_streams_stays_in_the_box(chat: ChatPage) -> None:
+    """Users write their next message while the reply streams: no update, nor the end, may wipe it."""
+    chat.record_states()
+    chat.type_and_enter(LONG)
+    chat.wait_for(lambda: chat.page.locator("#message textarea").input_value() == "", "the box to clear")
+    chat.wait_for(lambda: len([s for s in chat.states() if s]) >= 2, "the reply to start streaming")
+    box = chat.page.locator("#message textarea")
+    box.press_sequentially("next question", delay=20)
+    doc = chat.wait_idle(lambda d: d["messages"][-1]["role"] == "assistant" and not chat.busy())
+    assert doc["messages"][-1]["content"]
+    chat.wait_for(lambda: not chat.busy(), "the turn to end")
+    assert box.input_value() == "next question"
