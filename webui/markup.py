@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 import re
 
+import gradio as gr
+
 # fenced blocks (an unclosed fence runs to the end, as Markdown renders it) and inline code spans
 _CODE = re.compile(
     r"(^[ \t]*(`{3,}|~{3,})[^\n]*\n.*?(?:^[ \t]*\2[ \t]*$|\Z)"  # a fence, to its closing fence or the end
@@ -54,3 +56,14 @@ def plain(text: object) -> str:
     """Text for a toast (gr.Info / gr.Warning), which Gradio renders as HTML: a title from an imported file
     must show as text, not become an element."""
     return html.escape(str(text), quote=False)
+
+
+def notify(message: object) -> None:
+    """gr.Info, shown as text. Every toast goes through here or `warn`: titles, names and error messages
+    come from users' files."""
+    gr.Info(plain(message))
+
+
+def warn(message: object) -> None:
+    """gr.Warning, shown as text (see `notify`)."""
+    gr.Warning(plain(message))

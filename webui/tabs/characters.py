@@ -23,7 +23,7 @@ from engine.prompt import assemble, greetings
 
 from .. import i18n
 from ..i18n import I18N, i18n_label, tr
-from ..markup import plain
+from ..markup import notify, warn
 from .chat import load_session, status_line
 from .context import CUSTOM, UIContext
 
@@ -314,7 +314,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             items.append((str(avatar) if avatar else placeholder(c.name), c.display_name))
             found.append(c.name)
         for problem in store.problems:
-            gr.Warning(problem)
+            warn(problem)
         index = found.index(selected) if selected in found else None
         return gr.update(value=items, selected_index=index), found
 
@@ -332,7 +332,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             json_path.write_bytes(store.export_card_json(name))
             png_path.write_bytes(store.export_card_png(name))
         except (EngineError, OSError) as exc:
-            gr.Warning(getattr(exc, "message", str(exc)))
+            warn(getattr(exc, "message", str(exc)))
             return off, off
         return gr.update(value=str(json_path), interactive=True), gr.update(
             value=str(png_path), interactive=True
@@ -433,7 +433,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         name = name_list[evt.index] if isinstance(evt.index, int) and evt.index < len(name_list) else None
         character = base_of(name)
         if character is None:
-            gr.Warning(tr("ch.pick", lang_value))
+            warn(tr("ch.pick", lang_value))
             return tuple(gr.skip() for _ in range(len(FORM_FIELDS) + 7))
         return show(character, lang_value, test_text)
 
@@ -448,9 +448,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
                 raise InvalidInput(tr("ch.exists", lang_value, name=character.name))
             store.save(character)
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
             return tuple(gr.skip() for _ in range(8))
-        gr.Info(tr("ch.saved", lang_value, title=plain(character.display_name)))
+        notify(tr("ch.saved", lang_value, title=character.display_name))
         return (
             character.name,
             character.name,  # the name field, unchanged
@@ -469,9 +469,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             character = character.model_copy(update={"name": name})
             store.save(character)
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
             return tuple(gr.skip() for _ in range(8))
-        gr.Info(tr("ch.saved", lang_value, title=plain(character.display_name)))
+        notify(tr("ch.saved", lang_value, title=character.display_name))
         return (
             name,
             name,
@@ -482,13 +482,13 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         )
 
     def on_revert(current: str | None, test_text: str, lang_value: str | None):
-        gr.Info(tr("ch.reverted", lang_value))
+        notify(tr("ch.reverted", lang_value))
         return show(base_of(current), lang_value, test_text)
 
     def on_ask_delete(current: str | None, lang_value: str | None):
         character = base_of(current)
         if character is None:
-            gr.Warning(tr("ch.pick", lang_value))
+            warn(tr("ch.pick", lang_value))
             return gr.skip(), gr.skip()
         text = tr("ch.confirm", lang_value, title=md_text(character.display_name), name=character.name)
         if store.is_shipped(character.name):
@@ -502,9 +502,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
                 raise InvalidInput(tr("ch.pick", lang_value))
             store.delete(character.name)
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
             return tuple(gr.skip() for _ in range(len(FORM_FIELDS) + 10))
-        gr.Info(tr("ch.deleted", lang_value, title=plain(character.display_name)))
+        notify(tr("ch.deleted", lang_value, title=character.display_name))
         rest = [c.name for c in store.list()]
         return (
             *show(base_of(rest[0] if rest else None), lang_value, test_text),
@@ -519,12 +519,12 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             data = Path(path).read_bytes()
             character = store.import_bytes(Path(path).name, data)
         except OSError:
-            gr.Warning(tr("ch.no_file", lang_value))
+            warn(tr("ch.no_file", lang_value))
             return (None, *(gr.skip() for _ in range(len(FORM_FIELDS) + 10)))
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
             return (None, *(gr.skip() for _ in range(len(FORM_FIELDS) + 10)))
-        gr.Info(tr("ch.imported", lang_value, title=plain(character.display_name), name=character.name))
+        notify(tr("ch.imported", lang_value, title=character.display_name, name=character.name))
         return (
             None,
             *show(character, lang_value, test_text),
@@ -557,7 +557,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
                     break
             yield text
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
             yield gr.skip()
 
     def on_stop(request: gr.Request) -> None:
@@ -573,11 +573,11 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             try:
                 ctx.rt.sessions.save(session)
             except EngineError as exc:
-                gr.Warning(exc.message)
+                warn(exc.message)
                 return text, gr.skip()
-            gr.Info(tr("ch.custom_applied", lang_value, title=plain(session.title or session.id)))
+            notify(tr("ch.custom_applied", lang_value, title=session.title or session.id))
             return text, status_line(ctx, session, lang_value)
-        gr.Info(tr("ch.custom_saved", lang_value))
+        notify(tr("ch.custom_saved", lang_value))
         return text, gr.skip()
 
     shown_outs = [*fields, loaded, header, export_json, export_png, confirm_row, preview, tokens]

@@ -18,7 +18,7 @@ from engine.session_formats import Session
 
 from ..chatview import memoize
 from ..i18n import I18N, tr
-from ..markup import escape_text, unescape_text
+from ..markup import escape_text, unescape_text, warn
 from ..streaming import RunAhead
 from .context import CUSTOM, UIContext
 
@@ -198,7 +198,7 @@ def build(ctx: UIContext) -> None:
                         extra = tr("status.generating", lang_value)
                     elif isinstance(event, Notice):
                         save_failed = True
-                        gr.Warning(event.message)
+                        warn(event.message)
                     elif isinstance(event, Delta):
                         pending = True
                 now = time.perf_counter()
@@ -209,7 +209,7 @@ def build(ctx: UIContext) -> None:
                     cost = 0.7 * cost + 0.3 * (last_ui - now)  # Gradio's work on that update
                     interval = min(UI_MAX_INTERVAL_S, max(UI_INTERVAL_S, UI_COST_RATIO * cost))
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
         finally:  # also when Stop cancels this event: the turn saves what it has; Stop's refresh reads it
             turn.close()
             if save_failed:  # keep the chat in memory until a later save succeeds
@@ -249,7 +249,7 @@ def build(ctx: UIContext) -> None:
                     system_prompt=(custom_prompt or None) if is_custom else None,
                 )
             except EngineError as exc:
-                gr.Warning(exc.message)
+                warn(exc.message)
                 yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
                 return
         echo = to_chatbot(session.messages) + [{"role": "user", "content": escape_text(text)}]
@@ -261,7 +261,7 @@ def build(ctx: UIContext) -> None:
         def handler(session_id: str | None, lang_value: str | None, request: gr.Request):
             session = load_session(ctx, session_id)
             if session is None or not session.messages or session.messages[-1].role != "assistant":
-                gr.Warning(tr(f"chat.nothing_to_{mode}", lang_value))
+                warn(tr(f"chat.nothing_to_{mode}", lang_value))
                 yield gr.skip(), gr.skip(), gr.skip()
                 return
             yield from stream_turn(session, lang_value, request, mode=mode)

@@ -17,6 +17,7 @@ from engine.sysinfo import process_memory
 
 from .. import i18n
 from ..i18n import I18N, tr
+from ..markup import warn
 from .chat import load_session, status_line
 from .context import UIContext
 
@@ -363,7 +364,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
 
     def load(name, ngl, ctx_len, fa, ck, cv, session_id, lang_value):
         if not name:
-            gr.Warning(tr("gpu.pick", lang_value))
+            warn(tr("gpu.pick", lang_value))
             yield gr.skip(), gr.skip(), gr.skip()
             return
         yield tr("gpu.loading", lang_value, name=name), gr.skip(), gr.skip()
@@ -378,7 +379,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         try:
             info = rt.switch_model(name, **overrides)
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
             yield tr("gpu.failed", lang_value, message=exc.message), gr.skip(), gr.skip()
             return
         mem = process_memory()

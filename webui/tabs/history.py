@@ -13,7 +13,7 @@ from engine.session_formats import Session
 
 from .. import i18n
 from ..i18n import I18N, i18n_label, tr
-from ..markup import plain
+from ..markup import notify, warn
 from .chat import greeting_view, load_session, status_line, to_chatbot
 from .context import CUSTOM, UIContext
 
@@ -193,7 +193,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         """Table value, ids, summary line, and the selection's info and downloads."""
         summaries = store.list(q or "")
         for problem in store.pop_problems():
-            gr.Warning(problem)
+            warn(problem)
         headers = [tr(f"hi.col.{c}", lang_value) for c in ("title", "updated", "messages", "id")]
         rows = [
             [s.title or tr("hi.untitled", lang_value), s.updated_at[:16].replace("T", " "), s.messages, s.id]
@@ -222,7 +222,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         try:
             json_path, md_path = export_files(ctx, session.id)
         except (EngineError, OSError) as exc:
-            gr.Warning(getattr(exc, "message", str(exc)))
+            warn(getattr(exc, "message", str(exc)))
             return None, tr("hi.pick", lang_value), "", off, off, None
         title = session.title or tr("hi.untitled", lang_value)
         text = tr("hi.selected", lang_value, title=md_text(title), n=len(session.messages), id=session.id)
@@ -243,15 +243,15 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     def open_chat(session_id: str | None, lang_value: str | None):
         session = load_session(ctx, session_id)
         if session is None:
-            gr.Warning(tr("hi.select_first", lang_value))
+            warn(tr("hi.select_first", lang_value))
             return [gr.skip()] * 5
-        gr.Info(tr("hi.opened", lang_value, title=plain(session.title or session.id)))
+        notify(tr("hi.opened", lang_value, title=session.title or session.id))
         return (*chat_view(ctx, session, lang_value), gr.Tabs(selected="chat"))
 
     def ask_delete(session_id: str | None, lang_value: str | None):
         session = load_session(ctx, session_id)
         if session is None:
-            gr.Warning(tr("hi.select_first", lang_value))
+            warn(tr("hi.select_first", lang_value))
             return gr.skip(), gr.skip()
         title = md_text(session.title or tr("hi.untitled", lang_value))
         text = tr("hi.confirm", lang_value, title=title, n=len(session.messages), id=session.id)
@@ -264,9 +264,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
                 raise EngineError(tr("hi.select_first", lang_value))
             store.delete(session.id)
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
             return [gr.skip()] * 14
-        gr.Info(tr("hi.deleted", lang_value, title=plain(session.title or session.id)))
+        notify(tr("hi.deleted", lang_value, title=session.title or session.id))
         chat = chat_view(ctx, None, lang_value) if current_chat == session.id else [gr.skip()] * 4
         return (gr.update(visible=False), *listing(q, None, lang_value), *chat)
 
@@ -276,9 +276,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
                 raise EngineError(tr("hi.select_first", lang_value))
             session = store.rename(session_id, title)
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
             return [gr.skip()] * 9
-        gr.Info(tr("hi.renamed", lang_value, title=plain(session.title)))
+        notify(tr("hi.renamed", lang_value, title=session.title))
         return listing(q, session.id, lang_value)
 
     def duplicate(session_id: str | None, keep: float | None, q: str, lang_value: str | None):
@@ -287,9 +287,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
                 raise EngineError(tr("hi.select_first", lang_value))
             copy = store.duplicate(session_id, None if keep is None else int(keep))
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
             return [gr.skip()] * 9
-        gr.Info(tr("hi.duplicated", lang_value, title=plain(copy.title)))
+        notify(tr("hi.duplicated", lang_value, title=copy.title))
         return listing(q, copy.id, lang_value)
 
     def import_file(data: bytes | None, q: str, lang_value: str | None):
@@ -298,10 +298,10 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
                 raise EngineError(tr("hi.empty", lang_value))
             session = store.import_bytes(data)
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
             return [gr.skip()] * 9
-        title = plain(session.title or session.id)
-        gr.Info(tr("hi.imported", lang_value, title=title, n=len(session.messages)))
+        title = session.title or session.id
+        notify(tr("hi.imported", lang_value, title=title, n=len(session.messages)))
         return listing("", session.id, lang_value)
 
     list_outs = [table, ids, summary, selected, info, title_box, dl_json, dl_md, upto]

@@ -18,7 +18,7 @@ from engine.session_formats import Session
 
 from .. import i18n
 from ..i18n import I18N, tr
-from ..markup import plain
+from ..markup import notify, warn
 from .chat import load_session, status_line, to_chatbot
 from .context import CUSTOM, UIContext
 
@@ -305,10 +305,10 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
                 {**defaults.model_dump(), **char_sampling, **(session.params if session else {})}
             )
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
             values = defaults
         for problem in store.pop_problems():
-            gr.Warning(problem)
+            warn(problem)
         return (
             *to_ui(values),
             target_text(session, char_name, lang_value),
@@ -331,11 +331,11 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             else:
                 session.params = overrides
                 rt.sessions.save(session)
-                note = tr("sp.applied", lang_value, title=plain(session.title or session.id))
+                note = tr("sp.applied", lang_value, title=session.title or session.id)
         except EngineError as exc:
-            gr.Warning(invalid_message(exc, lang_value))
+            warn(invalid_message(exc, lang_value))
             return [gr.skip()] * 6
-        gr.Info(note)
+        notify(note)
         return (
             target_text(session, char_name, lang_value),
             sources_table(char_sampling, session, lang_value),
@@ -350,14 +350,14 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         try:
             values = parse_params({**defaults.model_dump(), **char_sampling, **store.get(name or "")})
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
             return [gr.skip()] * len(PARAM_NAMES)
-        gr.Info(tr("sp.loaded", lang_value, name=name))
+        notify(tr("sp.loaded", lang_value, name=name))
         return to_ui(values)
 
     def reset(session_id: str | None, char_name: str | None, lang_value: str | None):
         _, char_sampling = context_of(session_id, char_name)
-        gr.Info(tr("sp.reset_done", lang_value))
+        notify(tr("sp.reset_done", lang_value))
         return to_ui(parse_params({**defaults.model_dump(), **char_sampling}))
 
     def save_as(*args: Any):
@@ -365,21 +365,21 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         try:
             saved = store.save(name, parse_params(from_ui(values)).model_dump())
         except EngineError as exc:
-            gr.Warning(invalid_message(exc, lang_value))
+            warn(invalid_message(exc, lang_value))
             return gr.skip(), gr.skip()
-        gr.Info(tr("sp.saved_preset", lang_value, name=saved))
+        notify(tr("sp.saved_preset", lang_value, name=saved))
         return gr.update(choices=store.names(), value=saved), ""
 
     def delete(name: str | None, lang_value: str | None):
         if name and store.is_builtin(name):
-            gr.Warning(tr("sp.builtin", lang_value, name=name))
+            warn(tr("sp.builtin", lang_value, name=name))
             return gr.skip()
         try:
             store.delete(name or "")
         except EngineError as exc:
-            gr.Warning(exc.message)
+            warn(exc.message)
             return gr.skip()
-        gr.Info(tr("sp.deleted_preset", lang_value, name=name))
+        notify(tr("sp.deleted_preset", lang_value, name=name))
         return gr.update(choices=store.names(), value="Balanced")
 
     def pick_example(key: str | None):
