@@ -112,9 +112,9 @@ def fit_messages(
     if not middle or fits(0, budget):
         return messages, 0
     drop = fewest(budget)
-    later = [i for i in range(drop, len(middle)) if middle[i] == anchor] if anchor is not None else []
-    if later:
-        drop = later[0]
+    kept_start = next((i for i in range(drop, len(middle)) if middle[i] == anchor), None) if anchor else None
+    if kept_start is not None:
+        drop = kept_start
     elif headroom > 0 and drop < len(middle) and fits(len(middle), budget - headroom):
         drop = max(drop, fewest(budget - headroom))
     return messages[:head] + middle[drop:] + kept, drop
