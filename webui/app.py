@@ -101,6 +101,11 @@ class BodyLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
+        # no route has control characters in its path: refuse them, never redirect
+        if any(c < " " or c == "\x7f" for c in path):
+            response = error_response(Request(scope), 400, "invalid_request_error", "Invalid path.")
+            await response(scope, receive, send)
+            return
         if not (path.startswith("/api/") or path.startswith("/v1/")):
             await self.app(scope, receive, send)
             return
