@@ -31,6 +31,7 @@ from ..config import ModelSettings
 from ..errors import EngineError, InvalidInput, ModelUnavailable
 from ..params import SamplingParams
 from .base import Delta, Event, Finished, Message, Metrics
+from .repack import model_params_patch, repack_allowed
 
 log = logging.getLogger("engine.llama_cpp")
 
@@ -83,25 +84,11 @@ class LlamaCppBackend:
                 "or set gpu.required: false."
             )
         threads = settings.n_threads or os.cpu_count() or 1
+        self.repack, self.repack_reason = repack_allowed(settings.repack)
         started = time.perf_counter()
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(self.path),
-                n_ctx=settings.n_ctx,
-                n_gpu_layers=settings.n_gpu_layers,
-                n_batch=settings.n_batch,
-                n_ubatch=settings.n_batch,
-                n_threads=threads,
-                n_threads_batch=threads,
-                use_mmap=settings.use_mmap,
-                use_mlock=settings.use_mlock,
-                flash_attn=settings.flash_attn,
-                type_k=_GGML_TYPES.get(settings.cache_type_k),
-                type_v=_GGML_TYPES.get(settings.cache_type_v),
-                seed=settings.seed if settings.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED,
-                chat_format=settings.chat_format,
-                verbose=False,
-            )
+            with model_params_patch(llama_cpp, use_extra_bufts=self.repack):
+                self.llm = self._load(llama_cpp, settings, threads)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelUnavailable(
                 f"Could not load model {self.path.name}: {exc}. Is it a valid GGUF file for this "
@@ -119,13 +106,34 @@ class LlamaCppBackend:
         self._one_batch = llama_cpp.llama_batch_get_one(self._one, 1)
         self._worker = _DecodeThread(f"llama-decode-{self.path.stem[:24]}")
         log.info(
-            "loaded %s in %.2fs (n_ctx=%d, n_gpu_layers=%d, threads=%d, gpu_offload=%s)",
+            "loaded %s in %.2fs (n_ctx=%d, n_gpu_layers=%d, threads=%d, gpu_offload=%s, repack=%s: %s)",
             self.path.name,
             self.load_s,
             settings.n_ctx,
             settings.n_gpu_layers,
             threads,
             self.gpu_offload,
+            self.repack,
+            self.repack_reason,
+        )
+
+    def _load(self, llama_cpp: Any, settings: ModelSettings, threads: int) -> Any:
+        return llama_cpp.Llama(
+            model_path=str(self.path),
+            n_ctx=settings.n_ctx,
+            n_gpu_layers=settings.n_gpu_layers,
+            n_batch=settings.n_batch,
+            n_ubatch=settings.n_batch,
+            n_threads=threads,
+            n_threads_batch=threads,
+            use_mmap=settings.use_mmap,
+            use_mlock=settings.use_mlock,
+            flash_attn=settings.flash_attn,
+            type_k=_GGML_TYPES.get(settings.cache_type_k),
+            type_v=_GGML_TYPES.get(settings.cache_type_v),
+            seed=settings.seed if settings.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED,
+            chat_format=settings.chat_format,
+            verbose=False,
         )
 
     def _make_formatter(self) -> Any:
@@ -155,6 +163,7 @@ class LlamaCppBackend:
             "n_gpu_layers": self.settings.n_gpu_layers,
             "n_layers": int(meta.get(f"{meta.get('general.architecture')}.block_count", 0)) or None,
             "gpu_offload": self.gpu_offload,
+            "repack": self.repack,
             "load_s": round(self.load_s, 3),
         }
 
