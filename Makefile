@@ -28,7 +28,7 @@ test: setup
 	$(BIN)/mypy engine
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-setup: $(VENV)/.installed $(MODEL)
+setup: $(VENV)/.installed $(MODEL) $(VENV)/.selfcheck
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -37,6 +37,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q --upgrade pip
 	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) CMAKE_ARGS="$(CMAKE_ARGS_LLAMA)" \
 	  $(BIN)/pip install -q -r requirements-dev.txt
+	@touch $@
+
+# Decode a few tokens in a worker process: prints llama.cpp's CPU features and whether weight repacking
+# is safe here (it crashes on Intel AMX Xeons); a crash is remembered, so the server starts in safe mode.
+$(VENV)/.selfcheck: $(VENV)/.installed | $(MODEL)
+	$(BIN)/python -m engine.backends.selfcheck $(MODEL)
 	@touch $@
 
 $(MODEL): | $(VENV)/.installed

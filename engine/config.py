@@ -62,6 +62,14 @@ class GpuSettings(_Section):
     required: bool = Field(False, description="Refuse to run unless the model is offloaded to a GPU.")
 
 
+class WorkerSettings(_Section):
+    """How the server supervises the model worker process."""
+
+    max_crashes: int = Field(5, ge=1, le=10_000, description="Stop restarting after this many crashes ...")
+    crash_window_s: float = Field(120, gt=0, le=86_400, description="... within this many seconds.")
+    max_backoff_s: float = Field(8, ge=0, le=600, description="Longest wait before a restart (it doubles).")
+
+
 class BackendSettings(_Section):
     kind: Literal["llama_cpp", "openai"] = "llama_cpp"
     url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (kind: openai).")
@@ -88,6 +96,7 @@ class Settings(_Section):
     chat: ChatSettings = Field(default_factory=ChatSettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     backend: BackendSettings = Field(default_factory=BackendSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     data_dir: str = "data"

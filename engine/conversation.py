@@ -12,7 +12,7 @@ from typing import Any, Literal
 from .backends.base import Delta, Finished, Message
 from .characters import Character
 from .chat import Notice, StreamEvent
-from .errors import InvalidInput, StorageError
+from .errors import BackendError, InvalidInput, StorageError
 from .prompt import assemble, greetings
 from .runtime import Runtime
 from .session_formats import ChatMessage, ModelInfo, Session, now_iso
@@ -109,6 +109,7 @@ def run_turn(
             prefix = reply.content
             history = [*history, ChatMessage(role="assistant", content=prefix, time=reply.time)]
     messages = prompt_messages(rt, session, history)
+    reply.interrupted = None
     reply.stopped = True  # until the turn completes, what is on disk is partial
     yield from _save(rt, session)
     reply.stopped = False
@@ -132,6 +133,9 @@ def run_turn(
                 _finish(session, reply, text, stopped=reason == "cancelled" or cancel.is_set(), mode=mode)
                 yield from _save(rt, session, allow_shrink=True)
             yield event
+    except BackendError as exc:  # the model process crashed: the reply so far is kept, flagged
+        reply.interrupted = exc.message
+        raise
     finally:
         if not completed:  # an error or a client that went away: keep what was generated
             _finish(session, reply, text, stopped=True, mode=mode)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import threading
 import time
@@ -194,16 +195,19 @@ def _in_container() -> bool:
 
 @functools.cache
 def _cuda_build_flag() -> bool | None:
-    """Whether the installed llama.cpp can offload to a GPU; None when llama_cpp is not importable.
+    """Whether the installed llama.cpp can offload to a GPU; None when llama_cpp is not installed.
 
-    Imported here, lazily, so that a process that never asks does not need llama_cpp.
+    Read from the GPU backend libraries the build installed, without importing llama_cpp: the server
+    process never loads libllama (the model runs in a worker process).
     """
-    try:
-        import llama_cpp
-
-        return bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
         return None
+    folders = [Path(p) / "lib" for p in spec.submodule_search_locations]
+    gpu_libs = ("ggml-cuda", "ggml-hip", "ggml-vulkan", "ggml-metal", "ggml-sycl")
+    return any(
+        lib in f.name for folder in folders if folder.is_dir() for f in folder.iterdir() for lib in gpu_libs
+    )
 
 
 class GpuHistory:

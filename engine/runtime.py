@@ -34,10 +34,16 @@ def build_backend(settings: Settings, model: ModelSettings | None = None) -> Bac
         return OpenAIBackend(
             settings.backend.url, api_key=settings.backend.api_key, model=settings.backend.model
         )
-    from .backends.llama_cpp import LlamaCppBackend
+    from .backends.worker_client import WorkerBackend
 
     model = model or settings.model
-    return LlamaCppBackend(model, settings.resolve(model.path), gpu_required=settings.gpu.required)
+    return WorkerBackend(
+        model,
+        settings.resolve(model.path),
+        gpu_required=settings.gpu.required,
+        data_dir=settings.data_path,
+        policy=settings.worker,
+    )
 
 
 class Runtime:
@@ -120,19 +126,27 @@ class Runtime:
             base.update(character.sampling)
         if overrides:
             base.update(overrides)
-        return parse_params(base)
+        params = parse_params(base)
+        check = getattr(self.engine.backend, "check_grammar", None)
+        if params.grammar and check is not None:
+            check(params.grammar)  # llama.cpp's own parser, in the worker: a bad grammar is a 400 here
+        return params
 
     def model_info(self) -> dict[str, Any]:
         backend = self.engine.backend
         if backend is None:
             return {"loaded": False, "error": self.engine.load_error, "path": self.settings.model.path}
-        return {"loaded": True, **backend.model_info()}
+        info = {"loaded": True, **backend.model_info()}
+        worker_status = getattr(backend, "worker_status", None)
+        if worker_status is not None:
+            info["worker"] = worker_status()
+        return info
 
     def health(self) -> dict[str, Any]:
         backend = self.engine.backend
         remote = backend.health() if backend is not None else {"ok": False, "error": self.engine.load_error}
         ok = backend is not None and bool(remote.get("ok"))
-        return {
+        out: dict[str, Any] = {
             "status": "ok" if ok else "degraded",
             "model": self.model_info(),
             "backend": self.settings.backend.kind,
@@ -141,6 +155,12 @@ class Runtime:
             "queue": len(self.engine.queue),
             "uptime_s": round(time.time() - self.started_at, 1),
         }
+        worker = out["model"].pop("worker", None)
+        if worker is not None:
+            out["worker"] = worker
+            if not ok and worker.get("reason"):
+                out["reason"] = worker["reason"]
+        return out
 
     def close(self) -> None:
         self.engine.close()

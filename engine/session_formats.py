@@ -118,6 +118,7 @@ class ChatMessage(_Strict):
     alternatives: list[Alternative] = Field(default_factory=list)
     selected: int = 0
     stopped: bool = False  # a partial reply: the user pressed Stop or the client went away
+    interrupted: str | None = None  # why a fault cut the reply short (the model process crashed)
     greeting: bool = False  # the character's opening message
 
     @model_validator(mode="after")
@@ -375,6 +376,8 @@ def to_markdown(session: Session) -> str:
         if m.greeting:
             head += " · greeting"
         lines += ["", head, "", m.content]
-        if m.stopped:
+        if m.interrupted:
+            lines += ["", f"_(interrupted: {m.interrupted})_"]
+        elif m.stopped:
             lines += ["", "_(stopped)_"]
     return "\n".join(lines) + "\n"

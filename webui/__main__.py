@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import signal
 import sys
 
 from engine.errors import ConfigError
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(settings, warnings=warnings)
     print(f"Serving the chat UI at http://{host}:{settings.server.port}", flush=True)
+    # uvicorn shuts down in order on SIGTERM (the lifespan closes the model worker), then re-raises the
+    # signal; this handler turns that into a clean exit 0 instead of death by SIGTERM.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(app, host=host, port=settings.server.port, log_level="warning", timeout_graceful_shutdown=2)
     return 0
 

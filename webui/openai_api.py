@@ -63,6 +63,9 @@ class ChatCompletionRequest(BaseModel):
     top_k: int | None = Field(None, ge=0, le=1000)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(None, ge=0.0, le=3.0)
+    grammar: str | None = Field(
+        None, max_length=100_000, description="GBNF grammar, as llama-server takes it."
+    )
 
     def sampling(self) -> dict[str, Any]:
         out = self.model_dump(
@@ -77,6 +80,7 @@ class ChatCompletionRequest(BaseModel):
                 "top_k",
                 "min_p",
                 "repeat_penalty",
+                "grammar",
             },
             exclude_none=True,
         )

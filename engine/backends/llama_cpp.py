@@ -21,8 +21,10 @@ import ctypes
 import logging
 import os
 import queue
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,29 @@ def _import_llama() -> Any:
     return llama_cpp
 
 
+_LLAMA_LOG: deque[str] = deque(maxlen=20)  # llama.cpp's latest warnings and errors (a grammar's parse error)
+_log_callback: Any = None
+
+
+def _capture_llama_log(llama_cpp: Any) -> None:
+    """Route llama.cpp's log through here: warnings and errors are kept (to quote them to the user) and
+    errors still go to stderr, as llama-cpp-python's own callback does when not verbose."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data: Any) -> None:
+        if level in (2, 3, 5):  # warn, error, continuation
+            line = text.decode("utf-8", "replace")
+            _LLAMA_LOG.append(line)
+            if level == 3:
+                print(line, end="", file=sys.stderr, flush=True)
+
+    _log_callback = callback  # keep a reference: llama.cpp holds only the C pointer
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
 def supports_gpu_offload() -> bool:
     return bool(_import_llama().llama_supports_gpu_offload())
 
@@ -66,6 +91,7 @@ class LlamaCppBackend:
 
     def __init__(self, settings: ModelSettings, model_path: Path, *, gpu_required: bool = False) -> None:
         llama_cpp = _import_llama()
+        _capture_llama_log(llama_cpp)
         self.settings = settings
         self.path = Path(model_path)
         if not self.path.is_file():
@@ -164,6 +190,7 @@ class LlamaCppBackend:
             "n_layers": int(meta.get(f"{meta.get('general.architecture')}.block_count", 0)) or None,
             "gpu_offload": self.gpu_offload,
             "repack": self.repack,
+            "system_info": self._llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
             "load_s": round(self.load_s, 3),
         }
 
@@ -385,7 +412,7 @@ class LlamaCppBackend:
             penalty_present=params.presence_penalty,
         )
         if grammar is not None:
-            s.add_grammar(self.llm._model, grammar)
+            self._llama_cpp.llama_sampler_chain_add(s.sampler, self._grammar_sampler(grammar))
         if params.temperature == 0:
             s.add_greedy()
         elif params.mirostat_mode == 1:
@@ -408,13 +435,30 @@ class LlamaCppBackend:
         self.llm.n_tokens = n
         self.llm._requires_eval = True
 
-    def _grammar(self, text: str) -> Any:
+    def _grammar(self, text: str) -> str | None:
         if not text.strip():
             return None
-        try:
-            return self._llama_cpp.LlamaGrammar.from_string(text, verbose=False)
-        except Exception as exc:
-            raise InvalidInput(f"Invalid GBNF grammar: {exc}", field="grammar") from None
+        self.check_grammar(text)
+        return text
+
+    def _grammar_sampler(self, text: str) -> Any:
+        """llama.cpp's grammar sampler for `text`. It returns NULL for a grammar it rejects, and a NULL in the
+        chain crashes the first sample: refuse it here, quoting llama.cpp's own parse error."""
+        lib = self._llama_cpp
+        _LLAMA_LOG.clear()
+        sampler = lib.llama_sampler_init_grammar(self._vocab, text.encode("utf-8"), b"root")
+        if not sampler:
+            why = (
+                " ".join(line.strip() for line in _LLAMA_LOG if line.strip())
+                or "llama.cpp could not parse it"
+            )
+            raise InvalidInput(f"Invalid GBNF grammar: {why}", field="grammar")
+        return sampler
+
+    def check_grammar(self, text: str) -> None:
+        """Raise InvalidInput unless llama.cpp accepts the GBNF grammar `text`."""
+        if text.strip():
+            self._llama_cpp.llama_sampler_free(self._grammar_sampler(text))
 
     def close(self) -> None:
         worker = getattr(self, "_worker", None)

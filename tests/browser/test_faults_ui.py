@@ -78,3 +78,26 @@ def test_missing_model_status_line_says_what_is_wrong(open_page: Any, tmp_path: 
         assert chat.bots() == []
     finally:
         bad.stop()
+
+
+def test_a_model_crash_mid_reply_shows_a_toast_and_the_chat_goes_on(open_page: Any, tmp_path: Path) -> None:
+    from tests.browser.harness import start_server
+
+    fault = tmp_path / "fault"
+    srv = start_server(tmp_path / "srv", max_tokens=48, env={"LLMCHAT_FAULT_FILE": str(fault)})
+    try:
+        chat = open_page(srv=srv).goto()
+        chat.send("Name a fruit.")
+        fault.write_text("SIGSEGV@token:3")  # the model process dies of a real SIGSEGV after 3 tokens
+        chat.type_and_enter("Tell me a long story.")
+        chat.wait_for(
+            lambda: any("crashed (SIGSEGV)" in t for t in toast_texts(chat)), "a toast naming the crash"
+        )
+        chat.wait_for(lambda: not chat.busy(), "the turn to end")
+        assert chat.users() == ["Name a fruit.", "Tell me a long story."]
+        assert len(chat.bots()) == 2 and chat.bots()[1], "the partial reply stays on screen"
+        doc = chat.send("Name a tree.")  # no reload: the restarted model answers
+        assert [m["content"] for m in doc["messages"] if m["role"] == "user"][-1] == "Name a tree."
+        assert doc["messages"][3]["interrupted"] and doc["messages"][-1]["content"]
+    finally:
+        srv.stop()

@@ -362,6 +362,7 @@ def build(ctx: UIContext) -> None:
             "time": m.time,
             "metrics": m.metrics,
             "stopped": m.stopped,
+            "interrupted": m.interrupted,
             "versions": len(m.alternatives) or 1,
         }
 

@@ -55,6 +55,8 @@ i18n.add(
         "gpu.why_nogpu": "no usable GPU",
         "gpu.memory": "Process memory: {rss} MB resident (peak {peak} MB).",
         "gpu.load_time": "Loaded in {s} s.",
+        "gpu.worker": "Model process: {state}, pid {pid}, {restarts} restarts; last exit: {last}.",
+        "gpu.safe_mode": "Safe mode: {reason}.",
         "gpu.models": "Models",
         "gpu.model_file": "Model file (in {dir})",
         "gpu.rescan": "Rescan folder",
@@ -105,6 +107,8 @@ i18n.add(
         "gpu.why_nogpu": "使える GPU がありません",
         "gpu.memory": "プロセスのメモリ：常駐 {rss} MB（ピーク {peak} MB）。",
         "gpu.load_time": "読み込み時間 {s} 秒。",
+        "gpu.worker": "モデルプロセス: {state}、pid {pid}、再起動 {restarts} 回、最後の終了: {last}。",
+        "gpu.safe_mode": "セーフモード: {reason}。",
         "gpu.models": "モデル",
         "gpu.model_file": "モデルファイル（{dir} 内）",
         "gpu.rescan": "フォルダーを再読み込み",
@@ -207,8 +211,31 @@ def model_view(info: dict[str, Any], cuda: bool | None, lang: str | None) -> str
             lines.append(tr("gpu.offload_none", lang, why=why))
     if info.get("load_s") is not None:
         lines.append(tr("gpu.load_time", lang, s=info["load_s"]))
+    lines += worker_lines(info.get("worker"), lang)
     lines.append(memory)
     return "\n".join(f"- {line}" for line in lines)
+
+
+def worker_lines(worker: dict[str, Any] | None, lang: str | None) -> list[str]:
+    """The model process's state, restarts and last exit, and safe mode when it is on."""
+    if not worker:
+        return []
+    last = (worker.get("last_exit") or {}).get("reason") or "–"
+    lines = [
+        tr(
+            "gpu.worker",
+            lang,
+            state=worker["state"],
+            pid=_v(worker.get("pid")),
+            restarts=worker["restarts"],
+            last=last,
+        )
+    ]
+    if worker.get("safe_mode"):
+        lines.append(tr("gpu.safe_mode", lang, reason=worker["safe_mode"]["reason"]))
+    if worker.get("reason"):
+        lines.append(str(worker["reason"]))
+    return lines
 
 
 def empty_frame() -> pd.DataFrame:

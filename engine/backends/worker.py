@@ -1,0 +1,235 @@
+"""The model worker process: `python -m engine.backends.worker FD`.
+
+It owns llama-cpp-python and the llama.cpp context, so that a native fault (a segfault, an abort, the OOM
+killer) ends this process and never the server. It talks to the server over the socket FD it inherits:
+orjson messages framed by `multiprocessing.connection`.
+
+    server -> worker   {"op": "load"}, then {"op": "stream" | "count" | "grammar" | "cancel" | "close", "id"}
+    worker -> server   {"op": "ready" | "load_error"}, then {"op": "items", "items": [[id, kind, payload]]}
+
+Item kinds: "d" a delta, "f" finished (reason, metrics), "e" an engine error, "r" a reply to count/grammar.
+Items go out in bursts: a sender thread drains whatever the decode produced since its last send.
+
+Tests make it fault on purpose (real signals): LLMCHAT_FAULT="SIGNAL@STAGE" holds for every start;
+the file named by LLMCHAT_FAULT_FILE holds one such line and is used up when it fires. STAGE is `load`,
+`warmup`, `warmup-repack` (only while weights are repacked: the Intel AMX crash) or `token:N`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import resource
+import signal
+import sys
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..config import ModelSettings
+from ..errors import BackendError, EngineError
+from ..params import parse_params
+from .base import Delta, Finished
+
+log = logging.getLogger("engine.worker")
+
+WARMUP = [{"role": "user", "content": "Hi"}]
+
+
+def fault_for(stage: str, *, repack: bool = False) -> signal.Signals | None:
+    """The signal a test asked this worker to die of at `stage`, if any (a one-shot file is used up)."""
+    specs: list[tuple[str, Path | None]] = [(os.environ.get("LLMCHAT_FAULT", ""), None)]
+    path = os.environ.get("LLMCHAT_FAULT_FILE")
+    if path:
+        with contextlib.suppress(OSError):
+            specs.append((Path(path).read_text().strip(), Path(path)))
+    for spec, source in specs:
+        name, _, at = spec.partition("@")
+        matches = at == stage or (at == "warmup-repack" and stage == "warmup" and repack)
+        if matches and name.startswith("SIG"):
+            if source is not None:
+                source.unlink(missing_ok=True)
+            return signal.Signals[name]
+    return None
+
+
+def token_fault() -> tuple[int, signal.Signals] | None:
+    """(N, signal) when a test asked for a crash after N streamed tokens."""
+    for spec in (os.environ.get("LLMCHAT_FAULT", ""), _fault_file_text()):
+        name, _, at = spec.partition("@")
+        if at.startswith("token:") and name.startswith("SIG"):
+            return int(at.split(":", 1)[1]), signal.Signals[name]
+    return None
+
+
+def _fault_file_text() -> str:
+    path = os.environ.get("LLMCHAT_FAULT_FILE")
+    try:
+        return Path(path).read_text().strip() if path else ""
+    except OSError:
+        return ""
+
+
+def die(sig: signal.Signals) -> None:
+    """Die of a real signal, as a native fault would."""
+    log.warning("fault injection: dying of %s", sig.name)
+    path = os.environ.get("LLMCHAT_FAULT_FILE")
+    if path:
+        Path(path).unlink(missing_ok=True)
+    os.kill(os.getpid(), sig)  # SIGSEGV and SIGABRT keep their default action: the process dies
+
+
+class Worker:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.out: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
+        self.cancels: dict[int, threading.Event] = {}
+        self.backend: Any = None
+        self._sender = threading.Thread(target=self._send_loop, name="worker-send", daemon=True)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.conn.send_bytes(orjson.dumps(message))
+
+    def _send_loop(self) -> None:
+        while (item := self.out.get()) is not None:
+            items = [item]
+            while True:
+                try:
+                    more = self.out.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self.send({"op": "items", "items": items})
+                    return
+                items.append(more)
+            self.send({"op": "items", "items": items})
+
+    def load(self, request: dict[str, Any]) -> bool:
+        from .llama_cpp import LlamaCppBackend
+
+        settings = ModelSettings.model_validate(request["model"])
+        repack = bool(settings.repack)
+        if sig := fault_for("load", repack=repack):
+            die(sig)
+        try:
+            self.backend = LlamaCppBackend(
+                settings, Path(request["path"]), gpu_required=bool(request.get("gpu_required"))
+            )
+            if sig := fault_for("warmup", repack=repack):
+                die(sig)
+            for _ in self.backend.stream(
+                WARMUP, parse_params({"max_tokens": 2, "temperature": 0}), threading.Event()
+            ):
+                pass
+        except EngineError as exc:
+            self.send({"op": "load_error", "error": _error(exc)})
+            return False
+        info = self.backend.model_info()
+        self.send(
+            {"op": "ready", "info": info, "context_size": self.backend.context_size(), "pid": os.getpid()}
+        )
+        return True
+
+    def serve(self) -> None:
+        self._sender.start()
+        try:
+            self._serve()
+        except _Terminate:
+            log.info("SIGTERM: stopping")
+        self.shutdown()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                message = orjson.loads(self.conn.recv_bytes())
+            except (EOFError, OSError):  # the server went away
+                return
+            op, rid = message.get("op"), message.get("id")
+            if op == "stream":
+                cancel = self.cancels[rid] = threading.Event()
+                threading.Thread(target=self._stream, args=(rid, message, cancel), daemon=True).start()
+            elif op == "cancel":
+                if rid in self.cancels:
+                    self.cancels[rid].set()
+            elif op == "count":
+                self._reply(rid, lambda m=message: self.backend.count_tokens(m["messages"]))
+            elif op == "grammar":
+                self._reply(rid, lambda m=message: self.backend.check_grammar(m["text"]))
+            elif op == "close":
+                return
+
+    def _reply(self, rid: int, compute: Any) -> None:
+        try:
+            self.out.put([rid, "r", compute()])
+        except EngineError as exc:
+            self.out.put([rid, "e", _error(exc)])
+
+    def _stream(self, rid: int, message: dict[str, Any], cancel: threading.Event) -> None:
+        fault = token_fault()
+        n = 0
+        try:
+            params = parse_params(message["params"])
+            for event in self.backend.stream(message["messages"], params, cancel):
+                if isinstance(event, Delta):
+                    self.out.put([rid, "d", event.text])
+                    n += 1
+                    if fault and n >= fault[0]:
+                        die(fault[1])
+                elif isinstance(event, Finished):
+                    self.out.put(
+                        [rid, "f", {"reason": event.finish_reason, "metrics": event.metrics.to_dict()}]
+                    )
+        except EngineError as exc:
+            self.out.put([rid, "e", _error(exc)])
+        except Exception as exc:  # never leave the server waiting
+            log.exception("stream failed")
+            self.out.put([rid, "e", _error(BackendError(f"The model failed while generating: {exc}"))])
+        finally:
+            self.cancels.pop(rid, None)
+
+    def shutdown(self) -> None:
+        """Stop every sequence within a token, let the decode thread finish, then free the model."""
+        for cancel in list(self.cancels.values()):
+            cancel.set()
+        if self.backend is not None:
+            self.backend.close()  # joins the decode thread before freeing the context
+        self.out.put(None)
+        self._sender.join(5)
+
+
+class _Terminate(Exception):
+    """SIGTERM arrived: leave the request loop and shut down in order."""
+
+
+def _terminate(*_: Any) -> None:
+    raise _Terminate
+
+
+def _error(exc: EngineError) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": exc.message, "field": exc.field}
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file in the project
+    conn = Connection(int(argv[0]))
+    worker = Worker(conn)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the server, which closes us in order
+    try:
+        request = orjson.loads(conn.recv_bytes())
+        if not worker.load(request):
+            return 0
+    except (EOFError, OSError, _Terminate):
+        return 0
+    worker.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

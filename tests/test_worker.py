@@ -1,0 +1,301 @@
+"""The model worker process, against the real server, model, processes and signals: the server never loads
+libllama; a crash mid-reply (SIGSEGV, SIGABRT, kill -9) costs one interrupted reply, never the server or a
+saved turn; safe mode for a crash at warm-up; the crash limit; model switches; SIGTERM mid-decode."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from engine.backends.repack import AMX_FLAGS, cpu_flags
+from tests.helpers import GREEDY, ServerProcess, assert_error, parse_sse
+
+pytestmark = pytest.mark.slow
+
+
+def maps(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def health(server: ServerProcess) -> dict[str, Any]:
+    resp = httpx.get(server.url + "/api/health", timeout=10)
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ready_pid(server: ServerProcess) -> int | None:
+    worker = health(server).get("worker", {})
+    return worker.get("pid") if worker.get("state") == "ready" else None
+
+
+def stream(server: ServerProcess, body: dict[str, Any]) -> list[tuple[str, Any]]:
+    with server.client() as c:
+        resp = c.post("/api/chat/stream", json=body)
+    assert resp.status_code == 200, resp.text
+    return parse_sse(resp.text)
+
+
+@pytest.fixture
+def crashy(model_path: Path, tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
+    fault = tmp_path / "fault"
+    env = {
+        "LLMCHAT_FAULT_FILE": str(fault),
+        "LLM_WORKER__MAX_BACKOFF_S": "0.3",
+        "LLM_WORKER__MAX_CRASHES": "100",
+    }
+    server = ServerProcess(tmp_path / "data", model=model_path, env=env).start()
+    try:
+        yield server, fault
+    finally:
+        server.stop()
+
+
+def test_the_server_never_loads_libllama_the_worker_does(crashy: tuple[ServerProcess, Path]) -> None:
+    server, _ = crashy
+    assert server.proc is not None
+    server_maps = maps(server.proc.pid)
+    assert "libllama" not in server_maps and "libggml" not in server_maps
+    worker = health(server)["worker"]
+    assert worker["state"] == "ready" and worker["restarts"] == 0 and worker["last_exit"] is None
+    assert "libllama" in maps(worker["pid"])
+    assert worker["pid"] != server.proc.pid
+
+
+@pytest.mark.parametrize("sig", ["SIGSEGV", "SIGABRT"])
+def test_a_crash_mid_reply_keeps_the_turns_and_the_partial_reply(
+    crashy: tuple[ServerProcess, Path], sig: str
+) -> None:
+    server, fault = crashy
+    params = {**GREEDY, "max_tokens": 24}
+    first = stream(
+        server, {"messages": [{"role": "user", "content": "Say hi."}], "session_id": "new", "params": params}
+    )
+    sid = first[-1][1]["session_id"]
+    before = ready_pid(server)
+
+    fault.write_text(f"{sig}@token:3")
+    body = {
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "session_id": sid,
+        "params": params,
+    }
+    events = stream(server, body)
+    names = [name for name, _ in events]
+    assert names[-1] == "error", events
+    assert sig in events[-1][1]["error"]["message"] and "restarted" in events[-1][1]["error"]["message"]
+    assert sum(1 for name, data in events if name == "message" and "delta" in data) >= 2
+
+    saved = httpx.get(f"{server.url}/api/sessions/{sid}").json()["messages"]
+    assert [m["role"] for m in saved] == ["user", "assistant", "user", "assistant"]
+    assert saved[1]["content"] == "".join(d["delta"] for n, d in first if "delta" in d)
+    assert not saved[1].get("interrupted")
+    assert saved[3]["stopped"] and sig in saved[3]["interrupted"] and saved[3]["content"]
+
+    after = wait_for(lambda: ready_pid(server), what="the restarted worker")
+    assert after != before
+    worker = health(server)["worker"]
+    assert worker["restarts"] == 1 and worker["last_exit"]["reason"] == sig
+
+    events = stream(
+        server, {"messages": [{"role": "user", "content": "And now?"}], "session_id": sid, "params": params}
+    )
+    assert events[-1][1].get("done") is True, events
+    assert len(httpx.get(f"{server.url}/api/sessions/{sid}").json()["messages"]) == 6
+
+
+def _client(server: ServerProcess, n: int, stop: threading.Event, done: list[tuple[str, str]]) -> None:
+    sid = None
+    turn = 0
+    with server.client(timeout=120) as c:
+        while not stop.is_set():
+            turn += 1
+            text = f"client {n} turn {turn}: say something."
+            body = {"messages": [{"role": "user", "content": text}], "session_id": sid or "new"}
+            resp = c.post("/api/chat", json={**body, "params": {**GREEDY, "max_tokens": 12}})
+            if resp.status_code == 200:
+                sid = resp.json()["session_id"]
+                done.append((sid, text))
+            else:
+                assert resp.status_code in (502, 503), resp.text
+
+
+def test_kill_9_of_the_worker_20_times_under_4_clients_loses_no_completed_turn(
+    crashy: tuple[ServerProcess, Path],
+) -> None:
+    server, _ = crashy
+    stop = threading.Event()
+    done: list[tuple[str, str]] = []
+    clients = [threading.Thread(target=_client, args=(server, n, stop, done)) for n in range(4)]
+    for t in clients:
+        t.start()
+    rng = random.Random(7)
+    try:
+        for _ in range(20):
+            pid = wait_for(lambda: ready_pid(server), what="a ready worker")
+            time.sleep(rng.uniform(0.05, 0.8))
+            os.kill(pid, signal.SIGKILL)
+            try:
+                wait_for(lambda p=pid: ready_pid(server) not in (None, p), what="a new worker")
+            except AssertionError:
+                raise AssertionError(f"{health(server)}\n{server.log_text()[-3000:]}") from None
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(180)
+    assert health(server)["worker"]["restarts"] == 20
+    assert len(done) >= 4
+    for sid, text in done:
+        messages = httpx.get(f"{server.url}/api/sessions/{sid}").json()["messages"]
+        i = next(i for i, m in enumerate(messages) if m["content"] == text)
+        reply = messages[i + 1]
+        assert reply["role"] == "assistant" and not reply["stopped"] and not reply.get("interrupted")
+
+
+def test_crashes_past_the_limit_turn_health_degraded_with_the_reason(
+    model_path: Path, tmp_path: Path
+) -> None:
+    env = {"LLM_WORKER__MAX_CRASHES": "2", "LLM_WORKER__MAX_BACKOFF_S": "0.3"}
+    with ServerProcess(tmp_path / "data", model=model_path, env=env) as server:
+        os.kill(wait_for(lambda: ready_pid(server)), signal.SIGKILL)
+        os.kill(wait_for(lambda: ready_pid(server)), signal.SIGKILL)
+        state = wait_for(
+            lambda: health(server)["worker"]["state"] == "failed" and health(server), what="failed"
+        )
+        assert state["status"] == "degraded"
+        assert "crashed 2 times" in state["reason"] and "model.repack" in state["reason"]
+        assert state["worker"]["last_exit"]["reason"] == "SIGKILL"
+        resp = httpx.post(server.url + "/api/chat", json={"messages": [{"role": "user", "content": "Hi"}]})
+        assert_error(resp, 503, "crashed 2 times")
+
+
+def test_a_crash_at_warm_up_restarts_with_repacking_off_and_is_remembered(
+    model_path: Path, tmp_path: Path
+) -> None:
+    env = {"LLMCHAT_FAULT": "SIGSEGV@warmup-repack"}  # the Intel AMX crash, on any CPU
+    amx = bool(AMX_FLAGS & cpu_flags())
+    with ServerProcess(tmp_path / "data", model=model_path, env=env) as server:
+        state = health(server)
+        assert state["status"] == "ok" and state["model"]["repack"] is False
+        reason = state["worker"]["safe_mode"]["reason"]
+        assert ("AMX" in reason) if amx else ("SIGSEGV" in reason and "repacking off" in reason)
+        assert stream(server, {"messages": [{"role": "user", "content": "Hi"}], "params": GREEDY})[-1][1][
+            "done"
+        ]
+        log = server.log_text()
+    if not amx:
+        assert "safe mode" in log and "SIGSEGV" in log
+        assert (tmp_path / "data" / "worker" / "safe_mode.json").is_file()
+    with ServerProcess(
+        tmp_path / "data", model=model_path, env=env, log_path=tmp_path / "second.log"
+    ) as server:
+        state = health(server)
+        assert state["worker"]["restarts"] == 0 and state["model"]["repack"] is False
+        assert state["worker"]["safe_mode"]["reason"] == reason
+        assert "ended (SIGSEGV)" not in server.log_text() and "crashed" not in server.log_text()
+
+
+def _family_rss(server: ServerProcess) -> int:
+    assert server.proc is not None
+    pid = wait_for(lambda: ready_pid(server))
+    return rss_kb(server.proc.pid) + rss_kb(pid)
+
+
+def test_a_model_switch_frees_the_old_worker_and_a_failed_one_keeps_it(
+    model_path: Path, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "copy.gguf").write_bytes(model_path.read_bytes())
+    (models / "broken.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 64)
+    env = {"LLM_MODELS_DIR": str(models)}
+    with ServerProcess(tmp_path / "data", model=model_path, env=env) as server, server.client() as c:
+        assert c.post("/api/chat", json={"messages": [{"role": "user", "content": "Hi"}]}).status_code == 200
+        old_pid, before = ready_pid(server), _family_rss(server)
+        resp = c.post("/api/models/load", json={"path": "copy.gguf"})
+        assert resp.status_code == 200, resp.text
+        assert c.post("/api/chat", json={"messages": [{"role": "user", "content": "Hi"}]}).status_code == 200
+        new_pid = ready_pid(server)
+        assert new_pid != old_pid and not Path(f"/proc/{old_pid}").exists()
+        assert _family_rss(server) <= before * 1.1
+        assert_error(c.post("/api/models/load", json={"path": "broken.gguf"}), 400, "broken.gguf")
+        assert ready_pid(server) == new_pid
+        assert health(server)["model"]["name"] == "copy.gguf"
+
+
+def test_sigterm_during_a_decode_exits_cleanly(model_path: Path, tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "data", model=model_path) as server:
+        assert server.proc is not None
+        worker = wait_for(lambda: ready_pid(server))
+        got_text = threading.Event()
+
+        def long_reply() -> None:
+            body = {
+                "messages": [{"role": "user", "content": "Write a long story."}],
+                "params": {"max_tokens": 400},
+            }
+            try:
+                with httpx.stream("POST", server.url + "/api/chat/stream", json=body, timeout=60) as resp:
+                    for line in resp.iter_lines():
+                        if '"delta"' in line:
+                            got_text.set()
+            except httpx.HTTPError:
+                pass
+
+        t = threading.Thread(target=long_reply)
+        t.start()
+        assert got_text.wait(60)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+        t.join(30)
+        wait_for(lambda: not Path(f"/proc/{worker}").exists(), 15, "the worker to exit")
+        assert "Segmentation fault" not in server.log_text() and "core dumped" not in server.log_text()
+
+
+def test_the_terminal_client_runs_the_model_in_a_worker(model_path: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "LLM_MODEL__N_THREADS": "1"}
+    cmd = [sys.executable, "-c", _CLI_PROBE, str(model_path), str(tmp_path / "data")]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "no libllama here; worker has it"
+
+
+_CLI_PROBE = """
+import sys
+from pathlib import Path
+from cli.__main__ import direct_client, parse_args
+from cli.render import Output
+client = direct_client(parse_args(["--model", sys.argv[1], "--data-dir", sys.argv[2]]), Output(False))
+pid = client.rt.health()["worker"]["pid"]
+assert "libllama" not in Path("/proc/self/maps").read_text()
+assert "libllama" in Path(f"/proc/{pid}/maps").read_text()
+client.rt.close()
+print("no libllama here; worker has it")
+"""
