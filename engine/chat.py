@@ -121,25 +121,42 @@ def fit_messages(
 
 
 class ModelQueue:
-    """FIFO access to one model. Waiters see their place in line and can give up."""
+    """FIFO access to one model that serves `capacity` requests at once. Waiters see their place in line
+    and can give up. An exclusive ticket (a model switch) waits for the whole model, and holds back
+    everyone behind it."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._line: list[object] = []
+        self._exclusive: set[object] = set()
 
     def __len__(self) -> int:
         return len(self._line)
 
-    def wait(self, ticket: object, cancel: threading.Event) -> Iterator[int]:
-        """Yield the place in line whenever it changes; return once `ticket` holds the model."""
+    def _ahead(self, ticket: object, capacity: int) -> int:
+        """How many requests must leave before `ticket` may run (0: it may run now)."""
+        i = self._line.index(ticket)
+        if ticket in self._exclusive:
+            return i
+        first_exclusive = next((k for k, t in enumerate(self._line[:i]) if t in self._exclusive), None)
+        if first_exclusive is not None:
+            return i - first_exclusive + 1
+        return max(0, i - capacity + 1)
+
+    def wait(
+        self, ticket: object, cancel: threading.Event, *, capacity: int = 1, exclusive: bool = False
+    ) -> Iterator[int]:
+        """Yield the place in line whenever it changes; return once `ticket` may use the model."""
         with self._cond:
             self._line.append(ticket)
+            if exclusive:
+                self._exclusive.add(ticket)
         last = -1
         while True:
             if cancel.is_set():  # checked on every wake-up, so a waiter that gives up leaves at once
                 return
             with self._cond:
-                pos = self._line.index(ticket)
+                pos = self._ahead(ticket, max(1, capacity))
                 if pos == 0:
                     return
                 if pos == last:
@@ -152,6 +169,7 @@ class ModelQueue:
         with self._cond:
             if ticket in self._line:
                 self._line.remove(ticket)
+            self._exclusive.discard(ticket)
             self._cond.notify_all()
 
 
@@ -178,7 +196,7 @@ class Engine:
     def replace_backend(self, backend: Backend) -> None:
         """Swap models once the running request is done; the old model is closed."""
         ticket = object()
-        for _ in self.queue.wait(ticket, threading.Event()):
+        for _ in self.queue.wait(ticket, threading.Event(), exclusive=True):
             pass
         try:
             old, self.backend, self.load_error = self.backend, backend, None
@@ -197,7 +215,7 @@ class Engine:
         ticket = object()
         try:
             if backend.serialised:
-                for pos in self.queue.wait(ticket, cancel):
+                for pos in self.queue.wait(ticket, cancel, capacity=getattr(backend, "parallel", 1)):
                     yield Queued(pos)
                 if cancel.is_set():
                     yield Finished("cancelled")

@@ -44,6 +44,9 @@ class ModelSettings(_Section):
     cache_type_v: str = Field("f16", pattern="^(" + "|".join(KV_TYPES) + ")$", description="KV cache type.")
     seed: int = Field(-1, ge=-1, le=2**32 - 1)
     chat_format: str | None = Field(None, description="Override the GGUF's chat template (llama-cpp name).")
+    parallel: int = Field(
+        4, ge=1, le=64, description="Chats decoded at once (continuous batching); each keeps a KV slot."
+    )
     repack: bool | Literal["auto"] = Field(
         "auto",
         description="llama.cpp's CPU weight repacking (extra buffer types). auto: on, except where it is "

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from engine.backends.base import Delta, Finished, Message
-from engine.backends.llama_cpp import LlamaCppBackend, _safe_end
+from engine.backends.batching import safe_end as _safe_end
+from engine.backends.llama_cpp import LlamaCppBackend
 from engine.config import load_settings
 from engine.params import SamplingParams, parse_params
 from tests.helpers import GREEDY

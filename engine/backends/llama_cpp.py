@@ -16,7 +16,6 @@ It also lets decoding run ahead of a consumer that is busy sending the previous 
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import logging
 import os
@@ -25,15 +24,16 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..config import ModelSettings
-from ..errors import EngineError, InvalidInput, ModelUnavailable
+from ..errors import InvalidInput, ModelUnavailable
 from ..params import SamplingParams
-from .base import Delta, Event, Finished, Message, Metrics
-from .repack import model_params_patch, repack_allowed
+from .base import Event, Message
+from .batching import Scheduler, Sequence
+from .repack import default_params_patch, repack_allowed
 
 log = logging.getLogger("engine.llama_cpp")
 
@@ -113,7 +113,12 @@ class LlamaCppBackend:
         self.repack, self.repack_reason = repack_allowed(settings.repack)
         started = time.perf_counter()
         try:
-            with model_params_patch(llama_cpp, use_extra_bufts=self.repack):
+            with (
+                default_params_patch(llama_cpp, "llama_model_default_params", use_extra_bufts=self.repack),
+                default_params_patch(
+                    llama_cpp, "llama_context_default_params", n_seq_max=settings.parallel, kv_unified=True
+                ),
+            ):
                 self.llm = self._load(llama_cpp, settings, threads)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelUnavailable(
@@ -125,12 +130,17 @@ class LlamaCppBackend:
         self._llama_cpp = llama_cpp
         self._vocab = self.llm._model.vocab
         self._formatter = self._make_formatter()
-        self._kv: list[int] = []  # tokens whose K/V are in the cache: position i holds self._kv[i]
         self._pieces: dict[int, bytes | None] = {}  # token id -> its bytes; None ends the generation
         self._piece_buf = ctypes.create_string_buffer(256)
-        self._one = (llama_cpp.llama_token * 1)()  # the one-token batch the decode loop reuses
-        self._one_batch = llama_cpp.llama_batch_get_one(self._one, 1)
-        self._worker = _DecodeThread(f"llama-decode-{self.path.stem[:24]}")
+        self._scheduler = Scheduler(
+            llama_cpp,
+            self.llm.ctx,
+            parallel=settings.parallel,
+            n_ctx=self.context_size(),
+            n_batch=self.llm.n_batch,
+            piece=self._piece,
+            name=f"llama-decode-{self.path.stem[:24]}",
+        )
         log.info(
             "loaded %s in %.2fs (n_ctx=%d, n_gpu_layers=%d, threads=%d, gpu_offload=%s, repack=%s: %s)",
             self.path.name,
@@ -190,6 +200,7 @@ class LlamaCppBackend:
             "n_layers": int(meta.get(f"{meta.get('general.architecture')}.block_count", 0)) or None,
             "gpu_offload": self.gpu_offload,
             "repack": self.repack,
+            "parallel": self.settings.parallel,
             "system_info": self._llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
             "load_s": round(self.load_s, 3),
         }
@@ -238,154 +249,39 @@ class LlamaCppBackend:
                 "Shorten the system prompt or raise model.n_ctx."
             )
         grammar = self._grammar(params.grammar)
-        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        halt = threading.Event()  # the consumer went away: stop within one token
-
-        def job() -> None:
-            try:
-                for event in self._generate(tokens, template_stop, params, grammar, cancel, halt, started):
-                    events.put(event)
-            except BaseException as exc:  # re-raised in the consumer's thread
-                events.put(_Raised(exc))
-            finally:
-                events.put(_END)
-
-        self._worker.submit(job)
+        events: queue.SimpleQueue[Event | BaseException | None] = queue.SimpleQueue()
+        seq = Sequence(
+            tokens,
+            stops=[s for s in (*params.stop, *template_stop) if s],
+            max_tokens=min(params.max_tokens, n_ctx - len(tokens)),
+            sampler=self._sampler(params, grammar),
+            cancel=cancel,
+            emit=events.put,
+            started=started,
+            n_ctx=n_ctx,
+        )
+        self._scheduler.submit(seq)
         ended = False
         try:
-            while True:
-                item = events.get()
-                if item is _END:
-                    ended = True
-                    return
-                if isinstance(item, _Raised):
-                    raise item.exc
+            while (item := events.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
                 yield item
+            ended = True
         finally:
-            if not ended:  # closed early or failed: wait for the job, so the model is free on return
-                halt.set()
-                while events.get() is not _END:
+            if not ended:  # closed early or failed: wait for the sequence to end, so its slot is free
+                seq.halt.set()
+                while events.get() is not None:
                     pass
 
-    def _generate(
-        self,
-        tokens: list[int],
-        template_stop: list[str],
-        params: SamplingParams,
-        grammar: Any,
-        cancel: threading.Event,
-        halt: threading.Event,
-        started: float,
-    ) -> Iterator[Event]:
-        """The decode loop, on the decode thread: prefill the suffix, then sample, detokenise, decode."""
-        n_ctx = self.context_size()
-        max_tokens = min(params.max_tokens, n_ctx - len(tokens))
-        sampler = self._sampler(params, grammar)
-        stops = [s for s in (*params.stop, *template_stop) if s]
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        metrics = Metrics(prompt_tokens=len(tokens), context_size=n_ctx)
-        text, sent, n_out = "", 0, 0
-        first_at = last_at = 0.0
-        reason = "length"
-        try:
-            metrics.prompt_eval_tokens = len(tokens) - self._prefill(tokens, cancel, halt)
-            # The hot loop: locals only, one C call to sample and one to decode per token.
-            lib, ctx, smpl, kv = self._llama_cpp, self.llm.ctx, sampler.sampler, self._kv
-            sample, decode, one, batch = (
-                lib.llama_sampler_sample,
-                lib.llama_decode,
-                self._one,
-                self._one_batch,
-            )
-            pieces, piece_of, clock = self._pieces, self._piece, time.perf_counter
-            while not (cancel.is_set() or halt.is_set()):
-                token = sample(smpl, ctx, -1)
-                last_at = clock()
-                if n_out == 0:
-                    first_at = last_at
-                piece = pieces[token] if token in pieces else piece_of(token)
-                if piece is None:  # end of generation
-                    reason = "stop"
-                    break
-                n_out += 1
-                chunk = decoder.decode(piece)
-                if chunk:
-                    text += chunk
-                    if stops:
-                        cut = _find_stop(text, stops, sent)
-                        if cut is not None:
-                            text, reason = text[:cut], "stop"
-                            break
-                        safe = _safe_end(text, stops, sent)
-                    else:
-                        safe = len(text)
-                    if safe > sent:
-                        yield Delta(text[sent:safe])
-                        sent = safe
-                if n_out >= max_tokens:
-                    break
-                one[0] = token
-                rc = decode(ctx, batch)
-                if rc != 0:
-                    raise self._decode_failed(rc)
-                kv.append(token)
-            else:
-                reason = "cancelled"
-        finally:
-            sampler.close()
-            self._sync_llama()
-        if reason != "cancelled":
-            text += decoder.decode(b"", final=True)
-        if len(text) > sent and reason != "cancelled":
-            yield Delta(text[sent:])
-        metrics.completion_tokens = n_out
-        metrics.context_used = len(tokens) + n_out
-        metrics.total_ms = round((time.perf_counter() - started) * 1000, 1)
-        if first_at:
-            metrics.ttft_ms = round((first_at - started) * 1000, 1)
-            if n_out > 1 and last_at > first_at:
-                metrics.tokens_per_s = round((n_out - 1) / (last_at - first_at), 2)
-        yield Finished(reason, metrics)
-
-    def _prefill(self, tokens: list[int], cancel: threading.Event, halt: threading.Event) -> int:
-        """Make the KV cache hold `tokens`, evaluating only what follows the cached prefix.
-
-        Returns how many tokens were reused. The last prompt token is always evaluated (the sampler
-        needs its logits), so at most len(tokens) - 1 are reused.
-        """
-        lib, kv = self._llama_cpp, self._kv
-        n = 0
-        for a, b in zip(kv, tokens, strict=False):
-            if a != b:
-                break
-            n += 1
-        n = min(n, len(tokens) - 1)
-        if n < len(kv):
-            mem = lib.llama_get_memory(self.llm.ctx)
-            if not lib.llama_memory_seq_rm(mem, 0, n, -1):  # e.g. recurrent models: start over
-                lib.llama_memory_clear(mem, True)
-                n = 0
-            del kv[n:]
-        step = max(1, self.llm.n_batch)
-        for i in range(n, len(tokens), step):
-            if (cancel.is_set() or halt.is_set()) and i > n:
-                break  # a cancelled turn samples nothing; what was evaluated stays cached
-            chunk = tokens[i : i + step]
-            ids = (lib.llama_token * len(chunk))(*chunk)  # keep a reference: the batch points into it
-            rc = lib.llama_decode(self.llm.ctx, lib.llama_batch_get_one(ids, len(chunk)))
-            if rc != 0:
-                raise self._decode_failed(rc)
-            kv.extend(chunk)
-        return n
-
-    def _decode_failed(self, rc: int) -> EngineError:
-        """llama_decode failed: the cache is in an unknown state, so forget it."""
-        self._llama_cpp.llama_memory_clear(self._llama_cpp.llama_get_memory(self.llm.ctx), True)
-        self._kv.clear()
-        return EngineError(f"The model failed to evaluate the prompt (llama_decode returned {rc}).")
+    def slots(self) -> list[dict[str, Any]]:
+        return self._scheduler.status()
 
     def _piece(self, token: int) -> bytes | None:
         """The bytes of one token (None for end-of-generation tokens), cached: the vocabulary is fixed."""
+        pieces = self._pieces
+        if token in pieces:
+            return pieces[token]
         lib = self._llama_cpp
         piece: bytes | None = None
         if not lib.llama_vocab_is_eog(self._vocab, token):
@@ -428,13 +324,6 @@ class LlamaCppBackend:
             s.add_dist(seed)
         return s
 
-    def _sync_llama(self) -> None:
-        """Tell the Llama object what the cache holds, so its own generate() would reuse it too."""
-        n = len(self._kv)
-        self.llm.input_ids[:n] = self._kv
-        self.llm.n_tokens = n
-        self.llm._requires_eval = True
-
     def _grammar(self, text: str) -> str | None:
         if not text.strip():
             return None
@@ -461,64 +350,9 @@ class LlamaCppBackend:
             self._llama_cpp.llama_sampler_free(self._grammar_sampler(text))
 
     def close(self) -> None:
-        worker = getattr(self, "_worker", None)
-        if worker is not None:
-            worker.close()
+        scheduler = getattr(self, "_scheduler", None)
+        if scheduler is not None:
+            scheduler.close()  # every sequence ends before the context is freed
         llm = getattr(self, "llm", None)
         if llm is not None:
             llm.close()
-
-
-_END = object()
-
-
-class _Raised:
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-class _DecodeThread:
-    """One long-lived thread that runs a model's decode jobs, one at a time (see the module docstring)."""
-
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        self._jobs.put(job)
-
-    def close(self) -> None:
-        """Finish the queued jobs, then end the thread."""
-        self._jobs.put(None)
-        if self._thread is not threading.current_thread():
-            self._thread.join(30)
-
-
-def _find_stop(text: str, stops: list[str], sent: int) -> int | None:
-    """Index where the first stop string starts, searching only text that could hold a new match."""
-    best: int | None = None
-    for s in stops:
-        i = text.find(s, max(0, sent - len(s)))
-        if i != -1 and (best is None or i < best):
-            best = i
-    return best
-
-
-def _safe_end(text: str, stops: list[str], sent: int) -> int:
-    """How much of `text` can be sent: all but a tail that could still grow into a stop string."""
-    end = len(text)
-    for s in stops:
-        i = text.find(s[0], max(sent, len(text) - len(s) + 1))
-        while i != -1 and i < end:
-            if s.startswith(text[i:]):
-                end = i
-                break
-            i = text.find(s[0], i + 1)
-    return end

@@ -41,14 +41,15 @@ def repack_allowed(setting: bool | Literal["auto"], flags: frozenset[str] | None
 
 
 @contextlib.contextmanager
-def model_params_patch(llama_cpp: Any, **fields: Any) -> Iterator[None]:
-    """Set fields of llama_model_params that `Llama()` has no argument for (use_extra_bufts), during a load.
+def default_params_patch(llama_cpp: Any, function: str, **fields: Any) -> Iterator[None]:
+    """Set fields of llama.cpp's default model or context params that `Llama()` has no argument for
+    (use_extra_bufts, n_seq_max, kv_unified), for the duration of a load.
 
-    `Llama.__init__` starts from `llama_model_default_params()`; this wraps that function for the duration.
-    Loads happen on one thread, so the swap is not visible to anyone else.
+    `Llama.__init__` starts from `llama_model_default_params()` and `llama_context_default_params()`; this
+    wraps one of them. Loads happen on one thread, so the swap is not visible to anyone else.
     """
     module = llama_cpp.llama_cpp
-    original = module.llama_model_default_params
+    original = getattr(module, function)
 
     def defaults() -> Any:
         params = original()
@@ -56,8 +57,8 @@ def model_params_patch(llama_cpp: Any, **fields: Any) -> Iterator[None]:
             setattr(params, name, value)
         return params
 
-    module.llama_model_default_params = defaults
+    setattr(module, function, defaults)
     try:
         yield
     finally:
-        module.llama_model_default_params = original
+        setattr(module, function, original)

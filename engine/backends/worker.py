@@ -4,7 +4,7 @@ It owns llama-cpp-python and the llama.cpp context, so that a native fault (a se
 killer) ends this process and never the server. It talks to the server over the socket FD it inherits:
 orjson messages framed by `multiprocessing.connection`.
 
-    server -> worker   {"op": "load"}, then {"op": "stream" | "count" | "grammar" | "cancel" | "close", "id"}
+    server -> worker   {"op": "load"}, then {"op": "stream"|"count"|"grammar"|"slots"|"cancel"|"close"}
     worker -> server   {"op": "ready" | "load_error"}, then {"op": "items", "items": [[id, kind, payload]]}
 
 Item kinds: "d" a delta, "f" finished (reason, metrics), "e" an engine error, "r" a reply to count/grammar.
@@ -158,6 +158,8 @@ class Worker:
                     self.cancels[rid].set()
             elif op == "count":
                 self._reply(rid, lambda m=message: self.backend.count_tokens(m["messages"]))
+            elif op == "slots":
+                self._reply(rid, self.backend.slots)
             elif op == "grammar":
                 self._reply(rid, lambda m=message: self.backend.check_grammar(m["text"]))
             elif op == "close":

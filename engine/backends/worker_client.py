@@ -146,12 +146,12 @@ class WorkerProcess:
         with self._pending_lock:
             self._pending.pop(rid, None)
 
-    def call(self, op: str, **fields: Any) -> Any:
-        """A request with one reply (count, grammar)."""
+    def call(self, op: str, timeout: float = 120, **fields: Any) -> Any:
+        """A request with one reply (count, grammar, slots)."""
         rid, q = self.open()
         try:
             self.send({"op": op, "id": rid, **fields})
-            kind, payload = q.get(timeout=120)
+            kind, payload = q.get(timeout=timeout)
         except (OSError, queue.Empty):
             raise BackendError("The model process did not answer.") from None
         finally:
@@ -205,6 +205,7 @@ class WorkerBackend:
                 "in config/model_config.yaml (or pass --model)."
             )
         self.gpu_required = gpu_required
+        self.parallel = settings.parallel  # the engine lets this many turns stream at once
         self.policy = policy or WorkerSettings()
         self.memory = SafeModeMemory(data_dir)
         self.safe_mode: str | None = None
@@ -345,6 +346,9 @@ class WorkerBackend:
             "restarts": self.restarts,
             "last_exit": self.last_exit,
         }
+        if self.state == "ready":
+            with contextlib.suppress(EngineError):  # it just died: the next poll shows that
+                status["slots"] = self._worker.call("slots", timeout=2)
         if self.safe_mode:
             status["safe_mode"] = {"reason": self.safe_mode}
         if self.failure:

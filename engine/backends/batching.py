@@ -1,0 +1,374 @@
+"""Continuous batching: up to `parallel` sequences share each `llama_decode`, each in a KV slot of its own.
+
+One long-lived thread runs every decode (see llama_cpp.py on why one thread). Each step batches the next
+token of every generating sequence, then prompt chunks of newly admitted ones, up to n_batch tokens; a
+request joins and leaves between steps. Each sequence keeps its own sampler chain (seed, grammar,
+penalties), stop strings, max_tokens, cancel flag and metrics.
+
+A slot is a llama.cpp sequence id plus the tokens its KV cells hold. A new request takes the free slot
+whose cached tokens share the longest prefix with its prompt (else the least recently used one), so
+alternating chats each evaluate only their new tokens. The KV cache is unified: the slots share n_ctx
+cells, and idle slots are cleared, least recently used first, when a request needs the room.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import EngineError
+from .base import Delta, Event, Finished, Metrics
+
+
+@dataclass
+class Slot:
+    seq_id: int
+    kv: list[int] = field(default_factory=list)  # position i of this sequence holds kv[i]
+    used_at: float = 0.0
+    busy: bool = False
+    label: str | None = None  # what the slot holds, for the status view
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class Sequence:
+    """One request's generation state."""
+
+    def __init__(
+        self,
+        tokens: list[int],
+        *,
+        stops: list[str],
+        max_tokens: int,
+        sampler: Any,
+        cancel: threading.Event,
+        emit: Callable[[Event | BaseException | None], None],
+        started: float,
+        n_ctx: int,
+        label: str | None = None,
+    ) -> None:
+        self.tokens, self.stops, self.max_tokens = tokens, stops, max_tokens
+        self.sampler, self.cancel, self.emit, self.started = sampler, cancel, emit, started
+        self.halt = threading.Event()  # the consumer went away
+        self.label = label
+        self.slot: Slot | None = None
+        self.pos = 0  # the next prompt token to evaluate
+        self.logits_at = -1  # this step's batch index whose logits we sample, or -1
+        self.next_token: int | None = None  # sampled, to be evaluated in the next step
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text, self.sent, self.n_out = "", 0, 0
+        self.first_at = self.last_at = 0.0
+        self.metrics = Metrics(prompt_tokens=len(tokens), context_size=n_ctx)
+
+    def stopped(self) -> bool:
+        return self.cancel.is_set() or self.halt.is_set()
+
+    @property
+    def need(self) -> int:
+        """KV cells this sequence may still fill."""
+        return len(self.tokens) + self.max_tokens
+
+
+class Batch:
+    """A llama_batch over arrays this object owns (one sequence id per token)."""
+
+    def __init__(self, lib: Any, capacity: int) -> None:
+        self.capacity = capacity
+        self.token = (lib.llama_token * capacity)()
+        self.pos = (lib.llama_pos * capacity)()
+        self.n_seq_id = (ctypes.c_int32 * capacity)(*([1] * capacity))
+        self.seq_ids = (lib.llama_seq_id * capacity)()
+        ptr = ctypes.POINTER(lib.llama_seq_id)
+        base, size = ctypes.addressof(self.seq_ids), ctypes.sizeof(lib.llama_seq_id)
+        self.seq_ptrs = (ptr * capacity)(*(ctypes.cast(base + i * size, ptr) for i in range(capacity)))
+        self.logits = (ctypes.c_int8 * capacity)()
+        self.batch = lib.llama_batch()
+        self.batch.token = self.token
+        self.batch.embd = None
+        self.batch.pos = self.pos
+        self.batch.n_seq_id = self.n_seq_id
+        self.batch.seq_id = self.seq_ptrs
+        self.batch.logits = self.logits
+        self.n = 0
+
+    def add(self, token: int, pos: int, seq_id: int, logits: bool) -> int:
+        i = self.n
+        self.token[i], self.pos[i], self.seq_ids[i], self.logits[i] = token, pos, seq_id, logits
+        self.n = i + 1
+        return i
+
+
+class Scheduler:
+    """The decode thread: admits sequences into slots and runs batched steps until each one ends.
+
+    `piece(token)` gives a token's bytes (None for end of generation); `decode_failed(rc)` turns a
+    llama_decode error into an EngineError after the caller's cache bookkeeping.
+    """
+
+    def __init__(
+        self,
+        lib: Any,
+        ctx: Any,
+        *,
+        parallel: int,
+        n_ctx: int,
+        n_batch: int,
+        piece: Callable[[int], bytes | None],
+        name: str,
+    ) -> None:
+        self.lib, self.ctx, self.n_ctx, self.n_batch = lib, ctx, n_ctx, max(1, n_batch)
+        self.piece = piece
+        self.slots = [Slot(i) for i in range(parallel)]
+        self.batch = Batch(lib, self.n_batch + parallel)
+        self._waiting: list[Sequence] = []
+        self._active: list[Sequence] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # --- the caller's side -----------------------------------------------------------------------
+
+    def submit(self, seq: Sequence) -> None:
+        with self._cond:
+            if self._closing:
+                raise EngineError("The model is shutting down.")
+            self._waiting.append(seq)
+            self._cond.notify_all()
+
+    def status(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return [
+                {"id": s.seq_id, "busy": s.busy, "chat": s.label, "cached_tokens": len(s.kv)}
+                for s in self.slots
+            ]
+
+    def close(self) -> None:
+        """Cancel every sequence, let the thread finish its step, then return (the model can be freed)."""
+        with self._cond:
+            self._closing = True
+            for seq in self._waiting + self._active:
+                seq.halt.set()
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(30)
+
+    # --- the decode thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closing and not self._active and not self._waiting:
+                    self._cond.wait()
+                if self._closing and not self._active and not self._waiting:
+                    return
+                self._admit()
+            if self._active:
+                try:
+                    self._step()
+                except BaseException as exc:  # a failed decode: every sequence in it ends with the error
+                    for seq in list(self._active):
+                        self._end(seq, exc)
+            elif self._waiting:
+                with self._cond:
+                    self._cond.wait(0.01)  # room frees up only when an active sequence ends
+
+    def _admit(self) -> None:
+        """Move waiting sequences into free slots while the KV cache has room (called under the lock)."""
+        while self._waiting:
+            seq = self._waiting[0]
+            if seq.stopped():
+                self._waiting.pop(0)
+                self._finish(seq, "cancelled")
+                continue
+            free = [s for s in self.slots if not s.busy]
+            if not free:
+                return
+            best = max(free, key=lambda s: (common_prefix(s.kv, seq.tokens), -s.used_at))
+            shared = min(common_prefix(best.kv, seq.tokens), len(seq.tokens) - 1)
+            own = shared == len(best.kv)  # the chat's own slot: everything it holds is reused
+            slot = best if own else min(free, key=lambda s: (bool(s.kv), s.used_at))
+            if not self._make_room(seq, slot):
+                return
+            self._waiting.pop(0)
+            if slot is not best and shared > 0:  # another chat's prefix (a system prompt): share its cells
+                self._share(best, slot, shared)
+            self._place(seq, slot)
+
+    def _make_room(self, seq: Sequence, slot: Slot) -> bool:
+        """Clear idle slots, least recently used first, until `seq` fits beside the running ones."""
+
+        def used() -> int:
+            running = sum(max(len(a.slot.kv), a.need) for a in self._active if a.slot)
+            idle = sum(len(s.kv) for s in self.slots if not s.busy and s is not slot)
+            return running + idle + seq.need
+
+        for idle in sorted(
+            (s for s in self.slots if not s.busy and s is not slot and s.kv), key=lambda s: s.used_at
+        ):
+            if used() <= self.n_ctx:
+                break
+            self._clear(idle)
+        return used() <= self.n_ctx or not self._active
+
+    def _share(self, source: Slot, target: Slot, n: int) -> None:
+        """Give `target` the first n cached tokens of `source` without evaluating them (a unified KV cache
+        lets two sequences share cells); `source` keeps its own cache whole."""
+        self._clear(target)
+        self.lib.llama_memory_seq_cp(self.lib.llama_get_memory(self.ctx), source.seq_id, target.seq_id, 0, n)
+        target.kv = source.kv[:n]
+
+    def _clear(self, slot: Slot, start: int = 0) -> None:
+        mem = self.lib.llama_get_memory(self.ctx)
+        if not self.lib.llama_memory_seq_rm(mem, slot.seq_id, start, -1):
+            self.lib.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)  # recurrent models: start over
+            start = 0
+        del slot.kv[start:]
+
+    def _place(self, seq: Sequence, slot: Slot) -> None:
+        n = min(common_prefix(slot.kv, seq.tokens), len(seq.tokens) - 1)  # the last token is always evaluated
+        if n < len(slot.kv):
+            self._clear(slot, n)
+            n = len(slot.kv)
+        slot.busy, slot.label, slot.used_at = True, seq.label, time.monotonic()
+        seq.slot, seq.pos = slot, n
+        seq.metrics.prompt_eval_tokens = len(seq.tokens) - n
+        self._active.append(seq)
+
+    def _step(self) -> None:
+        lib, batch = self.lib, self.batch
+        batch.n = 0
+        stepping: list[Sequence] = []
+        for seq in list(self._active):
+            if seq.stopped():
+                self._end(seq, "cancelled")
+            elif seq.next_token is not None:
+                slot = seq.slot
+                assert slot is not None
+                seq.logits_at = batch.add(seq.next_token, len(slot.kv), slot.seq_id, True)
+                slot.kv.append(seq.next_token)
+                seq.next_token = None
+                stepping.append(seq)
+        budget = self.n_batch
+        for seq in self._active:
+            if seq.pos >= len(seq.tokens) or seq.stopped() or budget <= 0:
+                continue
+            slot = seq.slot
+            assert slot is not None
+            chunk = seq.tokens[seq.pos : seq.pos + budget]
+            for k, token in enumerate(chunk):
+                last = seq.pos + k == len(seq.tokens) - 1
+                i = batch.add(token, len(slot.kv), slot.seq_id, last)
+                slot.kv.append(token)
+                if last:
+                    seq.logits_at = i
+                    stepping.append(seq)
+            seq.pos += len(chunk)
+            budget -= len(chunk)
+        if batch.n == 0:
+            return
+        batch.batch.n_tokens = batch.n
+        rc = lib.llama_decode(self.ctx, batch.batch)
+        if rc != 0:
+            for slot in self.slots:
+                if slot.busy:
+                    self._clear(slot)
+            raise EngineError(f"The model failed to evaluate the prompt (llama_decode returned {rc}).")
+        sample, clock = lib.llama_sampler_sample, time.perf_counter
+        for seq in stepping:
+            token = sample(seq.sampler.sampler, self.ctx, seq.logits_at)
+            seq.logits_at = -1
+            seq.last_at = clock()
+            if seq.n_out == 0:
+                seq.first_at = seq.last_at
+            self._take(seq, token)
+
+    def _take(self, seq: Sequence, token: int) -> None:
+        """Detokenise one sampled token; end the sequence on EOG, a stop string or max_tokens."""
+        piece = self.piece(token)
+        if piece is None:
+            return self._end(seq, "stop")
+        seq.n_out += 1
+        chunk = seq.decoder.decode(piece)
+        if chunk:
+            seq.text += chunk
+            if seq.stops:
+                cut = find_stop(seq.text, seq.stops, seq.sent)
+                if cut is not None:
+                    seq.text = seq.text[:cut]
+                    return self._end(seq, "stop", flush=False)
+                safe = safe_end(seq.text, seq.stops, seq.sent)
+            else:
+                safe = len(seq.text)
+            if safe > seq.sent:
+                seq.emit(Delta(seq.text[seq.sent : safe]))
+                seq.sent = safe
+        if seq.n_out >= seq.max_tokens:
+            return self._end(seq, "length")
+        seq.next_token = token
+        return None
+
+    def _end(self, seq: Sequence, reason: str | BaseException, *, flush: bool = True) -> None:
+        with self._cond:
+            if seq in self._active:
+                self._active.remove(seq)
+            if seq.slot is not None:
+                seq.slot.busy, seq.slot.used_at = False, time.monotonic()
+        if isinstance(reason, BaseException):
+            seq.sampler.close()
+            seq.emit(reason)
+            seq.emit(None)
+            return
+        if flush and reason != "cancelled":
+            seq.text += seq.decoder.decode(b"", final=True)
+        if len(seq.text) > seq.sent and reason != "cancelled":
+            seq.emit(Delta(seq.text[seq.sent :]))
+        self._finish(seq, reason)
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        seq.sampler.close()
+        m = seq.metrics
+        m.completion_tokens = seq.n_out
+        m.context_used = len(seq.tokens) + seq.n_out
+        m.total_ms = round((time.perf_counter() - seq.started) * 1000, 1)
+        if seq.first_at:
+            m.ttft_ms = round((seq.first_at - seq.started) * 1000, 1)
+            if seq.n_out > 1 and seq.last_at > seq.first_at:
+                m.tokens_per_s = round((seq.n_out - 1) / (seq.last_at - seq.first_at), 2)
+        seq.emit(Finished(reason, m))
+        seq.emit(None)
+
+
+def find_stop(text: str, stops: list[str], sent: int) -> int | None:
+    """Index where the first stop string starts, searching only text that could hold a new match."""
+    best: int | None = None
+    for s in stops:
+        i = text.find(s, max(0, sent - len(s)))
+        if i != -1 and (best is None or i < best):
+            best = i
+    return best
+
+
+def safe_end(text: str, stops: list[str], sent: int) -> int:
+    """How much of `text` can be sent: all but a tail that could still grow into a stop string."""
+    end = len(text)
+    for s in stops:
+        i = text.find(s[0], max(sent, len(text) - len(s) + 1))
+        while i != -1 and i < end:
+            if s.startswith(text[i:]):
+                end = i
+                break
+            i = text.find(s[0], i + 1)
+    return end

@@ -1,0 +1,164 @@
+"""Continuous batching and KV slots, against the real server and model: concurrent requests with their own
+grammars never see each other's tokens, a cancel touches only its own sequence, a batched reply equals the
+same reply alone, alternating chats each evaluate only their new tokens, and a crash with four sequences in
+flight ends all four with an error and keeps their partial replies."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import GREEDY, ServerProcess, parse_sse
+
+pytestmark = pytest.mark.slow
+
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[ServerProcess]:
+    base = tmp_path_factory.mktemp("slots")
+    env = {"LLMCHAT_FAULT_FILE": str(base / "fault"), "LLM_MODEL__PARALLEL": "4"}
+    server = ServerProcess(base / "data", model=model_path, env=env, log_path=base / "server.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def expected(word: str) -> str:
+    return " ".join([word] * 5)
+
+
+def in_parallel(calls: list[Any]) -> list[Any]:
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    return results
+
+
+def chat(server: ServerProcess, body: dict[str, Any]) -> dict[str, Any]:
+    resp = httpx.post(server.url + "/api/chat", json=body, timeout=300)
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def test_health_shows_the_slots(server: ServerProcess) -> None:
+    slots = httpx.get(server.url + "/api/health").json()["worker"]["slots"]
+    assert [s["id"] for s in slots] == [0, 1, 2, 3]
+    assert all(set(s) >= {"busy", "cached_tokens"} for s in slots)
+
+
+def test_eight_grammars_at_once_each_get_their_own_words_and_a_cancel_spares_the_rest(
+    server: ServerProcess,
+) -> None:
+    def ask(word: str, hang_up: bool) -> str:
+        body = {
+            "messages": [{"role": "user", "content": "Say a word many times."}],
+            "params": {**GREEDY, "grammar": f'root ::= "{expected(word)}"', "max_tokens": 48},
+        }
+        text = ""
+        with httpx.stream("POST", server.url + "/api/chat/stream", json=body, timeout=300) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("data:") and '"delta"' in line:
+                    text += parse_sse(line + "\n\n")[0][1]["delta"]
+                    if hang_up:
+                        return text
+        return text
+
+    replies = in_parallel([lambda w=w, i=i: ask(w, hang_up=i == 3) for i, w in enumerate(WORDS)])
+    for i, (word, reply) in enumerate(zip(WORDS, replies, strict=True)):
+        assert reply, word
+        if i == 3:  # hung up after its first piece
+            assert expected(word).startswith(reply), (word, reply)
+        else:
+            assert reply == expected(word), (word, reply)
+
+
+def test_a_reply_in_a_batch_of_four_equals_the_same_reply_alone(server: ServerProcess) -> None:
+    def body(text: str) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": text}], "params": {**GREEDY, "max_tokens": 32}}
+
+    alone = chat(server, body("Name three colours."))["reply"]
+    others = ["Write a haiku about rain.", "Count to ten.", "What is the capital of France?"]
+    batched = in_parallel([lambda t=t: chat(server, body(t)) for t in ["Name three colours.", *others]])
+    assert batched[0]["reply"] == alone
+
+
+def test_alternating_two_chats_evaluates_only_the_new_tokens(server: ServerProcess) -> None:
+    long_system = "You are a patient tutor. " * 40
+    sids: dict[str, str] = {}
+    evaluated: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
+    for turn in range(3):
+        for chat_name in ("a", "b"):
+            body = {
+                "messages": [
+                    {"role": "system", "content": long_system + chat_name},
+                    {"role": "user", "content": f"Question {turn} from chat {chat_name}."},
+                ],
+                "session_id": sids.get(chat_name, "new"),
+                "params": {**GREEDY, "max_tokens": 8},
+            }
+            if chat_name in sids:
+                body["messages"] = body["messages"][1:]
+            out = chat(server, body)
+            sids[chat_name] = out["session_id"]
+            m = out["metrics"]
+            evaluated[chat_name].append((m["prompt_eval_tokens"], m["prompt_tokens"]))
+    assert evaluated["a"][0][0] > 200, evaluated  # cold
+    assert evaluated["b"][0][0] < 40, evaluated  # shares a's system prompt cells, and a keeps its own cache
+    for name, turns in evaluated.items():
+        for ev, prompt in turns[1:]:
+            assert prompt > turns[0][1] and ev < 40, (name, turns)
+
+
+def test_a_crash_with_four_sequences_in_flight_ends_all_four_and_keeps_their_replies(
+    server: ServerProcess,
+) -> None:
+    fault = Path(server.env["LLMCHAT_FAULT_FILE"])
+    sids = [
+        chat(
+            server,
+            {
+                "messages": [{"role": "user", "content": f"Hi {i}"}],
+                "session_id": "new",
+                "params": {**GREEDY, "max_tokens": 4},
+            },
+        )["session_id"]
+        for i in range(4)
+    ]
+    fault.write_text("SIGSEGV@token:6")
+
+    def long_turn(sid: str) -> list[tuple[str, Any]]:
+        body = {
+            "messages": [{"role": "user", "content": "Write a long story about the sea."}],
+            "session_id": sid,
+            "params": {**GREEDY, "max_tokens": 200},
+        }
+        resp = httpx.post(server.url + "/api/chat/stream", json=body, timeout=300)
+        return parse_sse(resp.text)
+
+    results = in_parallel([lambda s=s: long_turn(s) for s in sids])
+    for events in results:
+        assert events[-1][0] == "error" and "SIGSEGV" in events[-1][1]["error"]["message"], events[-3:]
+    for sid, events in zip(sids, results, strict=True):
+        saved = httpx.get(f"{server.url}/api/sessions/{sid}").json()["messages"]
+        got = "".join(d.get("delta", "") for name, d in events if name == "message")
+        if got:
+            assert saved[-1]["interrupted"] and saved[-1]["content"] == got
+        assert saved[1]["role"] == "assistant" and not saved[1].get("interrupted")
+    assert chat(server, {"messages": [{"role": "user", "content": "Still there?"}], "session_id": sids[0]})[
+        "reply"
+    ]
