@@ -57,6 +57,7 @@ i18n.add(
         "gpu.load_time": "Loaded in {s} s.",
         "gpu.worker": "Model process: {state}, pid {pid}, {restarts} restarts; last exit: {last}.",
         "gpu.safe_mode": "Safe mode: {reason}.",
+        "gpu.slots": "Slots: {busy}/{n} busy (cached tokens: {each}).",
         "gpu.models": "Models",
         "gpu.model_file": "Model file (in {dir})",
         "gpu.rescan": "Rescan folder",
@@ -109,6 +110,7 @@ i18n.add(
         "gpu.load_time": "読み込み時間 {s} 秒。",
         "gpu.worker": "モデルプロセス: {state}、pid {pid}、再起動 {restarts} 回、最後の終了: {last}。",
         "gpu.safe_mode": "セーフモード: {reason}。",
+        "gpu.slots": "スロット: {n} 中 {busy} 使用中（キャッシュ済みトークン: {each}）。",
         "gpu.models": "モデル",
         "gpu.model_file": "モデルファイル（{dir} 内）",
         "gpu.rescan": "フォルダーを再読み込み",
@@ -231,6 +233,10 @@ def worker_lines(worker: dict[str, Any] | None, lang: str | None) -> list[str]:
             last=last,
         )
     ]
+    slots = worker.get("slots") or []
+    if slots:
+        each = ", ".join(f"#{s['id']} {'●' if s['busy'] else '○'} {s['cached_tokens']}" for s in slots)
+        lines.append(tr("gpu.slots", lang, busy=sum(1 for s in slots if s["busy"]), n=len(slots), each=each))
     if worker.get("safe_mode"):
         lines.append(tr("gpu.safe_mode", lang, reason=worker["safe_mode"]["reason"]))
     if worker.get("reason"):
