@@ -251,6 +251,13 @@ def test_bad_requests_are_400_naming_the_field(
 def test_unknown_routes_use_the_error_shape(client: httpx.Client) -> None:
     for path in ("/api/nope", "/api/sessions/a/b/c", "/v1/completions"):
         assert_error(client.get(path), 404)
+    # one catch-all for both APIs: each says where to look, /v1 in OpenAI's error shape
+    err = assert_error(client.post("/api/nope", json={}), 404, "POST /api/nope", "/docs")
+    assert "param" not in err
+    err = assert_error(
+        client.delete("/v1/completions"), 404, "DELETE /v1/completions", "/v1/chat/completions"
+    )
+    assert err.keys() >= {"param", "code"}
 
 
 # --- sessions -----------------------------------------------------------------------------------------

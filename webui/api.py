@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from engine.backends.base import Delta, Finished
 from engine.chat import Notice, StreamEvent, validate_messages
 from engine.conversation import new_session, prompt_messages, run_turn, session_character
-from engine.errors import EngineError, InvalidInput, NotFound, TooLarge
+from engine.errors import EngineError, InvalidInput, TooLarge
 from engine.gpu import gpu_status
 from engine.models import list_models
 from engine.params import SamplingParams
@@ -377,10 +377,5 @@ def build_router(rt: Runtime) -> APIRouter:
     def load_model(body: LoadModelRequest) -> dict[str, Any]:
         overrides = body.model_dump(exclude_none=True, exclude={"path"})
         return rt.switch_model(body.path, **overrides)
-
-    @api.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
-    def no_route(path: str, request: Request) -> None:
-        # Without this, unknown /api paths fall through to the Gradio mount and get its error shape.
-        raise NotFound(f"No route {request.method} /api/{path}. The routes are listed at /docs.")
 
     return api

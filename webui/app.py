@@ -17,7 +17,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.config import Settings
-from engine.errors import EngineError, TooLarge
+from engine.errors import EngineError, NotFound, TooLarge
 from engine.runtime import Runtime
 
 from .api import MAX_BODY, build_router
@@ -131,6 +131,32 @@ class BodyLimitMiddleware:
         await self.app(scope, counted, send)
 
 
+# Where to look instead, per API prefix, in the 404 for a path no route has.
+ROUTE_HINTS = {
+    "api": "The routes are listed at /docs.",
+    "v1": "There are /v1/models and /v1/chat/completions.",
+}
+
+
+def add_not_found_routes(app: FastAPI) -> None:
+    """One JSON 404 for unknown /api and /v1 paths, which would otherwise fall through to the Gradio mount
+    and get its error shape. Registered after the real routes, so it only catches what they do not."""
+    for prefix, hint in ROUTE_HINTS.items():
+        app.add_api_route(
+            f"/{prefix}/{{path:path}}",
+            _no_route(prefix, hint),
+            methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+            include_in_schema=False,
+        )
+
+
+def _no_route(prefix: str, hint: str) -> Any:
+    def no_route(path: str, request: Request) -> None:
+        raise NotFound(f"No route {request.method} /{prefix}/{path}. {hint}")
+
+    return no_route
+
+
 def create_app(
     settings: Settings, *, warnings: list[str] | None = None, runtime: Runtime | None = None
 ) -> FastAPI:
@@ -167,6 +193,7 @@ def create_app(
 
     app.include_router(build_router(rt))
     app.include_router(build_openai_router(rt))
+    add_not_found_routes(app)
     if settings.server.api_key:
         app.add_middleware(ApiKeyMiddleware, key=settings.server.api_key)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY)

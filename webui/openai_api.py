@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.backends.base import Delta, Finished
 from engine.chat import StreamEvent
-from engine.errors import EngineError, InvalidInput, NotFound
+from engine.errors import EngineError, InvalidInput
 from engine.runtime import Runtime
 
 from .streaming import cancel_on_disconnect, run_stream
@@ -207,12 +207,6 @@ def build_openai_router(rt: Runtime) -> APIRouter:
 
         return StreamingResponse(
             events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
-
-    @v1.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
-    def no_route(path: str, request: Request) -> None:
-        raise NotFound(
-            f"No route {request.method} /v1/{path}. There are /v1/models and /v1/chat/completions."
         )
 
     return v1
