@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def direct_client(args: argparse.Namespace, out: Output) -> ChatClient:
     from engine.config import load_settings
+    from engine.errors import ConfigError
+    from engine.gpu_required import refusal
     from engine.runtime import Runtime
 
     from .direct import DirectClient
@@ -78,6 +80,10 @@ def direct_client(args: argparse.Namespace, out: Output) -> ChatClient:
     for warning in warnings:
         out.hint(f"warning: {warning}")
     rt = Runtime(settings, warnings=warnings)
+    refused = refusal(rt)
+    if refused:  # gpu.required: never on the CPU
+        rt.close()
+        raise ConfigError(refused)
     if rt.engine.load_error:
         out.error(rt.engine.load_error)
     return DirectClient(rt)

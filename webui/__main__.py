@@ -99,9 +99,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     import uvicorn
 
+    from engine.gpu_required import refusal
+    from engine.runtime import Runtime
+
     from .app import create_app
 
-    app = create_app(settings, warnings=warnings)
+    rt = Runtime(settings, warnings=warnings)
+    refused = refusal(rt)
+    if refused:  # the seed's "never on the CPU" rule: no server that would answer every request with an error
+        rt.close()
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
+    app = create_app(settings, warnings=warnings, runtime=rt)
     print(f"Serving the chat UI at http://{host}:{settings.server.port}", flush=True)
     # uvicorn shuts down in order on SIGTERM (the lifespan closes the model worker), then re-raises the
     # signal; this handler turns that into a clean exit 0 instead of death by SIGTERM.
