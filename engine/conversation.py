@@ -16,6 +16,7 @@ from .errors import BackendError, InvalidInput, StorageError
 from .prompt import assemble, greetings
 from .runtime import Runtime
 from .session_formats import ChatMessage, ModelInfo, Session, now_iso
+from .template_rules import rules_for
 
 Mode = Literal["send", "regenerate", "continue"]
 PARTIAL_SAVE_S = 2.0
@@ -69,6 +70,7 @@ def prompt_messages(rt: Runtime, session: Session, history: list[ChatMessage]) -
         default_system_prompt=rt.settings.chat.system_prompt,
         user_name=rt.settings.chat.user_name,
         assistant_name=rt.settings.chat.assistant_name,
+        rules=rules_for(rt.engine.backend),
     )
 
 

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from .characters import Character
+from .template_rules import LENIENT, TemplateRules, conform
 
 _MACRO = re.compile(r"\{\{\s*(char|user|original)\s*\}\}|<(BOT|USER)>", re.IGNORECASE)
 _START = re.compile(r"<START>", re.IGNORECASE)
@@ -81,8 +82,11 @@ def assemble(
     default_system_prompt: str = "",
     user_name: str = "User",
     assistant_name: str = "Assistant",
+    rules: TemplateRules = LENIENT,
 ) -> list[dict[str, str]]:
-    """[system, *history (user/assistant only, role + content), post-history system note]."""
+    """[system, *history (user/assistant only, role + content), post-history system note], conformed to
+    the chat template's `rules` (engine/template_rules.py): with a strict template the note goes into the
+    last user message instead."""
     messages: list[dict[str, str]] = []
     system = system_message(
         character,
@@ -100,7 +104,7 @@ def assemble(
     if character is not None and character.post_history_instructions.strip():
         note = render_macros(character.post_history_instructions, character.display_name, user_name).strip()
         messages.append({"role": "system", "content": note})
-    return messages
+    return conform(messages, rules)
 
 
 def content_text(content: Any) -> str:

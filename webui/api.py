@@ -167,10 +167,12 @@ def build_router(rt: Runtime) -> APIRouter:
             msgs = validate_messages([m.model_dump() for m in body.messages])
             if char is not None:
                 from engine.prompt import assemble
+                from engine.template_rules import rules_for
 
                 system = [m for m in msgs if m["role"] == "system"]
                 rest = [m for m in msgs if m["role"] != "system"]
-                msgs = assemble(char, rest, system_prompt=system[0]["content"] if system else None)
+                first = system[0]["content"] if system else None
+                msgs = assemble(char, rest, system_prompt=first, rules=rules_for(rt.engine.backend))
             params = rt.params_for(char, overrides)
             rt.engine.require_backend()
             return (lambda cancel: rt.engine.stream(msgs, params, cancel)), None
