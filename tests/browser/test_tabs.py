@@ -205,11 +205,26 @@ def test_history_shows_html_in_titles_as_text(chat: ChatPage) -> None:
 # --- GPU and language ---------------------------------------------------------------------------------
 
 
-def test_gpu_tab_shows_cpu_and_draws_the_plot(chat: ChatPage) -> None:
+def _line(chat: ChatPage, elem_id: str) -> str:
+    """The drawn line's path of a plot ('' until it has one)."""
+    paths = chat.page.locator(f"#{elem_id} svg.marks .mark-line path")
+    return str(paths.first.get_attribute("d") or "") if paths.count() else ""
+
+
+def test_gpu_tab_without_a_gpu_plots_cpu_and_memory_live(chat: ChatPage) -> None:
     chat.open_tab("GPU & models")
     chat.wait_for(lambda: "CPU" in chat.page.locator("#gpu-summary").inner_text(), "the tab to say CPU")
-    for kind in ("vram", "util"):
-        chat.page.locator(f"#gpu-plot-{kind} svg.marks").wait_for()
+    for kind in ("vram", "util"):  # nothing to show there: hidden rather than two empty frames
+        chat.wait_for(lambda k=kind: not chat.page.locator(f"#gpu-plot-{k}").is_visible(), f"{kind} hidden")
+    for kind in ("cpu", "rss"):
+        chat.wait_for(lambda k=kind: _line(chat, f"sys-plot-{k}"), f"a line in the {kind} plot")
+    readout = chat.page.locator("#sys-readout").inner_text()
+    assert "CPU" in readout and "MB" in readout, readout
+    first = {kind: _line(chat, f"sys-plot-{kind}") for kind in ("cpu", "rss")}
+    for kind in ("cpu", "rss"):  # live: the lines grow every 2 s while the tab is open
+        chat.wait_for(
+            lambda k=kind: _line(chat, f"sys-plot-{k}") not in ("", first[k]), f"the {kind} plot to move", 30
+        )
     model = chat.page.locator("#gpu-model").inner_text()
     assert "SmolLM2" in model, model
 

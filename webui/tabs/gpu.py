@@ -1,7 +1,9 @@
-"""GPU & models tab: device readout, a live VRAM/utilisation plot, and loading another GGUF model."""
+"""GPU & models tab: device readout, live plots (VRAM and utilisation with a GPU; the engine's CPU use and
+the server's and model process's memory always), and loading another GGUF model."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -13,7 +15,7 @@ from engine.config import KV_TYPES
 from engine.errors import EngineError
 from engine.gpu import gpu_status
 from engine.models import ModelFile, list_models
-from engine.sysinfo import process_memory
+from engine.sysinfo import ProcessHistory, process_memory
 
 from .. import i18n
 from ..i18n import I18N, tr
@@ -33,7 +35,15 @@ i18n.add(
         "gpu.cpu": "**Running on CPU.** {reason}",
         "gpu.no_cuda": "This llama-cpp-python build cannot offload to a GPU (no CUDA support).",
         "gpu.count": "**{n} GPU(s) found.** llama.cpp GPU offload: {cuda}.",
-        "gpu.plot_cpu": "No GPU, so nothing to plot: the frame stays empty.",
+        "gpu.plot_cpu": "No GPU: the plots show the engine's CPU use and the memory of the server and model.",
+        "gpu.plot_sys_cpu": "Engine CPU use (% of one core), last minutes",
+        "gpu.plot_sys_rss": "Memory (RSS, MB), last minutes",
+        "gpu.series_cpu": "model process",
+        "gpu.series_server": "server",
+        "gpu.series_model": "model process",
+        "gpu.series_both": "server with the model",
+        "gpu.readout": "Now: engine CPU {cpu}% · server {server} MB · model process {model} MB",
+        "gpu.readout_one": "Now: engine CPU {cpu}% · server with the model {server} MB",
         "gpu.plot_wait": "Samples appear here every 2 s while this tab is open.",
         "gpu.col.index": "GPU",
         "gpu.col.name": "Name",
@@ -86,7 +96,15 @@ i18n.add(
         "gpu.cpu": "**CPU で動作中。** {reason}",
         "gpu.no_cuda": "この llama-cpp-python は GPU オフロードに対応していません（CUDA なし）。",
         "gpu.count": "**GPU を {n} 台検出。** llama.cpp の GPU オフロード：{cuda}。",
-        "gpu.plot_cpu": "GPU がないため表示するデータはありません（枠は空のままです）。",
+        "gpu.plot_cpu": "GPU がありません。エンジンの CPU 使用率と、サーバーとモデルのメモリを表示します。",
+        "gpu.plot_sys_cpu": "エンジンの CPU 使用率（1 コア = 100%）直近数分",
+        "gpu.plot_sys_rss": "メモリ（RSS、MB）直近数分",
+        "gpu.series_cpu": "モデルのプロセス",
+        "gpu.series_server": "サーバー",
+        "gpu.series_model": "モデルのプロセス",
+        "gpu.series_both": "サーバー（モデルを含む）",
+        "gpu.readout": "現在：エンジン CPU {cpu}% · サーバー {server} MB · モデルのプロセス {model} MB",
+        "gpu.readout_one": "現在：エンジン CPU {cpu}% · サーバー（モデルを含む）{server} MB",
         "gpu.plot_wait": "このタブを開いている間、2 秒ごとにサンプルが追加されます。",
         "gpu.col.index": "GPU",
         "gpu.col.name": "名前",
@@ -138,7 +156,7 @@ i18n.add(
 )
 
 PLOT_COLUMNS = ["time", "series", "value"]
-_sampled = {"at": 0.0}
+_sampled = {"at": 0.0, "sys": 0.0}
 _sample_lock = threading.Lock()
 
 
@@ -244,24 +262,16 @@ def worker_lines(worker: dict[str, Any] | None, lang: str | None) -> list[str]:
     return lines
 
 
-def empty_frame() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "time": pd.Series(dtype="datetime64[ns]"),
-            "series": pd.Series(dtype=str),
-            "value": pd.Series(dtype=float),
-        }
-    )
-
-
 def plot_frames(rt: Any, available: bool) -> tuple[Any, Any]:
-    """(VRAM frame, utilisation frame). Without a GPU: empty frames, drawn as an empty chart. With a GPU but
-    no samples yet: None, because a LinePlot first drawn from an empty frame stays blank after updates."""
+    """(VRAM frame, utilisation frame), or hidden plots without a GPU. With a GPU but no samples yet: None,
+    because a LinePlot first drawn from an empty frame stays blank after updates."""
+    if not available:
+        return gr.update(visible=False), gr.update(visible=False)
     frames = []
     for metric in ("vram_used_mb", "utilization_pct"):
         rows = rt.gpu_history.rows(metric)
         frames.append(
-            pd.DataFrame(rows, columns=PLOT_COLUMNS) if rows else (None if available else empty_frame())
+            gr.update(value=pd.DataFrame(rows, columns=PLOT_COLUMNS) if rows else None, visible=True)
         )
     return frames[0], frames[1]
 
@@ -275,6 +285,61 @@ def sample_once(rt: Any, status: dict[str, Any]) -> None:
             _sampled["at"] = now
 
 
+def model_pid(rt: Any) -> int:
+    """The model process: the worker's pid where the model has one, else this (the server's) process."""
+    worker = rt.health().get("worker") or {}
+    pid = worker.get("pid") if isinstance(worker, dict) else None
+    return pid if isinstance(pid, int) and pid > 0 else os.getpid()
+
+
+def sample_system(rt: Any, history: ProcessHistory) -> None:
+    """One CPU/RSS sample, shared by every open tab like the GPU's. The first comes with a second a moment
+    later, so the CPU plot has a point at once."""
+    with _sample_lock:
+        now = time.monotonic()
+        if now - _sampled.get("sys", 0.0) < TICK_S * 0.8:
+            return
+        _sampled["sys"] = now
+        first = len(history) == 0
+        history.sample(os.getpid(), model_pid(rt))
+        if first:
+            time.sleep(0.25)
+            history.sample(os.getpid(), model_pid(rt))
+
+
+def system_frames(rt: Any, history: ProcessHistory, lang: str | None) -> tuple[Any, Any, str]:
+    """(CPU frame, RSS frame, readout line) for the engine's CPU use and the processes' memory."""
+    one = model_pid(rt) == os.getpid()
+    labels = {
+        "cpu": tr("gpu.series_cpu", lang),
+        "server": tr("gpu.series_both" if one else "gpu.series_server", lang),
+        "model": tr("gpu.series_model", lang),
+    }
+    frames = []
+    for metric in ("cpu", "rss"):
+        rows = history.rows(metric, labels)
+        frames.append(pd.DataFrame(rows, columns=PLOT_COLUMNS) if rows else None)
+    cpu, server, model = history.latest()
+    key = "gpu.readout_one" if one else "gpu.readout"
+    readout = tr(key, lang, cpu=_v(cpu), server=_v(server), model=_v(model))
+    return frames[0], frames[1], readout
+
+
+def line_plot(label_key: str, elem_id: str, visible: bool = True) -> gr.LinePlot:
+    return gr.LinePlot(
+        None,
+        x="time",
+        y="value",
+        color="series",
+        label=I18N(label_key),
+        x_title="",
+        y_title="",
+        x_axis_format="%H:%M:%S",
+        elem_id=elem_id,
+        visible=visible,
+    )
+
+
 def build(ctx: UIContext, tab: gr.Tab) -> None:
     rt = ctx.rt
     lang = ctx.lang
@@ -284,21 +349,13 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         refresh_btn = gr.Button(I18N("gpu.refresh"), size="sm", scale=0, min_width=100, elem_id="gpu-refresh")
     devices = gr.Dataframe(interactive=False, elem_id="gpu-devices", max_height=200, visible=False)
     with gr.Row():
-        plots = [
-            gr.LinePlot(
-                None,
-                x="time",
-                y="value",
-                color="series",
-                label=I18N(f"gpu.plot_{kind}"),
-                x_title="",
-                y_title="",
-                x_axis_format="%H:%M:%S",
-                elem_id=f"gpu-plot-{kind}",
-            )
-            for kind in ("vram", "util")
-        ]
+        has_gpu = bool(gpu_status().get("available"))
+        plots = [line_plot(f"gpu.plot_{kind}", f"gpu-plot-{kind}", has_gpu) for kind in ("vram", "util")]
+    with gr.Row():
+        sys_plots = [line_plot(f"gpu.plot_sys_{kind}", f"sys-plot-{kind}") for kind in ("cpu", "rss")]
     plot_note = gr.Markdown(elem_id="gpu-plot-note")
+    readout = gr.Markdown(elem_id="sys-readout")
+    history = ProcessHistory()
     model_md = gr.Markdown(elem_id="gpu-model")
     timer = gr.Timer(TICK_S, active=False)
 
@@ -335,35 +392,31 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             return tr("gpu.plot_cpu", lang_value)
         return "" if len(rt.gpu_history) > 1 else tr("gpu.plot_wait", lang_value)
 
-    def refresh(lang_value: str | None):
+    def tick(lang_value: str | None):
         status = gpu_status()
         if status.get("available"):
             sample_once(rt, status)
+        sample_system(rt, history)
         text, table = status_view(status, lang_value)
-        info = model_view(rt.model_info(), status.get("cuda_build"), lang_value)
         return (
             text,
             table,
             *plot_frames(rt, bool(status.get("available"))),
+            *system_frames(rt, history, lang_value),
             note_for(status, lang_value),
-            info,
         )
 
-    def tick(lang_value: str | None):
-        status = gpu_status()
-        if not status.get("available"):
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        sample_once(rt, status)
-        text, table = status_view(status, lang_value)
-        return text, table, *plot_frames(rt, True), note_for(status, lang_value)
+    def refresh(lang_value: str | None):
+        info = model_view(rt.model_info(), gpu_status().get("cuda_build"), lang_value)
+        return (*tick(lang_value), info)
 
     def timer_state(evt: gr.SelectData, on: bool):
-        """The timer ticks only while this tab is shown, live updates are on and there is a GPU to read."""
+        """The timer ticks only while this tab is shown and live updates are on."""
         shown = (getattr(evt, "_data", None) or {}).get("id") == "gpu"
-        return gr.Timer(active=bool(shown and on and gpu_status().get("available")))
+        return gr.Timer(active=bool(shown and on))
 
     def live_changed(on: bool):
-        return gr.Timer(active=bool(on and gpu_status().get("available")))
+        return gr.Timer(active=bool(on))
 
     def models(current: str | None, lang_value: str | None):
         files = list_models(rt.models_dir)
@@ -428,11 +481,11 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         chat_status = status_line(ctx, load_session(ctx, session_id), lang_value)
         yield text, model_view(rt.model_info(), cuda, lang_value), chat_status
 
-    view_outs = [summary, devices, *plots, plot_note, model_md]
-    tab.select(refresh, [lang], view_outs, show_progress="hidden")
+    tick_outs = [summary, devices, *plots, *sys_plots, readout, plot_note]
+    tab.select(refresh, [lang], [*tick_outs, model_md], show_progress="hidden")
     tab.select(models, [picker, lang], [picker, meta], show_progress="hidden")
-    refresh_btn.click(refresh, [lang], view_outs)
-    timer.tick(tick, [lang], [summary, devices, *plots, plot_note], show_progress="hidden")
+    refresh_btn.click(refresh, [lang], [*tick_outs, model_md])
+    timer.tick(tick, [lang], tick_outs, show_progress="hidden")
     ctx.components["tabs"].select(timer_state, [live], [timer], show_progress="hidden")
     live.input(live_changed, [live], [timer], show_progress="hidden")
     rescan.click(models, [picker, lang], [picker, meta])
