@@ -90,7 +90,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def open_page(browser: Any, server: ServerProcess, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """open_page() -> ChatPage in a fresh browser context (its own localStorage). Fails on JS errors."""
+    """open_page() -> ChatPage in a fresh browser context (its own localStorage). Fails on JS errors and on
+    any error badge or error toast the page showed."""
     item = request.node
     item._server = server
     item._pages = []
@@ -110,10 +111,15 @@ def open_page(browser: Any, server: ServerProcess, request: pytest.FixtureReques
 
     yield factory
     errors = [e for chat in pages for e in chat.errors if not any(b in e for b in BENIGN_CONSOLE)]
+    errors += [
+        e for chat in pages for e in chat.error_badges()
+    ]  # a user never sees Error for a normal action
     try:
         if errors:
             note = save_artifacts(item)
-            pytest.fail("JavaScript errors on the page:\n" + "\n".join(errors[:20]) + f"\n{note}")
+            pytest.fail(
+                "JavaScript errors or error badges on the page:\n" + "\n".join(errors[:20]) + f"\n{note}"
+            )
     finally:
         for ctx in contexts:
             ctx.close()

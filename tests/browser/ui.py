@@ -30,10 +30,36 @@ RECORD_STATES = """() => {
 }"""
 
 
+# Records every error badge (a status tracker saying Error) and error toast the page ever shows, so a test
+# fails on one even if it was gone by the time the test looked.
+WATCH_ERRORS = """() => {
+  window.__errorBadges = [];
+  const seen = new Set();
+  const note = (what) => { if (!seen.has(what)) { seen.add(what); window.__errorBadges.push(what); } };
+  const scan = () => {
+    for (const el of document.querySelectorAll('[data-testid=status-tracker]')) {
+      if (el.querySelector('.error') || /\bError\b|エラー/.test(el.textContent || '')) {
+        const owner = el.parentElement?.closest('[id]')?.id || el.parentElement?.className || '?';
+        note(`badge on #${owner}: ${(el.textContent || '').trim().slice(0, 120)}`);
+      }
+    }
+    for (const el of document.querySelectorAll('[data-testid=toast-body]')) {
+      if (/error/i.test(el.className) || /^\\s*(Error|エラー)/.test(el.textContent || '')) {
+        note(`error toast: ${(el.textContent || '').trim().slice(0, 160)}`);
+      }
+    }
+  };
+  const start = () => new MutationObserver(scan).observe(document.documentElement,
+    {subtree: true, childList: true, characterData: true, attributes: true});
+  if (document.documentElement) start(); else document.addEventListener('DOMContentLoaded', start);
+}"""
+
+
 class ChatPage:
     def __init__(self, page: Any, server: ServerProcess) -> None:
         self.page = page
         self.server = server
+        page.add_init_script(f"({WATCH_ERRORS})()")
         self.errors: list[str] = []
         self.dialogs: list[str] = []
         self._navigating = False
@@ -111,6 +137,13 @@ class ChatPage:
     def busy(self) -> bool:
         cls = self.page.get_attribute("#chatbot > [data-testid=status-tracker]", "class") or ""
         return "hide" not in cls.split()
+
+    def error_badges(self) -> list[str]:
+        """Every error badge and error toast the page has shown since it was loaded."""
+        try:
+            return list(self.page.evaluate("() => window.__errorBadges || []"))
+        except Exception:  # the page is gone
+            return []
 
     def states(self) -> list[str]:
         states = self.page.evaluate("() => window.__states || []")

@@ -3,16 +3,13 @@ save / save as new / revert / delete, card import and export, and the Custom cha
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import threading
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from PIL import Image, ImageDraw, ImageFont
 
 from engine.backends.base import Delta, Finished
 from engine.character_form import FORM_FIELDS, character_from_form, form_from_character, unique_name
@@ -20,11 +17,14 @@ from engine.characters import Character
 from engine.chat import Queued
 from engine.errors import EngineError, InvalidInput
 from engine.prompt import assemble, greetings
+from engine.template_rules import rules_for
 
 from .. import i18n
+from ..avatars import placeholder
 from ..i18n import I18N, i18n_label, tr
 from ..markup import notify, warn
 from .chat import load_session, status_line
+from .confirm import confirm_row
 from .context import CUSTOM, UIContext
 
 EXPORT_DIR = Path(tempfile.mkdtemp(prefix="llmchat-cards-"))  # Gradio serves files from the temp dir
@@ -85,8 +85,6 @@ EN = {
     "ch.save_new": "Save as new",
     "ch.revert": "Revert",
     "ch.delete": "Delete…",
-    "ch.confirm_delete": "Delete",
-    "ch.cancel": "Cancel",
     "ch.confirm": (
         "Delete **{title}** (`{name}`)? The preset moves to the trash folder of the data directory."
     ),
@@ -137,8 +135,6 @@ JA = {
     "ch.save_new": "新規として保存",
     "ch.revert": "元に戻す",
     "ch.delete": "削除…",
-    "ch.confirm_delete": "削除する",
-    "ch.cancel": "キャンセル",
     "ch.confirm": "**{title}**（`{name}`）を削除しますか？プリセットはデータフォルダーのゴミ箱に移動します。",
     "ch.shipped_warn": "⚠ アプリ同梱のプリセットです。削除すると再起動しても元に戻りません。",
     "ch.preview": "プロンプトのプレビュー",
@@ -178,18 +174,6 @@ for _f, (_en, _ja, _) in FIELDS.items():
 for _f, (_en, _ja) in INFO.items():
     EN[f"ch.i.{_f}"], JA[f"ch.i.{_f}"] = _en, _ja
 i18n.add(EN, JA)
-
-
-@lru_cache(maxsize=256)
-def placeholder(name: str) -> Image.Image:
-    """A coloured square with the name's first letter, for characters without an avatar."""
-    digest = hashlib.sha256(name.encode()).digest()
-    color = (64 + digest[0] % 128, 64 + digest[1] % 128, 64 + digest[2] % 128)
-    img = Image.new("RGB", (256, 256), color)
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default(size=140)
-    draw.text((128, 128), name[:1].upper(), fill="white", font=font, anchor="mm")
-    return img
 
 
 def md_text(text: str) -> str:
@@ -264,12 +248,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
                 save_new_btn = gr.Button(I18N("ch.save_new"), elem_id="ch-save-new")
                 revert_btn = gr.Button(I18N("ch.revert"), elem_id="ch-revert")
                 delete_btn = gr.Button(I18N("ch.delete"), variant="stop", elem_id="ch-delete")
-            with gr.Row(visible=False, elem_id="ch-confirm-row") as confirm_row:
-                confirm_md = gr.Markdown(elem_id="ch-confirm-text")
-                confirm_btn = gr.Button(
-                    I18N("ch.confirm_delete"), variant="stop", scale=0, elem_id="ch-confirm"
-                )
-                cancel_btn = gr.Button(I18N("ch.cancel"), scale=0, elem_id="ch-cancel")
+            ask = confirm_row("ch")
             with gr.Accordion(I18N("ch.preview"), open=True):
                 tokens = gr.Markdown(elem_id="ch-tokens")
                 preview = gr.Textbox(
@@ -384,7 +363,11 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         history = [{"role": "assistant", "content": g} for g in greetings(character, user)[:1]]
         history.append({"role": "user", "content": user_text or tr("ch.test_default", "en")})
         return assemble(
-            character, history, default_system_prompt=rt.settings.chat.system_prompt, user_name=user
+            character,
+            history,
+            default_system_prompt=rt.settings.chat.system_prompt,
+            user_name=user,
+            rules=rules_for(rt.engine.backend),
         )
 
     def preview_of(values: list[Any], user_text: str, lang_value: str | None) -> tuple[str, str]:
@@ -580,7 +563,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         notify(tr("ch.custom_saved", lang_value))
         return text, gr.skip()
 
-    shown_outs = [*fields, loaded, header, export_json, export_png, confirm_row, preview, tokens]
+    shown_outs = [*fields, loaded, header, export_json, export_png, ask.row, preview, tokens]
     gallery_outs = [gallery, names]
     tab.select(
         on_tab,
@@ -594,9 +577,8 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     save_btn.click(on_save, [*fields, loaded, chat_char, lang], save_outs)
     save_new_btn.click(on_save_new, [*fields, loaded, chat_char, lang], save_outs)
     revert_btn.click(on_revert, [loaded, test_msg, lang], shown_outs)
-    delete_btn.click(on_ask_delete, [loaded, lang], [confirm_row, confirm_md])
-    cancel_btn.click(lambda: gr.update(visible=False), None, confirm_row)
-    confirm_btn.click(on_delete, [loaded, chat_char, test_msg, lang], [*shown_outs, *gallery_outs, chat_char])
+    delete_btn.click(on_ask_delete, [loaded, lang], [ask.row, ask.text])
+    ask.confirm.click(on_delete, [loaded, chat_char, test_msg, lang], [*shown_outs, *gallery_outs, chat_char])
     upload.upload(
         on_import, [upload, chat_char, test_msg, lang], [upload, *shown_outs, *gallery_outs, chat_char]
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +15,7 @@ from engine.errors import EngineError, NotFound
 from engine.prompt import greetings
 from engine.session_formats import Session
 
+from ..avatars import avatar_pair
 from ..chatview import memoize
 from ..i18n import I18N, tr
 from ..markup import escape_text, unescape_text, warn
@@ -96,6 +96,18 @@ def greeting_view(ctx: UIContext, character: str | None) -> list[dict[str, str]]
     return [{"role": "assistant", "content": escape_text(opening[0])}] if opening and opening[0] else []
 
 
+def with_avatars(ctx: UIContext, view: list[dict[str, str]], character: str | None, title: str | None = None):
+    """The chatbot's messages with the avatar pair of `character` (the user's, the character's)."""
+    name = None if character in (None, CUSTOM) else character
+    return gr.update(value=view, avatar_images=avatar_pair(ctx.rt, name, title))
+
+
+def session_view(ctx: UIContext, session: Session):
+    """The chatbot showing `session`, with its character's avatar (the snapshot's title if it was deleted)."""
+    title = (session.character or {}).get("title")
+    return with_avatars(ctx, to_chatbot(session.messages), session.character_name, title)
+
+
 def build(ctx: UIContext) -> None:
     rt = ctx.rt
     with gr.Row():
@@ -118,6 +130,7 @@ def build(ctx: UIContext) -> None:
         feedback_options=None,
         elem_id="chatbot",
         latex_delimiters=[],
+        avatar_images=avatar_pair(rt, rt.settings.chat.preset),
     )
     memoize(chatbot)
     with gr.Row():
@@ -146,20 +159,9 @@ def build(ctx: UIContext) -> None:
     ctx.components.update(chatbot=chatbot, character=character, status=status)
     sid, lang = ctx.session_id, ctx.lang
 
-    idle_flags: dict[str, threading.Event] = {}  # per browser: set while no turn of it is streaming
-
-    def turn_idle(request: gr.Request | None) -> threading.Event:
-        key = getattr(request, "session_hash", None) or "default"
-        flag = idle_flags.get(key)
-        if flag is None:
-            flag = idle_flags[key] = threading.Event()
-            flag.set()
-        return flag
-
     def start_turn(session: Session, request: gr.Request, **kw: Any) -> RunAhead[Any]:
         """Begin the turn at once, in the background; the first text and every non-text event wake us."""
         cancel = ctx.cancel_flag(request, fresh=True)
-        turn_idle(request).clear()
         seen_text = False
 
         def urgent(event: Any) -> bool:
@@ -210,13 +212,12 @@ def build(ctx: UIContext) -> None:
                     interval = min(UI_MAX_INTERVAL_S, max(UI_INTERVAL_S, UI_COST_RATIO * cost))
         except EngineError as exc:
             warn(exc.message)
-        finally:  # also when Stop cancels this event: the turn saves what it has; Stop's refresh reads it
+        finally:  # also when the page goes away: the turn saves what it has
             turn.close()
             if save_failed:  # keep the chat in memory until a later save succeeds
                 unsaved_sessions(ctx)[session.id] = session
             else:
                 unsaved_sessions(ctx).pop(session.id, None)
-            turn_idle(request).set()
         yield view_of(session), session.id, status_line(ctx, session, lang_value, alt_label(session))
 
     def view_of(session: Session) -> list[dict[str, str]]:
@@ -271,16 +272,8 @@ def build(ctx: UIContext) -> None:
     def on_stop(request: gr.Request) -> None:
         ctx.cancel_flag(request).set()
 
-    def on_stopped(session_id: str | None, lang_value: str | None, request: gr.Request):
-        """After Stop: show what was saved (the cancelled event's last update can be a token behind)."""
-        turn_idle(request).wait(10)
-        session = load_session(ctx, session_id)
-        if session is None:
-            return gr.skip(), gr.skip()
-        return to_chatbot(session.messages), status_line(ctx, session, lang_value, alt_label(session))
-
     def on_new(char: str | None, lang_value: str | None):
-        return greeting_view(ctx, char), None, status_line(ctx, None, lang_value)
+        return with_avatars(ctx, greeting_view(ctx, char), char), None, status_line(ctx, None, lang_value)
 
     def on_character(char: str | None, session_id: str | None, lang_value: str | None):
         session = load_session(ctx, session_id)
@@ -295,13 +288,13 @@ def build(ctx: UIContext) -> None:
         if session is None:
             char = rt.settings.chat.preset or CUSTOM
             return (
-                greeting_view(ctx, char),
+                with_avatars(ctx, greeting_view(ctx, char), char),
                 None,
                 gr.update(choices=choices, value=char),
                 status_line(ctx, None, lang_value),
             )
         return (
-            to_chatbot(session.messages),
+            session_view(ctx, session),
             session.id,
             gr.update(choices=choices, value=session.character_name or CUSTOM),
             status_line(ctx, session, lang_value, alt_label(session)),
@@ -373,15 +366,23 @@ def build(ctx: UIContext) -> None:
     regen_ev = regen.click(on_mode("regenerate"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
     cont_ev = cont.click(on_mode("continue"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
     edit_ev = chatbot.edit(on_edit, [sid, lang], [chatbot, sid, status], concurrency_limit=None)
-    chatbot.retry(on_mode("regenerate"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
-    turns: list[Any] = [send_ev, submit_ev, regen_ev, cont_ev, edit_ev]
-    stop_ev = stop.click(on_stop, None, None, cancels=turns, queue=False)
-    stop_ev.then(on_stopped, [sid, lang], [chatbot, status], queue=False)
-    new_btn.click(on_new, [character, lang], [chatbot, sid, status])
-    chatbot.clear(on_new, [character, lang], [chatbot, sid, status])  # the old chat stays in History
-    character.input(on_character, [character, sid, lang], [chatbot, sid, status])
-    prev_alt.click(on_alt(-1), [sid, lang], [chatbot, status])
-    next_alt.click(on_alt(1), [sid, lang], [chatbot, status])
-    delete_last.click(on_delete_last, [sid, lang], [chatbot, status])
+    retry_ev = chatbot.retry(
+        on_mode("regenerate"), [sid, lang], [chatbot, sid, status], concurrency_limit=None
+    )
+    turns: list[Any] = [send_ev, submit_ev, regen_ev, cont_ev, edit_ev, retry_ev]
+    # Stop only sets the turn's cancel flag: the turn ends itself within one token, saves, and its handler
+    # sends the saved reply as its last update. Gradio's own `cancels=` raced that end: its /cancel route
+    # completes a still-running event with an empty output, and the page showed Error on the chat, the
+    # message box and the status line (the chat blanked), although the saved chat was right.
+    stop.click(on_stop, None, None, queue=False)
+    others = [
+        new_btn.click(on_new, [character, lang], [chatbot, sid, status]),
+        chatbot.clear(on_new, [character, lang], [chatbot, sid, status]),  # the old chat stays in History
+        character.input(on_character, [character, sid, lang], [chatbot, sid, status]),
+        prev_alt.click(on_alt(-1), [sid, lang], [chatbot, status]),
+        next_alt.click(on_alt(1), [sid, lang], [chatbot, status]),
+        delete_last.click(on_delete_last, [sid, lang], [chatbot, status]),
+    ]
+    ctx.components["chat_changed"] = [*turns, *others]  # events after which the chat may differ
     chatbot.select(on_select, [sid], [details])
     ctx.components["on_load"] = (on_load, [sid, lang], [chatbot, sid, character, status])
