@@ -128,11 +128,11 @@ def wire_language(
     radio: gr.Radio,
     lang_state: gr.BrowserState,
     tabs: list[tuple[gr.Tab, str]],
-    on_load: tuple[Any, ...],
+    on_load: list[tuple[Any, ...]],
 ) -> None:
     """Switching relabels the page, stores the choice in `lang_state`, and re-sends the tab labels: Gradio
     translates the label of a tab that was never shown only when it is sent again. The page load applies
-    the saved choice, then runs `on_load` (fn, inputs, outputs)."""
+    the saved choice, then runs each of `on_load` (fn, inputs, outputs) in turn."""
     targets = [tab for tab, _ in tabs]
 
     def relabel() -> list[gr.Tab]:
@@ -141,9 +141,11 @@ def wire_language(
     radio.input(_pick, radio, lang_state, js=SWITCH_JS, show_progress="hidden", queue=False).then(
         relabel, None, targets, show_progress="hidden", queue=False
     )
-    demo.load(_loaded, [radio], [radio, lang_state], js=INIT_JS, show_progress="hidden").then(
+    loaded = demo.load(_loaded, [radio], [radio, lang_state], js=INIT_JS, show_progress="hidden").then(
         relabel, None, targets, show_progress="hidden"
-    ).then(*on_load)
+    )
+    for step in on_load:
+        loaded = loaded.then(*step)
 
 
 def _pick(lang: str | None) -> str:

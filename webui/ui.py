@@ -13,7 +13,7 @@ from engine.fsutil import atomic_write
 from engine.runtime import Runtime
 
 from .i18n import I18N, language_radio, wire_language
-from .tabs import characters, chat, gpu, history, sampling
+from .tabs import characters, chat, chat_files, gpu, history, sampling
 from .tabs.context import UIContext
 
 
@@ -52,6 +52,7 @@ def build_ui(rt: Runtime) -> gr.Blocks:
             ctx.components["tabs"] = tabs
             with gr.Tab(I18N("tab.chat"), id="chat") as chat_tab:
                 chat.build(ctx)
+                chat_files.build(ctx)
             labelled = [(chat_tab, "tab.chat")]
             for module, name in (
                 (characters, "characters"),
@@ -62,5 +63,6 @@ def build_ui(rt: Runtime) -> gr.Blocks:
                 with gr.Tab(I18N(f"tab.{name}"), id=name) as tab:
                     module.build(ctx, tab)
                 labelled.append((tab, f"tab.{name}"))
-        wire_language(demo, lang_radio, ctx.lang, labelled, ctx.components["on_load"])
+        on_load = [ctx.components["on_load"], ctx.components["chat_downloads"]]
+        wire_language(demo, lang_radio, ctx.lang, labelled, on_load)
     return demo

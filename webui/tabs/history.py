@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from engine.errors import EngineError
-from engine.session_formats import Session
 
 from .. import i18n
 from ..i18n import I18N, i18n_label, tr
 from ..markup import notify, warn
-from .chat import greeting_view, load_session, status_line, to_chatbot
-from .context import CUSTOM, UIContext
-
-EXPORT_DIR = Path(tempfile.mkdtemp(prefix="llmchat-export-"))  # Gradio serves files from the temp dir
+from .chat import load_session
+from .chat_files import chat_view, export_files
+from .confirm import confirm_row
+from .context import UIContext
 
 i18n.add(
     {
@@ -30,8 +27,6 @@ i18n.add(
         "hi.upto": "Messages to keep in the copy",
         "hi.upto_info": "Empty keeps them all; a smaller number branches the chat at that point.",
         "hi.delete": "Delete…",
-        "hi.confirm_delete": "Delete",
-        "hi.cancel": "Cancel",
         "hi.title": "New title",
         "hi.rename": "Rename",
         "hi.download_json": "Download JSON",
@@ -69,8 +64,6 @@ i18n.add(
         "hi.upto": "複製に残すメッセージ数",
         "hi.upto_info": "空欄ならすべて残します。小さい数にするとその位置でチャットを分岐します。",
         "hi.delete": "削除…",
-        "hi.confirm_delete": "削除する",
-        "hi.cancel": "キャンセル",
         "hi.title": "新しいタイトル",
         "hi.rename": "名前を変更",
         "hi.download_json": "JSON をダウンロード",
@@ -106,38 +99,6 @@ def md_text(text: str) -> str:
     return "".join("\\" + c if c in "\\`*_{}[]<>()#+-.!|~" else c for c in text)
 
 
-def export_files(ctx: UIContext, session_id: str) -> tuple[Path, Path]:
-    """<id>.json holding exactly SessionStore.export_bytes, and <id>.md, in EXPORT_DIR."""
-    store = ctx.rt.sessions
-    json_path, md_path = EXPORT_DIR / f"{session_id}.json", EXPORT_DIR / f"{session_id}.md"
-    json_path.write_bytes(store.export_bytes(session_id))
-    md_path.write_text(store.to_markdown(store.get(session_id)), "utf-8")
-    return json_path, md_path
-
-
-def chat_view(ctx: UIContext, session: Session | None, lang: str | None) -> tuple[Any, ...]:
-    """(session id, chatbot, status, character dropdown) that show `session` in the chat tab."""
-    choices = ctx.character_choices()
-    if session is None:
-        char = ctx.rt.settings.chat.preset or CUSTOM
-        return (
-            None,
-            greeting_view(ctx, char),
-            status_line(ctx, None, lang),
-            gr.update(choices=choices, value=char),
-        )
-    char = session.character_name or CUSTOM
-    if char not in (value for _, value in choices):  # a preset deleted since: show the snapshot's name
-        title = (session.character or {}).get("title") or char
-        choices.append((title, char))
-    return (
-        session.id,
-        to_chatbot(session.messages),
-        status_line(ctx, session, lang),
-        gr.update(choices=choices, value=char),
-    )
-
-
 def build(ctx: UIContext, tab: gr.Tab) -> None:
     store = ctx.rt.sessions
     sid, lang = ctx.session_id, ctx.lang
@@ -170,10 +131,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         )
         dl_md = gr.DownloadButton(i18n_label("hi.download_md"), interactive=False, elem_id="hi-download-md")
         delete_btn = gr.Button(I18N("hi.delete"), variant="stop", elem_id="hi-delete")
-    with gr.Row(visible=False, elem_id="hi-confirm-row") as confirm_row:
-        confirm_md = gr.Markdown(elem_id="hi-confirm-text")
-        confirm_btn = gr.Button(I18N("hi.confirm_delete"), variant="stop", scale=0, elem_id="hi-confirm")
-        cancel_btn = gr.Button(I18N("hi.cancel"), scale=0, elem_id="hi-cancel")
+    ask = confirm_row("hi")
     with gr.Row():
         with gr.Column():
             title_box = gr.Textbox(label=I18N("hi.title"), max_lines=1, elem_id="hi-title")
@@ -312,11 +270,15 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     query.change(
         listing, [query, selected, lang], list_outs, trigger_mode="always_last", show_progress="hidden"
     )
-    table.select(pick, [ids, lang], [*sel_outs, confirm_row])
-    open_btn.click(open_chat, [selected, lang], [*chat_outs, ctx.components["tabs"]])
-    delete_btn.click(ask_delete, [selected, lang], [confirm_row, confirm_md])
-    cancel_btn.click(lambda: gr.update(visible=False), None, confirm_row)
-    confirm_btn.click(do_delete, [selected, query, sid, lang], [confirm_row, *list_outs, *chat_outs])
+    table.select(pick, [ids, lang], [*sel_outs, ask.row])
+    refresh_chat_files = ctx.components["chat_downloads"]
+    open_btn.click(open_chat, [selected, lang], [*chat_outs, ctx.components["tabs"]]).then(
+        *refresh_chat_files
+    )
+    delete_btn.click(ask_delete, [selected, lang], [ask.row, ask.text])
+    ask.confirm.click(do_delete, [selected, query, sid, lang], [ask.row, *list_outs, *chat_outs]).then(
+        *refresh_chat_files
+    )
     rename_btn.click(rename, [selected, title_box, query, lang], list_outs)
     title_box.submit(rename, [selected, title_box, query, lang], list_outs)
     dup_btn.click(duplicate, [selected, upto, query, lang], list_outs)
