@@ -37,8 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--only",
-        default="load,throughput,multi_turn,long_chat,concurrency",
-        help="Comma-separated scenarios to run.",
+        help="Comma-separated scenarios to run (default: all; --quick leaves out browser_chat).",
     )
     return p.parse_args(argv)
 
@@ -48,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         print(f"error: model not found: {args.model} (run make setup, or pass --model)", file=sys.stderr)
         return 2
-    only = set(args.only.split(","))
+    scenarios = "load,throughput,multi_turn,long_chat,concurrency" + ("" if args.quick else ",browser_chat")
+    only = set((args.only or scenarios).split(","))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # gradio_client: no telemetry threads
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     started = time.perf_counter()
@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         if "concurrency" in only:
             log("concurrency: 1, 2, 4, 8 clients")
             results["concurrency"] = runners.concurrency(bench, short)
+        if "browser_chat" in only:
+            log("browser: a 2- and a 1000-message chat in Chromium")
+            results["browser_chat"] = runners.browser_chat(bench, 64)
         if not opts.quick:
             for _ in range(2):
                 bench.restart_ours()

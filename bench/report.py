@@ -113,6 +113,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         "rows": rows,
         "multi_turn": turns,
         "long_chat": long_chat,
+        "browser_chat": _browser_chat(results.get("browser_chat", {})),
         "concurrency": conc,
         "memory": memory,
     }
@@ -159,6 +160,29 @@ def _long_chat(lc: dict[str, Any]) -> dict[str, Any]:
             "gradio_decode_tok_s": median([x.get("decode_tok_s") for x in paths["gradio"]]),
             "sse_decode_tok_s": median([x.get("decode_tok_s") for x in paths["sse"]]),
         }
+    return out
+
+
+BROWSER_KEYS = (
+    "page_load_ms",
+    "first_text_ms",
+    "stream_s",
+    "longtask_max_ms",
+    "longtask_total_ms",
+    "longtasks",
+)
+
+
+def _browser_chat(bc: dict[str, Any]) -> dict[str, Any]:
+    """Per chat size, the median of each figure, and the worst long task of all passes."""
+    if "missing" in bc:
+        return {"missing": bc["missing"]}
+    out: dict[str, Any] = {}
+    for n, samples in bc.items():
+        r = {k: median([s.get(k) for s in samples]) for k in BROWSER_KEYS}
+        r["longtask_worst_ms"] = max((s["longtask_max_ms"] for s in samples), default=None)
+        r["n"] = len(samples)
+        out[n] = r
     return out
 
 
@@ -262,6 +286,16 @@ def checks(summary: dict[str, Any]) -> list[Check]:
         a, b = lc["2"].get("ui_cpu_share"), lc["200"].get("ui_cpu_share")
         grow = None if a is None or b is None else round(max(b, 1.0) / max(a, 1.0), 2)  # < 1%: noise
         out.append(Check("UI CPU per second of reply, 200-message / 2-message chat", grow, 2.0, False))
+    bc = summary.get("browser_chat", {})
+    if "2" in bc and "1000" in bc:
+        first = _ratio(bc["1000"].get("first_text_ms"), bc["2"].get("first_text_ms"))
+        out.append(Check("browser: Enter to first text, 1000-message / 2-message chat", first, 1.5, False))
+        worst = bc["1000"].get("longtask_worst_ms")
+        out.append(
+            Check(
+                "browser: longest main-thread task while streaming, 1000 messages (ms)", worst, 200.0, False
+            )
+        )
     return out
 
 
@@ -324,6 +358,7 @@ def markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
     lines += _md_turns(summary["multi_turn"])
     lines += _md_long_chat(summary["long_chat"])
     lines += _md_concurrency(summary["concurrency"])
+    lines += _md_browser_chat(summary.get("browser_chat", {}))
     lines += [
         "### Targets",
         "",
@@ -438,6 +473,34 @@ def _md_concurrency(cc: list[dict[str, Any]]) -> list[str]:
             f"{_f(r['queue_ms_max'])} | {_f(r['ttft_ms_median'])} | {r['errors']} |"
         )
     return [*lines, ""]
+
+
+def _md_browser_chat(bc: dict[str, Any]) -> list[str]:
+    if not bc:
+        return []
+    if "missing" in bc:
+        return ["### Long chat in the browser", "", f"Not measured: {bc['missing']}.", ""]
+    lines = [
+        "### Long chat in the browser (Chromium)",
+        "",
+        "| history | page load ms | Enter to first text ms | reply s | longest task ms (worst pass) "
+        "| long-task total ms | long tasks |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, r in bc.items():
+        lines.append(
+            f"| {n} messages | {_f(r['page_load_ms'])} | {_f(r['first_text_ms'])} | {_f(r['stream_s'], 2)} | "
+            f"{_f(r['longtask_max_ms'])} ({_f(r['longtask_worst_ms'])}) | {_f(r['longtask_total_ms'])} | "
+            f"{_f(r['longtasks'])} |"
+        )
+    lines += [
+        "",
+        "Debian's Chromium through playwright, headless, one page per chat size, medians of the passes. "
+        "Page load: navigation to the last message and the status line shown. Long tasks: main-thread "
+        "tasks over 50 ms from the Enter key to the end of the reply.",
+        "",
+    ]
+    return lines
 
 
 def write(out_dir: Path, results: dict[str, Any], summary: dict[str, Any]) -> Path:

@@ -306,6 +306,32 @@ def long_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
     return out
 
 
+def browser_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
+    """Page load, Enter-to-first-text and long tasks in Chromium, for a 2- and a 1000-message chat."""
+    from engine.session_formats import SCHEMA_VERSION
+
+    from . import browser_chat as bc
+
+    missing = bc.chromium_missing()
+    if missing:
+        return {"missing": missing}
+    assert b.ours is not None
+    p = params(max_tokens)
+
+    def doc(messages: list[Message]) -> dict[str, Any]:
+        system_prompt = system(nonce())["content"]
+        title = f"bench {len(messages)} messages"
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "title": title,
+            "system_prompt": system_prompt,
+            "params": p,
+            "messages": messages,
+        }
+
+    return bc.run(b.ours.url, doc, 2 if b.opts.quick else 3, b.opts.log)
+
+
 def concurrency(b: Bench, max_tokens: int) -> dict[str, Any]:
     """N clients at once on /api/chat/stream: each one's wait in the queue, total tokens/s."""
     assert b.ours is not None
