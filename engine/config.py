@@ -47,6 +47,8 @@ class ModelSettings(_Section):
     parallel: int = Field(
         4, ge=1, le=64, description="Chats decoded at once (continuous batching); each keeps a KV slot."
     )
+    slot_cache: bool = Field(True, description="Save chats' KV state under the data dir (the prompt cache).")
+    slot_cache_gb: float = Field(2.0, ge=0, le=10_000, description="Size bound of the prompt cache folder.")
     repack: bool | Literal["auto"] = Field(
         "auto",
         description="llama.cpp's CPU weight repacking (extra buffer types). auto: on, except where it is "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from typing import Any
 
 from ..errors import EngineError
 from .base import Delta, Event, Finished, Metrics
+from .slot_cache import SlotCache
+
+log = logging.getLogger("engine.batching")
 
 
 @dataclass
@@ -127,9 +131,10 @@ class Scheduler:
         n_batch: int,
         piece: Callable[[int], bytes | None],
         name: str,
+        cache: SlotCache | None = None,
     ) -> None:
         self.lib, self.ctx, self.n_ctx, self.n_batch = lib, ctx, n_ctx, max(1, n_batch)
-        self.piece = piece
+        self.piece, self.cache = piece, cache
         self.slots = [Slot(i) for i in range(parallel)]
         self.batch = Batch(lib, self.n_batch + parallel)
         self._waiting: list[Sequence] = []
@@ -164,6 +169,16 @@ class Scheduler:
             self._cond.notify_all()
         if self._thread is not threading.current_thread():
             self._thread.join(30)
+        if self.cache is not None and not self._thread.is_alive():
+            for slot in self.slots:
+                self._save(slot)
+
+    def _save(self, slot: Slot) -> None:
+        if self.cache is not None and slot.kv:
+            try:
+                self.cache.save(slot.seq_id, slot.kv)
+            except OSError as exc:  # a full disk costs the cache, never the reply
+                log.warning("could not save slot %d to the prompt cache: %s", slot.seq_id, exc)
 
     # --- the decode thread -----------------------------------------------------------------------
 
@@ -203,8 +218,8 @@ class Scheduler:
             if not self._make_room(seq, slot):
                 return
             self._waiting.pop(0)
-            if slot is not best and shared > 0:  # another chat's prefix (a system prompt): share its cells
-                self._share(best, slot, shared)
+            if not self._restore(seq, slot, shared) and slot is not best and shared > 0:
+                self._share(best, slot, shared)  # another chat's prefix (a system prompt): share its cells
             self._place(seq, slot)
 
     def _make_room(self, seq: Sequence, slot: Slot) -> bool:
@@ -220,8 +235,23 @@ class Scheduler:
         ):
             if used() <= self.n_ctx:
                 break
+            self._save(idle)
             self._clear(idle)
         return used() <= self.n_ctx or not self._active
+
+    def _restore(self, seq: Sequence, slot: Slot, shared: int) -> bool:
+        """Load a saved state from disk into `slot` when it covers more of the prompt than memory does."""
+        found = self.cache.best(seq.tokens) if self.cache is not None else None
+        if found is None or found[1] <= max(shared, common_prefix(slot.kv, seq.tokens)):
+            return False
+        self._save(slot)
+        self._clear(slot)
+        assert self.cache is not None
+        tokens = self.cache.load(found[0], slot.seq_id)
+        if tokens is None:
+            return False
+        slot.kv = list(tokens)
+        return True
 
     def _share(self, source: Slot, target: Slot, n: int) -> None:
         """Give `target` the first n cached tokens of `source` without evaluating them (a unified KV cache

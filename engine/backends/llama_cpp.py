@@ -34,6 +34,7 @@ from ..params import SamplingParams
 from .base import Event, Message
 from .batching import Scheduler, Sequence
 from .repack import default_params_patch, repack_allowed
+from .slot_cache import SlotCache
 
 log = logging.getLogger("engine.llama_cpp")
 
@@ -89,7 +90,14 @@ class LlamaCppBackend:
     name = "llama_cpp"
     serialised = True
 
-    def __init__(self, settings: ModelSettings, model_path: Path, *, gpu_required: bool = False) -> None:
+    def __init__(
+        self,
+        settings: ModelSettings,
+        model_path: Path,
+        *,
+        gpu_required: bool = False,
+        cache_dir: Path | None = None,
+    ) -> None:
         llama_cpp = _import_llama()
         _capture_llama_log(llama_cpp)
         self.settings = settings
@@ -140,6 +148,7 @@ class LlamaCppBackend:
             n_batch=self.llm.n_batch,
             piece=self._piece,
             name=f"llama-decode-{self.path.stem[:24]}",
+            cache=self._slot_cache(cache_dir),
         )
         log.info(
             "loaded %s in %.2fs (n_ctx=%d, n_gpu_layers=%d, threads=%d, gpu_offload=%s, repack=%s: %s)",
@@ -171,6 +180,21 @@ class LlamaCppBackend:
             chat_format=settings.chat_format,
             verbose=False,
         )
+
+    def _slot_cache(self, cache_dir: Path | None) -> SlotCache | None:
+        """The prompt cache on disk for this model file and KV layout, when it is on."""
+        s = self.settings
+        if cache_dir is None or not s.slot_cache:
+            return None
+        size = self.path.stat().st_size
+        key = f"{self.path.stem[:60]}-{size}-{s.cache_type_k}-{s.cache_type_v}"
+        try:
+            return SlotCache(
+                self._llama_cpp, self.llm.ctx, cache_dir / key, max_bytes=int(s.slot_cache_gb * 2**30)
+            )
+        except OSError as exc:
+            log.warning("prompt cache off: %s", exc)
+            return None
 
     def _make_formatter(self) -> Any:
         from llama_cpp import llama_chat_format as fmt

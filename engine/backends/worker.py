@@ -117,8 +117,12 @@ class Worker:
         if sig := fault_for("load", repack=repack):
             die(sig)
         try:
+            cache = request.get("cache_dir")
             self.backend = LlamaCppBackend(
-                settings, Path(request["path"]), gpu_required=bool(request.get("gpu_required"))
+                settings,
+                Path(request["path"]),
+                gpu_required=bool(request.get("gpu_required")),
+                cache_dir=Path(cache) if cache else None,
             )
             if sig := fault_for("warmup", repack=repack):
                 die(sig)

@@ -208,6 +208,7 @@ class WorkerBackend:
         self.parallel = settings.parallel  # the engine lets this many turns stream at once
         self.policy = policy or WorkerSettings()
         self.memory = SafeModeMemory(data_dir)
+        self.data_dir = data_dir
         self.safe_mode: str | None = None
         self.restarts = 0
         self.last_exit: dict[str, Any] | None = None
@@ -240,6 +241,7 @@ class WorkerBackend:
             "model": {**self.settings.model_dump(), "repack": repack},
             "path": str(self.path),
             "gpu_required": self.gpu_required,
+            "cache_dir": str(self.data_dir / "slot_cache") if self.data_dir else None,
         }
         worker = WorkerProcess(load, self._exited)
         try:

@@ -1,0 +1,57 @@
+"""The prompt cache on disk, against the real server and model: after a restart, a long chat's next turn
+evaluates only its new tokens; a truncated cache file is ignored, deleted, and the turn still works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import GREEDY, ServerProcess
+
+pytestmark = pytest.mark.slow
+
+SYSTEM = "You are a careful librarian who answers in one sentence. " * 30
+
+
+def turn(server: ServerProcess, sid: str, text: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": text}], "session_id": sid}
+    if sid == "new":
+        body["messages"].insert(0, {"role": "system", "content": SYSTEM})
+    resp = httpx.post(
+        server.url + "/api/chat", json={**body, "params": {**GREEDY, "max_tokens": 8}}, timeout=300
+    )
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def states(data: Path) -> list[Path]:
+    return sorted((data / "slot_cache").glob("*/*.seq"))
+
+
+def test_a_long_chat_after_a_restart_evaluates_only_the_new_turn(model_path: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ServerProcess(data, model=model_path) as server:
+        first = turn(server, "new", "Recommend a book.")
+        sid = first["session_id"]
+        assert first["metrics"]["prompt_eval_tokens"] > 300
+    assert states(data), "the worker saved its slots when it stopped"
+    with ServerProcess(data, model=model_path, log_path=tmp_path / "second.log") as server:
+        again = turn(server, sid, "And another one?")
+    m = again["metrics"]
+    assert m["prompt_tokens"] > 300 and m["prompt_eval_tokens"] < 60, m
+
+
+def test_a_truncated_cache_file_is_ignored_and_deleted(model_path: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ServerProcess(data, model=model_path) as server:
+        sid = turn(server, "new", "Recommend a book.")["session_id"]
+    (state,) = states(data)
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    with ServerProcess(data, model=model_path, log_path=tmp_path / "second.log") as server:
+        again = turn(server, sid, "And another one?")
+        assert again["metrics"]["prompt_eval_tokens"] > 300  # evaluated again, not loaded from a broken file
+        assert not state.exists()
+        assert "unusable" in server.log_text()
