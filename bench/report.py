@@ -188,19 +188,16 @@ def _browser_chat(bc: dict[str, Any]) -> dict[str, Any]:
 
 def _concurrency(cc: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    for n, r in cc.items():
-        q = [v for v in r["queue_ms"] if v is not None]
-        out.append(
-            {
-                "clients": int(n),
-                "throughput_tok_s": r["throughput_tok_s"],
-                "queue_ms_median": median(q),
-                "queue_ms_max": max(q) if q else None,
-                "ttft_ms_median": median(r["ttft_ms"]),
-                "decode_tok_s_median": median(r["decode_tok_s"]),
-                "errors": len(r["errors"]),
-            }
-        )
+    for n, by_server in cc.items():
+        row: dict[str, Any] = {"clients": int(n)}
+        for name, r in by_server.items():
+            key = "ours" if name == "ours" else "native"
+            row[f"{key}_tok_s"] = r["throughput_tok_s"]
+            row[f"{key}_ttft_ms"] = median(r["ttft_ms"])
+            row[f"{key}_errors"] = len(r["errors"])
+        row["tok_s_x_native"] = _ratio(row.get("ours_tok_s"), row.get("native_tok_s"))
+        row["ttft_x_native"] = _ratio(row.get("ours_ttft_ms"), row.get("native_ttft_ms"))
+        out.append(row)
     return out
 
 
@@ -270,6 +267,13 @@ def checks(summary: dict[str, Any]) -> list[Check]:
                 False,
             )
         )
+    for r in summary["concurrency"]:
+        if r["clients"] in (4, 8) and r.get("tok_s_x_native") is not None:
+            out.append(
+                Check(f"total tok/s at {r['clients']} clients vs llama-server", r["tok_s_x_native"], 1.0)
+            )
+        if r["clients"] == 8 and r.get("ttft_x_native") is not None:
+            out.append(Check("median TTFT at 8 clients vs llama-server (x)", r["ttft_x_native"], 1.2, False))
     mem = summary["memory"]
     out.append(
         Check("start-up to /api/health 200 (s)", mem["servers"].get("ours", {}).get("startup_s"), 10.0, False)
@@ -462,15 +466,18 @@ def _md_concurrency(cc: list[dict[str, Any]]) -> list[str]:
     if not cc:
         return []
     lines = [
-        "### Concurrency on /api/chat/stream",
+        "### Concurrency on /v1/chat/completions (both servers with 8 sequences: model.parallel, -np)",
         "",
-        "| clients | total tok/s | queue ms median | queue ms max | TTFT ms median | errors |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| clients | ours tok/s | ours TTFT ms (median) | llama-server tok/s | llama-server TTFT ms "
+        "| tok/s x llama-server | TTFT x llama-server | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in cc:
+        errors = (r.get("ours_errors") or 0) + (r.get("native_errors") or 0)
         lines.append(
-            f"| {r['clients']} | {_f(r['throughput_tok_s'])} | {_f(r['queue_ms_median'])} | "
-            f"{_f(r['queue_ms_max'])} | {_f(r['ttft_ms_median'])} | {r['errors']} |"
+            f"| {r['clients']} | {_f(r.get('ours_tok_s'))} | {_f(r.get('ours_ttft_ms'))} | "
+            f"{_f(r.get('native_tok_s'))} | {_f(r.get('native_ttft_ms'))} | "
+            f"{_f(r.get('tok_s_x_native'), 3)} | {_f(r.get('ttft_x_native'), 3)} | {errors} |"
         )
     return [*lines, ""]
 

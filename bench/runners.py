@@ -332,30 +332,45 @@ def browser_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
     return bc.run(b.ours.url, doc, 2 if b.opts.quick else 3, b.opts.log)
 
 
+SLOTS = 8  # both servers get as many sequences as the largest burst: llama-server -np 8, model.parallel 8
+
+
 def concurrency(b: Bench, max_tokens: int) -> dict[str, Any]:
-    """N clients at once on /api/chat/stream: each one's wait in the queue, total tokens/s."""
-    assert b.ours is not None
-    out: dict[str, Any] = {}
-    for n in (1, 2, 4, 8):
-        machine.wait_quiet(b.opts.quiet_wait_s, b.opts.noise_limit)
-        noise = machine.Noise()
-        started = time.perf_counter()
-        results = _burst(b.ours.url, n, max_tokens)
-        wall = time.perf_counter() - started
-        ok = [r for r in results if isinstance(r, Sample)]
-        tokens = sum(s.tokens or 0 for s in ok)
-        out[str(n)] = {
-            "clients": n,
-            "wall_s": round(wall, 2),
-            "tokens": tokens,
-            "throughput_tok_s": round(tokens / wall, 1) if wall else None,
-            "queue_ms": [s.queue_ms for s in ok],
-            "ttft_ms": [s.ttft_ms for s in ok],
-            "decode_tok_s": [s.decode_tok_s for s in ok],
-            "errors": [repr(r) for r in results if not isinstance(r, Sample)],
-            "noise": round(noise.others(), 3),
-        }
-    return out
+    """N clients at once on /v1/chat/completions: ours beside llama-server -np 8 (when built), each burst
+    of one right after the other's: total tok/s, TTFT, errors."""
+    servers_: dict[str, servers.ServerProcess] = {}
+    try:
+        servers_["ours"] = b._start(servers.ours(b.setup, b.data_dir / "concurrency", parallel=SLOTS))
+        exe = servers.native_binary()
+        if exe is not None:
+            servers_["llama-server"] = b._start(servers.native(b.setup, exe, parallel=SLOTS))
+        out: dict[str, Any] = {}
+        for n in (1, 4, 8):
+            out[str(n)] = {name: _burst_row(srv.url, n, max_tokens, b) for name, srv in servers_.items()}
+        return out
+    finally:
+        for srv in servers_.values():
+            srv.stop()
+
+
+def _burst_row(url: str, n: int, max_tokens: int, b: Bench) -> dict[str, Any]:
+    machine.wait_quiet(b.opts.quiet_wait_s, b.opts.noise_limit)
+    noise = machine.Noise()
+    started = time.perf_counter()
+    results = _burst(url, n, max_tokens)
+    wall = time.perf_counter() - started
+    ok = [r for r in results if isinstance(r, Sample)]
+    tokens = sum(s.tokens or 0 for s in ok)
+    return {
+        "clients": n,
+        "wall_s": round(wall, 2),
+        "tokens": tokens,
+        "throughput_tok_s": round(tokens / wall, 1) if wall else None,
+        "ttft_ms": [s.ttft_ms for s in ok],
+        "decode_tok_s": [s.decode_tok_s for s in ok],
+        "errors": [repr(r) for r in results if not isinstance(r, Sample)],
+        "noise": round(noise.others(), 3),
+    }
 
 
 def _burst(url: str, n: int, max_tokens: int) -> list[Sample | BaseException]:
@@ -370,7 +385,7 @@ def _burst(url: str, n: int, max_tokens: int) -> list[Sample | BaseException]:
         with httpx.Client(timeout=600) as c:
             barrier.wait()
             try:
-                s = clients.sse(c, url, msgs, params(max_tokens))
+                s = clients.openai(c, url, msgs, params(max_tokens))
             except Exception as exc:
                 s = exc
         with lock:

@@ -121,7 +121,7 @@ class Setup:
     n_batch: int = 512
 
 
-def ours(setup: Setup, data_dir: Path) -> ServerProcess:
+def ours(setup: Setup, data_dir: Path, parallel: int = 1) -> ServerProcess:
     port = machine.free_port()
     cmd = [sys.executable, "-m", "webui", "--port", str(port), "--data-dir", str(data_dir)]
     cmd += ["--model", str(setup.model)]
@@ -129,6 +129,7 @@ def ours(setup: Setup, data_dir: Path) -> ServerProcess:
         "LLM_MODEL__N_THREADS": str(setup.threads),
         "LLM_MODEL__N_CTX": str(setup.n_ctx),
         "LLM_MODEL__N_BATCH": str(setup.n_batch),
+        "LLM_MODEL__PARALLEL": str(parallel),
         "LLM_LOGGING__LEVEL": "WARNING",
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
@@ -145,10 +146,10 @@ def peer(setup: Setup) -> ServerProcess:
     return ServerProcess("llama_cpp.server", cmd, port, "/v1/models")
 
 
-def native(setup: Setup, exe: Path) -> ServerProcess:
+def native(setup: Setup, exe: Path, parallel: int = 1) -> ServerProcess:
     port = machine.free_port()
     t = str(setup.threads)
     cmd = [str(exe), "-m", str(setup.model), "--host", "127.0.0.1", "--port", str(port), "-t", t, "-tb", t]
-    cmd += ["-c", str(setup.n_ctx), "-b", str(setup.n_batch), "-ub", str(setup.n_batch), "-np", "1"]
+    cmd += ["-c", str(setup.n_ctx), "-b", str(setup.n_batch), "-ub", str(setup.n_batch), "-np", str(parallel)]
     cmd += ["-fa", "off", "--no-webui", "--log-disable"]
     return ServerProcess("llama-server", cmd, port, "/health")
