@@ -5,9 +5,12 @@ Every interface (UI, REST, OpenAI API, terminal) calls `Engine.stream`.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -63,6 +66,44 @@ def validate_messages(messages: object) -> list[Message]:
     return out
 
 
+class FitCancelled(Exception):
+    """The turn was cancelled while its history was being fitted to the context."""
+
+
+class MessageCosts:
+    """The tokens each message adds to a prompt, counted once per (role, text) and kept, so that fitting
+    a long history costs one small count per new message instead of counts of the whole history.
+
+    A message's cost is count([REF, m]) - count([REF]): with a system message first, the template adds no
+    default system prompt, so the difference is the message's own tokens and its role markers.
+    """
+
+    REF: Message = {"role": "system", "content": "."}
+
+    def __init__(self, count: Callable[[list[Message]], int | None], size: int = 16_384) -> None:
+        self.count = count
+        self.size = size
+        self._base: int | None = None
+        self._memo: OrderedDict[tuple[str, str], int | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, message: Message) -> int | None:
+        key = (message["role"], message["content"])
+        with self._lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+        if self._base is None:
+            self._base = self.count([self.REF])
+        n = self.count([self.REF, message])
+        cost = None if n is None or self._base is None else max(0, n - self._base)
+        with self._lock:
+            self._memo[key] = cost
+            if len(self._memo) > self.size:
+                self._memo.popitem(last=False)
+        return cost
+
+
 def fit_messages(
     messages: list[Message],
     count: Callable[[list[Message]], int | None],
@@ -70,6 +111,8 @@ def fit_messages(
     *,
     anchor: Message | None = None,
     headroom: int = 0,
+    cost: Callable[[Message], int | None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[list[Message], int]:
     """Drop the oldest turns until the prompt fits `budget` tokens.
 
@@ -79,6 +122,11 @@ def fit_messages(
     Dropping the fewest turns would move the start of the history on every turn, and the KV cache would
     be re-evaluated in full each time. So a history that starts at `anchor` (where the last cut put it) is
     kept while it fits, and a new cut frees `headroom` more tokens, which the next turns then fill.
+
+    The cost stays linear in what is kept: each message's own cost (`cost`, cached by the caller) is summed
+    from the newest message back until the budget is spent, and the few windows near that estimate are
+    counted exactly with `count`. The whole history is never counted unless it fits. `cancel` is checked
+    between steps (FitCancelled).
     """
     if not messages:
         return messages, 0
@@ -91,33 +139,94 @@ def fit_messages(
     if messages[tail]["role"] != "user":
         tail = len(messages) - 1
     middle = messages[head:tail]
-    kept = messages[tail:]
-
-    def fits(drop: int, limit: int) -> bool:
-        n = count(messages[:head] + middle[drop:] + kept)
-        return n is None or n <= limit
-
-    def fewest(limit: int) -> int:
-        lo, hi = 0, len(middle)  # the fewest drops that fit (fits() grows with drop)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if fits(mid, limit):
-                hi = mid
-            else:
-                lo = mid + 1
-        while lo < len(middle) and middle[lo]["role"] != "user":
-            lo += 1  # start the kept history on a user turn, as chat templates expect
-        return lo
-
-    if not middle or fits(0, budget):
+    if not middle:
         return messages, 0
-    drop = fewest(budget)
+    fitter = _Fitter(messages[:head], middle, messages[tail:], count, cost or MessageCosts(count), cancel)
+    drop = fitter.fewest(budget)
+    if drop == 0:
+        return messages, 0
     kept_start = next((i for i in range(drop, len(middle)) if middle[i] == anchor), None) if anchor else None
     if kept_start is not None:
         drop = kept_start
-    elif headroom > 0 and drop < len(middle) and fits(len(middle), budget - headroom):
-        drop = max(drop, fewest(budget - headroom))
-    return messages[:head] + middle[drop:] + kept, drop
+    elif headroom > 0 and drop < len(middle) and fitter.fits(len(middle), budget - headroom):
+        drop = max(drop, fitter.fewest(budget - headroom))
+    return messages[:head] + middle[drop:] + messages[tail:], drop
+
+
+class _Fitter:
+    """fit_messages' search: the fewest dropped messages (a history that starts on a user turn) that fit."""
+
+    def __init__(
+        self,
+        head: list[Message],
+        middle: list[Message],
+        kept: list[Message],
+        count: Callable[[list[Message]], int | None],
+        cost: Callable[[Message], int | None],
+        cancel: threading.Event | None,
+    ) -> None:
+        self.head, self.middle, self.kept = head, middle, kept
+        self.count, self.cost, self.cancel = count, cost, cancel
+        # where a kept history may start: all of it, a user turn, or nothing kept at all
+        users = (i for i, m in enumerate(middle) if i and m["role"] == "user")
+        self.starts = [0, *users, len(middle)]
+        self._counted: dict[int, int | None] = {}
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise FitCancelled
+
+    def tokens(self, drop: int) -> int | None:
+        if drop not in self._counted:
+            self.check_cancel()
+            self._counted[drop] = self.count(self.head + self.middle[drop:] + self.kept)
+        return self._counted[drop]
+
+    def fits(self, drop: int, limit: int) -> bool:
+        n = self.tokens(drop)
+        return n is None or n <= limit
+
+    def fewest(self, limit: int) -> int:
+        """The first start in `starts` whose window fits (the last one if none does)."""
+        k = self._estimate(limit)
+        if self.fits(self.starts[k], limit):  # gallop down to the first start that does not fit
+            step, hi = 1, k
+            while hi - step >= 0 and self.fits(self.starts[hi - step], limit):
+                hi -= step
+                step *= 2
+            lo = max(0, hi - step)  # starts[lo] does not fit, or lo == 0
+            if lo == hi or self.fits(self.starts[lo], limit):
+                return self.starts[lo]
+        else:  # gallop up to a start that fits
+            step, lo = 1, k
+            while lo + step < len(self.starts) - 1 and not self.fits(self.starts[lo + step], limit):
+                lo += step
+                step *= 2
+            hi = min(len(self.starts) - 1, lo + step)
+        while hi - lo > 1:  # starts[lo] does not fit, starts[hi] fits (or is the last)
+            mid = (lo + hi) // 2
+            if self.fits(self.starts[mid], limit):
+                hi = mid
+            else:
+                lo = mid
+        return self.starts[hi]
+
+    def _estimate(self, limit: int) -> int:
+        """Index in `starts` of the first start whose window fits by the messages' own costs, summed from
+        the newest message back; only messages within the budget are ever counted."""
+        fixed = self.tokens(len(self.middle))
+        if fixed is None:
+            return 0
+        total = fixed
+        for i in range(len(self.middle) - 1, -1, -1):
+            self.check_cancel()
+            c = self.cost(self.middle[i])
+            if c is None:
+                return 0
+            total += c
+            if total > limit:
+                return bisect.bisect_right(self.starts, i)  # the first start after message i
+        return 0
 
 
 class ModelQueue:
@@ -183,6 +292,7 @@ class Engine:
         self.chat_content = chat_content
         self._swap = threading.Lock()
         self._cut_at: Message | None = None  # where the last fitted history started (see fit_messages)
+        self._costs: tuple[weakref.ref[Backend], MessageCosts] | None = None
 
     @property
     def ready(self) -> bool:
@@ -226,9 +336,19 @@ class Engine:
             dropped = 0
             if n_ctx:
                 budget = n_ctx - min(params.max_tokens, n_ctx // 2)
-                messages, dropped = fit_messages(
-                    messages, backend.count_tokens, budget, anchor=self._cut_at, headroom=budget // 4
-                )
+                try:
+                    messages, dropped = fit_messages(
+                        messages,
+                        backend.count_tokens,
+                        budget,
+                        anchor=self._cut_at,
+                        headroom=budget // 4,
+                        cost=self._message_costs(backend),
+                        cancel=cancel,
+                    )
+                except FitCancelled:
+                    yield Finished("cancelled")
+                    return
                 self._cut_at = next((m for m in messages if m["role"] != "system"), None) if dropped else None
             for event in backend.stream(messages, params, cancel):
                 if isinstance(event, Finished):
@@ -238,6 +358,13 @@ class Engine:
                 yield event
         finally:
             self.queue.leave(ticket)
+
+    def _message_costs(self, backend: Backend) -> MessageCosts:
+        """Per-message token counts, kept for as long as this backend (its tokenizer) is in use."""
+        held = self._costs
+        if held is None or held[0]() is not backend:
+            held = self._costs = (weakref.ref(backend), MessageCosts(backend.count_tokens))
+        return held[1]
 
     def complete(self, messages: list[Message], params: SamplingParams) -> tuple[str, Finished]:
         parts: list[str] = []

@@ -177,3 +177,70 @@ def test_headroom_that_cannot_be_had_falls_back_to_the_fewest_drops() -> None:
     messages = [msg("system", 5, "sys"), msg("user", 10, "u0"), msg("assistant", 10, "a0"), msg("user", 80)]
     budget = count(messages) - 5
     assert fit_messages(messages, count, budget, headroom=budget) == (fit_messages(messages, count, budget))
+
+
+# --- cost: linear in what is kept, each message counted once, cancel between steps -------------------------
+
+
+class CountingTokenizer:
+    """The fake tokenizer, recording how many messages it was asked to render in all."""
+
+    def __init__(self) -> None:
+        self.rendered = 0
+        self.calls = 0
+
+    def __call__(self, messages: list[Message]) -> int:
+        self.rendered += len(messages)
+        self.calls += 1
+        return count(messages)
+
+
+def test_fitting_a_huge_history_renders_only_about_what_is_kept() -> None:
+    """Before: the whole history was rendered at every step of a binary search (9 s for 8,000 messages,
+    minutes for 200,000). Now each message is counted once, only back to where the budget runs out."""
+    from engine.chat import MessageCosts
+
+    messages = conversation(100_000, words=3)  # 200,001 messages
+    tok = CountingTokenizer()
+    costs = MessageCosts(tok)
+    kept, dropped = fit_messages(messages, tok, 1000, cost=costs)
+    assert count(kept) <= 1000 and dropped == len(messages) - len(kept)
+    assert len(kept) < 200
+    assert tok.rendered < 20 * len(kept)  # never the whole history, nor one render per step of a search
+    # a later turn counts only its new messages; the cache holds the rest
+    tok.rendered = 0
+    messages += [msg("assistant", 3, "a-new"), msg("user", 3, "u-new")]
+    kept, _ = fit_messages(messages, tok, 1000, cost=costs)
+    assert count(kept) <= 1000
+    assert tok.rendered < 10 * len(kept)
+
+
+def test_each_message_is_counted_once() -> None:
+    from engine.chat import MessageCosts
+
+    tok = CountingTokenizer()
+    costs = MessageCosts(tok)
+    m = msg("user", 5)
+    assert costs(m) == costs(dict(m)) == count([m])  # the reference system message cancels out
+    assert tok.calls == 2  # the reference once, the message once
+
+
+def test_cancel_stops_fitting_between_steps() -> None:
+    import threading
+
+    import pytest
+
+    from engine.chat import FitCancelled
+
+    cancel = threading.Event()
+    calls = 0
+
+    def cancelling(messages: list[Message]) -> int:
+        nonlocal calls
+        calls += 1
+        cancel.set()  # the client goes away during the first count
+        return count(messages)
+
+    with pytest.raises(FitCancelled):
+        fit_messages(conversation(5000), cancelling, 100, cancel=cancel)
+    assert calls <= 2
