@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import InvalidInput, NotFound, StorageError
 from .fsutil import atomic_write, move_to
 from .params import PARAM_NAMES, parse_params
+from .text import clean_line
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -83,6 +84,11 @@ class Character(BaseModel):
     @classmethod
     def _none_is_empty_dict(cls, v: Any) -> Any:
         return {} if v is None else v
+
+    @field_validator("title")
+    @classmethod
+    def _one_clean_line(cls, v: str) -> str:
+        return clean_line(v)  # no control characters or bidi overrides in a name shown everywhere
 
     @field_validator("name")
     @classmethod
@@ -180,7 +186,7 @@ def check_name(name: Any, *, exc: type[Exception] = InvalidInput) -> str:
 
 def safe_name(text: str, fallback: str = "character") -> str:
     """A valid preset name made from free text ("Séraphine Dubois" -> "Seraphine_Dubois")."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    ascii_text = unicodedata.normalize("NFKD", clean_line(text)).encode("ascii", "ignore").decode()
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_text).strip("_-")[:56].strip("_-")
     return name or fallback
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from .backends.base import Delta, Finished, Message
 from .characters import Character
-from .chat import Notice, StreamEvent
+from .chat import Notice, Queued, StreamEvent
 from .errors import BackendError, InvalidInput, StorageError
 from .prompt import assemble, greetings
 from .runtime import Runtime
@@ -83,8 +83,35 @@ def run_turn(
     params: dict[str, Any] | None = None,
     cancel: threading.Event | None = None,
 ) -> Iterator[StreamEvent]:
-    """Stream one assistant turn into `session`, saving as it goes. The session object is updated in place."""
+    """Stream one assistant turn into `session`, saving as it goes. The session object is updated in place.
+
+    Turns on one session run one after the other: a second turn waits (a Queued event) until the first is
+    saved, then continues from the session as the first left it, so both replies are kept.
+    """
     cancel = cancel or threading.Event()
+    lock = rt.sessions.turn_lock(session.id)
+    if not lock.acquire(blocking=False):
+        yield Queued(1)
+        while not lock.acquire(timeout=0.1):
+            if cancel.is_set():
+                yield Finished("cancelled")
+                return
+    try:
+        rt.sessions.refresh(session)
+        yield from _run_turn(rt, session, mode=mode, user_text=user_text, params=params, cancel=cancel)
+    finally:
+        lock.release()
+
+
+def _run_turn(
+    rt: Runtime,
+    session: Session,
+    *,
+    mode: Mode,
+    user_text: str | None,
+    params: dict[str, Any] | None,
+    cancel: threading.Event,
+) -> Iterator[StreamEvent]:
     if params is not None:
         rt.params_for(session_character(session), params)
         session.params = dict(params)

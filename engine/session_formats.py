@@ -16,9 +16,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import InvalidInput, TooLarge
+from .text import clean_line
 
 SCHEMA_VERSION = 1
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
@@ -167,7 +176,7 @@ class ChatMessage(_Strict):
 class Session(_Strict):
     schema_version: int = SCHEMA_VERSION
     id: str = Field(pattern=f"^{ID_RE.pattern}$")
-    title: str = ""
+    title: str = ""  # one line: control characters and bidi overrides are dropped (engine/text.py)
     created_at: Time
     updated_at: Time
     model: ModelInfo | None = None
@@ -176,6 +185,11 @@ class Session(_Strict):
     system_prompt: str | None = None  # a custom prompt when no character is used
     params: dict[str, Any] = Field(default_factory=dict)
     messages: list[ChatMessage] = Field(default_factory=list)
+
+    @field_validator("title")
+    @classmethod
+    def _one_clean_line(cls, v: str) -> str:
+        return clean_line(v)
 
 
 class SessionSummary(_Strict):

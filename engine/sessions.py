@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from .session_formats import (
     session_from_doc,
     to_markdown,
 )
+from .text import clean_line
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -57,7 +59,32 @@ class ShrinkRefused(InvalidInput):
     status = 409
 
 
+class _Seen:
+    """The revision (and title) at which each live Session object was last read or written."""
+
+    def __init__(self) -> None:
+        self._map: dict[int, tuple[weakref.ref[Session], int, str]] = {}
+
+    def set(self, session: Session, revision: int, title: str) -> None:
+        key = id(session)
+
+        def gone(_: object) -> None:
+            self._map.pop(key, None)
+
+        self._map[key] = (weakref.ref(session, gone), revision, title)
+
+    def get(self, session: Session) -> tuple[int, str] | None:
+        hit = self._map.get(id(session))
+        if hit is None or hit[0]() is not session:
+            return None
+        return hit[1], hit[2]
+
+
 class SessionStore:
+    """Sessions on disk. Each save bumps the session's revision (kept in memory); a save from an object
+    read at an older revision keeps a title that was changed in between (a rename during a reply), and
+    `turn_lock` + `refresh` let two turns on one session run one after the other, each on the latest."""
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
         self.folder = self.data_dir / "sessions"
@@ -67,12 +94,35 @@ class SessionStore:
         self._cache: dict[str, tuple[tuple[int, int], SessionSummary, str]] = {}
         self._deleted: set[str] = set()
         self._ignored: set[str] = set()
+        self._revisions: dict[str, int] = {}
+        self._seen = _Seen()
+        self._turn_locks: dict[str, threading.Lock] = {}
 
     # ---- reading ------------------------------------------------------------------------------------
 
     def get(self, session_id: str) -> Session:
         with self._lock:
-            return self._load(self._path(session_id))[0]
+            session = self._load(self._path(session_id))[0]
+            self._seen.set(session, self._revisions.get(session_id, 0), session.title)
+            return session
+
+    def refresh(self, session: Session) -> bool:
+        """Bring `session` up to date, in place, if it was saved by someone else since it was read."""
+        with self._lock:
+            seen = self._seen.get(session)
+            current = self._revisions.get(session.id, 0)
+            if seen is None or seen[0] >= current:
+                return False
+            fresh = self._load(self._path(session.id))[0]
+            for name in type(session).model_fields:
+                setattr(session, name, getattr(fresh, name))
+            self._seen.set(session, current, session.title)
+            return True
+
+    def turn_lock(self, session_id: str) -> threading.Lock:
+        """Held while a turn runs on the session, so that a second turn waits for the first."""
+        with self._lock:
+            return self._turn_locks.setdefault(session_id, threading.Lock())
 
     def export_bytes(self, session_id: str) -> bytes:
         """Exactly the stored file, checked to be readable."""
@@ -145,7 +195,7 @@ class SessionStore:
                     "messages. Confirm that you want to delete messages."
                 )
             now = now_iso()
-            title = session.title or auto_title(session.messages)
+            title = clean_line(self._merged_title(session) or auto_title(session.messages))[:TITLE_MAX]
             data = encode(session.model_copy(update={"updated_at": now, "title": title}))
             try:
                 session_from_doc(orjson.loads(data), session.id)  # never write what we could not read back
@@ -154,9 +204,21 @@ class SessionStore:
             atomic_write(path, data)
             session.updated_at, session.title = now, title
             self._remember(path, session)
+            revision = self._revisions.get(session.id, 0) + 1
+            self._revisions[session.id] = revision
+            self._seen.set(session, revision, title)
+
+    def _merged_title(self, session: Session) -> str:
+        """The title to save: the session's own, unless it was read before a save that changed the title
+        and has not changed it itself (a rename while a reply streams is kept)."""
+        seen = self._seen.get(session)
+        if seen is None or seen[0] >= self._revisions.get(session.id, 0) or session.title != seen[1]:
+            return session.title
+        stored = self._cache.get(session.id)
+        return stored[1].title if stored is not None else session.title
 
     def rename(self, session_id: str, title: str) -> Session:
-        title = " ".join(str(title).split())[:TITLE_MAX]
+        title = clean_line(str(title))[:TITLE_MAX]
         if not title:
             raise InvalidInput("The title cannot be empty.", field="title")
         with self._lock:

@@ -20,6 +20,7 @@ from PIL import Image
 from engine import cards
 from engine.characters import Character
 from engine.errors import InvalidInput, TooLarge
+from engine.text import clean_line
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared/fixtures/cards"
 
@@ -521,7 +522,7 @@ texts = st.text(max_size=60)
 
 @settings(max_examples=100, deadline=None)
 @given(
-    title=texts.filter(str.strip),
+    title=texts.filter(clean_line),  # a title of control characters only is no title (engine/text.py)
     description=texts,
     greeting=texts,
     alternates=st.lists(texts.filter(bool), max_size=3),

@@ -6,6 +6,7 @@ import errno
 import html
 import json
 import os
+import re
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -56,7 +57,7 @@ def rich_session(store: SessionStore) -> Session:
 
 def test_create_get_and_saved_shape(store: SessionStore) -> None:
     s = rich_session(store)
-    assert s.id.startswith("s-") and s.title == "What is 2+2? ünïcode ✓ \x00 nul"
+    assert s.id.startswith("s-") and s.title == "What is 2+2? ünïcode ✓ nul"  # no control character
     assert store.get(s.id) == s
     doc = orjson.loads((store.folder / f"{s.id}.json").read_bytes())
     assert doc["schema_version"] == 1
@@ -658,3 +659,62 @@ def test_disk_full_keeps_memory_and_file(store: SessionStore, monkeypatch: pytes
     monkeypatch.undo()
     store.save(s)
     assert len(store.get(s.id).messages) == 2
+
+
+# ---- no lost updates: revisions, merged titles, one turn at a time ----------------------------------------
+
+
+def test_a_rename_while_a_reply_streams_is_kept(store: SessionStore) -> None:
+    """Before: the reply's next save wrote the title it had read, and the rename was silently undone."""
+    s = store.create(messages=[ChatMessage(role="user", content="hi")])
+    turn = store.get(s.id)  # what a turn holds while it streams
+    turn.messages.append(ChatMessage(role="assistant", content="partial"))
+    store.save(turn)
+    store.rename(s.id, "Renamed meanwhile")
+    turn.messages[-1].content = "partial, then more"
+    store.save(turn)
+    saved = store.get(s.id)
+    assert saved.title == "Renamed meanwhile" and turn.title == "Renamed meanwhile"
+    assert saved.messages[-1].content == "partial, then more"
+    turn.title = "Chosen by the writer"  # a writer's own change still wins
+    store.save(turn)
+    assert store.get(s.id).title == "Chosen by the writer"
+
+
+def test_refresh_brings_a_stale_copy_up_to_date_in_place(store: SessionStore) -> None:
+    s = store.create(messages=[ChatMessage(role="user", content="one")])
+    first, second = store.get(s.id), store.get(s.id)
+    assert store.refresh(second) is False  # nothing changed since it was read
+    first.messages.append(ChatMessage(role="assistant", content="two"))
+    store.save(first)
+    assert store.refresh(second) is True
+    assert [m.content for m in second.messages] == ["one", "two"]
+    second.messages.append(ChatMessage(role="user", content="three"))
+    store.save(second)  # not refused as a shorter history, and nothing lost
+    assert [m.content for m in store.get(s.id).messages] == ["one", "two", "three"]
+
+
+def test_one_turn_lock_per_session(store: SessionStore) -> None:
+    a = store.create(messages=[ChatMessage(role="user", content="a")])
+    b = store.create(messages=[ChatMessage(role="user", content="b")])
+    assert store.turn_lock(a.id) is store.turn_lock(a.id)
+    assert store.turn_lock(a.id) is not store.turn_lock(b.id)
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "\x1b]0;pwned\x07Quarterly \x1b[2Jnotes",
+        "Invoice \u202egnp.exe",
+        "tab\tand\nnewline\r\x00nul\x7f\x85",
+        "\u2066isolated\u2069 \u200emarks\u200f",
+    ],
+)
+def test_titles_lose_control_characters_and_bidi_overrides(store: SessionStore, title: str) -> None:
+    bad = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+    renamed = store.rename(store.create(messages=[ChatMessage(role="user", content="x")]).id, title)
+    imported = store.import_bytes(orjson.dumps([{"role": "user", "content": title}]))
+    created = store.create(title=title)
+    for s in (renamed, imported, created, store.get(renamed.id), store.get(imported.id)):
+        assert s.title.strip() and not bad.search(s.title), repr(s.title)
+    assert not any(bad.search(x.title) for x in store.list())
