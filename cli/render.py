@@ -3,6 +3,7 @@ On a pipe: the reply as plain text on stdout, everything else on stderr, and no 
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -16,6 +17,25 @@ from rich.table import Table
 from rich.text import Text
 
 REFRESH_PER_S = 12
+
+# Terminal control from data (a chat title, a reply, a card's greeting) is never printed: an escape
+# sequence could retitle the window, clear the screen or, on some terminals, write the clipboard.
+_SEQUENCE = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, clearing
+    r"|\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window title, clipboard, hyperlinks
+    r"|[P^_X][^\x1b]*(?:\x1b\\)?"  # DCS, PM, APC, SOS strings
+    r"|.?)"
+)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: object) -> str:
+    """`text` without terminal escape sequences, control characters (but newlines and tabs) or bidi
+    overrides. Everything printed that came from data goes through here."""
+    s = str(text)
+    if not _CONTROL.search(s):
+        return s
+    return _CONTROL.sub("", _SEQUENCE.sub("", s))
 
 
 def _num(value: Any, fmt: str = "{}") -> str:
@@ -64,17 +84,17 @@ class LiveReply:
         self.live = Live(console=console, refresh_per_second=REFRESH_PER_S, transient=False)
 
     def __enter__(self) -> LiveReply:
-        self.console.print(Text(self.name, style="bold cyan"))
+        self.console.print(Text(safe(self.name), style="bold cyan"))
         self.live.start()
         return self
 
     def add(self, text: str) -> None:
-        self.text += text
+        self.text += safe(text)
         self.live.update(_Tail(Markdown(self.text), self.console.size.height - 2))
 
     def status(self, message: str) -> None:
         if not self.text:
-            self.live.update(Text(message, style="dim italic"))
+            self.live.update(Text(safe(message), style="dim italic"))
 
     def __exit__(self, *exc: object) -> None:
         self.live.update(Markdown(self.text) if self.text.strip() else Text(""), refresh=False)
@@ -91,6 +111,7 @@ class PlainReply:
         return self
 
     def add(self, text: str) -> None:
+        text = safe(text)
         self.text += text
         self.out.stdout.write(text)
         self.out.stdout.flush()
@@ -118,36 +139,38 @@ class Output:
 
     # One-line messages. On a pipe they go to stderr so that stdout holds only what was asked for.
     def info(self, message: str) -> None:
-        self.err.print(Text(message, style="dim"))
+        self.err.print(Text(safe(message), style="dim"))
 
     def success(self, message: str) -> None:
-        self.err.print(Text(message, style="green"))
+        self.err.print(Text(safe(message), style="green"))
 
     def hint(self, message: str) -> None:
-        self.err.print(Text(message, style="yellow"))
+        self.err.print(Text(safe(message), style="yellow"))
 
     def error(self, message: str) -> None:
-        self.err.print(Text(f"error: {message}", style="bold red"))
+        self.err.print(Text(f"error: {safe(message)}", style="bold red"))
 
     def metrics(self, finish_reason: str, metrics: dict[str, Any]) -> None:
         self.err.print(Text(metrics_line(finish_reason, metrics), style="dim"))
 
     # Output a command was asked for: stdout.
     def print(self, message: str = "", style: str = "") -> None:
-        self.console.print(Text(message, style=style))
+        self.console.print(Text(safe(message), style=style))
 
     def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        title = safe(title)
         table = Table(title=title if self.tty else None, box=box.SIMPLE_HEAD if self.tty else None)
         for col in columns:
-            table.add_column(col, overflow="fold")
+            table.add_column(safe(col), overflow="fold")
         for row in rows:
-            table.add_row(*(Text("" if v is None else str(v)) for v in row))
+            table.add_row(*(Text("" if v is None else safe(v)) for v in row))
         if not self.tty and title:
             self.console.print(Text(title))
         self.console.print(table)
 
     def message(self, role: str, name: str, content: str) -> None:
         """One turn of a transcript (after /load)."""
+        name, content = safe(name), safe(content)
         if not self.tty:
             self.console.print(Text(f"{name}: {content}"))
             return

@@ -367,3 +367,22 @@ def test_tty_url(tmp_path: Path, server: ServerProcess) -> None:
         time.sleep(0.5)
     assert doc["title"] == "tty url chat"
     assert len(doc["messages"]) == 4 and last_reply(doc)["stopped"] is True
+
+
+def test_terminal_control_from_data_is_never_printed(server: ServerProcess) -> None:
+    """Titles and messages come from imported files: an escape sequence in them could retitle the
+    terminal, clear it or write the clipboard. /sessions and /load print them without any."""
+    evil = "\x1b]0;pwned\x07\x1b[2J\x1b]52;c;cHduZWQ=\x07\u202egnp.exe\x9b31m"
+    doc = [
+        {"role": "user", "content": f"hello {evil} there"},
+        {"role": "assistant", "content": f"reply {evil} done"},
+    ]
+    with server.client() as http:
+        sid = http.post("/api/sessions/import", json=doc).json()["id"]
+        http.patch(f"/api/sessions/{sid}", json={"title": f"title {evil} end"})
+    out = run_pipe(["--url", server.url], ["/sessions", f"/load {sid}"])
+    assert_clean(out.stdout, out.stderr)
+    printed = out.stdout + out.stderr
+    assert "hello" in printed and "reply" in printed and "title" in printed, printed
+    for bad in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert bad not in printed, (bad, printed)
