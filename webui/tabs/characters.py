@@ -22,7 +22,7 @@ from engine.template_rules import rules_for
 from .. import i18n
 from ..avatars import placeholder
 from ..i18n import I18N, i18n_label, tr
-from ..markup import notify, warn
+from ..markup import notify, plain_md, warn
 from .chat import load_session, status_line
 from .confirm import confirm_row
 from .context import CUSTOM, UIContext
@@ -176,10 +176,6 @@ for _f, (_en, _ja) in INFO.items():
 i18n.add(EN, JA)
 
 
-def md_text(text: str) -> str:
-    """Plain text inside Markdown: backslash the characters that format."""
-    return "".join("\\" + c if c in "\\`*_{}[]<>()#+-.!|~" else c for c in text)
-
 
 def render_messages(messages: list[dict[str, str]]) -> str:
     return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
@@ -320,7 +316,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     def header_text(character: Character | None, lang_value: str | None) -> str:
         if character is None:
             return tr("ch.editing_new", lang_value)
-        text = tr("ch.editing", lang_value, title=md_text(character.display_name), name=character.name)
+        text = tr("ch.editing", lang_value, title=plain_md(character.display_name), name=character.name)
         return text + (" " + tr("ch.shipped", lang_value) if store.is_shipped(character.name) else "")
 
     def show(character: Character | None, lang_value: str | None, test_text: str) -> tuple[Any, ...]:
@@ -473,7 +469,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         if character is None:
             warn(tr("ch.pick", lang_value))
             return gr.skip(), gr.skip()
-        text = tr("ch.confirm", lang_value, title=md_text(character.display_name), name=character.name)
+        text = tr("ch.confirm", lang_value, title=plain_md(character.display_name), name=character.name)
         if store.is_shipped(character.name):
             text += "\n\n" + tr("ch.shipped_warn", lang_value)
         return gr.update(visible=True), text

@@ -10,7 +10,7 @@ from engine.errors import EngineError
 
 from .. import i18n
 from ..i18n import I18N, i18n_label, tr
-from ..markup import notify, warn
+from ..markup import notify, plain_md, warn
 from .chat import load_session
 from .chat_files import chat_view, export_files
 from .confirm import confirm_row
@@ -94,10 +94,6 @@ i18n.add(
 )
 
 
-def md_text(text: str) -> str:
-    """Plain text inside Markdown: backslash the characters that format."""
-    return "".join("\\" + c if c in "\\`*_{}[]<>()#+-.!|~" else c for c in text)
-
 
 def build(ctx: UIContext, tab: gr.Tab) -> None:
     store = ctx.rt.sessions
@@ -160,7 +156,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         if rows:
             line = tr("hi.count", lang_value, n=len(rows))
         elif q and q.strip():
-            line = tr("hi.no_match", lang_value, q=md_text(q.strip()))
+            line = tr("hi.no_match", lang_value, q=plain_md(q.strip()))
         else:
             line = tr("hi.none", lang_value)
         keep = current if current in {s.id for s in summaries} else None
@@ -183,7 +179,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             warn(getattr(exc, "message", str(exc)))
             return None, tr("hi.pick", lang_value), "", off, off, None
         title = session.title or tr("hi.untitled", lang_value)
-        text = tr("hi.selected", lang_value, title=md_text(title), n=len(session.messages), id=session.id)
+        text = tr("hi.selected", lang_value, title=plain_md(title), n=len(session.messages), id=session.id)
         return (
             session.id,
             text,
@@ -211,7 +207,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         if session is None:
             warn(tr("hi.select_first", lang_value))
             return gr.skip(), gr.skip()
-        title = md_text(session.title or tr("hi.untitled", lang_value))
+        title = plain_md(session.title or tr("hi.untitled", lang_value))
         text = tr("hi.confirm", lang_value, title=title, n=len(session.messages), id=session.id)
         return gr.update(visible=True), text
 

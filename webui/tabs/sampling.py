@@ -18,7 +18,7 @@ from engine.session_formats import Session
 
 from .. import i18n
 from ..i18n import I18N, tr
-from ..markup import notify, warn
+from ..markup import notify, plain_md, warn
 from .chat import load_session, status_line, to_chatbot
 from .context import CUSTOM, UIContext
 
@@ -289,12 +289,12 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
 
     def target_text(session: Session | None, char_name: str | None, lang_value: str | None) -> str:
         if session is not None:
-            return tr("sp.target.session", lang_value, title=_md_escape(session.title or session.id))
+            return tr("sp.target.session", lang_value, title=plain_md(session.title or session.id))
         if char_name in (None, CUSTOM):
             label = tr("chat.custom", lang_value)
         else:
             label = dict((v, k) for k, v in ctx.character_choices()).get(char_name, char_name)
-        return tr("sp.target.new", lang_value, char=_md_escape(str(label)))
+        return tr("sp.target.new", lang_value, char=plain_md(str(label)))
 
     # --- handlers --------------------------------------------------------------------------------
 
@@ -408,8 +408,3 @@ def _show(value: Any, lang: str | None) -> str:
         return ", ".join(repr(v) for v in value)
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "…"
-
-
-def _md_escape(text: str) -> str:
-    """Plain text inside Markdown: backslash the characters that format."""
-    return "".join("\\" + c if c in "\\`*_{}[]<>()#+-.!|~" else c for c in text)
