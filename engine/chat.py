@@ -74,11 +74,14 @@ class MessageCosts:
     """The tokens each message adds to a prompt, counted once per (role, text) and kept, so that fitting
     a long history costs one small count per new message instead of counts of the whole history.
 
-    A message's cost is count([REF, m]) - count([REF]): with a system message first, the template adds no
-    default system prompt, so the difference is the message's own tokens and its role markers.
+    A message's cost is count([REF, m, LAST]) - count([REF, LAST]): with a system message first the template
+    adds no default system prompt, and with a user message last the message is rendered as it is inside a
+    history (a last assistant message would be rendered as a reply to continue). The difference is the
+    message's own tokens and its role markers.
     """
 
     REF: Message = {"role": "system", "content": "."}
+    LAST: Message = {"role": "user", "content": "."}
 
     def __init__(self, count: Callable[[list[Message]], int | None], size: int = 16_384) -> None:
         self.count = count
@@ -94,8 +97,8 @@ class MessageCosts:
                 self._memo.move_to_end(key)
                 return self._memo[key]
         if self._base is None:
-            self._base = self.count([self.REF])
-        n = self.count([self.REF, message])
+            self._base = self.count([self.REF, self.LAST])
+        n = self.count([self.REF, message, self.LAST])
         cost = None if n is None or self._base is None else max(0, n - self._base)
         with self._lock:
             self._memo[key] = cost
