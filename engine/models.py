@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .errors import NotFound
+from .errors import InvalidInput, NotFound
 
 # llama.cpp's llama_ftype: general.file_type -> the name people know it by.
 _FILE_TYPES = {
@@ -83,6 +83,33 @@ def list_models(models_dir: Path) -> list[ModelFile]:
             continue
         out.append(describe_model(path))
     return out
+
+
+def model_in_folder(models_dir: Path, path: str, *, project_root: Path | None = None) -> Path:
+    """The file `path` names, which must lie in `models_dir` (what the API and the UI may load).
+
+    A relative path is read from the models folder (a bare file name), or else from the project folder
+    ("models/x.gguf"). The path is normalised (".." removed) before the check; a symlink that the user put
+    in the models folder is followed, since they chose it. Raises InvalidInput naming the folder.
+    """
+    root = Path(os.path.abspath(models_dir))
+    try:
+        given = Path(path)
+        tries = (
+            [given]
+            if given.is_absolute()
+            else [root / given, *([project_root / given] if project_root else [])]
+        )
+        for candidate in tries:
+            full = Path(os.path.abspath(candidate))
+            if full.is_relative_to(root):
+                return full
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        pass
+    raise InvalidInput(
+        f"Only model files in the models folder ({root.name}/) can be loaded; put the file there.",
+        field="path",
+    )
 
 
 def describe_model(path: Path) -> ModelFile:

@@ -14,7 +14,7 @@ import pandas as pd
 from engine.config import KV_TYPES
 from engine.errors import EngineError
 from engine.gpu import gpu_status
-from engine.models import ModelFile, list_models
+from engine.models import ModelFile, list_models, model_in_folder
 from engine.sysinfo import ProcessHistory, process_memory
 
 from .. import i18n
@@ -463,7 +463,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         }
         overrides = {k: int(v) if isinstance(v, float) else v for k, v in overrides.items() if v is not None}
         try:
-            info = rt.switch_model(name, **overrides)
+            info = rt.switch_model(str(model_in_folder(rt.models_dir, name)), **overrides)
         except EngineError as exc:
             warn(exc.message)
             yield tr("gpu.failed", lang_value, message=exc.message), gr.skip(), gr.skip()
