@@ -64,7 +64,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_ANALYTICS_ENABLED=False \
-    LLM_GPU__REQUIRED=true
+    LLM_GPU__REQUIRED=true \
+    LLM_SERVER__INSECURE_LAN=true
+# The server binds 0.0.0.0 inside the container so that Docker can forward the port; without both
+# credentials it would refuse that. The published port decides who reaches it: publish on 127.0.0.1
+# (as docker-compose.yml does), or set LLM_SERVER__AUTH and LLM_SERVER__API_KEY (see docs/deploy.md).
 
 # Numeric, so Kubernetes runAsNonRoot can verify it.
 USER ${APP_UID}

@@ -196,7 +196,7 @@ class Bench:
             "messages": messages or [],
         }
         assert self.ours is not None
-        r = self.http.post(self.ours.url + "/api/sessions/import", content=json.dumps(doc))
+        r = self.http.post(self.ours.url + "/api/sessions/import", json=doc)
         r.raise_for_status()
         return str(r.json()["id"])
 

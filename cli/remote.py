@@ -15,6 +15,8 @@ from engine.session_formats import Session, session_from_doc
 
 from .clients import ChatState, Done, Event, Note, Text, greeting_of
 
+JSON_BODY = {"Content-Type": "application/json"}
+
 
 class RemoteError(EngineError):
     """An error the server reported, with its type and message."""
@@ -188,7 +190,8 @@ class HttpClient:
                 raise
         doc = self._json("GET", f"/api/sessions/{sid}")  # NotFound here when the chat itself is gone
         doc["title"] = title
-        new_id = self._json("POST", "/api/sessions/import", content=json.dumps(doc).encode())["id"]
+        body = json.dumps(doc).encode()
+        new_id = self._json("POST", "/api/sessions/import", content=body, headers=JSON_BODY)["id"]
         self._call("DELETE", f"/api/sessions/{sid}")
         self.state.session_id = new_id
         return str(new_id)

@@ -86,8 +86,18 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(7860, ge=1, le=65_535)
     cors_origins: list[str] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names to answer besides localhost, 127.0.0.1, [::1], host."
+    )
     api_key: str | None = Field(None, description="Require 'Authorization: Bearer <key>' on /api and /v1.")
-    auth: str | None = Field(None, description="'user:pass' login for the UI.")
+    auth: str | None = Field(None, description="'user:pass' login for the UI (and basic auth on the API).")
+    insecure_lan: bool = Field(False, description="Allow a non-loopback host without both credentials.")
+    max_messages: int = Field(2000, ge=1, le=1_000_000, description="Messages per chat request.")
+    max_queue: int = Field(64, ge=1, le=100_000, description="Open generation requests overall.")
+    max_queue_per_client: int = Field(
+        16, ge=1, le=100_000, description="Open generation requests per client."
+    )
+    remote_images: bool = Field(False, description="Let chat Markdown load images from other sites.")
 
 
 class LoggingSettings(_Section):

@@ -1,14 +1,20 @@
-"""Security: CORS, the API key, the bind address and its warning, Gradio's file routes, path traversal."""
+"""Security against the real server: CORS, Host and Origin checks (DNS rebinding, CSRF), JSON-only bodies,
+security headers, credentials (API key, --auth, the login rate limit), the bind address, limits, Gradio's file
+routes, model paths, path traversal, and sessions that lose no update."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -188,23 +194,43 @@ def wait_for(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: floa
     return path.read_text(errors="replace")
 
 
-def test_lan_bind_without_auth_warns(tmp_path: Path, model_path: Path) -> None:
+def lan_start(tmp_path: Path, model_path: Path, *flags: str) -> tuple[int | None, str]:
+    """Start on 0.0.0.0 with `flags`; (exit code or None if it served, its stderr). Never left running."""
     port = free_port()
-    err = tmp_path / "stderr.txt"
-    cmd = [sys.executable, "-m", "webui", "--host", "0.0.0.0", "--port", str(port)]
+    err = tmp_path / f"stderr-{len(flags)}-{port}.txt"
+    cmd = [sys.executable, "-m", "webui", "--host", "0.0.0.0", "--port", str(port), *flags]
     cmd += ["--data-dir", str(tmp_path / "data"), "--model", str(model_path)]
     with open(err, "wb") as err_file:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env={**os.environ, **TEST_ENV}, stdout=subprocess.DEVNULL, stderr=err_file
+            cmd, cwd=ROOT, env={**os.environ, **TEST_ENV}, stdout=subprocess.PIPE, stderr=err_file
         )
     try:
-        text = wait_for(err, "WARNING", proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()  # "Serving the chat UI at ..." or nothing: it exited
+        code = None if "Serving" in line else proc.wait(60)
     finally:
         proc.kill()  # never leave a server bound to every interface
         proc.wait(15)
-    assert "WARNING: binding to 0.0.0.0" in text
-    assert "WITHOUT a password" in text
-    assert "--api-key" in text and "--auth" in text
+    return code, err.read_text(errors="replace")
+
+
+def test_lan_bind_needs_both_credentials(tmp_path: Path, model_path: Path) -> None:
+    """Before: a warning when neither was set, and silence with only one, which left /api (with --auth) or
+    the UI's API (with --api-key) open to the network."""
+    for flags, missing in (
+        ((), "--auth and --api-key"),
+        (("--auth", "me:pw"), "--api-key"),
+        (("--api-key", KEY), "--auth"),
+    ):
+        code, err = lan_start(tmp_path, model_path, *flags)
+        assert code == 2, (flags, err)
+        assert f"error: binding to 0.0.0.0 exposes the chat to your network without {missing}." in err
+        assert "--insecure-lan" in err and "Traceback" not in err
+    code, err = lan_start(tmp_path, model_path, "--insecure-lan")
+    assert code is None, err  # it served
+    assert "WARNING: binding to 0.0.0.0" in err and "read or change your chats" in err
+    code, err = lan_start(tmp_path, model_path, "--auth", "me:pw", "--api-key", KEY)
+    assert code is None and "WARNING" not in err, err
 
 
 # --- Gradio's file routes ---------------------------------------------------------------------------------
@@ -331,3 +357,399 @@ def test_session_import_ignores_the_given_id(server: ServerProcess) -> None:
         assert sid.startswith("s-") and "/" not in sid
         assert (server.data_dir / "sessions" / f"{sid}.json").is_file()
     assert tree_state() == before
+
+
+# --- Host and Origin: DNS rebinding and cross-site writes (ARCHITECTURE.md rule 5) -------------------------
+
+EVIL_PAGE = "http://evil.example"
+
+
+def state_of(server: ServerProcess) -> tuple[list[str], list[str]]:
+    sessions = sorted(s["id"] for s in httpx.get(server.url + "/api/sessions").json())
+    presets = sorted(p["name"] for p in httpx.get(server.url + "/api/presets").json())
+    return sessions, presets
+
+
+def test_dns_rebinding_hosts_are_refused(server: ServerProcess) -> None:
+    """Before: `Host: rebind.example` got the session list, as a rebinding page would."""
+    port = server.port
+    for host in (f"rebind.example:{port}", "rebind.example", f"127.0.0.1.nip.io:{port}", "", "a:b:c"):
+        for path in ("/api/sessions", "/", "/config", "/gradio_api/info", "/v1/models"):
+            resp = httpx.get(server.url + path, headers={"Host": host})
+            assert resp.status_code == 400, (host, path, resp.status_code)
+            assert resp.json()["error"]["type"] == "forbidden_host"
+            assert "s-" not in resp.text
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}"):
+        assert httpx.get(server.url + "/api/sessions", headers={"Host": host}).status_code == 200, host
+
+
+def cross_site_attempts(server: ServerProcess) -> list[tuple[str, str, dict[str, Any]]]:
+    """The requests a page on another origin can send without CORS (mode: "no-cors") or a form can."""
+    doc = b'[{"role": "user", "content": "planted by a web page"}]'
+    card = {"file": ("card.json", b'{"name": "Planted", "description": "x"}', "application/json")}
+    evil = {"Origin": EVIL_PAGE}
+    other_port = {"Origin": f"http://127.0.0.1:{server.port + 1}", "Sec-Fetch-Site": "same-site"}
+    json_type = {"Content-Type": "application/json"}
+    plain = {"Content-Type": "text/plain"}
+    return [
+        ("POST", "/api/sessions/import", {"content": doc, "headers": {**evil, **plain}}),
+        ("POST", "/api/sessions/import", {"content": doc, "headers": {**other_port, **plain}}),
+        ("POST", "/api/sessions/import", {"content": doc, "headers": {**evil, **json_type}}),
+        ("POST", "/api/sessions/import", {"content": doc, "headers": {"Origin": "null", **json_type}}),
+        ("POST", "/api/sessions/import", {"content": doc, "headers": {"Sec-Fetch-Site": "cross-site"}}),
+        ("POST", "/api/presets/import", {"files": card, "headers": evil}),
+        ("POST", "/api/presets/import", {"files": card, "headers": other_port}),
+        ("PUT", "/api/presets/planted", {"json": {"description": "x"}, "headers": evil}),
+        ("POST", "/v1/chat/completions", {"content": b"{}", "headers": {**evil, **plain}}),
+        ("POST", "/gradio_api/queue/join", {"json": {"data": [], "fn_index": 0}, "headers": evil}),
+        ("POST", "/gradio_api/upload", {"files": {"files": ("x.txt", b"x")}, "headers": evil}),
+        ("POST", "/login", {"data": {"username": "a", "password": "b"}, "headers": evil}),
+    ]
+
+
+def test_cross_site_writes_are_refused_and_change_nothing(server: ServerProcess) -> None:
+    """Before: a page on another origin planted a session (any Content-Type was parsed as JSON) and a
+    character (multipart), confirmed in Chromium. tests/browser/test_security_ui.py does it from a page."""
+    before = state_of(server)
+    victim = before[0][0] if before[0] else "s-20250101-120000-abcdef"
+    attempts = [
+        *cross_site_attempts(server),
+        ("DELETE", f"/api/sessions/{victim}", {"headers": {"Origin": EVIL_PAGE}}),
+    ]
+    for method, path, kw in attempts:
+        resp = httpx.request(method, server.url + path, **kw)
+        assert resp.status_code == 403, (method, path, kw.get("headers"), resp.status_code, resp.text[:200])
+        assert resp.json()["error"]["type"] == "forbidden_origin"
+    assert state_of(server) == before
+    ours = {"Origin": server.url, "Sec-Fetch-Site": "same-origin"}
+    ok = httpx.post(
+        server.url + "/api/sessions/import", json=[{"role": "user", "content": "mine"}], headers=ours
+    )
+    assert ok.status_code == 200, ok.text  # the app's own page may write
+    curl = httpx.post(server.url + "/api/sessions/import", json=[{"role": "user", "content": "curl"}])
+    assert curl.status_code == 200  # no Origin, no Sec-Fetch-Site: not a browser
+
+
+def test_json_routes_take_only_json(server: ServerProcess) -> None:
+    """Before: a text/plain or form body (which needs no CORS preflight) was parsed as JSON."""
+    before = state_of(server)
+    body = b'{"messages": [{"role": "user", "content": "hi"}]}'
+    for method, path in (
+        ("POST", "/api/sessions/import"),
+        ("POST", "/api/chat"),
+        ("POST", "/api/chat/stream"),
+        ("PUT", "/api/presets/planted"),
+        ("POST", "/v1/chat/completions"),
+    ):
+        for kind in (
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            None,
+        ):
+            headers = {"Content-Type": kind} if kind else {}
+            resp = httpx.request(method, server.url + path, content=body, headers=headers)
+            assert resp.status_code == 415, (path, kind, resp.status_code)
+            assert "application/json" in resp.json()["error"]["message"]
+    card = b'{"name": "Planted"}'
+    resp = httpx.post(
+        server.url + "/api/presets/import", content=card, headers={"Content-Type": "application/json"}
+    )
+    assert resp.status_code == 415 and "multipart" in resp.json()["error"]["message"]
+    assert state_of(server) == before
+
+
+def test_a_configured_cors_origin_may_write(locked: ServerProcess) -> None:
+    headers = {"Origin": GOOD, "Authorization": f"Bearer {KEY}"}
+    resp = httpx.post(
+        locked.url + "/api/sessions/import", json=[{"role": "user", "content": "x"}], headers=headers
+    )
+    assert resp.status_code == 200 and resp.headers["access-control-allow-origin"] == GOOD
+    evil = httpx.post(
+        locked.url + "/api/sessions/import",
+        json=[{"role": "user", "content": "x"}],
+        headers={"Origin": EVIL, "Authorization": f"Bearer {KEY}"},
+    )
+    assert evil.status_code == 403  # the key does not make another site's page trusted
+
+
+# --- security headers --------------------------------------------------------------------------------------
+
+
+def test_security_headers_on_every_response(server: ServerProcess) -> None:
+    """Before: no CSP or X-Frame-Options, so any site could frame the UI."""
+    checks = [
+        ("GET", "/", {}),
+        ("GET", "/config", {}),
+        ("GET", "/theme.css", {}),
+        ("GET", "/gradio_api/info", {}),
+        ("GET", "/api/health", {}),
+        ("GET", "/api/nope", {}),
+        ("GET", "/v1/models", {}),
+        ("GET", "/docs", {}),
+        ("GET", "/openapi.json", {}),
+        ("GET", "/gradio_api/file=/etc/passwd", {}),
+        ("GET", "/api/sessions", {"headers": {"Host": "rebind.example"}}),
+        ("POST", "/api/sessions/import", {"content": b"x" * (11 * 1024 * 1024)}),
+    ]
+    for method, path, kw in checks:
+        resp = httpx.request(method, server.url + path, **kw)
+        csp = resp.headers.get("content-security-policy", "")
+        assert "frame-ancestors 'none'" in csp, (path, resp.status_code, csp)
+        directives = dict((d.strip().split(" ", 1) + [""])[:2] for d in csp.split(";"))
+        assert directives["img-src"].startswith("'self'") and "form-action" in directives, csp
+        assert not {"*", "http:", "https:"} & set(directives["img-src"].split()), csp  # no remote images
+        assert resp.headers.get("x-content-type-options") == "nosniff", path
+        assert resp.headers.get("x-frame-options") == "DENY", path
+
+
+# --- credentials -------------------------------------------------------------------------------------------
+
+USER, PASSWORD = "me", "pw-9d2e"
+
+
+@pytest.fixture(scope="module")
+def auth_only(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[ServerProcess]:
+    yield from server_fixture(tmp_path_factory, "sec-auth", model_path, args=["--auth", f"{USER}:{PASSWORD}"])
+
+
+@contextlib.contextmanager
+def ui_login(server: ServerProcess, password: str, user: str = USER) -> Iterator[httpx.Client]:
+    """A client holding the UI's login cookie, as a browser after the login form."""
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        resp = c.post("/login", data={"username": user, "password": password})
+        assert resp.status_code == 200, resp.text
+        yield c
+
+
+def test_auth_alone_guards_the_api_and_the_docs(auth_only: ServerProcess) -> None:
+    """Before: with --auth only the UI asked for a password; /api and /v1 answered anyone."""
+    for path in ("/api/sessions", "/api/presets", "/v1/models", "/docs", "/openapi.json"):
+        resp = httpx.get(auth_only.url + path)
+        assert resp.status_code == 401, (path, resp.status_code)
+        assert resp.headers["www-authenticate"].startswith("Basic")
+        assert httpx.get(auth_only.url + path, auth=(USER, "wrong")).status_code == 401
+        assert httpx.get(auth_only.url + path, auth=(USER, PASSWORD)).status_code == 200, path
+    assert (
+        httpx.post(
+            auth_only.url + "/api/sessions/import", json=[{"role": "user", "content": "x"}]
+        ).status_code
+        == 401
+    )
+    with ui_login(auth_only, PASSWORD) as browser_like:  # the UI's login cookie works for the API too
+        assert browser_like.get("/api/sessions").status_code == 200
+        assert browser_like.get("/gradio_api/info").status_code == 200
+    assert httpx.get(auth_only.url + "/gradio_api/info").status_code == 401
+
+
+def test_api_key_alone_guards_the_gradio_api(locked: ServerProcess) -> None:
+    """Before: with --api-key only, /gradio_api/... listed and changed every chat without a key."""
+    for method, path in (
+        ("GET", "/gradio_api/info"),
+        ("GET", "/config"),
+        ("POST", "/gradio_api/call/on_load"),
+        ("POST", "/gradio_api/queue/join"),
+        ("POST", "/gradio_api/upload"),
+    ):
+        resp = httpx.request(method, locked.url + path, json={"data": []} if method == "POST" else None)
+        assert resp.status_code == 401, (path, resp.status_code, resp.text[:200])
+    with ui_login(locked, KEY, user="anyone") as ui:  # the UI's login takes the key as the password
+        assert ui.get("/gradio_api/info").status_code == 200
+        assert ui.get("/api/sessions").status_code == 200
+        assert ui.get("/docs").status_code == 200
+    bad = httpx.post(locked.url + "/login", data={"username": "anyone", "password": "wrong"})
+    assert bad.status_code == 400
+
+
+def test_health_reveals_only_status_without_credentials(
+    locked: ServerProcess, auth_only: ServerProcess
+) -> None:
+    """Before: /api/health showed the model, its path, the GPU and the queue to anyone."""
+    for srv, creds in (
+        (locked, {"headers": {"Authorization": f"Bearer {KEY}"}}),
+        (auth_only, {"auth": (USER, PASSWORD)}),
+    ):
+        bare = httpx.get(srv.url + "/api/health")
+        assert bare.status_code == 200 and bare.json() == {"status": "ok"}, bare.text
+        full = httpx.get(srv.url + "/api/health", **creds).json()
+        assert full["status"] == "ok" and "model" in full and "gpu" in full
+
+
+def test_failed_logins_are_rate_limited(tmp_path: Path, model_path: Path) -> None:
+    """Before: 670 password tries a second. Now a few are free, then each failure doubles the wait, and
+    while it lasts no password is even checked, the right one included."""
+    with ServerProcess(tmp_path / "data", model=model_path, args=["--auth", f"{USER}:{PASSWORD}"]) as srv:
+        codes = [srv_login(srv, "wrong").status_code for _ in range(8)]
+        assert codes[:5] == [400] * 5, codes
+        assert 429 in codes, codes
+        blocked = srv_login(srv, PASSWORD)
+        assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1
+        assert "try again" in blocked.json()["error"]["message"]
+        api = httpx.get(srv.url + "/api/sessions", auth=(USER, PASSWORD))
+        assert api.status_code == 429  # basic auth shares the limit
+        assert httpx.get(srv.url + "/api/health").json() == {"status": "ok"}  # no credentials: not limited
+
+
+def srv_login(srv: ServerProcess, password: str) -> httpx.Response:
+    return httpx.post(srv.url + "/login", data={"username": USER, "password": password})
+
+
+# --- limits ------------------------------------------------------------------------------------------------
+
+
+def test_too_many_messages_in_one_request(server: ServerProcess) -> None:
+    """Before: 200,000 tiny messages (8 MB, under the body limit) kept the model busy for minutes."""
+    many = [{"role": "user" if i % 2 == 0 else "assistant", "content": "hi"} for i in range(2001)]
+    for path in ("/api/chat", "/api/chat/stream", "/v1/chat/completions"):
+        resp = httpx.post(server.url + path, json={"messages": many, "params": {"max_tokens": 1}}, timeout=60)
+        assert resp.status_code == 400, (path, resp.status_code)
+        assert "server.max_messages" in resp.json()["error"]["message"]
+    # 1,999 pass the count (and fail on a bad parameter instead, so that the model is not run)
+    under = {"messages": many[:1999], "params": {"temperature": 99}}
+    resp = httpx.post(server.url + "/api/chat", json=under, timeout=60)
+    assert resp.status_code == 400 and "max_messages" not in resp.text and "temperature" in resp.text
+
+
+def test_open_generation_requests_are_bounded_with_a_429(tmp_path: Path, model_path: Path) -> None:
+    env = {"LLM_SERVER__MAX_QUEUE_PER_CLIENT": "1", "LLM_SERVER__MAX_QUEUE": "2"}
+    with ServerProcess(tmp_path / "data", model=model_path, env=env) as srv, httpx.Client(timeout=120) as c:
+        long = {"messages": LONG_STORY, "params": {"max_tokens": 200, "temperature": 0}}
+        with c.stream("POST", srv.url + "/api/chat/stream", json=long) as first:
+            rest = first_delta(first)  # kept: dropping the iterator would close the stream
+            second = c.post(srv.url + "/v1/chat/completions", json=long)
+            assert second.status_code == 429, second.text[:200]
+            assert "at most 1" in second.json()["error"]["message"]
+            assert second.headers["retry-after"] == "1"
+            assert any('"done"' in line for line in rest)
+        short = {"messages": [{"role": "user", "content": "Hi"}], "params": {"max_tokens": 1}}
+        assert c.post(srv.url + "/api/chat", json=short).status_code == 200  # the first one has gone
+
+
+def test_body_limit_covers_gradio_and_its_log(server: ServerProcess) -> None:
+    """Before: /gradio_api/queue/join took 50 MB bodies, and printed them whole to the log."""
+    big = json.dumps({"data": ["x" * (11 * 1024 * 1024)], "fn_index": 0, "session_hash": "h"}).encode()
+    for headers in ({}, {"Transfer-Encoding": "chunked"}):
+        content = big if not headers else iter([big[i : i + 65536] for i in range(0, len(big), 65536)])
+        resp = httpx.post(
+            server.url + "/gradio_api/queue/join",
+            content=content,
+            headers={"Content-Type": "application/json", **headers},
+            timeout=60,
+        )
+        assert resp.status_code == 413, (headers, resp.status_code)
+        assert resp.json()["error"]["type"] == "too_large"
+    marker = "inputmarker" * 100_000  # 1.1 MB, a bad event under the limit
+    before = len(server.log_text())
+    bad = {"data": [marker], "fn_index": 0, "session_hash": "h2", "trigger_id": 1}
+    assert httpx.post(server.url + "/gradio_api/queue/join", json=bad, timeout=60).status_code == 200
+    deadline = time.monotonic() + 60
+    while "enough input values" not in server.log_text()[before:] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    logged = server.log_text()[before:]
+    assert "enough input values" in logged
+    assert "inputmarker" * 20 not in logged and len(logged) < 20_000, len(logged)
+
+
+# --- files -------------------------------------------------------------------------------------------------
+
+
+def test_models_load_only_from_the_models_folder(
+    server: ServerProcess, model_path: Path, tmp_path: Path
+) -> None:
+    """Before: any .gguf anywhere on disk loaded, by absolute path or ../."""
+    outside = tmp_path / "outside.gguf"
+    outside.symlink_to(model_path)
+    for path in (
+        str(outside),
+        f"../../../../../../..{outside}",
+        "../" * 12 + "tmp/x.gguf",
+        f"models/../../{model_path.name}",
+    ):
+        resp = httpx.post(server.url + "/api/models/load", json={"path": path}, timeout=120)
+        assert resp.status_code == 400, (path, resp.status_code, resp.text[:200])
+        assert "models folder" in resp.json()["error"]["message"]
+    assert httpx.get(server.url + "/api/models").json()["loaded"]["name"] == model_path.name
+    resp = httpx.post(server.url + "/api/models/load", json={"path": model_path.name}, timeout=120)
+    assert resp.status_code == 200, resp.text[:300]
+
+
+def test_gradio_file_route_serves_only_its_cache(server: ServerProcess) -> None:
+    """Before: /gradio_api/file= served the presets folder whole, .bak files included."""
+    for description in ("first", "second"):
+        assert (
+            httpx.put(server.url + "/api/presets/filetest", json={"description": description}).status_code
+            == 200
+        )
+    presets = server.data_dir / "presets"
+    assert (presets / "filetest.yaml.bak").is_file()
+    for target in (presets / "filetest.yaml.bak", presets / "filetest.yaml", presets / ".seeded.json"):
+        status, text = raw_get(server, f"/gradio_api/file={target}")
+        assert status == 404, (target, status)
+        assert "first" not in text and "second" not in text
+    status, _ = raw_get(server, "/gradio_api/file=https://example.com/beacon.png")
+    assert status == 404  # Gradio would fetch it for the page: a tracking beacon through our server
+    uploaded = httpx.post(server.url + "/gradio_api/upload", files={"files": ("avatar.png", b"\x89PNG fake")})
+    assert uploaded.status_code == 200, uploaded.text
+    cached = uploaded.json()[0]
+    assert httpx.get(f"{server.url}/gradio_api/file={cached}").content == b"\x89PNG fake"  # what the UI needs
+    bak = httpx.post(
+        server.url + "/gradio_api/upload", files={"files": ("notes.yaml.bak", b"secret")}
+    ).json()[0]
+    assert httpx.get(f"{server.url}/gradio_api/file={bak}").status_code == 404
+
+
+# --- sessions: no lost updates -----------------------------------------------------------------------------
+
+
+def first_delta(resp: httpx.Response) -> Iterator[str]:
+    """Wait for the stream's first text; returns the rest of its lines."""
+    assert resp.status_code == 200
+    lines = resp.iter_lines()
+    next(line for line in lines if line.startswith("data: ") and '"delta"' in line)
+    return lines
+
+
+def test_a_rename_during_a_reply_is_kept(server: ServerProcess) -> None:
+    """Before: the reply's saves wrote the title it had read; the rename was silently undone."""
+    with httpx.Client(base_url=server.url, timeout=120) as c:
+        sid = c.post("/api/sessions/import", json=[{"role": "user", "content": "Hello"}]).json()["id"]
+        body = {"messages": LONG_STORY, "session_id": sid, "params": {"max_tokens": 120, "temperature": 0}}
+        with c.stream("POST", "/api/chat/stream", json=body) as resp:
+            rest = first_delta(resp)
+            renamed = c.patch(f"/api/sessions/{sid}", json={"title": "Renamed while streaming"})
+            assert renamed.status_code == 200
+            for _ in rest:
+                pass
+        doc = c.get(f"/api/sessions/{sid}").json()
+        assert doc["title"] == "Renamed while streaming"
+        assert doc["messages"][-1]["role"] == "assistant" and doc["messages"][-1]["content"]
+
+
+def test_two_turns_on_one_session_are_both_kept(server: ServerProcess) -> None:
+    """Before: the second turn had read the session before the first was saved, and its save dropped the
+    first reply. Now it waits for the first and continues from it."""
+    with httpx.Client(base_url=server.url, timeout=180) as c:
+        sid = c.post(
+            "/api/sessions/import",
+            json=[{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi!"}],
+        ).json()["id"]
+        first = {"messages": LONG_STORY, "session_id": sid, "params": {"max_tokens": 60, "temperature": 0}}
+        second = {
+            "messages": [{"role": "user", "content": "Second question"}],
+            "session_id": sid,
+            "params": {"max_tokens": 8},
+        }
+        with c.stream("POST", "/api/chat/stream", json=first) as resp:
+            rest = first_delta(resp)
+            done: dict[str, Any] = {}
+            t = threading.Thread(target=lambda: done.update(r=c.post("/api/chat", json=second)))
+            t.start()
+            for _ in rest:
+                pass
+        t.join(180)
+        assert done["r"].status_code == 200, done["r"].text[:300]
+        messages = c.get(f"/api/sessions/{sid}").json()["messages"]
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        assert users == ["Hello", LONG_STORY[0]["content"], "Second question"], users
+        assert [m["role"] for m in messages] == ["user", "assistant"] * 3
+        assert all(m["content"] for m in messages)

@@ -1,5 +1,6 @@
 """python -m webui [--host 127.0.0.1] [--port 7860] [--config PATH] [--data-dir DIR] [--model PATH]
-[--backend llama_cpp|openai] [--backend-url URL] [--backend-key KEY]"""
+[--backend llama_cpp|openai] [--backend-url URL] [--backend-key KEY] [--api-key KEY] [--auth user:pass]
+[--cors-origin URL] [--allowed-host NAME] [--insecure-lan]"""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import ipaddress
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from engine.config import ServerSettings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,22 +30,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend-url", help="Base URL of an OpenAI-compatible server (with --backend openai).")
     p.add_argument("--backend-key", help="API key for the remote server.")
     p.add_argument(
-        "--api-key", help="Require 'Authorization: Bearer KEY' on /api and /v1 (or LLM_SERVER__API_KEY)."
+        "--api-key",
+        help="Require 'Authorization: Bearer KEY' on /api and /v1; also the UI's login password "
+        "(or LLM_SERVER__API_KEY).",
     )
-    p.add_argument("--auth", help="'user:pass' login for the UI (needed to expose the UI on a LAN).")
+    p.add_argument(
+        "--auth",
+        help="'user:pass' login for the UI; also HTTP basic auth on /api and /v1 (or LLM_SERVER__AUTH).",
+    )
     p.add_argument(
         "--cors-origin", action="append", default=None, help="Allow this browser origin (repeatable)."
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        help="Also answer to this host name, e.g. chat.lan (repeatable; localhost and IPs need none).",
+    )
+    p.add_argument(
+        "--insecure-lan",
+        action="store_true",
+        default=None,
+        help="Bind a non-loopback --host without both --auth and --api-key (anyone on the network gets in).",
     )
     return p.parse_args(argv)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, dict[str, object]] = {"server": {}, "backend": {}, "model": {}}
-    for key in ("host", "port", "api_key", "auth"):
+    for key in ("host", "port", "api_key", "auth", "insecure_lan"):
         if getattr(args, key) is not None:
             out["server"][key] = getattr(args, key)
     if args.cors_origin:
         out["server"]["cors_origins"] = args.cors_origin
+    if args.allowed_host:
+        out["server"]["allowed_hosts"] = args.allowed_host
     if args.backend:
         out["backend"]["kind"] = args.backend
     if args.backend_url:
@@ -65,6 +89,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+LAN_HELP = (
+    "Pass both --auth user:pass (the UI login) and --api-key KEY (the API), or bind to 127.0.0.1. "
+    "--insecure-lan starts anyway."
+)
+LAN_RISK = "Anyone who can reach this machine can use the model and read or change your chats."
+
+
+def exposure_problem(server: ServerSettings) -> str | None:
+    """Why binding `server.host` exposes the chat, or None (a loopback bind, or both credentials set)."""
+    if is_loopback(server.host) or (server.auth and server.api_key):
+        return None
+    missing = " and ".join(
+        name for name, value in (("--auth", server.auth), ("--api-key", server.api_key)) if not value
+    )
+    return f"binding to {server.host} exposes the chat to your network without {missing}."
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -86,17 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         ):
             settings.model.path = str(settings.resolve(settings.models_dir) / m.name)
     host = settings.server.host
-    if not is_loopback(host) and not (settings.server.auth or settings.server.api_key):
-        print(
-            "\n"
-            + "!" * 78
-            + f"\n  WARNING: binding to {host} exposes the chat to your network WITHOUT a password."
-            "\n  Anyone who can reach this machine can use the model and read your chats."
-            "\n  Pass --auth user:pass (UI login) and --api-key KEY (API), or bind to 127.0.0.1.\n"
-            + "!" * 78
-            + "\n",
-            file=sys.stderr,
-        )
+    problem = exposure_problem(settings.server)
+    if problem and not settings.server.insecure_lan:
+        print(f"error: {problem}\n  {LAN_HELP}", file=sys.stderr)
+        return 2
+    if problem:
+        print("\n" + "!" * 78 + f"\n  WARNING: {problem}\n  {LAN_RISK}\n" + "!" * 78 + "\n", file=sys.stderr)
     import uvicorn
 
     from engine.gpu_required import refusal

@@ -14,16 +14,16 @@ from starlette.concurrency import run_in_threadpool
 
 from engine.backends.base import Delta, Finished
 from engine.chat import Notice, StreamEvent, validate_messages
+from engine.config import ROOT
 from engine.conversation import new_session, prompt_messages, run_turn, session_character
 from engine.errors import EngineError, InvalidInput, TooLarge
 from engine.gpu import gpu_status
-from engine.models import list_models
+from engine.models import list_models, model_in_folder
 from engine.params import SamplingParams
 from engine.runtime import Runtime
 
+from .limits import MAX_BODY
 from .streaming import cancel_on_disconnect, run_stream
-
-MAX_BODY = 10 * 1024 * 1024
 
 
 class MessageIn(BaseModel):
@@ -77,7 +77,7 @@ class ImportReply(BaseModel):
 
 class LoadModelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(description="A .gguf file name in models/, or a path.")
+    path: str = Field(description="A .gguf file name in models/, or a path inside the models folder.")
     n_ctx: int | None = None
     n_gpu_layers: int | None = None
     flash_attn: bool | None = None
@@ -108,6 +108,15 @@ async def read_limited(request: Request, limit: int = MAX_BODY) -> bytes:
         if len(body) > limit:
             raise TooLarge(f"The body is over {limit // (1024 * 1024)} MB.")
     return bytes(body)
+
+
+def check_message_count(rt: Runtime, n: int) -> None:
+    limit = rt.settings.server.max_messages
+    if n > limit:
+        raise InvalidInput(
+            f"The request has {n} messages; at most {limit} are accepted (server.max_messages).",
+            field="messages",
+        )
 
 
 def sse_response(
@@ -161,6 +170,7 @@ def build_router(rt: Runtime) -> APIRouter:
         Input errors (unknown preset or session, empty message, bad params, no model) raise here, so
         the client gets a JSON error instead of a 200 stream that fails. Returns (make_events, session id).
         """
+        check_message_count(rt, len(body.messages))
         overrides = body.params.model_dump(exclude_unset=True) if body.params else None
         if body.session_id is None:
             char = rt.character(body.preset)
@@ -206,8 +216,11 @@ def build_router(rt: Runtime) -> APIRouter:
         return make, session.id
 
     @api.get("/health", summary="Server, model, backend and GPU status")
-    def health() -> dict[str, Any]:
-        return rt.health()
+    def health(request: Request) -> dict[str, Any]:
+        status = rt.health()
+        if getattr(request.state, "authenticated", True) is False:
+            return {"status": status["status"]}  # without credentials: up or not, nothing more
+        return status
 
     @api.post("/chat", response_model=ChatReply, summary="One chat turn, whole reply")
     async def chat(body: ChatRequest, request: Request) -> dict[str, Any]:
@@ -378,6 +391,7 @@ def build_router(rt: Runtime) -> APIRouter:
     @api.post("/models/load", summary="Load another model; the current one stays if loading fails")
     def load_model(body: LoadModelRequest) -> dict[str, Any]:
         overrides = body.model_dump(exclude_none=True, exclude={"path"})
-        return rt.switch_model(body.path, **overrides)
+        path = model_in_folder(rt.models_dir, body.path, project_root=ROOT)
+        return rt.switch_model(str(path), **overrides)
 
     return api

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,16 +12,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import Mount
 
 from engine.config import Settings
-from engine.errors import EngineError, NotFound, TooLarge
+from engine.errors import EngineError, NotFound
 from engine.runtime import Runtime
 
-from .api import MAX_BODY, build_router
+from .api import build_router
+from .auth import AuthMiddleware, Credentials, LoginLimiter, attach_ui_logins
+from .guard import RequestGuard, SecurityHeaders, TrustedHosts, gradio_file_roots
 from .i18n import I18N
+from .limits import MAX_BODY, BodyLimitMiddleware, RequestLimiter
 from .openai_api import build_openai_router
+from .quiet import quiet_gradio
 from .ui import build_ui
 
 log = logging.getLogger("webui")
@@ -55,80 +57,6 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
     if kind == "missing":
         return f"Missing required field '{field}'.", field
     return f"Invalid value for '{field}': {err.get('msg')}.", field
-
-
-class ApiKeyMiddleware:
-    """Require 'Authorization: Bearer <key>' on /api and /v1 (not /api/health, not CORS preflights).
-
-    A plain ASGI middleware: starlette's BaseHTTPMiddleware hides client disconnects from the app, so a
-    client that gave up on a whole (non-streamed) reply would hold the model until the reply was done.
-    """
-
-    def __init__(self, app: ASGIApp, key: str) -> None:
-        self.app = app
-        self.key = key.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] != "OPTIONS":
-            path = scope["path"]
-            if (path.startswith("/api/") or path.startswith("/v1/")) and path != "/api/health":
-                given = Headers(scope=scope).get("authorization", "")
-                token = given[7:] if given.lower().startswith("bearer ") else ""
-                if not hmac.compare_digest(token.encode(), self.key):
-                    response = error_response(
-                        Request(scope),
-                        401,
-                        "authentication_error",
-                        "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
-                    )
-                    response.headers["WWW-Authenticate"] = "Bearer"
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-
-class BodyLimitMiddleware:
-    """413 for a request body over `limit` bytes on /api and /v1, before anything reads or parses it.
-
-    Without it a 50 MB JSON chat body is parsed and tokenized in full before it is refused. A multipart
-    upload may be a little over, for its framing: the upload routes check the file's own size.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-        self.multipart_limit = limit + 64 * 1024
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        # no route has control characters in its path: refuse them, never redirect
-        if any(c < " " or c == "\x7f" for c in path):
-            response = error_response(Request(scope), 400, "invalid_request_error", "Invalid path.")
-            await response(scope, receive, send)
-            return
-        if not (path.startswith("/api/") or path.startswith("/v1/")):
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        multipart = headers.get("content-type", "").startswith("multipart/")
-        limit = self.multipart_limit if multipart else self.limit
-        size = headers.get("content-length", "")
-        if size.isdigit() and int(size) > limit:
-            mb = MAX_BODY // (1024 * 1024)
-            response = error_response(Request(scope), 413, "too_large", f"The body is over {mb} MB.")
-            await response(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted() -> Any:  # a body without Content-Length (chunked) is cut off too
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise TooLarge(f"The body is over {MAX_BODY // (1024 * 1024)} MB.")
-            return message
-
-        await self.app(scope, counted, send)
 
 
 # Where to look instead, per API prefix, in the 404 for a path no route has.
@@ -194,27 +122,35 @@ def create_app(
     app.include_router(build_router(rt))
     app.include_router(build_openai_router(rt))
     add_not_found_routes(app)
-    if settings.server.api_key:
-        app.add_middleware(ApiKeyMiddleware, key=settings.server.api_key)
+    server = settings.server
+    credentials = Credentials(server.api_key, server.auth)
+    # Starlette runs the last added first: headers on every response, then the host and origin checks,
+    # CORS, credentials, the body limit, and the limit on open generation requests.
+    app.add_middleware(RequestLimiter, total=server.max_queue, per_client=server.max_queue_per_client)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY)
+    app.add_middleware(AuthMiddleware, credentials=credentials, limiter=LoginLimiter())
     # Same-origin only unless origins are configured. With this middleware, Gradio adds no CORS of its own.
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=settings.server.cors_origins,
+        allow_origins=server.cors_origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type"],
     )
+    app.add_middleware(
+        RequestGuard,
+        hosts=TrustedHosts(server.host, server.allowed_hosts),
+        cors_origins=server.cors_origins,
+        file_roots=gradio_file_roots(),
+    )
+    app.add_middleware(SecurityHeaders, remote_images=server.remote_images)
 
-    auth = None
-    if settings.server.auth:
-        user, _, password = settings.server.auth.partition(":")
-        auth = (user, password)
     blocks = build_ui(rt)
     app = gr.mount_gradio_app(
         app,
         blocks,
         path="",
-        auth=auth,
+        auth=credentials.login_ok if credentials.required else None,
+        auth_message=LOGIN_MESSAGE[bool(credentials.user)],
         i18n=I18N,
         allowed_paths=[str(rt.presets.user_dir)],
         footer_links=["api", "settings"],
@@ -224,21 +160,34 @@ def create_app(
         theme=gr.themes.Soft(),
         css=CSS,
     )
-    quiet_queue(blocks)
+    for route in app.routes:  # /api and /v1 accept the UI's login cookie
+        if isinstance(route, Mount) and hasattr(route.app, "tokens"):
+            attach_ui_logins(credentials, route.app)
+    quiet_queue(blocks, max_size=server.max_queue)
+    quiet_gradio()  # no client input printed whole to the log
     return app
 
 
-def quiet_queue(blocks: gr.Blocks) -> None:
+def quiet_queue(blocks: gr.Blocks, max_size: int | None = None) -> None:
     """Gradio's queue polls for new events every 1 ms and for progress every 10 ms, even when idle: about
     5% of a core, taken from the model's threads on a small machine (and from a laptop's battery). Every
-    5 ms and 100 ms cost a fraction of that, and at most 5 ms before an event starts."""
+    5 ms and 100 ms cost a fraction of that, and at most 5 ms before an event starts.
+
+    `max_size` bounds the events waiting in it: more get Gradio's "queue is full" error."""
     queue = getattr(blocks, "_queue", None)
     if queue is not None and hasattr(queue, "sleep_when_free"):
         queue.sleep_when_free = max(queue.sleep_when_free, QUEUE_POLL_S)
         queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, 0.1)
+    if queue is not None and max_size is not None:
+        queue.max_size = max_size
 
 
 QUEUE_POLL_S = 0.005
+
+LOGIN_MESSAGE = {
+    False: "Log in with any user name and the server's API key as the password.",
+    True: "Log in with the user name and password the server was started with (--auth).",
+}
 
 CSS = """
 .status-line { font-size: 0.85em; opacity: 0.8; }

@@ -18,6 +18,7 @@ from engine.chat import StreamEvent
 from engine.errors import EngineError, InvalidInput
 from engine.runtime import Runtime
 
+from .api import check_message_count
 from .streaming import cancel_on_disconnect, run_stream
 
 
@@ -107,6 +108,7 @@ def build_openai_router(rt: Runtime) -> APIRouter:
         return str(info.get("name") or rt.settings.model.path)
 
     def prepare(body: ChatCompletionRequest) -> tuple[list[dict[str, str]], Any]:
+        check_message_count(rt, len(body.messages))
         msgs = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +113,7 @@ def _import(chat: ChatPage, title: str, user: str, reply: str) -> str:
         "title": title,
         "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}],
     }
-    return str(_api_json(chat, "POST", "/api/sessions/import", content=json.dumps(doc))["id"])
+    return str(_api_json(chat, "POST", "/api/sessions/import", json=doc)["id"])
 
 
 def _table_rows(chat: ChatPage) -> list[str]:
