@@ -176,7 +176,6 @@ for _f, (_en, _ja) in INFO.items():
 i18n.add(EN, JA)
 
 
-
 def render_messages(messages: list[dict[str, str]]) -> str:
     return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
 

@@ -94,7 +94,6 @@ i18n.add(
 )
 
 
-
 def build(ctx: UIContext, tab: gr.Tab) -> None:
     store = ctx.rt.sessions
     sid, lang = ctx.session_id, ctx.lang
