@@ -181,10 +181,6 @@ def build_prompt(
         continuing=continuing,
         rules=rules,
     )
-    if not continuing and len(messages) > 1 and messages[-1]["role"] == "assistant":
-        # lore at depth 0 as the assistant: a last assistant message is taken as the start of the reply,
-        # so it goes just above the last message instead
-        messages[-2], messages[-1] = messages[-1], messages[-2]
     prefill = ""
     if mode == "impersonate":
         messages.append({"role": "system", "content": render(rt.settings.chat.impersonate_prompt)})

@@ -164,7 +164,7 @@ class _Scanner:
                 if why
             ]
             found.sort(key=lambda f: (not f[0].entry.constant, f[0].index))
-            found = self._groups(found, state)
+            found = self._groups(found)
             recursable: list[str] = []
             for cand, (why, detail) in found:
                 if not self._roll(cand.entry):
@@ -289,7 +289,7 @@ class _Scanner:
 
     # --- inclusion groups ----------------------------------------------------------------------------
 
-    def _groups(self, found: list[tuple[_Cand, Any]], state: int) -> list[tuple[_Cand, Any]]:
+    def _groups(self, found: list[tuple[_Cand, Any]]) -> list[tuple[_Cand, Any]]:
         groups: dict[str, list[_Cand]] = {}
         for cand, _ in found:
             for g in cand.entry.groups():
@@ -299,7 +299,7 @@ class _Scanner:
         removed: set[int] = set()
         fired_groups = {g for f in self.result.fired for g in self._groups_of(f)}
         for name, members in groups.items():
-            scored = self._by_score(members, state)
+            scored = self._by_score(members)
             removed.update(id(m) for m in members if m not in scored)
             members = scored
             if name in fired_groups:
@@ -316,7 +316,7 @@ class _Scanner:
         cand = next((c for c in self.cands if c.source.name == fired.book and c.entry.uid == fired.uid), None)
         return cand.entry.groups() if cand else []
 
-    def _by_score(self, members: list[_Cand], state: int) -> list[_Cand]:
+    def _by_score(self, members: list[_Cand]) -> list[_Cand]:
         default = self.settings.group_scoring
         if not default and not any(m.entry.useGroupScoring for m in members):
             return members

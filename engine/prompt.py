@@ -112,7 +112,8 @@ def inject_at_depth(
     history: list[dict[str, str]], depth: dict[tuple[int, str], list[str]], *, continuing: bool = False
 ) -> list[dict[str, str]]:
     """Insert messages `depth` messages from the end (0: after the last one). At one depth the system
-    message goes last, after the user and the assistant ones. A reply being continued stays last."""
+    message goes last, after the user and the assistant ones. A reply being continued stays last, and
+    the prompt never ends with an inserted assistant message."""
     if not depth:
         return history
     out = list(reversed(history))  # newest first, as depths count
@@ -125,7 +126,10 @@ def inject_at_depth(
         msgs = [m for m in msgs if m["content"].strip()]
         if not msgs:
             continue
-        at = (1 if continuing and d == 0 else d) + inserted
+        # depth 0 stays above a reply being continued; and an assistant message alone at depth 0 would
+        # end the prompt and be taken as the start of the reply, so it goes above the last message too
+        alone = all(m["role"] == "assistant" for m in msgs)
+        at = (1 if d == 0 and (continuing or alone) else d) + inserted
         out[at:at] = msgs
         inserted += len(msgs)
     return list(reversed(out))

@@ -132,8 +132,10 @@ def test_real_book_in_the_prompt(rt: Runtime) -> None:
     assert "Highspire is a city" in system  # after the character definitions
     assert "What walks on four legs?" in system  # example dialogue from the book
     roles = [(m["role"], m["content"][:12]) for m in plan.messages[1:]]
-    # AN-position lore at depth 4 is above the first message; the secret at depth 0 as the assistant
-    assert roles[0] == ("system", "The city has") and roles[-1] == ("assistant", "Assistant ke")
+    # AN-position lore at depth 4 is above the first message; the secret (depth 0, as the assistant) just
+    # above the last message, so that the prompt does not end with it
+    assert roles[0] == ("system", "The city has") and roles[-2] == ("assistant", "Assistant ke")
+    assert roles[-1] == ("user", "We ride to E")
 
 
 def test_reply_prefix_is_a_trailing_assistant_message(rt: Runtime) -> None:
@@ -193,3 +195,23 @@ def test_stateless_messages_pass_through_untouched_without_options(rt: Runtime) 
         "role": "user",
         "content": "hi {{user}}",
     }  # history is not rendered
+
+
+def test_an_assistant_message_alone_at_depth_0_goes_above_the_last_message() -> None:
+    hist = [
+        {"role": "user", "content": "u1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "u2"},
+    ]
+    out = [m["content"] for m in inject_at_depth(hist, {(0, "assistant"): ["lore"]})]
+    assert out == ["u1", "a1", "lore", "u2"]
+    both = [m["content"] for m in inject_at_depth(hist, {(0, "assistant"): ["lore"], (0, "system"): ["s"]})]
+    assert both == ["u1", "a1", "u2", "lore", "s"]  # a system message after it ends the prompt
+
+
+def test_the_session_prompt_view_keeps_a_finished_reply_last(rt: Runtime) -> None:
+    hist = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    assert build_prompt(rt, None, hist, ChatOptions()).messages[-1] == {
+        "role": "assistant",
+        "content": "hello",
+    }
