@@ -404,4 +404,12 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     e_save.click(on_save_entry, [b_pick, e_pick, lang, *fields], b_outs)
     e_delete.click(on_delete_entry, [b_pick, e_pick], b_outs)
     t_run.click(on_test, [b_pick, t_text, lang], [t_out])
-    tab.select(lambda: persona_view(None), None, p_outs).then(lambda: book_view(None), None, b_outs)
+
+    def on_tab() -> tuple[Any, Any]:
+        """Fresh lists (the API or the terminal may have changed them); what is being edited stays."""
+        return (
+            gr.update(choices=[p.name for p in personas(rt).list()]),
+            gr.update(choices=lorebooks(rt).names()),
+        )
+
+    tab.select(on_tab, None, [p_pick, b_pick], show_progress="hidden")
