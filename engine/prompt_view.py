@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from .backends.base import Message
 from .chat import fit_messages
 from .params import SamplingParams
+from .template_text import render_text
 
 if TYPE_CHECKING:
     from .chat_prompt import PromptPlan
@@ -16,20 +17,20 @@ if TYPE_CHECKING:
 def rendered_prompt(backend: Any, messages: list[Message]) -> tuple[str, int | None]:
     """(templated prompt text, prompt tokens).
 
-    A backend that can render its template gives the exact text; the in-process llama.cpp backend gives
-    its tokens, detokenized with special tokens shown. Others (a remote server) get a plain transcript
-    and the backend's own token count, if it has one.
+    A backend that can render its template gives the exact text. A local model's text is rendered here
+    from its GGUF file's chat template, and its tokens counted by the backend. A remote server gets a
+    plain transcript and the backend's own token count, if it has one.
     """
-    render_text = getattr(backend, "render_text", None)
-    if callable(render_text):
-        text, n = render_text(messages)
+    own = getattr(backend, "render_text", None)
+    if callable(own):
+        text, n = own(messages)
         return str(text), n
-    render, llm = getattr(backend, "render", None), getattr(backend, "llm", None)
-    if callable(render) and llm is not None:
-        tokens, _stop = render(messages)
-        return llm.detokenize(tokens, special=True).decode("utf-8", "replace"), len(tokens)
-    text = "".join(f"[{m['role']}]\n{m['content']}\n\n" for m in messages)
-    return text, backend.count_tokens(messages) if backend is not None else None
+    tokens = backend.count_tokens(messages) if backend is not None else None
+    path = getattr(backend, "path", None)
+    text = render_text(path, messages) if path else None
+    if text is None:
+        text = "".join(f"[{m['role']}]\n{m['content']}\n\n" for m in messages)
+    return text, tokens
 
 
 def preview(
