@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-key", help="Bearer key for a server started with --api-key.")
     p.add_argument("--preset", help="Character preset for the new chat (see /system).")
     p.add_argument("--session", metavar="ID", help="Resume a saved chat.")
+    p.add_argument("--persona", help="Who you are ({{user}}): a persona's name (see /persona).")
+    p.add_argument("--lorebook", action="append", default=[], help="Attach a lorebook (repeatable).")
+    p.add_argument("--reply-prefix", help="Every reply starts with this text.")
     p.add_argument(
         "-p",
         "--param",
@@ -125,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         out.error(exc.message)
         return 2
+    options: dict[str, object] = {}
+    if args.persona:
+        options["persona"] = args.persona
+    if args.lorebook:
+        options["lorebooks"] = list(args.lorebook)
+    if args.reply_prefix is not None:
+        options["reply_prefix"] = args.reply_prefix
     app = App(client, out, interactive=interactive, params=params.params)
     try:
         if interactive:
@@ -132,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 import readline  # noqa: F401  (line editing and history for input())
             banner(client, out)
         app.start(args.preset or client.state.preset, args.session)
+        client.state.options.update(options)  # after start: opening a saved chat resets them
     except EngineError as exc:
         out.error(exc.message)
         client.close()

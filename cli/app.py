@@ -137,7 +137,52 @@ class App:
     def chat(self, text: str) -> None:
         self.stream(lambda cancel: self.client.send(text, cancel))
 
-    def stream(self, start: Callable[[threading.Event], Iterator[Event]]) -> None:
+    def impersonate(self) -> None:
+        """Let the model draft your next message; it is shown, and put into the next prompt to edit."""
+        parts: list[str] = []
+
+        def start(cancel: threading.Event) -> Iterator[Event]:
+            events = self.client.impersonate(cancel)  # argument errors raise here
+
+            def collect() -> Iterator[Event]:
+                for event in events:
+                    if isinstance(event, Text):
+                        parts.append(event.text)
+                    yield event
+
+            return collect()
+
+        self.stream(start, name="you (draft)", saves=False)
+        draft = "".join(parts).strip()
+        if not draft:
+            return
+        if self.interactive:
+            self.prefill(draft)
+            self.out.hint("The draft is in the prompt: edit it and press Enter to send, or clear it.")
+        else:
+            self.out.hint("Nothing was sent; send the draft yourself if you want it.")
+
+    def prefill(self, text: str) -> None:
+        """Put `text` into the next input line (readline), once."""
+        try:
+            import readline
+        except ImportError:
+            return
+
+        def hook() -> None:
+            readline.insert_text(text)
+            readline.redisplay()
+            readline.set_pre_input_hook()
+
+        readline.set_pre_input_hook(hook)
+
+    def stream(
+        self,
+        start: Callable[[threading.Event], Iterator[Event]],
+        *,
+        name: str | None = None,
+        saves: bool = True,
+    ) -> None:
         """Run one turn in a worker thread and render its events. Ctrl+C sets `cancel`; the turn ends
         within a token and what was generated is kept. Ctrl+C twice within 2 s also quits."""
         cancel = threading.Event()
@@ -168,7 +213,7 @@ class App:
         notes: list[str] = []
         stop_asked = 0.0
         try:
-            with self.out.reply(self.assistant_name()) as view:
+            with self.out.reply(name or self.assistant_name()) as view:
                 worker.start()
                 while True:
                     try:
@@ -205,5 +250,5 @@ class App:
             raise error
         if done is not None and done.metrics:
             self.out.metrics(done.finish_reason, done.metrics)
-        elif cancel.is_set() or done is not None:
+        elif (cancel.is_set() or done is not None) and saves:
             self.out.info("Stopped; what was generated is saved.")

@@ -52,11 +52,13 @@ class ChatState:
     system_prompt: str | None = None
     params: dict[str, Any] = field(default_factory=dict)  # this chat's overrides of the defaults
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # persona, lorebooks, reply_prefix set here
 
     def adopt(self, session: Session) -> None:
         self.session_id = session.id
         self.preset, self.system_prompt = session.character_name, session.system_prompt
         self.params = dict(session.params)
+        self.options = {}  # the session keeps its own; /persona, /lore and /prefix change them
         last = next((m for m in reversed(session.messages) if m.role == "assistant" and m.metrics), None)
         self.last_metrics = dict(last.metrics) if last and last.metrics else {}
 
@@ -77,6 +79,14 @@ class ChatClient(Protocol):
     def send(self, text: str, cancel: threading.Event) -> Iterator[Event]: ...
 
     def regenerate(self, cancel: threading.Event) -> Iterator[Event]: ...
+
+    def impersonate(self, cancel: threading.Event) -> Iterator[Event]:
+        """The user's next message, drafted by the model; nothing is saved."""
+        ...
+
+    def personas(self) -> list[dict[str, Any]]: ...
+
+    def lorebooks(self) -> list[str]: ...
 
     def new_chat(self, preset: str | None, system_prompt: str | None, params: dict[str, Any]) -> str | None:
         """Start a new chat, saved on its first message. Returns the preset's greeting, if any.

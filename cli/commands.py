@@ -25,6 +25,10 @@ Type a message to chat. Commands:
   /system [N|name|text]  pick a preset for a new chat (no argument lists them), or set a custom system prompt
   /preset NAME           start a new chat with a preset
   /regen                 regenerate the last reply
+  /impersonate           the model drafts your next message (nothing is sent or saved)
+  /persona [NAME|-]      who you are ({{user}}): list personas, pick one, or - for the default
+  /lore [NAME ...|-]     lorebooks for this chat: list them, attach these, or - for none
+  /prefix [TEXT]         every reply starts with TEXT (no text: replies start freely)
   /clear                 start a new chat (the old one stays saved)
   /status                model, backend, GPU and context use
   /help                  this list
@@ -71,6 +75,10 @@ class Commands:
             "system": self.system,
             "preset": self.preset,
             "regen": self.regen,
+            "impersonate": self.impersonate,
+            "persona": self.persona,
+            "lore": self.lore,
+            "prefix": self.prefix,
             "clear": self.clear,
             "status": self.status,
             "help": self.help,
@@ -230,6 +238,65 @@ class Commands:
 
     def regen(self, arg: str) -> None:
         self.app.stream(self.client.regenerate)
+
+    # --- persona, lore, reply prefix ---------------------------------------------------------------------
+
+    def impersonate(self, arg: str) -> None:
+        self.app.impersonate()
+
+    def persona(self, arg: str) -> None:
+        items = self.client.personas()
+        if not arg:
+            rows = [
+                (p["name"], "default" if p.get("default") else "", p.get("description", "")[:60])
+                for p in items
+            ]
+            if rows:
+                self.out.table("Personas", ("name", "", "description"), rows)
+            else:
+                self.out.info(
+                    "No personas yet: create them in the web UI's Lorebooks tab or with PUT /api/personas."
+                )
+            self.out.hint("Pick one with /persona NAME (- for the default).")
+            return
+        if arg == "-":
+            self.client.state.options["persona"] = None
+            self.out.success("This chat uses the default persona.")
+            return
+        match = next((p["name"] for p in items if p["name"] == arg), None)
+        match = match or next((p["name"] for p in items if p["name"].casefold() == arg.casefold()), None)
+        if match is None:
+            raise NotFound(f"There is no persona named {arg!r}. Type /persona to list them.")
+        self.client.state.options["persona"] = match
+        self.out.success(f"You are {match} in this chat.")
+
+    def lore(self, arg: str) -> None:
+        names = self.client.lorebooks()
+        if not arg:
+            self.out.print(
+                "Lorebooks: " + (", ".join(names) if names else "none yet (import them in the web UI)")
+            )
+            self.out.hint("Attach with /lore NAME [NAME ...] (quote names with spaces), /lore - for none.")
+            return
+        if arg == "-":
+            self.client.state.options["lorebooks"] = []
+            self.out.success("No lorebooks attached.")
+            return
+        try:
+            wanted = shlex.split(arg)
+        except ValueError as exc:
+            raise InvalidInput(f"Bad quoting in '{arg}': {exc}.") from None
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise NotFound(
+                f"No lorebook named {', '.join(repr(u) for u in unknown)}. Type /lore to list them."
+            )
+        self.client.state.options["lorebooks"] = wanted
+        self.out.success("Attached: " + ", ".join(wanted) + ".")
+
+    def prefix(self, arg: str) -> None:
+        self.client.state.options["reply_prefix"] = arg
+        self.out.success(f"Replies start with {arg!r}." if arg else "Replies start freely.")
 
     # --- the rest -----------------------------------------------------------------------------------
 

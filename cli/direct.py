@@ -8,10 +8,12 @@ from typing import Any
 
 from engine.backends.base import Delta, Finished
 from engine.chat import Notice, Queued, StreamEvent
-from engine.conversation import Mode, new_session, run_turn, session_character
+from engine.chat_prompt import ChatOptions
+from engine.conversation import Mode, new_session, run_turn, session_character, session_draft, stateless_plan
 from engine.errors import InvalidInput
 from engine.runtime import Runtime
 from engine.session_formats import Session
+from engine.userdata import lorebooks, personas
 
 from .clients import ChatState, Done, Event, Note, Text, Waiting, greeting_of
 
@@ -34,7 +36,11 @@ class DirectClient:
             self.rt.engine.require_backend()  # no empty chat files for a model that is not there
             st = self.state
             self.session = new_session(
-                self.rt, character=st.preset, system_prompt=st.system_prompt, params=st.params
+                self.rt,
+                character=st.preset,
+                system_prompt=st.system_prompt,
+                params=st.params,
+                options=ChatOptions(**st.options),
             )
             self.state.adopt(self.session)
         return self._turn("send", text, cancel)
@@ -48,7 +54,13 @@ class DirectClient:
     def _turn(self, mode: Mode, text: str | None, cancel: threading.Event) -> Iterator[Event]:
         assert self.session is not None
         events = run_turn(
-            self.rt, self.session, mode=mode, user_text=text, params=self.state.params, cancel=cancel
+            self.rt,
+            self.session,
+            mode=mode,
+            user_text=text,
+            params=self.state.params,
+            cancel=cancel,
+            options=self.state.options,
         )
         try:
             for event in events:
@@ -60,12 +72,36 @@ class DirectClient:
             if close is not None:
                 close()
 
+    def impersonate(self, cancel: threading.Event) -> Iterator[Event]:
+        st = self.state
+        if self.session is not None:
+            plan, params = session_draft(self.rt, self.session, options=st.options, mode="impersonate")
+            messages = plan.messages
+        else:
+            head = [{"role": "system", "content": st.system_prompt}] if st.system_prompt is not None else []
+            _plan, messages, params = stateless_plan(
+                self.rt, head, preset=st.preset, options=st.options, params=st.params, mode="impersonate"
+            )
+        self.rt.engine.require_backend()
+        return (_convert(e, "") for e in self.rt.engine.stream(messages, params, cancel))
+
+    def personas(self) -> list[dict[str, Any]]:
+        store = personas(self.rt)
+        default = store.default_name()
+        return [{**p.model_dump(), "default": p.name == default} for p in store.list()]
+
+    def lorebooks(self) -> list[str]:
+        return lorebooks(self.rt).names()
+
     # --- chats --------------------------------------------------------------------------------------
 
     def new_chat(self, preset: str | None, system_prompt: str | None, params: dict[str, Any]) -> str | None:
         character = self.rt.presets.get(preset) if preset else None  # NotFound names the preset
         self.session = None
-        self.state = ChatState(preset=preset, system_prompt=system_prompt, params=dict(params))
+        options = self.state.options
+        self.state = ChatState(
+            preset=preset, system_prompt=system_prompt, params=dict(params), options=options
+        )
         return greeting_of(character.model_dump() if character else None, self.rt.settings.chat.user_name)
 
     def open(self, session_id: str) -> Session:

@@ -63,7 +63,11 @@ class HttpClient:
 
     def send(self, text: str, cancel: threading.Event) -> Iterator[Event]:
         st = self.state
-        body: dict[str, Any] = {"messages": [{"role": "user", "content": text}], "params": st.params}
+        body: dict[str, Any] = {
+            "messages": [{"role": "user", "content": text}],
+            "params": st.params,
+            **st.options,
+        }
         before: set[str] | None = None
         if st.session_id is None:
             body["session_id"] = "new"
@@ -156,12 +160,36 @@ class HttpClient:
         resp = self._open({"params": self.state.params}, f"/api/sessions/{sid}/regenerate")
         return self._turn(resp, "", None, cancel)
 
+    def impersonate(self, cancel: threading.Event) -> Iterator[Event]:
+        st = self.state
+        body: dict[str, Any] = {"messages": [], "params": st.params, **st.options}
+        if st.session_id is not None:
+            body["session_id"] = st.session_id
+        else:
+            if st.preset:
+                body["preset"] = st.preset
+            if st.system_prompt is not None:
+                body["messages"] = [{"role": "system", "content": st.system_prompt}]
+            if self._greeting:
+                body["messages"].append({"role": "assistant", "content": self._greeting})
+        resp = self._open(body, "/api/chat/impersonate")
+        return self._stream(resp, cancel)
+
+    def personas(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api/personas"))
+
+    def lorebooks(self) -> list[str]:
+        return [str(b["name"]) for b in self._json("GET", "/api/lorebooks")]
+
     # --- chats --------------------------------------------------------------------------------------
 
     def new_chat(self, preset: str | None, system_prompt: str | None, params: dict[str, Any]) -> str | None:
         doc = self._json("GET", f"/api/presets/{preset}") if preset else None
         self._epoch += 1
-        self.state = ChatState(preset=preset, system_prompt=system_prompt, params=dict(params))
+        options = self.state.options
+        self.state = ChatState(
+            preset=preset, system_prompt=system_prompt, params=dict(params), options=options
+        )
         self._greeting = greeting_of(doc)
         return self._greeting
 

@@ -61,6 +61,39 @@ class ChatSettings(_Section):
     assistant_name: str = "Assistant"
     user_name: str = "User"
     preset: str | None = Field(None, description="Character preset picked for new chats.")
+    impersonate_prompt: str = Field(
+        "[Write {{user}}'s next message in this chat, in {{user}}'s voice and style as seen so far. "
+        "Write only as {{user}}: not as {{char}} or a narrator, and do not describe what {{char}} does.]",
+        description="The instruction that makes the model draft the user's next message.",
+    )
+
+
+class PersonaSettings(_Section):
+    position: Literal["system", "depth", "none"] = Field(
+        "system",
+        description="Where the persona's description goes: in the system prompt, at a depth, or nowhere.",
+    )
+    depth: int = Field(2, ge=0, le=1000, description="With position: depth, how many messages from the end.")
+    role: Literal["system", "user", "assistant"] = "system"
+
+
+class LoreSettings(_Section):
+    """World-info activation, with SillyTavern's defaults."""
+
+    scan_depth: int = Field(2, ge=0, le=1000, description="Recent messages scanned for keys.")
+    budget_percent: float = Field(25, ge=0, le=100, description="Share of the context lore may use.")
+    budget_tokens: int = Field(0, ge=0, description="An absolute cap on lore tokens; 0 = none.")
+    recursive: bool = Field(True, description="Activated entries' content can activate other entries.")
+    max_recursion_steps: int = Field(0, ge=0, le=100, description="Scan passes; 0 = until nothing new.")
+    include_names: bool = Field(True, description="Scan messages as 'Name: text'.")
+    case_sensitive: bool = False
+    match_whole_words: bool = True
+    group_scoring: bool = Field(False, description="Inclusion groups: the entries matching most keys win.")
+    strategy: Literal["evenly", "character_first", "global_first"] = Field(
+        "character_first",
+        description="Order of the character's book and attached books: sorted together, or one first.",
+    )
+    regex_timeout_s: float = Field(0.25, gt=0, le=10, description="Longest time one regex key may run.")
 
 
 class GpuSettings(_Section):
@@ -109,6 +142,8 @@ class Settings(_Section):
     model: ModelSettings = Field(default_factory=ModelSettings)
     generation: SamplingParams = Field(default_factory=SamplingParams)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    persona: PersonaSettings = Field(default_factory=PersonaSettings)
+    lore: LoreSettings = Field(default_factory=LoreSettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     backend: BackendSettings = Field(default_factory=BackendSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)

@@ -12,11 +12,12 @@ from typing import Any, Literal
 from .backends.base import Delta, Finished, Message
 from .characters import Character
 from .chat import Notice, Queued, StreamEvent
+from .chat_prompt import ChatOptions, PromptPlan, build_prompt, check_options, resolve_persona
 from .errors import BackendError, InvalidInput, StorageError
-from .prompt import assemble, greetings
+from .params import SamplingParams
+from .prompt import greetings
 from .runtime import Runtime
 from .session_formats import ChatMessage, ModelInfo, Session, now_iso
-from .template_rules import rules_for
 
 Mode = Literal["send", "regenerate", "continue"]
 PARTIAL_SAVE_S = 2.0
@@ -33,14 +34,17 @@ def new_session(
     system_prompt: str | None = None,
     params: dict[str, Any] | None = None,
     greeting: bool = True,
+    options: ChatOptions | None = None,
 ) -> Session:
-    """A fresh session with the character snapshot, its sampling and its greeting."""
+    """A fresh session with the character snapshot, its sampling, the chat options and its greeting."""
     char = rt.character(character)
     merged = {**(char.sampling if char else {}), **(params or {})}
     rt.params_for(char, merged)  # validate before anything is saved
+    options = options or ChatOptions()
+    check_options(rt, options)
     messages = []
     if greeting and char:
-        opening = greetings(char, rt.settings.chat.user_name)
+        opening = greetings(char, resolve_persona(rt, options.persona).name)
         if opening and opening[0]:
             messages.append(ChatMessage(role="assistant", content=opening[0], time=now_iso(), greeting=True))
     return rt.sessions.create(
@@ -50,7 +54,38 @@ def new_session(
         params=merged,
         messages=messages,
         model=_model_info(rt),
+        **_option_fields(options),
     )
+
+
+def _option_fields(options: ChatOptions) -> dict[str, Any]:
+    return {
+        "persona": options.persona,
+        "lorebooks": list(options.lorebooks),
+        "reply_prefix": options.reply_prefix,
+        "show_reply_prefix": options.show_reply_prefix,
+    }
+
+
+def session_options(session: Session) -> ChatOptions:
+    return ChatOptions(
+        persona=session.persona,
+        lorebooks=list(session.lorebooks),
+        reply_prefix=session.reply_prefix,
+        show_reply_prefix=session.show_reply_prefix,
+    )
+
+
+def update_options(rt: Runtime, session: Session, changes: dict[str, Any]) -> None:
+    """Apply the chat options given in a request (only those given) after checking them."""
+    if not changes:
+        return
+    options = session_options(session)
+    for key, value in changes.items():
+        setattr(options, key, value)
+    check_options(rt, options)
+    for key, value in _option_fields(options).items():
+        setattr(session, key, value)
 
 
 def _model_info(rt: Runtime) -> ModelInfo | None:
@@ -62,16 +97,30 @@ def _model_info(rt: Runtime) -> ModelInfo | None:
         return None
 
 
-def prompt_messages(rt: Runtime, session: Session, history: list[ChatMessage]) -> list[Message]:
-    return assemble(
+def session_plan(
+    rt: Runtime,
+    session: Session,
+    history: list[ChatMessage],
+    *,
+    mode: str = "normal",
+    seed: int | None = None,
+) -> PromptPlan:
+    """The prompt for `history` with the session's character, persona, lorebooks and reply prefix."""
+    if seed is None:
+        seed = rt.params_for(session_character(session), session.params).seed
+    return build_prompt(
+        rt,
         session_character(session),
-        [{"role": m.role, "content": m.content} for m in history],
+        [{"role": m.role, "content": m.content} for m in history if m.role in ("user", "assistant")],
+        session_options(session),
         system_prompt=session.system_prompt,
-        default_system_prompt=rt.settings.chat.system_prompt,
-        user_name=rt.settings.chat.user_name,
-        assistant_name=rt.settings.chat.assistant_name,
-        rules=rules_for(rt.engine.backend),
+        mode=mode,
+        seed=seed,
     )
+
+
+def prompt_messages(rt: Runtime, session: Session, history: list[ChatMessage]) -> list[Message]:
+    return session_plan(rt, session, history).messages
 
 
 def run_turn(
@@ -82,11 +131,13 @@ def run_turn(
     user_text: str | None = None,
     params: dict[str, Any] | None = None,
     cancel: threading.Event | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Iterator[StreamEvent]:
     """Stream one assistant turn into `session`, saving as it goes. The session object is updated in place.
 
     Turns on one session run one after the other: a second turn waits (a Queued event) until the first is
-    saved, then continues from the session as the first left it, so both replies are kept.
+    saved, then continues from the session as the first left it, so both replies are kept. `options`
+    changes the chat's persona, lorebooks or reply prefix from this turn on.
     """
     cancel = cancel or threading.Event()
     lock = rt.sessions.turn_lock(session.id)
@@ -98,7 +149,9 @@ def run_turn(
                 return
     try:
         rt.sessions.refresh(session)
-        yield from _run_turn(rt, session, mode=mode, user_text=user_text, params=params, cancel=cancel)
+        yield from _run_turn(
+            rt, session, mode=mode, user_text=user_text, params=params, cancel=cancel, options=options
+        )
     finally:
         lock.release()
 
@@ -111,10 +164,12 @@ def _run_turn(
     user_text: str | None,
     params: dict[str, Any] | None,
     cancel: threading.Event,
+    options: dict[str, Any] | None,
 ) -> Iterator[StreamEvent]:
     if params is not None:
         rt.params_for(session_character(session), params)
         session.params = dict(params)
+    update_options(rt, session, options or {})
     sampling = rt.params_for(session_character(session), session.params)
     now = now_iso()
     if mode == "send":
@@ -137,11 +192,19 @@ def _run_turn(
         else:
             prefix = reply.content
             history = [*history, ChatMessage(role="assistant", content=prefix, time=reply.time)]
-    messages = prompt_messages(rt, session, history)
+    plan = session_plan(rt, session, history, mode=_TRIGGERS[mode], seed=sampling.seed)
+    messages = plan.messages
+    for warning in plan.activation.warnings:
+        yield Notice("warning", warning)
+    if plan.prefill and plan.show_prefill:
+        prefix = plan.prefill  # the reply starts with it, as the model sees it
+    reply.content = prefix
     reply.interrupted = None
     reply.stopped = True  # until the turn completes, what is on disk is partial
     yield from _save(rt, session)
     reply.stopped = False
+    if plan.prefill and plan.show_prefill:
+        yield Delta(plan.prefill)
     text, last_save = prefix, time.monotonic()
     reason = "stop"
     completed = False
@@ -172,6 +235,9 @@ def _run_turn(
                 rt.sessions.save(session, allow_shrink=True)
 
 
+_TRIGGERS = {"send": "normal", "regenerate": "regenerate", "continue": "continue"}
+
+
 def _drop_interrupted_reply(session: Session) -> None:
     """An empty reply that never finished (the server died before its first token) is dropped before the
     next turn, as `_finish` drops an empty reply, so it does not teach the model to answer with nothing."""
@@ -194,3 +260,62 @@ def _save(rt: Runtime, session: Session, *, allow_shrink: bool = False) -> Itera
         rt.sessions.save(session, allow_shrink=allow_shrink)
     except StorageError as exc:
         yield Notice("warning", f"Could not save the chat: {exc.message} The chat stays open in memory.")
+
+
+def stateless_plan(
+    rt: Runtime,
+    messages: list[Message],
+    *,
+    preset: str | None = None,
+    options: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    mode: str = "normal",
+    always: bool = False,
+) -> tuple[PromptPlan | None, list[Message], SamplingParams]:
+    """A call without a session: `messages` is the whole conversation.
+
+    With no preset and no chat options the messages go to the model as they are (plan None). Otherwise
+    the first system message, if any, is the system prompt and the rest is the history; a trailing
+    assistant message is a reply to continue. `always`: build the prompt even then (a new session's).
+    """
+    char = rt.character(preset)
+    sampling = rt.params_for(char, params)
+    if char is None and not options and mode != "impersonate" and not always:
+        return None, messages, sampling
+    opts = ChatOptions(**(options or {}))
+    check_options(rt, opts)
+    system = next((m["content"] for m in messages if m["role"] == "system"), None)
+    history = [m for m in messages if m["role"] != "system"]
+    if mode == "normal" and history and history[-1]["role"] == "assistant":
+        mode = "continue"
+    plan = build_prompt(rt, char, history, opts, system_prompt=system, mode=mode, seed=sampling.seed)
+    return plan, plan.messages, sampling
+
+
+def session_draft(
+    rt: Runtime,
+    session: Session,
+    *,
+    user_text: str | None = None,
+    options: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    mode: str = "normal",
+) -> tuple[PromptPlan, SamplingParams]:
+    """The plan of a session's next turn (with `user_text` sent), or of an impersonation; saves nothing."""
+    draft = session.model_copy(deep=True)
+    update_options(rt, draft, options or {})
+    sampling = rt.params_for(session_character(draft), params if params is not None else draft.params)
+    history = list(draft.messages)
+    if user_text:
+        history.append(ChatMessage(role="user", content=user_text))
+    return session_plan(rt, draft, history, mode=mode, seed=sampling.seed), sampling
+
+
+def with_prefill(plan: PromptPlan | None, events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
+    """A stateless turn's events: lore warnings, then the reply prefix as the first text, then the rest."""
+    if plan is not None:
+        for warning in plan.activation.warnings:
+            yield Notice("warning", warning)
+        if plan.prefill and plan.show_prefill:
+            yield Delta(plan.prefill)
+    yield from events

@@ -184,6 +184,10 @@ class Session(_Strict):
     character_name: str | None = None
     system_prompt: str | None = None  # a custom prompt when no character is used
     params: dict[str, Any] = Field(default_factory=dict)
+    persona: str | dict[str, str] | None = None  # a stored persona's name, or {"name", "description"}
+    lorebooks: list[str] = Field(default_factory=list)  # attached lorebooks, by name
+    reply_prefix: str = ""  # every reply starts with this text, which the model continues
+    show_reply_prefix: bool = True  # keep the prefix in the saved message
     messages: list[ChatMessage] = Field(default_factory=list)
 
     @field_validator("title")

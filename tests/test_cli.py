@@ -386,3 +386,47 @@ def test_terminal_control_from_data_is_never_printed(server: ServerProcess) -> N
     assert "hello" in printed and "reply" in printed and "title" in printed, printed
     for bad in ("\x1b", "\x07", "\x9b", "\u202e"):
         assert bad not in printed, (bad, printed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["direct", "url"])
+def test_persona_lore_prefix_and_impersonate(server: ServerProcess, mode: str) -> None:
+    """/persona, /lore, /prefix and /impersonate, in the engine in-process and against the server."""
+    with server.client() as http:
+        assert http.put("/api/personas/Ken", json={"description": "{{user}} is a sailor."}).status_code == 200
+        world = (ROOT / "tests" / "data" / "lore" / "eldoria_world_info.json").read_bytes()
+        http.put("/api/lorebooks/Eldoria", content=world)
+    args = (
+        ["--url", server.url]
+        if mode == "url"
+        else ["--data-dir", str(server.data_dir), "--model", str(server.model)]
+    )
+    out = run_pipe(
+        [*args, "--reply-prefix", "Aye,"],
+        [
+            SHORT,
+            "/persona",
+            "/persona ken",
+            "/lore",
+            "/lore Eldoria",
+            "/lore Nope",
+            "hello",
+            "/save cli lore",
+            "/impersonate",
+            "/prefix",
+            "/status",
+        ],
+    )
+    assert_clean(out.stdout, out.stderr)
+    assert out.returncode == 1  # /lore Nope
+    assert re.search(r"Ken\s+default\s+\{\{user\}\} is a sailor", out.stdout)  # /persona lists
+    assert "You are Ken in this chat." in out.stderr and "Attached: Eldoria." in out.stderr
+    assert "No lorebook named 'Nope'" in out.stderr
+    assert "Replies start freely." in out.stderr
+    assert "Nothing was sent; send the draft yourself" in out.stderr  # /impersonate drafted something
+    sid = saved_id(out.stdout, "cli lore")
+    with server.client() as http:
+        doc = http.get(f"/api/sessions/{sid}").json()
+        assert doc["persona"] == "Ken" and doc["lorebooks"] == ["Eldoria"] and doc["reply_prefix"] == "Aye,"
+        assert doc["messages"][-1]["content"].startswith("Aye,")
+        assert len(doc["messages"]) == 2  # /impersonate saved nothing

@@ -14,8 +14,18 @@ from starlette.concurrency import run_in_threadpool
 
 from engine.backends.base import Delta, Finished
 from engine.chat import Notice, StreamEvent, validate_messages
+from engine.chat_prompt import ChatOptions
 from engine.config import ROOT
-from engine.conversation import new_session, prompt_messages, run_turn, session_character
+from engine.conversation import (
+    new_session,
+    prompt_messages,
+    run_turn,
+    session_character,
+    session_draft,
+    stateless_plan,
+    update_options,
+    with_prefill,
+)
 from engine.errors import EngineError, InvalidInput, TooLarge
 from engine.gpu import gpu_status
 from engine.models import list_models, model_in_folder
@@ -32,6 +42,12 @@ class MessageIn(BaseModel):
     content: str
 
 
+class PersonaIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field("", max_length=20_000)
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     messages: list[MessageIn] = Field(min_length=1)
@@ -40,6 +56,31 @@ class ChatRequest(BaseModel):
     session_id: str | None = Field(
         None, description='Absent: stateless. "new": create a session. An id: continue it with one user turn.'
     )
+    persona: str | PersonaIn | None = Field(
+        None,
+        description="Who {{user}} is: a stored persona's name, or {name, description}. A session keeps it.",
+    )
+    lorebooks: list[str] | None = Field(
+        None, max_length=50, description="Lorebooks attached to the chat, by name. A session keeps them."
+    )
+    reply_prefix: str | None = Field(
+        None, max_length=10_000, description="Every reply starts with this text. A session keeps it."
+    )
+    show_reply_prefix: bool | None = Field(None, description="Keep the prefix in the reply (default true).")
+
+    def options(self) -> dict[str, Any]:
+        """The chat options this request sets (only those given)."""
+        out = self.model_dump(include=set(OPTION_FIELDS), exclude_none=True)
+        return out
+
+
+OPTION_FIELDS = ("persona", "lorebooks", "reply_prefix", "show_reply_prefix")
+
+
+class DraftRequest(ChatRequest):
+    """Preview and impersonate: with a session, `messages` may be empty."""
+
+    messages: list[MessageIn] = Field(default_factory=list)
 
 
 class ChatReply(BaseModel):
@@ -172,20 +213,14 @@ def build_router(rt: Runtime) -> APIRouter:
         """
         check_message_count(rt, len(body.messages))
         overrides = body.params.model_dump(exclude_unset=True) if body.params else None
+        options = body.options()
         if body.session_id is None:
-            char = rt.character(body.preset)
             msgs = validate_messages([m.model_dump() for m in body.messages])
-            if char is not None:
-                from engine.prompt import assemble
-                from engine.template_rules import rules_for
-
-                system = [m for m in msgs if m["role"] == "system"]
-                rest = [m for m in msgs if m["role"] != "system"]
-                first = system[0]["content"] if system else None
-                msgs = assemble(char, rest, system_prompt=first, rules=rules_for(rt.engine.backend))
-            params = rt.params_for(char, overrides)
+            plan, msgs, params = stateless_plan(
+                rt, msgs, preset=body.preset, options=options, params=overrides
+            )
             rt.engine.require_backend()
-            return (lambda cancel: rt.engine.stream(msgs, params, cancel)), None
+            return (lambda cancel: with_prefill(plan, rt.engine.stream(msgs, params, cancel))), None
         last = body.messages[-1]
         if last.role != "user":
             raise InvalidInput("The last message must be the user's turn.", field="messages")
@@ -196,7 +231,12 @@ def build_router(rt: Runtime) -> APIRouter:
             rt.engine.require_backend()
             system_text = next((m.content for m in body.messages if m.role == "system"), None)
             session = new_session(
-                rt, character=body.preset, system_prompt=system_text, params=overrides, greeting=False
+                rt,
+                character=body.preset,
+                system_prompt=system_text,
+                params=overrides,
+                greeting=False,
+                options=ChatOptions(**options),
             )
             from engine.session_formats import ChatMessage, now_iso
 
@@ -208,12 +248,61 @@ def build_router(rt: Runtime) -> APIRouter:
             session = rt.sessions.get(body.session_id)
             if overrides is not None:
                 rt.params_for(session_character(session), overrides)
+            update_options(rt, session.model_copy(deep=True), options)  # refuse bad options now
             rt.engine.require_backend()
 
         def make(cancel: threading.Event) -> Iterator[StreamEvent]:
-            return run_turn(rt, session, user_text=last.content, params=overrides, cancel=cancel)
+            return run_turn(
+                rt, session, user_text=last.content, params=overrides, cancel=cancel, options=options
+            )
 
         return make, session.id
+
+    def prepare_draft(body: DraftRequest, mode: str) -> tuple[Any, list[dict[str, str]], SamplingParams]:
+        """The plan of a turn that is not taken: for a preview (mode normal) or an impersonation."""
+        overrides = body.params.model_dump(exclude_unset=True) if body.params else None
+        msgs = [m.model_dump() for m in body.messages]
+        if body.session_id in (None, "new"):
+            return stateless_plan(
+                rt,
+                validate_messages(msgs),
+                preset=body.preset,
+                options=body.options(),
+                params=overrides,
+                mode=mode,
+                always=body.session_id == "new",
+            )
+        session = rt.sessions.get(body.session_id)
+        user_text = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), None)
+        plan, params = session_draft(
+            rt,
+            session,
+            user_text=user_text if mode == "normal" else None,
+            options=body.options(),
+            params=overrides,
+            mode=mode,
+        )
+        return plan, plan.messages, params
+
+    @api.post("/chat/preview", summary="The prompt a chat request would send, with the lore that fired")
+    def chat_preview(body: DraftRequest) -> dict[str, Any]:
+        from engine.prompt_view import preview
+
+        plan, messages, params = prepare_draft(body, "normal")
+        return preview(rt, messages, plan, params)
+
+    @api.post(
+        "/chat/impersonate",
+        summary="Draft the user's next message (server-sent events); saves nothing",
+        response_class=StreamingResponse,
+    )
+    async def chat_impersonate(body: DraftRequest) -> StreamingResponse:
+        def prepare() -> Callable[[threading.Event], Iterator[StreamEvent]]:
+            plan, messages, params = prepare_draft(body, "impersonate")
+            rt.engine.require_backend()
+            return lambda cancel: with_prefill(plan, rt.engine.stream(messages, params, cancel))
+
+        return sse_response(await run_in_threadpool(prepare), None)
 
     @api.get("/health", summary="Server, model, backend and GPU status")
     def health(request: Request) -> dict[str, Any]:
@@ -258,6 +347,10 @@ def build_router(rt: Runtime) -> APIRouter:
     async def chat_stream(body: ChatRequest) -> StreamingResponse:
         make, session_id = await run_in_threadpool(prepare_turn, body)
         return sse_response(make, session_id)
+
+    from .lore_api import build_lore_router
+
+    api.include_router(build_lore_router(rt, read_limited))
 
     # --- sessions ---------------------------------------------------------------------------------
 

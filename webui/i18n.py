@@ -33,6 +33,16 @@ EN: dict[str, str] = {
     "status.stopped": "stopped",
     "chat.nothing_to_regenerate": "There is no reply to regenerate yet.",
     "chat.nothing_to_continue": "There is no reply to continue yet.",
+    "chat.impersonate": "Impersonate",
+    "chat.options": "Persona, lorebooks and reply start",
+    "chat.persona": "Persona ({{user}})",
+    "chat.persona_default": "Default persona",
+    "chat.lorebooks": "Lorebooks attached to this chat",
+    "chat.reply_prefix": "Start reply with",
+    "chat.reply_prefix_info": "Every reply begins with this text; the model continues it.",
+    "chat.show_prefix": "Show the prefix in the message",
+    "chat.preview": "Preview the prompt",
+    "chat.options_saved": "This chat now uses these settings.",
 }
 
 JA: dict[str, str] = {
@@ -61,6 +71,16 @@ JA: dict[str, str] = {
     "status.stopped": "停止",
     "chat.nothing_to_regenerate": "再生成できる返信がまだありません。",
     "chat.nothing_to_continue": "続きを生成できる返信がまだありません。",
+    "chat.impersonate": "代わりに書く",
+    "chat.options": "ペルソナ・ロアブック・返信の書き出し",
+    "chat.persona": "ペルソナ（{{user}}）",
+    "chat.persona_default": "既定のペルソナ",
+    "chat.lorebooks": "このチャットに付けるロアブック",
+    "chat.reply_prefix": "返信の書き出し",
+    "chat.reply_prefix_info": "返信は必ずこの文字列で始まり、モデルがその続きを書きます。",
+    "chat.show_prefix": "書き出しをメッセージに表示する",
+    "chat.preview": "プロンプトをプレビュー",
+    "chat.options_saved": "このチャットはこの設定を使います。",
 }
 
 STRINGS = {"en": EN, "ja": JA}

@@ -12,9 +12,11 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from engine.backends.base import Delta, Finished
 from engine.chat import StreamEvent
+from engine.conversation import stateless_plan, with_prefill
 from engine.errors import EngineError, InvalidInput
 from engine.runtime import Runtime
 
@@ -67,6 +69,16 @@ class ChatCompletionRequest(BaseModel):
     grammar: str | None = Field(
         None, max_length=100_000, description="GBNF grammar, as llama-server takes it."
     )
+    # this server's chat extras (see /api/chat)
+    persona: str | dict[str, str] | None = None
+    lorebooks: list[str] | None = Field(None, max_length=50)
+    reply_prefix: str | None = Field(None, max_length=10_000)
+    show_reply_prefix: bool | None = None
+
+    def options(self) -> dict[str, Any]:
+        return self.model_dump(
+            include={"persona", "lorebooks", "reply_prefix", "show_reply_prefix"}, exclude_none=True
+        )
 
     def sampling(self) -> dict[str, Any]:
         out = self.model_dump(
@@ -107,13 +119,13 @@ def build_openai_router(rt: Runtime) -> APIRouter:
         info = rt.model_info()
         return str(info.get("name") or rt.settings.model.path)
 
-    def prepare(body: ChatCompletionRequest) -> tuple[list[dict[str, str]], Any]:
+    def prepare(body: ChatCompletionRequest) -> tuple[Any, list[dict[str, str]], Any]:
         check_message_count(rt, len(body.messages))
         msgs = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
         ]
-        return msgs, rt.params_for(None, body.sampling())
+        return stateless_plan(rt, msgs, options=body.options(), params=body.sampling())
 
     @v1.get("/models", summary="The loaded model, in OpenAI's list format")
     def models() -> dict[str, Any]:
@@ -126,9 +138,9 @@ def build_openai_router(rt: Runtime) -> APIRouter:
 
     @v1.post("/chat/completions", summary="Chat completion, OpenAI-compatible (stream or not)")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-        msgs, params = prepare(body)
-        if msgs[-1]["role"] not in ("user", "assistant"):
+        if body.messages[-1].role not in ("user", "assistant"):
             raise InvalidInput("The last message must be from the user.", field="messages")
+        plan, msgs, params = await run_in_threadpool(prepare, body)
         rt.engine.require_backend()  # no model: a 503 now, not an error inside a 200 stream
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
@@ -136,7 +148,7 @@ def build_openai_router(rt: Runtime) -> APIRouter:
         cancel = threading.Event()
 
         def make(c: threading.Event) -> Iterator[StreamEvent]:
-            return rt.engine.stream(msgs, params, c)
+            return with_prefill(plan, rt.engine.stream(msgs, params, c))
 
         if not body.stream:
             parts: list[str] = []

@@ -13,7 +13,7 @@ from engine.fsutil import atomic_write
 from engine.runtime import Runtime
 
 from .i18n import I18N, language_radio, wire_language
-from .tabs import characters, chat, chat_files, gpu, history, sampling
+from .tabs import characters, chat, chat_files, gpu, history, lore, sampling
 from .tabs.context import UIContext
 
 
@@ -56,6 +56,7 @@ def build_ui(rt: Runtime) -> gr.Blocks:
             labelled = [(chat_tab, "tab.chat")]
             for module, name in (
                 (characters, "characters"),
+                (lore, "lore"),
                 (sampling, "sampling"),
                 (history, "history"),
                 (gpu, "gpu"),

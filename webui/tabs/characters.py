@@ -15,9 +15,9 @@ from engine.backends.base import Delta, Finished
 from engine.character_form import FORM_FIELDS, character_from_form, form_from_character, unique_name
 from engine.characters import Character
 from engine.chat import Queued
+from engine.chat_prompt import ChatOptions, PromptPlan, build_prompt, resolve_persona
 from engine.errors import EngineError, InvalidInput
-from engine.prompt import assemble, greetings
-from engine.template_rules import rules_for
+from engine.prompt import greetings
 
 from .. import i18n
 from ..avatars import placeholder
@@ -346,37 +346,43 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             return None
 
     def lenient_draft(values: list[Any]) -> Character:
-        """The draft for previews: a bad name or bad sampling does not stop the preview."""
+        """The draft for previews: a bad name or bad sampling does not stop the preview. The saved preset
+        supplies its card data (and so its lorebook)."""
         data = dict(zip(FORM_FIELDS, values, strict=True))
+        base = base_of(values[0])
         try:
-            return character_from_form(data)
+            return character_from_form(data, base=base)
         except InvalidInput:
-            return character_from_form({**data, "name": "draft", "sampling": ""})
+            return character_from_form({**data, "name": "draft", "sampling": ""}, base=base)
 
-    def test_messages(character: Character, user_text: str) -> list[dict[str, str]]:
-        user = rt.settings.chat.user_name
+    def test_plan(character: Character, user_text: str) -> PromptPlan:
+        """A new chat with this draft: its greeting, one user message, the default persona, its own book."""
+        user = resolve_persona(rt, None).name
         history = [{"role": "assistant", "content": g} for g in greetings(character, user)[:1]]
         history.append({"role": "user", "content": user_text or tr("ch.test_default", "en")})
-        return assemble(
-            character,
-            history,
-            default_system_prompt=rt.settings.chat.system_prompt,
-            user_name=user,
-            rules=rules_for(rt.engine.backend),
-        )
+        return build_prompt(rt, character, history, ChatOptions())
+
+    def test_messages(character: Character, user_text: str) -> list[dict[str, str]]:
+        return test_plan(character, user_text).messages
 
     def preview_of(values: list[Any], user_text: str, lang_value: str | None) -> tuple[str, str]:
         try:
-            messages = test_messages(lenient_draft(values), user_text)
+            plan = test_plan(lenient_draft(values), user_text)
         except InvalidInput as exc:
             return "", tr("ch.draft_error", lang_value, message=exc.message)
+        messages = plan.messages
+        if plan.lore:
+            lore = "\n".join(
+                f"- {x['book']} #{x['uid']} {x['comment']}: {x['why']} ({x['where']})" for x in plan.lore
+            )
+            messages = [*messages, {"role": "lore", "content": lore}]
         backend = rt.engine.backend
         if backend is None:
             return render_messages(messages), tr(
                 "ch.tokens_unknown", lang_value, reason=rt.engine.load_error or ""
             )
         try:
-            n = backend.count_tokens(messages)
+            n = backend.count_tokens(plan.messages)
         except EngineError as exc:
             return render_messages(messages), tr("ch.tokens_unknown", lang_value, reason=exc.message)
         if n is None:

@@ -10,6 +10,7 @@ import gradio as gr
 
 from engine.backends.base import Delta
 from engine.chat import Notice, Queued
+from engine.chat_prompt import ChatOptions
 from engine.conversation import new_session, run_turn
 from engine.errors import EngineError, NotFound
 from engine.prompt import greetings
@@ -20,6 +21,7 @@ from ..chatview import memoize
 from ..i18n import I18N, tr
 from ..markup import escape_text, unescape_text, warn
 from ..streaming import RunAhead
+from . import chat_extras
 from .context import CUSTOM, UIContext
 
 UI_INTERVAL_S = 0.06  # at most about 16 UI updates a second
@@ -152,9 +154,12 @@ def build(ctx: UIContext) -> None:
         prev_alt = gr.Button(I18N("chat.prev"), size="sm", elem_id="prev-alt", min_width=40)
         next_alt = gr.Button(I18N("chat.next"), size="sm", elem_id="next-alt", min_width=40)
         delete_last = gr.Button(I18N("chat.delete_last"), size="sm", elem_id="delete-last")
+        impersonate = gr.Button(I18N("chat.impersonate"), size="sm", elem_id="impersonate")
     status = gr.Markdown(elem_classes=["status-line"], elem_id="status-line")
     with gr.Accordion(I18N("chat.details"), open=False):
+        preview_btn = gr.Button(I18N("chat.preview"), size="sm", elem_id="preview-prompt")
         details = gr.JSON(label=None, elem_id="message-details")
+    extras = chat_extras.build(ctx, impersonate, preview_btn)
 
     ctx.components.update(chatbot=chatbot, character=character, status=status)
     sid, lang = ctx.session_id, ctx.lang
@@ -235,6 +240,10 @@ def build(ctx: UIContext) -> None:
         char: str | None,
         lang_value: str | None,
         custom_prompt: str | None,
+        persona: str | None,
+        books: list[str] | None,
+        prefix: str | None,
+        show_prefix: bool | None,
         request: gr.Request,
     ):
         if not text or not text.strip():
@@ -244,10 +253,12 @@ def build(ctx: UIContext) -> None:
         if session is None:
             try:
                 is_custom = char in (None, CUSTOM)
+                options = chat_extras.options_of(persona, books, prefix, show_prefix)
                 session = new_session(
                     rt,
                     character=None if is_custom else char,
                     system_prompt=(custom_prompt or None) if is_custom else None,
+                    options=ChatOptions(**options),
                 )
             except EngineError as exc:
                 warn(exc.message)
@@ -275,6 +286,12 @@ def build(ctx: UIContext) -> None:
     def on_new(char: str | None, lang_value: str | None):
         return with_avatars(ctx, greeting_view(ctx, char), char), None, status_line(ctx, None, lang_value)
 
+    def on_new_options(lang_value: str | None):
+        return chat_extras.option_values(ctx, None, lang_value)
+
+    def on_session_options(session_id: str | None, lang_value: str | None):
+        return chat_extras.option_values(ctx, load_session(ctx, session_id), lang_value)
+
     def on_character(char: str | None, session_id: str | None, lang_value: str | None):
         session = load_session(ctx, session_id)
         current = (session.character_name if session else None) or CUSTOM
@@ -285,6 +302,7 @@ def build(ctx: UIContext) -> None:
     def on_load(session_id: str | None, lang_value: str | None):
         session = load_session(ctx, session_id)
         choices = ctx.character_choices(lang_value)
+        options = chat_extras.option_values(ctx, session, lang_value)
         if session is None:
             char = rt.settings.chat.preset or CUSTOM
             return (
@@ -292,12 +310,14 @@ def build(ctx: UIContext) -> None:
                 None,
                 gr.update(choices=choices, value=char),
                 status_line(ctx, None, lang_value),
+                *options,
             )
         return (
             session_view(ctx, session),
             session.id,
             gr.update(choices=choices, value=session.character_name or CUSTOM),
             status_line(ctx, session, lang_value, alt_label(session)),
+            *options,
         )
 
     def on_alt(step: int):
@@ -361,8 +381,9 @@ def build(ctx: UIContext) -> None:
 
     outs = [chatbot, message, sid, status]
     custom = ctx.components["custom_prompt"]  # edited in the Characters tab
-    send_ev = send.click(on_send, [message, sid, character, lang, custom], outs, concurrency_limit=None)
-    submit_ev = message.submit(on_send, [message, sid, character, lang, custom], outs, concurrency_limit=None)
+    send_in = [message, sid, character, lang, custom, *extras.inputs]
+    send_ev = send.click(on_send, send_in, outs, concurrency_limit=None)
+    submit_ev = message.submit(on_send, send_in, outs, concurrency_limit=None)
     regen_ev = regen.click(on_mode("regenerate"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
     cont_ev = cont.click(on_mode("continue"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
     edit_ev = chatbot.edit(on_edit, [sid, lang], [chatbot, sid, status], concurrency_limit=None)
@@ -375,8 +396,11 @@ def build(ctx: UIContext) -> None:
     # completes a still-running event with an empty output, and the page showed Error on the chat, the
     # message box and the status line (the chat blanked), although the saved chat was right.
     stop.click(on_stop, None, None, queue=False)
+    chat_extras.wire(ctx, extras, message, details, load_session)  # Impersonate, options, preview
+    new_ev = new_btn.click(on_new, [character, lang], [chatbot, sid, status])
+    new_ev.then(on_new_options, [lang], extras.inputs)
     others = [
-        new_btn.click(on_new, [character, lang], [chatbot, sid, status]),
+        new_ev,
         chatbot.clear(on_new, [character, lang], [chatbot, sid, status]),  # the old chat stays in History
         character.input(on_character, [character, sid, lang], [chatbot, sid, status]),
         prev_alt.click(on_alt(-1), [sid, lang], [chatbot, status]),
@@ -385,4 +409,5 @@ def build(ctx: UIContext) -> None:
     ]
     ctx.components["chat_changed"] = [*turns, *others]  # events after which the chat may differ
     chatbot.select(on_select, [sid], [details])
-    ctx.components["on_load"] = (on_load, [sid, lang], [chatbot, sid, character, status])
+    ctx.components["chat_options"] = (on_session_options, [sid, lang], extras.inputs)  # History's Open
+    ctx.components["on_load"] = (on_load, [sid, lang], [chatbot, sid, character, status, *extras.inputs])

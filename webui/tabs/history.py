@@ -269,7 +269,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     refresh_chat_files = ctx.components["chat_downloads"]
     open_btn.click(open_chat, [selected, lang], [*chat_outs, ctx.components["tabs"]]).then(
         *refresh_chat_files
-    )
+    ).then(*ctx.components["chat_options"])
     delete_btn.click(ask_delete, [selected, lang], [ask.row, ask.text])
     ask.confirm.click(do_delete, [selected, query, sid, lang], [ask.row, *list_outs, *chat_outs]).then(
         *refresh_chat_files

@@ -1,0 +1,62 @@
+"""The prompt as the model sees it: the chat template applied, and its length in tokens."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .backends.base import Message
+from .chat import fit_messages
+from .params import SamplingParams
+from .template_text import render_text
+
+if TYPE_CHECKING:
+    from .chat_prompt import PromptPlan
+    from .runtime import Runtime
+
+
+def rendered_prompt(backend: Any, messages: list[Message]) -> tuple[str, int | None]:
+    """(templated prompt text, prompt tokens).
+
+    A backend that can render its template gives the exact text. A local model's text is rendered here
+    from its GGUF file's chat template, and its tokens counted by the backend. A remote server gets a
+    plain transcript and the backend's own token count, if it has one.
+    """
+    own = getattr(backend, "render_text", None)
+    if callable(own):
+        text, n = own(messages)
+        return str(text), n
+    tokens = backend.count_tokens(messages) if backend is not None else None
+    path = getattr(backend, "path", None)
+    text = render_text(path, messages) if path else None
+    if text is None:
+        text = "".join(f"[{m['role']}]\n{m['content']}\n\n" for m in messages)
+    return text, tokens
+
+
+def preview(
+    rt: Runtime, messages: list[Message], plan: PromptPlan | None, sampling: SamplingParams
+) -> dict[str, Any]:
+    """What a turn would send, generating nothing: the messages after context fitting, the templated
+    prompt, its tokens, and which lore fired, why and where."""
+    backend = rt.engine.backend
+    dropped = 0
+    n_ctx = backend.context_size() if backend is not None else None
+    if backend is not None and n_ctx:
+        budget = n_ctx - min(sampling.max_tokens, n_ctx // 2)
+        anchor = getattr(rt.engine, "_cut_at", None)
+        messages, dropped = fit_messages(
+            messages, backend.count_tokens, budget, anchor=anchor, headroom=budget // 4
+        )
+    text, tokens = rendered_prompt(backend, messages)
+    out: dict[str, Any] = {
+        "messages": messages,
+        "prompt": text,
+        "prompt_tokens": tokens,
+        "lore": plan.lore if plan else [],
+        "dropped_messages": dropped,
+    }
+    if plan is not None:
+        out["persona"] = plan.persona.model_dump(exclude={"avatar"})
+        out["lore_budget"] = {"tokens": plan.activation.tokens, "budget": plan.activation.budget}
+        out["warnings"] = plan.activation.warnings
+    return out

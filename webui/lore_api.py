@@ -1,0 +1,106 @@
+"""REST routes for user personas (/api/personas) and lorebooks (/api/lorebooks). Thin: the engine checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.errors import InvalidInput, TooLarge
+from engine.lore_store import check_book_name
+from engine.lorebook import MAX_BYTES, book_from_obj
+from engine.personas import Persona, check_persona_name
+from engine.runtime import Runtime
+from engine.userdata import lorebooks, personas
+
+
+class PersonaBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, description="If given, must be the name in the path.")
+    description: str = Field("", max_length=20_000)
+    avatar: str | None = Field(None, description="An avatar file name already stored with the personas.")
+    default: bool | None = Field(None, description="true: new chats use this persona; false: not any more.")
+
+
+def persona_dict(rt: Runtime, p: Persona) -> dict[str, Any]:
+    return {**p.model_dump(), "default": personas(rt).default_name() == p.name}
+
+
+def build_lore_router(rt: Runtime, read_limited: Any) -> APIRouter:
+    api = APIRouter()  # included in the /api router
+
+    @api.get("/personas", summary="User personas (who {{user}} is)")
+    def list_personas() -> list[dict[str, Any]]:
+        return [persona_dict(rt, p) for p in personas(rt).list()]
+
+    @api.get("/personas/{name}", summary="One persona")
+    def get_persona(name: str) -> dict[str, Any]:
+        return persona_dict(rt, personas(rt).get(name))
+
+    @api.put("/personas/{name}", summary="Create or replace a persona")
+    def put_persona(name: str, body: PersonaBody) -> dict[str, Any]:
+        check_persona_name(name)
+        if body.name is not None and body.name != name:
+            raise InvalidInput(
+                f"The body's name {body.name!r} differs from the path's {name!r}.", field="name"
+            )
+        persona = Persona.from_dict({"name": name, "description": body.description, "avatar": body.avatar})
+        if persona.avatar and personas(rt).avatar_path(persona) is None:
+            raise InvalidInput(f"There is no stored avatar {persona.avatar!r}.", field="avatar")
+        personas(rt).save(persona, make_default=body.default)
+        return persona_dict(rt, persona)
+
+    @api.delete("/personas/{name}", summary="Delete a persona")
+    def delete_persona(name: str) -> dict[str, Any]:
+        personas(rt).delete(name)
+        return {"deleted": name}
+
+    @api.get("/lorebooks", summary="Lorebooks (SillyTavern world info)")
+    def list_books() -> list[dict[str, Any]]:
+        return [
+            {"name": name, "entries": len(book.entries), "description": book.description or ""}
+            for name, book in lorebooks(rt).list()
+        ]
+
+    @api.post("/lorebooks/import", summary="Import a world-info JSON, or the lorebook of a character card")
+    async def import_book(file: UploadFile = File(...), name: str | None = Form(None)) -> dict[str, Any]:
+        data = await file.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise TooLarge("The file is over 10 MB.")
+        if name is not None:
+            check_book_name(name)
+        saved, book = lorebooks(rt).import_bytes(file.filename or "lorebook.json", data, name)
+        return {"name": saved, "entries": len(book.entries)}
+
+    @api.get("/lorebooks/{name}", summary="A lorebook as SillyTavern world-info JSON")
+    def get_book(name: str) -> Response:
+        return Response(
+            lorebooks(rt).export_bytes(name),
+            media_type="application/json",
+            headers={"Content-Disposition": "attachment; filename=lorebook.json"},
+        )
+
+    @api.put(
+        "/lorebooks/{name}",
+        summary="Create or replace a lorebook (body: SillyTavern world-info JSON)",
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": {}}}, "required": True}},
+    )
+    async def put_book(name: str, request: Request) -> dict[str, Any]:
+        check_book_name(name)
+        try:
+            data = orjson.loads(await read_limited(request))
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"The body is not valid JSON: {exc}.") from None
+        book = book_from_obj(data, "request body")
+        lorebooks(rt).save(name, book)
+        return {"name": name, "entries": len(book.entries)}
+
+    @api.delete("/lorebooks/{name}", summary="Move a lorebook to the trash")
+    def delete_book(name: str) -> dict[str, Any]:
+        lorebooks(rt).delete(name)
+        return {"deleted": name}
+
+    return api

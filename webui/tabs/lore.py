@@ -1,0 +1,415 @@
+"""Lorebooks tab: user personas, and lorebooks (SillyTavern world info): import by drag-and-drop, export,
+an editor with every entry field, and "test activation" on pasted text."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from engine.chat_prompt import TokenCounter
+from engine.errors import EngineError
+from engine.lore_form import (
+    FORM_FIELDS,
+    LOGIC_CHOICES,
+    POSITION_CHOICES,
+    ROLE_CHOICES,
+    entry_from_form,
+    form_from_entry,
+    new_entry,
+    test_activation,
+)
+from engine.lore_store import check_book_name
+from engine.lorebook import Book
+from engine.personas import Persona
+from engine.userdata import lorebooks, personas
+
+from .. import i18n
+from ..i18n import I18N, i18n_label, tr
+from ..markup import notify, warn
+from .context import UIContext
+
+EXPORT_DIR = Path(tempfile.mkdtemp(prefix="llmchat-lore-"))
+
+EN = {
+    "tab.lore": "Lorebooks",
+    "lo.personas": "Personas (who {{user}} is)",
+    "lo.persona_pick": "Persona",
+    "lo.persona_name": "Name ({{user}})",
+    "lo.persona_desc": "Description (the character knows this)",
+    "lo.persona_avatar": "Avatar (optional)",
+    "lo.persona_default": "Default for new chats",
+    "lo.persona_save": "Save persona",
+    "lo.persona_delete": "Delete persona",
+    "lo.persona_saved": "Saved persona “{name}”.",
+    "lo.books_heading": "### Lorebooks",
+    "lo.book_pick": "Lorebook",
+    "lo.import": "Import: drop a SillyTavern world-info JSON, or a character card with a lorebook",
+    "lo.export": "Export (SillyTavern JSON)",
+    "lo.new_book": "New lorebook name",
+    "lo.create": "Create",
+    "lo.delete_book": "Delete lorebook",
+    "lo.imported": "Imported “{name}” ({n} entries).",
+    "lo.deleted": "Deleted “{name}”.",
+    "lo.entry_pick": "Entry",
+    "lo.new_entry": "New entry",
+    "lo.save_entry": "Save entry",
+    "lo.delete_entry": "Delete entry",
+    "lo.saved_entry": "Saved entry {uid}.",
+    "lo.test": "Test activation",
+    "lo.test_text": "Chat text (one message per paragraph, the last is the newest)",
+    "lo.test_run": "Which entries fire?",
+    "lo.pick_book": "Pick or create a lorebook first.",
+    "lo.f.comment": "Title / memo (not sent to the model)",
+    "lo.f.key": "Keys, one per line (/regex/flags allowed)",
+    "lo.f.keysecondary": "Optional filter keys, one per line",
+    "lo.f.selectiveLogic": "Filter logic",
+    "lo.f.content": "Content (inserted into the prompt)",
+    "lo.f.constant": "Constant (always in)",
+    "lo.f.disable": "Disabled",
+    "lo.f.order": "Insertion order (higher = later)",
+    "lo.f.position": "Position",
+    "lo.f.depth": "Depth (for at_depth)",
+    "lo.f.role": "Role (for at_depth)",
+    "lo.f.probability": "Probability %",
+    "lo.f.useProbability": "Use probability",
+    "lo.f.group": "Inclusion groups (comma separated)",
+    "lo.f.groupOverride": "Prioritize in group",
+    "lo.f.groupWeight": "Group weight",
+    "lo.f.scanDepth": "Scan depth (blank: the book's)",
+    "lo.f.caseSensitive": "Case-sensitive",
+    "lo.f.matchWholeWords": "Match whole words",
+    "lo.f.excludeRecursion": "Not activated by other entries",
+    "lo.f.preventRecursion": "Does not activate other entries",
+    "lo.f.delayUntilRecursion": "Delay until recursion (level; 0 = off)",
+}
+JA = {
+    "tab.lore": "ロアブック",
+    "lo.personas": "ペルソナ（{{user}} は誰か）",
+    "lo.persona_pick": "ペルソナ",
+    "lo.persona_name": "名前（{{user}}）",
+    "lo.persona_desc": "説明（キャラクターが知っていること）",
+    "lo.persona_avatar": "アバター（任意）",
+    "lo.persona_default": "新しいチャットの既定にする",
+    "lo.persona_save": "ペルソナを保存",
+    "lo.persona_delete": "ペルソナを削除",
+    "lo.persona_saved": "ペルソナ「{name}」を保存しました。",
+    "lo.books_heading": "### ロアブック",
+    "lo.book_pick": "ロアブック",
+    "lo.import": "読み込み：SillyTavern のワールド情報 JSON か、ロアブック付きのキャラクターカードをドロップ",
+    "lo.export": "書き出し（SillyTavern JSON）",
+    "lo.new_book": "新しいロアブックの名前",
+    "lo.create": "作成",
+    "lo.delete_book": "ロアブックを削除",
+    "lo.imported": "「{name}」を読み込みました（{n} 件）。",
+    "lo.deleted": "「{name}」を削除しました。",
+    "lo.entry_pick": "エントリ",
+    "lo.new_entry": "新しいエントリ",
+    "lo.save_entry": "エントリを保存",
+    "lo.delete_entry": "エントリを削除",
+    "lo.saved_entry": "エントリ {uid} を保存しました。",
+    "lo.test": "発動テスト",
+    "lo.test_text": "チャットの文章（段落ごとに 1 メッセージ、最後が最新）",
+    "lo.test_run": "どのエントリが発動する？",
+    "lo.pick_book": "先にロアブックを選ぶか作成してください。",
+    "lo.f.comment": "タイトル／メモ（モデルには送られません）",
+    "lo.f.key": "キー（1 行に 1 つ、/正規表現/フラグ も可）",
+    "lo.f.keysecondary": "追加フィルターのキー（1 行に 1 つ）",
+    "lo.f.selectiveLogic": "フィルターの論理",
+    "lo.f.content": "内容（プロンプトに入る文章）",
+    "lo.f.constant": "常時（いつも入る）",
+    "lo.f.disable": "無効",
+    "lo.f.order": "挿入順（大きいほど後ろ）",
+    "lo.f.position": "位置",
+    "lo.f.depth": "深さ（at_depth のとき）",
+    "lo.f.role": "ロール（at_depth のとき）",
+    "lo.f.probability": "確率 %",
+    "lo.f.useProbability": "確率を使う",
+    "lo.f.group": "インクルージョングループ（カンマ区切り）",
+    "lo.f.groupOverride": "グループ内で優先",
+    "lo.f.groupWeight": "グループの重み",
+    "lo.f.scanDepth": "スキャンの深さ（空欄：ロアブックの設定）",
+    "lo.f.caseSensitive": "大文字と小文字を区別",
+    "lo.f.matchWholeWords": "単語単位で一致",
+    "lo.f.excludeRecursion": "他のエントリからは発動しない",
+    "lo.f.preventRecursion": "他のエントリを発動させない",
+    "lo.f.delayUntilRecursion": "再帰まで遅らせる（レベル、0 = なし）",
+}
+i18n.add(EN, JA)
+
+TRI_CHOICES = ["default", "yes", "no"]
+
+
+def entry_field(name: str) -> Any:
+    label = I18N(f"lo.f.{name}")
+    elem = f"lo-f-{name}"
+    if name in (
+        "constant",
+        "disable",
+        "useProbability",
+        "groupOverride",
+        "excludeRecursion",
+        "preventRecursion",
+    ):
+        return gr.Checkbox(label=label, elem_id=elem)
+    if name in ("caseSensitive", "matchWholeWords"):
+        return gr.Dropdown(TRI_CHOICES, value="default", label=label, elem_id=elem)
+    choices = {"selectiveLogic": LOGIC_CHOICES, "position": POSITION_CHOICES, "role": ROLE_CHOICES}
+    if name in choices:
+        return gr.Dropdown(choices[name], value="0", label=label, elem_id=elem)
+    if name in ("order", "depth", "probability", "groupWeight", "scanDepth", "delayUntilRecursion"):
+        return gr.Number(label=label, elem_id=elem)
+    lines = {"content": 5, "key": 3, "keysecondary": 2}.get(name, 1)
+    return gr.Textbox(label=label, lines=lines, max_lines=20, elem_id=elem)
+
+
+def build(ctx: UIContext, tab: gr.Tab) -> None:
+    rt = ctx.rt
+    lang = ctx.lang
+    with gr.Accordion(I18N("lo.personas"), open=True):
+        with gr.Row():
+            p_pick = gr.Dropdown(
+                choices=[], label=I18N("lo.persona_pick"), scale=1, elem_id="lo-persona-pick"
+            )
+            p_name = gr.Textbox(label=I18N("lo.persona_name"), scale=1, elem_id="lo-persona-name")
+            p_default = gr.Checkbox(label=I18N("lo.persona_default"), scale=1, elem_id="lo-persona-default")
+        with gr.Row():
+            p_desc = gr.Textbox(label=I18N("lo.persona_desc"), lines=3, scale=3, elem_id="lo-persona-desc")
+            p_avatar = gr.Image(label=I18N("lo.persona_avatar"), type="filepath", height=120, scale=1)
+        with gr.Row():
+            p_save = gr.Button(
+                I18N("lo.persona_save"), variant="primary", size="sm", elem_id="lo-persona-save"
+            )
+            p_delete = gr.Button(
+                I18N("lo.persona_delete"), variant="stop", size="sm", elem_id="lo-persona-delete"
+            )
+    gr.Markdown(I18N("lo.books_heading"))
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            b_pick = gr.Dropdown(choices=[], label=I18N("lo.book_pick"), elem_id="lo-book-pick")
+            b_upload = gr.File(
+                label=I18N("lo.import"), file_types=[".json", ".png"], height=110, elem_id="lo-import"
+            )
+            b_export = gr.DownloadButton(
+                i18n_label("lo.export"), size="sm", interactive=False, elem_id="lo-export"
+            )
+            with gr.Row(equal_height=True):
+                b_new_name = gr.Textbox(label=I18N("lo.new_book"), scale=3, elem_id="lo-new-name")
+                b_create = gr.Button(I18N("lo.create"), size="sm", scale=1, elem_id="lo-create")
+            b_delete = gr.Button(I18N("lo.delete_book"), variant="stop", size="sm", elem_id="lo-delete")
+        with gr.Column(scale=3):
+            with gr.Row():
+                e_pick = gr.Dropdown(
+                    choices=[], label=I18N("lo.entry_pick"), scale=3, elem_id="lo-entry-pick"
+                )
+                e_new = gr.Button(I18N("lo.new_entry"), size="sm", scale=1, elem_id="lo-entry-new")
+            form = {}
+            with gr.Row():
+                for f in ("comment", "order", "position", "depth", "role"):
+                    form[f] = entry_field(f)
+            with gr.Row():
+                for f in ("key", "keysecondary", "selectiveLogic"):
+                    form[f] = entry_field(f)
+            form["content"] = entry_field("content")
+            with gr.Row():
+                for f in ("constant", "disable", "useProbability", "probability", "scanDepth"):
+                    form[f] = entry_field(f)
+            with gr.Row():
+                for f in ("group", "groupOverride", "groupWeight", "caseSensitive", "matchWholeWords"):
+                    form[f] = entry_field(f)
+            with gr.Row():
+                for f in ("excludeRecursion", "preventRecursion", "delayUntilRecursion"):
+                    form[f] = entry_field(f)
+            with gr.Row():
+                e_save = gr.Button(
+                    I18N("lo.save_entry"), variant="primary", size="sm", elem_id="lo-entry-save"
+                )
+                e_delete = gr.Button(
+                    I18N("lo.delete_entry"), variant="stop", size="sm", elem_id="lo-entry-delete"
+                )
+            with gr.Accordion(I18N("lo.test"), open=True):
+                t_text = gr.Textbox(label=I18N("lo.test_text"), lines=4, elem_id="lo-test-text")
+                t_run = gr.Button(I18N("lo.test_run"), size="sm", elem_id="lo-test-run")
+                t_out = gr.JSON(label=None, elem_id="lo-test-out")
+    fields = [form[f] for f in FORM_FIELDS]
+
+    # --- personas ----------------------------------------------------------------------------------
+
+    def persona_view(name: str | None) -> tuple[Any, ...]:
+        store = personas(rt)
+        names = [p.name for p in store.list()]
+        p = store.find(name) if name in names else None
+        avatar = store.avatar_path(p) if p else None
+        return (
+            gr.update(choices=names, value=p.name if p else None),
+            p.name if p else "",
+            p.description if p else "",
+            str(avatar) if avatar else None,
+            bool(p) and store.default_name() == p.name,
+        )
+
+    def on_persona_save(name: str, desc: str, avatar: str | None, default: bool, lang_value: str | None):
+        store = personas(rt)
+        try:
+            stored = None
+            if avatar:
+                data = Path(avatar).read_bytes()
+                stored = store.store_avatar(data)
+            persona = Persona.from_dict(
+                {"name": (name or "").strip(), "description": desc or "", "avatar": stored}
+            )
+            was_default = store.default_name() == persona.name
+            store.save(persona, make_default=True if default else (False if was_default else None))
+        except (EngineError, OSError) as exc:
+            warn(getattr(exc, "message", str(exc)))
+            return tuple(gr.skip() for _ in range(5))
+        notify(tr("lo.persona_saved", lang_value, name=persona.name))
+        return persona_view(persona.name)
+
+    def on_persona_delete(name: str | None, lang_value: str | None):
+        try:
+            personas(rt).delete(str(name or ""))
+            notify(tr("lo.deleted", lang_value, name=name))
+        except EngineError as exc:
+            warn(exc.message)
+        return persona_view(None)
+
+    p_outs = [p_pick, p_name, p_desc, p_avatar, p_default]
+    p_pick.input(persona_view, [p_pick], p_outs)
+    p_save.click(on_persona_save, [p_name, p_desc, p_avatar, p_default, lang], p_outs)
+    p_delete.click(on_persona_delete, [p_pick, lang], p_outs)
+
+    # --- books and entries -------------------------------------------------------------------------
+
+    def entry_choices(book: Book | None) -> list[tuple[str, str]]:
+        if book is None:
+            return []
+        return [(f"{e.uid}: {e.title()}", key) for key, e in book.entries.items()]
+
+    def entry_view(book: Book | None, key: str | None) -> tuple[Any, ...]:
+        entry = book.entries.get(key) if book is not None and key is not None else None
+        values = form_from_entry(entry) if entry is not None else dict.fromkeys(FORM_FIELDS)
+        pick = gr.update(choices=entry_choices(book), value=key if entry is not None else None)
+        return (pick, *(values[f] for f in FORM_FIELDS))
+
+    def export_file(name: str) -> Any:
+        path = EXPORT_DIR / f"{name}.json"
+        path.write_bytes(lorebooks(rt).export_bytes(name))
+        return gr.update(value=str(path), interactive=True)
+
+    def book_view(name: str | None, entry_key: str | None = None) -> tuple[Any, ...]:
+        store = lorebooks(rt)
+        names = store.names()
+        book = None
+        if name in names:
+            try:
+                book = store.get(str(name))
+            except EngineError as exc:
+                warn(exc.message)
+        key = entry_key if book is not None and entry_key in book.entries else None
+        if key is None and book is not None and book.entries:
+            key = next(iter(book.entries))
+        export = export_file(str(name)) if book is not None else gr.update(value=None, interactive=False)
+        return (
+            gr.update(choices=names, value=name if book is not None else None),
+            export,
+            *entry_view(book, key),
+        )
+
+    b_outs = [b_pick, b_export, e_pick, *fields]
+
+    def on_import(file: str | None, lang_value: str | None):
+        if not file:
+            return (gr.skip(), *(gr.skip() for _ in b_outs))
+        try:
+            path = Path(file)
+            name, book = lorebooks(rt).import_bytes(path.name, path.read_bytes())
+        except (EngineError, OSError) as exc:
+            warn(getattr(exc, "message", str(exc)))
+            return (None, *(gr.skip() for _ in b_outs))
+        notify(tr("lo.imported", lang_value, name=name, n=len(book.entries)))
+        return (None, *book_view(name))
+
+    def on_create(name: str, lang_value: str | None):
+        try:
+            name = check_book_name((name or "").strip())
+            if not lorebooks(rt).exists(name):
+                lorebooks(rt).save(name, Book())
+        except EngineError as exc:
+            warn(exc.message)
+            return ("", *(gr.skip() for _ in b_outs))
+        return ("", *book_view(name))
+
+    def on_delete_book(name: str | None, lang_value: str | None):
+        try:
+            lorebooks(rt).delete(str(name or ""))
+            notify(tr("lo.deleted", lang_value, name=name))
+        except EngineError as exc:
+            warn(exc.message)
+        return book_view(None)
+
+    def on_new_entry(name: str | None, lang_value: str | None):
+        if not name:
+            warn(tr("lo.pick_book", lang_value))
+            return tuple(gr.skip() for _ in b_outs)
+        book = lorebooks(rt).get(name)
+        entry = new_entry(book)
+        book.entries[str(entry.uid)] = entry
+        lorebooks(rt).save(name, book)
+        return book_view(name, str(entry.uid))
+
+    def on_save_entry(name: str | None, key: str | None, lang_value: str | None, *values: Any):
+        if not name or key is None:
+            warn(tr("lo.pick_book", lang_value))
+            return tuple(gr.skip() for _ in b_outs)
+        try:
+            book = lorebooks(rt).get(name)
+            entry = entry_from_form(dict(zip(FORM_FIELDS, values, strict=True)), book.entries[key])
+            book.entries[key] = entry
+            lorebooks(rt).save(name, book)
+        except (EngineError, KeyError) as exc:
+            warn(getattr(exc, "message", str(exc)))
+            return tuple(gr.skip() for _ in b_outs)
+        notify(tr("lo.saved_entry", lang_value, uid=entry.uid))
+        return book_view(name, key)
+
+    def on_delete_entry(name: str | None, key: str | None):
+        if not name or key is None:
+            return tuple(gr.skip() for _ in b_outs)
+        book = lorebooks(rt).get(name)
+        book.entries.pop(key, None)
+        lorebooks(rt).save(name, book)
+        return book_view(name)
+
+    def on_test(name: str | None, text: str, lang_value: str | None) -> Any:
+        if not name:
+            warn(tr("lo.pick_book", lang_value))
+            return None
+        try:
+            return test_activation(
+                [(name, lorebooks(rt).get(name))], text or "", rt.settings.lore, TokenCounter(rt)
+            )
+        except EngineError as exc:
+            warn(exc.message)
+            return None
+
+    b_upload.upload(on_import, [b_upload, lang], [b_upload, *b_outs])
+    b_pick.input(book_view, [b_pick], b_outs)
+    b_create.click(on_create, [b_new_name, lang], [b_new_name, *b_outs])
+    b_delete.click(on_delete_book, [b_pick, lang], b_outs)
+    e_pick.input(lambda name, key: book_view(name, key), [b_pick, e_pick], b_outs)
+    e_new.click(on_new_entry, [b_pick, lang], b_outs)
+    e_save.click(on_save_entry, [b_pick, e_pick, lang, *fields], b_outs)
+    e_delete.click(on_delete_entry, [b_pick, e_pick], b_outs)
+    t_run.click(on_test, [b_pick, t_text, lang], [t_out])
+
+    def on_tab() -> tuple[Any, Any]:
+        """Fresh lists (the API or the terminal may have changed them); what is being edited stays."""
+        return (
+            gr.update(choices=[p.name for p in personas(rt).list()]),
+            gr.update(choices=lorebooks(rt).names()),
+        )
+
+    tab.select(on_tab, None, [p_pick, b_pick], show_progress="hidden")
