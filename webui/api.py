@@ -17,10 +17,11 @@ from engine.chat import Notice, StreamEvent, validate_messages
 from engine.conversation import new_session, prompt_messages, run_turn, session_character
 from engine.errors import EngineError, InvalidInput, NotFound, TooLarge
 from engine.gpu import gpu_status
-from engine.models import list_models
+from engine.model_manager import models_for
 from engine.params import SamplingParams
 from engine.runtime import Runtime
 
+from .hub_api import build_hub_router
 from .streaming import cancel_on_disconnect, run_stream
 
 MAX_BODY = 10 * 1024 * 1024
@@ -79,10 +80,14 @@ class LoadModelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="A .gguf file name in models/, or a path.")
     n_ctx: int | None = None
-    n_gpu_layers: int | None = None
+    n_gpu_layers: int | Literal["auto"] | None = Field(
+        None, description='Layers on the GPU; -1 all, "auto" the most that fit in free VRAM.'
+    )
+    n_batch: int | None = None
     flash_attn: bool | None = None
     cache_type_k: str | None = None
     cache_type_v: str | None = None
+    chat_format: str | None = None
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -366,17 +371,19 @@ def build_router(rt: Runtime) -> APIRouter:
     def gpu() -> dict[str, Any]:
         return gpu_status()
 
-    @api.get("/models", summary="GGUF files in models/ and the loaded model")
+    @api.get("/models", summary="GGUF files in models/ (with remembered settings and a memory estimate)")
     def models() -> dict[str, Any]:
-        return {
-            "loaded": rt.model_info(),
-            "available": [m.model_dump(mode="json") for m in list_models(rt.models_dir)],
-        }
+        return {"loaded": rt.model_info(), "available": models_for(rt).catalog()}
 
-    @api.post("/models/load", summary="Load another model; the current one stays if loading fails")
+    @api.post(
+        "/models/load",
+        summary="Load another model with its remembered settings; the current one stays if loading fails",
+    )
     def load_model(body: LoadModelRequest) -> dict[str, Any]:
         overrides = body.model_dump(exclude_none=True, exclude={"path"})
-        return rt.switch_model(body.path, **overrides)
+        return models_for(rt).load(body.path, **overrides)
+
+    api.include_router(build_hub_router(rt))  # hub listing, downloads, estimates, per-model settings
 
     @api.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
     def no_route(path: str, request: Request) -> None:
