@@ -357,7 +357,10 @@ def _judge(
 
 
 def gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / MIB:.0f} MB"
+    """Bytes for people: 1.2 GB, 34 MB, 300 KB."""
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GB"
+    return f"{n / MIB:.0f} MB" if n >= MIB else f"{n / 1024:.0f} KB"
 
 
 def free_memory(status: dict[str, Any] | None = None) -> FreeMemory:
