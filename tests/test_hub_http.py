@@ -169,3 +169,19 @@ def test_download_the_real_model_load_it_and_it_remembers(client: httpx.Client) 
         "/api/chat", json={"messages": [{"role": "user", "content": "Hi"}], "params": {"max_tokens": 4}}
     )
     assert reply.status_code == 200, reply.text
+
+
+def test_cli_pull_through_the_server(server: ServerProcess) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "--url", server.url, "--pull", "me/Tiny-GGUF:tiny-Q8_0.gguf"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Saved tiny-Q8_0.gguf in the server at" in proc.stderr
+    with server.client() as c:
+        assert "tiny-Q8_0.gguf" in {m["name"] for m in c.get("/api/models").json()["available"]}
