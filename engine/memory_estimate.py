@@ -25,6 +25,7 @@ from .models import GgufError, read_gguf_header
 
 MIB = 1024 * 1024
 CTX_PAD = 256  # llama.cpp pads n_ctx to this many cells
+MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS
 F32 = 4
 Verdict = Literal["fits_gpu", "partial_gpu", "fits_cpu", "short_ram", "short_vram"]
 
@@ -108,6 +109,16 @@ def model_shape(path: Path) -> ModelShape:
 @functools.lru_cache(maxsize=32)
 def _shape_cached(path: str, mtime_ns: int, size: int, inode: int) -> ModelShape:
     header = read_gguf_header(Path(path), tensors=True)
+    try:
+        return _shape(header, size)
+    except GgufError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError) as exc:
+        why = type(exc).__name__
+        raise GgufError(f"The GGUF header has values no model could load with ({why}).") from None
+
+
+def _shape(header: Any, size: int) -> ModelShape:
     meta = header.metadata
     arch = meta.get("general.architecture")
     if not isinstance(arch, str):
@@ -118,8 +129,8 @@ def _shape_cached(path: str, mtime_ns: int, size: int, inode: int) -> ModelShape
 
     n_layer = int(key("block_count", 0))
     n_embd = int(key("embedding_length", 0))
-    if n_layer <= 0 or n_embd <= 0:
-        raise GgufError("The GGUF header has no block count or embedding length.")
+    if not 0 < n_layer <= MAX_LAYERS or n_embd <= 0:
+        raise GgufError("The GGUF header has no usable block count or embedding length.")
     n_head = _first(key("attention.head_count", 0))
     kv = key("attention.head_count_kv", n_head)
     n_head_kv = [int(x) for x in kv] if isinstance(kv, list) else [int(kv)] * n_layer

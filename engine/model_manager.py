@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .downloads import DownloadManager
-from .errors import InvalidInput
+from .errors import EngineError, InvalidInput
 from .memory_estimate import Estimate, FreeMemory, estimate, free_memory
 from .model_settings import LOAD_KEYS, ModelSettingsStore, check_load_settings
 from .models import GgufError, list_models
@@ -110,7 +110,7 @@ class ModelManager:
             if m.error is None:
                 try:
                     row["estimate"] = self.estimate(m.name, free=free).model_dump()
-                except InvalidInput as exc:
+                except EngineError as exc:
                     row["estimate_error"] = exc.message
             out.append(row)
         return out

@@ -10,8 +10,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.memory_estimate import FreeMemory, cache_bytes, estimate, model_shape
+from engine.models import GgufError
 from engine.sysinfo import available_memory
 from tests.helpers import ROOT
 
@@ -139,3 +142,50 @@ def test_available_memory_reads_meminfo_and_a_cgroup_limit(tmp_path: Path) -> No
     assert available_memory(tmp_path / "absent", tmp_path / "absent") is None
     real = available_memory()
     assert real is None or real > 0
+
+
+def _odd_gguf(path: Path, values: dict[str, object], tensor: str) -> Path:
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    for key, value in values.items():
+        if isinstance(value, str):
+            w.add_string(key, value)
+        elif isinstance(value, list):
+            w.add_array(key, value)
+        else:
+            w.add_uint32(key, int(value))  # type: ignore[call-overload]
+    w.add_tensor(tensor, np.zeros((4, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+_VALUES = st.one_of(
+    st.integers(0, 2**32 - 1), st.sampled_from([0, 1, 2, 512, 513]), st.text(max_size=8),
+    st.lists(st.integers(0, 64), max_size=4),
+)  # fmt: skip
+
+
+@given(
+    values=st.dictionaries(
+        st.sampled_from(
+            ["llama.block_count", "llama.embedding_length", "llama.attention.head_count",
+             "llama.attention.head_count_kv", "llama.attention.key_length", "llama.feed_forward_length"]
+        ),
+        _VALUES,
+    ),
+    tensor=st.sampled_from(["blk.0.w", "blk.x.w", "blk.99.w", "token_embd.weight", "output.weight", "odd"]),
+)  # fmt: skip
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_odd_headers_give_a_clear_error_or_an_estimate(tmp_path: Path, values: dict, tensor: str) -> None:
+    path = _odd_gguf(tmp_path / f"odd-{abs(hash((str(values), tensor)))}.gguf", values, tensor)
+    try:
+        est = estimate(path, n_ctx=512, n_gpu_layers=-1, free=FreeMemory(ram=GIB, vram=GIB))
+    except GgufError as exc:
+        assert str(exc)
+        return
+    assert est.weights >= 0 and est.kv >= 0 and est.compute >= 0 and est.n_layers >= 2
