@@ -30,6 +30,7 @@ examples:
   python -m cli --preset friendly -p temperature=0.3
   python -m cli --url http://127.0.0.1:7860 --session s-20250131-120000-a1b2c3
   printf '/params max_tokens=64\\nWhat is GGUF?\\n' | python -m cli
+  python -m cli --pull bartowski/SmolLM2-135M-Instruct-GGUF:Q4_K_M
 
 Type /help in the chat for the commands."""
 
@@ -51,6 +52,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--persona", help="Who you are ({{user}}): a persona's name (see /persona).")
     p.add_argument("--lorebook", action="append", default=[], help="Attach a lorebook (repeatable).")
     p.add_argument("--reply-prefix", help="Every reply starts with this text.")
+    p.add_argument(
+        "--pull",
+        metavar="REPO[:FILE]",
+        help="Download a GGUF model from Hugging Face into models/ (or the server's, with --url) and exit: "
+        "owner/name, owner/name:Q4_K_M, owner/name:file.gguf or a huggingface.co link. "
+        "HF_TOKEN for gated repos.",
+    )
+    p.add_argument("--mmproj", action="store_true", help="With --pull: also the repo's vision projector.")
     p.add_argument(
         "-p",
         "--param",
@@ -120,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Output(tty=interactive)
     if args.api_key and not args.url:
         out.hint("--api-key ignored: it is for --url.")
+    if args.pull:
+        from .pull import pull
+
+        return pull(
+            args.pull, out, config=args.config, url=args.url, api_key=args.api_key, mmproj=args.mmproj
+        )
     try:
         params = ChatState()
         for item in args.param:

@@ -62,3 +62,24 @@ class StorageError(EngineError):
 
     kind = "storage_error"
     status = 507
+
+
+class Conflict(EngineError):
+    """The request would replace something that exists (a model file): a 409."""
+
+    kind = "conflict"
+    status = 409
+
+
+class HubAccessDenied(EngineError):
+    """A gated or private Hugging Face repo, and no token or a token without access."""
+
+    kind = "hub_access_denied"
+    status = 403
+
+
+class HubUnavailable(EngineError):
+    """Hugging Face (or the HF_ENDPOINT mirror) could not be reached or answered with an error."""
+
+    kind = "hub_unavailable"
+    status = 502

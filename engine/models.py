@@ -57,12 +57,22 @@ class GgufError(ValueError):
     """The file is not a GGUF file we can read; the message says why."""
 
 
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: int  # gguf.GGMLQuantizationType's value
+    offset: int  # from the start of the data section
+
+
 @dataclass
 class GgufHeader:
     version: int
-    metadata: dict[str, Any] = field(default_factory=dict)  # scalars and strings; arrays are skipped
+    # scalars, strings and short numeric arrays (per-layer values); long arrays (the vocabulary) are skipped
+    metadata: dict[str, Any] = field(default_factory=dict)
     tensor_count: int = 0
     parameters: int = 0
+    tensors: list[TensorInfo] = field(default_factory=list)  # only when read with tensors=True
 
 
 def list_models(models_dir: Path) -> list[ModelFile]:
@@ -170,8 +180,9 @@ def _fingerprint_cached(path_str: str, mtime_ns: int, size: int, inode: int) -> 
     return {"file": Path(path_str).name, "size": size, "sha256_1mib": digest}
 
 
-def read_gguf_header(path: Path) -> GgufHeader:
-    """Read the GGUF header: metadata (arrays skipped) and the tensor count and total parameters.
+def read_gguf_header(path: Path, *, tensors: bool = False) -> GgufHeader:
+    """Read the GGUF header: metadata (long arrays skipped), the tensor count and total parameters, and
+    with `tensors` each tensor's name, shape and type.
 
     Raises GgufError for a file that is not valid GGUF, OSError when it cannot be read.
     """
@@ -180,14 +191,18 @@ def read_gguf_header(path: Path) -> GgufHeader:
         if size < 24:
             raise GgufError("Not a GGUF model file (too short).")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return _HeaderReader(buf).read()
+            return _HeaderReader(buf, tensors).read()
+
+
+_SHORT_ARRAY = 1024  # numeric arrays up to this long are kept (per-layer head counts); longer ones skipped
 
 
 class _HeaderReader:
-    def __init__(self, buf: mmap.mmap) -> None:
+    def __init__(self, buf: mmap.mmap, tensors: bool = False) -> None:
         self.buf = buf
         self.pos = 0
         self.endian = "<"
+        self.keep_tensors = tensors
 
     def read(self) -> GgufHeader:
         if self.buf[:4] != b"GGUF":
@@ -210,15 +225,22 @@ class _HeaderReader:
                 if value is not _SKIPPED:
                     header.metadata[key] = value
             for _ in range(header.tensor_count):
-                self.skip_string()
+                if self.keep_tensors:
+                    name = self.string()
+                else:
+                    self.skip_string()
                 n_dims = self.unpack("I")
                 if n_dims > 8:
                     raise GgufError("Corrupt GGUF model file (impossible tensor shape).")
+                shape = struct.unpack_from(f"{self.endian}{n_dims}Q", self.buf, self.pos)
                 count = 1
-                for dim in struct.unpack_from(f"{self.endian}{n_dims}Q", self.buf, self.pos):
+                for dim in shape:
                     count *= dim
-                self.pos += 8 * n_dims + 12  # dims, then the type (u32) and the offset (u64)
+                self.pos += 8 * n_dims
+                ggml_type, offset = self.unpack("I"), self.unpack("Q")  # the type, then the data offset
                 header.parameters += count
+                if self.keep_tensors:
+                    header.tensors.append(TensorInfo(name, tuple(shape), ggml_type, offset))
             if self.pos > len(self.buf):
                 raise struct.error
         except (struct.error, UnicodeDecodeError) as exc:
@@ -252,6 +274,11 @@ class _HeaderReader:
         if vtype != _ARRAY:
             raise GgufError(f"Corrupt GGUF model file (unknown value type {vtype}).")
         elem, n = self.unpack("I"), self.unpack("Q")
+        if elem in _SCALARS and n <= _SHORT_ARRAY:
+            fmt = _SCALARS[elem]
+            values = list(struct.unpack_from(f"{self.endian}{n}{fmt}", self.buf, self.pos))
+            self.pos += n * struct.calcsize(fmt)
+            return values
         if elem in _SCALARS:
             self.pos += n * struct.calcsize(_SCALARS[elem])
         elif elem == _STRING:
@@ -276,7 +303,12 @@ def _quantization(file_type: Any, file_name: str) -> str | None:
         name = _FILE_TYPES.get(file_type & ~_FTYPE_GUESSED)
         if name:
             return name
-    match = _QUANT_IN_NAME.search(file_name)  # older files: trust the usual "model.Q4_K_M.gguf" naming
+    return quantization_in_name(file_name)  # older files: trust the usual "model.Q4_K_M.gguf" naming
+
+
+def quantization_in_name(file_name: str) -> str | None:
+    """The quantisation a file name carries: "model.Q4_K_M.gguf", "model-IQ4_XS-00001-of-00002.gguf"."""
+    match = _QUANT_IN_NAME.search(file_name)
     return match.group(1).upper() if match else None
 
 

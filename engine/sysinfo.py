@@ -105,3 +105,26 @@ class ProcessHistory:
     def __len__(self) -> int:
         with self._lock:
             return len(self._samples)
+
+
+def available_memory(
+    meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")
+) -> int | None:
+    """Bytes of RAM a new allocation can get: MemAvailable, or less when a cgroup (a container) limits
+    this process to less. None where the system cannot tell."""
+    available = None
+    try:
+        for line in meminfo.read_text("ascii", "replace").splitlines():
+            key, _, value = line.partition(":")
+            if key == "MemAvailable" and value.strip().endswith("kB"):
+                available = int(value.split()[0]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        limit = (cgroup / "memory.max").read_text("ascii").strip()
+        if limit != "max":
+            left = int(limit) - int((cgroup / "memory.current").read_text("ascii").strip())
+            available = left if available is None else min(available, left)
+    except (OSError, ValueError):
+        pass
+    return None if available is None else max(available, 0)

@@ -22,6 +22,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from tests.helpers import ServerProcess, assert_no_traceback, server_fixture
+from tests.hubserver import LocalHub
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,10 @@ GENERATING = r"^/api/chat|^/v1/chat/completions|^/api/models/load|/regenerate$|/
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[ServerProcess]:
-    yield from server_fixture(tmp_path_factory, "fuzz", model_path, env={"LLM_MODEL__N_CTX": "512"})
+    # The Hub routes ask an empty local test Hub: a fuzzed repo gets the Hub's "not found", not the internet.
+    with LocalHub() as hub:
+        env = {"LLM_MODEL__N_CTX": "512", "HF_ENDPOINT": hub.url}
+        yield from server_fixture(tmp_path_factory, "fuzz", model_path, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from starlette.concurrency import run_in_threadpool
 from engine.backends.base import Delta, Finished
 from engine.chat import Notice, StreamEvent, validate_messages
 from engine.chat_prompt import ChatOptions
-from engine.config import ROOT
 from engine.conversation import (
     new_session,
     prompt_messages,
@@ -28,10 +27,11 @@ from engine.conversation import (
 )
 from engine.errors import EngineError, InvalidInput, TooLarge
 from engine.gpu import gpu_status
-from engine.models import list_models, model_in_folder
+from engine.model_manager import models_for
 from engine.params import SamplingParams
 from engine.runtime import Runtime
 
+from .hub_api import build_hub_router
 from .limits import MAX_BODY
 from .streaming import cancel_on_disconnect, run_stream
 
@@ -120,10 +120,14 @@ class LoadModelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="A .gguf file name in models/, or a path inside the models folder.")
     n_ctx: int | None = None
-    n_gpu_layers: int | None = None
+    n_gpu_layers: int | Literal["auto"] | None = Field(
+        None, description='Layers on the GPU; -1 all, "auto" the most that fit in free VRAM.'
+    )
+    n_batch: int | None = None
     flash_attn: bool | None = None
     cache_type_k: str | None = None
     cache_type_v: str | None = None
+    chat_format: str | None = None
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -474,17 +478,18 @@ def build_router(rt: Runtime) -> APIRouter:
     def gpu() -> dict[str, Any]:
         return gpu_status()
 
-    @api.get("/models", summary="GGUF files in models/ and the loaded model")
+    @api.get("/models", summary="GGUF files in models/ (with remembered settings and a memory estimate)")
     def models() -> dict[str, Any]:
-        return {
-            "loaded": rt.model_info(),
-            "available": [m.model_dump(mode="json") for m in list_models(rt.models_dir)],
-        }
+        return {"loaded": rt.model_info(), "available": models_for(rt).catalog()}
 
-    @api.post("/models/load", summary="Load another model; the current one stays if loading fails")
+    @api.post(
+        "/models/load",
+        summary="Load another model with its remembered settings; the current one stays if loading fails",
+    )
     def load_model(body: LoadModelRequest) -> dict[str, Any]:
         overrides = body.model_dump(exclude_none=True, exclude={"path"})
-        path = model_in_folder(rt.models_dir, body.path, project_root=ROOT)
-        return rt.switch_model(str(path), **overrides)
+        return models_for(rt).load(body.path, **overrides)
+
+    api.include_router(build_hub_router(rt))  # hub listing, downloads, estimates, per-model settings
 
     return api

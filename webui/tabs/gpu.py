@@ -14,12 +14,14 @@ import pandas as pd
 from engine.config import KV_TYPES
 from engine.errors import EngineError
 from engine.gpu import gpu_status
-from engine.models import ModelFile, list_models, model_in_folder
+from engine.model_manager import models_for
+from engine.models import ModelFile, list_models
 from engine.sysinfo import ProcessHistory, process_memory
 
 from .. import i18n
 from ..i18n import I18N, tr
 from ..markup import warn
+from . import downloads
 from .chat import load_session, status_line
 from .context import UIContext
 
@@ -384,8 +386,10 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             flash = gr.Checkbox(model_cfg.flash_attn, label=I18N("gpu.flash_attn"), elem_id="gpu-flash")
             cache_k = gr.Dropdown(list(KV_TYPES), value=model_cfg.cache_type_k, label=I18N("gpu.cache_k"))
             cache_v = gr.Dropdown(list(KV_TYPES), value=model_cfg.cache_type_v, label=I18N("gpu.cache_v"))
+        downloads.build_estimate(ctx, picker=picker, fields=(n_gpu_layers, n_ctx, flash, cache_k, cache_v))
         load_btn = gr.Button(I18N("gpu.load"), variant="primary", elem_id="gpu-load")
         load_status = gr.Markdown(elem_id="gpu-load-status")
+        downloads.build_downloads(ctx, picker=picker)
 
     def note_for(status: dict[str, Any], lang_value: str | None) -> str:
         if not status.get("available"):
@@ -463,7 +467,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         }
         overrides = {k: int(v) if isinstance(v, float) else v for k, v in overrides.items() if v is not None}
         try:
-            info = rt.switch_model(str(model_in_folder(rt.models_dir, name)), **overrides)
+            info = models_for(rt).load(name, **overrides)  # remembers the settings when it loads
         except EngineError as exc:
             warn(exc.message)
             yield tr("gpu.failed", lang_value, message=exc.message), gr.skip(), gr.skip()
@@ -489,7 +493,7 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     ctx.components["tabs"].select(timer_state, [live], [timer], show_progress="hidden")
     live.input(live_changed, [live], [timer], show_progress="hidden")
     rescan.click(models, [picker, lang], [picker, meta])
-    picker.input(describe, [picker, lang], [meta])
+    picker.change(describe, [picker, lang], [meta])
     load_btn.click(
         load,
         [picker, n_gpu_layers, n_ctx, flash, cache_k, cache_v, ctx.session_id, lang],
