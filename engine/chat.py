@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .backends.base import Backend, Delta, Finished, Message
+from .backends.base import Backend, Delta, Finished, Message, Reasoning
 from .errors import InvalidInput, ModelUnavailable
 from .logs import REQUESTS
 from .params import SamplingParams
@@ -40,7 +40,7 @@ class Notice:
     message: str
 
 
-StreamEvent = Queued | Delta | Finished | Notice
+StreamEvent = Queued | Delta | Reasoning | Finished | Notice
 
 
 def validate_messages(messages: object) -> list[Message]:
@@ -384,7 +384,8 @@ class Engine:
         line = (
             f"finish={done.finish_reason} prompt={m.prompt_tokens} eval={m.prompt_eval_tokens} "
             f"completion={m.completion_tokens} ttft_ms={m.ttft_ms} tok_s={m.tokens_per_s} "
-            f"ctx={m.context_used}/{m.context_size} dropped={m.dropped_messages} queue_ms={m.queue_ms}"
+            f"ctx={m.context_used}/{m.context_size} dropped={m.dropped_messages} queue_ms={m.queue_ms} "
+            f"reasoning={m.reasoning_tokens} answer_ttft_ms={m.answer_ttft_ms}"
         )
         if self.chat_content:
             line += f" last_user={messages[-1]['content']!r}"

@@ -54,6 +54,20 @@ class ModelSettings(_Section):
         description="llama.cpp's CPU weight repacking (extra buffer types). auto: on, except where it is "
         "known to crash (Intel AMX) or has crashed before on this machine.",
     )
+    reasoning_format: Literal["auto", "none", "think", "bracket", "seed", "harmony"] = Field(
+        "auto",
+        description="How the model marks its thought: auto reads the chat template; none keeps it in the "
+        "answer; think <think>, bracket [THINK], seed <seed:think>, harmony gpt-oss channels.",
+    )
+    thinking_budget_note: str = Field(
+        "Thinking budget reached; answering now.",
+        max_length=500,
+        description="Written into the thought before it is closed at the thinking budget.",
+    )
+    reasoning_effort_budgets: dict[str, int] = Field(
+        default_factory=lambda: {"low": 256, "medium": 1024, "high": 4096},
+        description="/v1 reasoning_effort -> thinking_budget in tokens.",
+    )
 
 
 class ChatSettings(_Section):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -36,6 +36,12 @@ class SamplingParams(BaseModel):
     stop: list[str] = Field(default_factory=list, max_length=16, description="Strings that end the reply.")
     grammar: str = Field(
         "", max_length=100_000, description="GBNF grammar that constrains the reply; empty for none."
+    )
+    thinking: Literal["auto", "on", "off"] = Field(
+        "auto", description="Thinking models: auto (the model's default), on, or off."
+    )
+    thinking_budget: int | None = Field(
+        None, ge=0, le=131072, description="Most tokens of thought before the answer; empty for no limit."
     )
 
     @field_validator("stop", mode="before")

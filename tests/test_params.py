@@ -27,8 +27,9 @@ BOUNDS: dict[str, tuple[Any, Any, Any, Any]] = {
     "mirostat_eta": (0.0, 1.0, -0.01, 1.01),
     "seed": (-1, 2**32 - 1, -2, 2**32),
     "max_tokens": (1, 131072, 0, 131073),
+    "thinking_budget": (0, 131072, -1, 131073),
 }
-NON_NUMERIC = {"stop", "grammar"}
+NON_NUMERIC = {"stop", "grammar", "thinking"}
 
 
 def test_every_numeric_param_has_bounds_here() -> None:
@@ -159,3 +160,11 @@ def test_any_out_of_range_value_is_rejected(case: tuple[str, Any]) -> None:
     with pytest.raises(InvalidInput) as info:
         parse_params({name: value})
     assert info.value.field == f"params.{name}"
+
+
+def test_thinking_switch_and_budget() -> None:
+    assert parse_params({}).thinking == "auto" and parse_params({}).thinking_budget is None
+    assert parse_params({"thinking": "off", "thinking_budget": None}).thinking == "off"
+    with pytest.raises(InvalidInput) as info:
+        parse_params({"thinking": "maybe"})
+    assert info.value.field == "params.thinking"

@@ -22,6 +22,13 @@ class Delta:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """A piece of the model's thought (see engine/reasoning.py); Delta carries only the answer."""
+
+    text: str
+
+
 @dataclass(slots=True)
 class Metrics:
     """Per-turn figures. None means "unknown" (a remote backend may not report it), never zero."""
@@ -36,6 +43,10 @@ class Metrics:
     total_ms: float | None = None
     queue_ms: float | None = None
     dropped_messages: int = 0
+    reasoning_tokens: int | None = None
+    reasoning_ms: float | None = None
+    answer_ttft_ms: float | None = None
+    reasoning_unclosed: bool | None = None  # the reply ended inside its thought
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
@@ -47,7 +58,7 @@ class Finished:
     metrics: Metrics = field(default_factory=Metrics)
 
 
-Event = Delta | Finished
+Event = Delta | Reasoning | Finished
 
 
 class Backend(Protocol):

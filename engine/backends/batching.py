@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import EngineError
-from .base import Delta, Event, Finished, Metrics
+from ..reasoning import ReasoningSplitter
+from .base import Delta, Event, Finished, Metrics, Reasoning
 from .slot_cache import SlotCache
 
 log = logging.getLogger("engine.batching")
@@ -36,6 +37,27 @@ class Slot:
     used_at: float = 0.0
     busy: bool = False
     label: str | None = None  # what the slot holds, for the status view
+
+
+@dataclass
+class Thinking:
+    """One sequence's thought: the splitter that separates it, and its budget. At the budget the decode loop
+    evaluates `close_tokens` (a note and the closing tag) as if the model had written them."""
+
+    splitter: ReasoningSplitter
+    budget: int | None = None
+    close_tokens: list[int] = field(default_factory=list)
+    close_text: str = ""
+    tokens: int = 0  # tokens sampled while inside the thought
+    injected: bool = False
+
+    def due(self) -> bool:
+        return (
+            self.budget is not None
+            and not self.injected
+            and self.splitter.in_thought
+            and self.tokens >= self.budget
+        )
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -62,8 +84,12 @@ class Sequence:
         started: float,
         n_ctx: int,
         label: str | None = None,
+        thinking: Thinking | None = None,
     ) -> None:
         self.tokens, self.stops, self.max_tokens = tokens, stops, max_tokens
+        self.thinking = thinking
+        self.prompt_len, self.injected = len(tokens), 0
+        self.answer_at = 0.0  # when the first answer text was sent
         self.sampler, self.cancel, self.emit, self.started = sampler, cancel, emit, started
         self.halt = threading.Event()  # the consumer went away
         self.label = label
@@ -331,6 +357,8 @@ class Scheduler:
         if piece is None:
             return self._end(seq, "stop")
         seq.n_out += 1
+        th = seq.thinking
+        was_thinking = th is not None and th.splitter.in_thought
         chunk = seq.decoder.decode(piece)
         if chunk:
             seq.text += chunk
@@ -343,12 +371,36 @@ class Scheduler:
             else:
                 safe = len(seq.text)
             if safe > seq.sent:
-                seq.emit(Delta(seq.text[seq.sent : safe]))
+                self._send(seq, seq.text[seq.sent : safe])
                 seq.sent = safe
+        if th is not None and (was_thinking or th.splitter.in_thought):
+            th.tokens += 1
         if seq.n_out >= seq.max_tokens:
             return self._end(seq, "length")
+        if th is not None and th.due():
+            return self._inject(seq, token, th)
         seq.next_token = token
         return None
+
+    def _send(self, seq: Sequence, text: str) -> None:
+        """Emit decoded text: through the reasoning splitter when the sequence has one."""
+        parts = [("answer", text)] if seq.thinking is None else seq.thinking.splitter.feed(text)
+        for part, piece in parts:
+            if part == "reasoning":
+                seq.emit(Reasoning(piece))
+            else:
+                seq.answer_at = seq.answer_at or time.perf_counter()
+                seq.emit(Delta(piece))
+
+    def _inject(self, seq: Sequence, token: int, th: Thinking) -> None:
+        """The thinking budget is spent: evaluate the sampled token, then the note and the closing tag, as a
+        prompt chunk; the answer is sampled after them."""
+        th.injected = True
+        seq.tokens.extend([token, *th.close_tokens])
+        seq.injected += len(th.close_tokens)
+        seq.text += th.close_text
+        self._send(seq, seq.text[seq.sent :])
+        seq.sent = len(seq.text)
 
     def _end(self, seq: Sequence, reason: str | BaseException, *, flush: bool = True) -> None:
         with self._cond:
@@ -364,19 +416,31 @@ class Scheduler:
         if flush and reason != "cancelled":
             seq.text += seq.decoder.decode(b"", final=True)
         if len(seq.text) > seq.sent and reason != "cancelled":
-            seq.emit(Delta(seq.text[seq.sent :]))
+            self._send(seq, seq.text[seq.sent :])
+        if seq.thinking is not None and reason != "cancelled":
+            for part, piece in seq.thinking.splitter.flush():
+                seq.emit(Reasoning(piece) if part == "reasoning" else Delta(piece))
         self._finish(seq, reason)
 
     def _finish(self, seq: Sequence, reason: str) -> None:
         seq.sampler.close()
         m = seq.metrics
         m.completion_tokens = seq.n_out
-        m.context_used = len(seq.tokens) + seq.n_out
+        m.context_used = seq.prompt_len + seq.n_out + seq.injected
         m.total_ms = round((time.perf_counter() - seq.started) * 1000, 1)
         if seq.first_at:
             m.ttft_ms = round((seq.first_at - seq.started) * 1000, 1)
             if seq.n_out > 1 and seq.last_at > seq.first_at:
                 m.tokens_per_s = round((seq.n_out - 1) / (seq.last_at - seq.first_at), 2)
+        if seq.answer_at:
+            m.answer_ttft_ms = round((seq.answer_at - seq.started) * 1000, 1)
+        th = seq.thinking
+        if th is not None:
+            m.reasoning_tokens = th.tokens
+            m.reasoning_unclosed = th.splitter.unclosed and th.splitter.opened
+            if th.tokens and seq.first_at:
+                end = seq.answer_at or seq.last_at or time.perf_counter()
+                m.reasoning_ms = round(max(0.0, end - seq.first_at) * 1000, 1)
         seq.emit(Finished(reason, m))
         seq.emit(None)
 

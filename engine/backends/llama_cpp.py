@@ -31,8 +31,9 @@ from typing import Any
 from ..config import ModelSettings
 from ..errors import InvalidInput, ModelUnavailable
 from ..params import SamplingParams
+from ..reasoning import ReasoningSplitter, detect_format, starts_in_thought, template_switch
 from .base import Event, Message
-from .batching import Scheduler, Sequence
+from .batching import Scheduler, Sequence, Thinking
 from .repack import default_params_patch, repack_allowed
 from .slot_cache import SlotCache
 
@@ -138,6 +139,10 @@ class LlamaCppBackend:
         self._llama_cpp = llama_cpp
         self._vocab = self.llm._model.vocab
         self._formatter = self._make_formatter()
+        self._template = self.llm.metadata.get("tokenizer.chat_template")
+        self.reasoning_format = detect_format(self._template, settings.reasoning_format)
+        self.thinking_switch = template_switch(self._template)  # the template reads enable_thinking
+        self._special_pieces = self.reasoning_format is not None and self.reasoning_format.name == "harmony"
         self._pieces: dict[int, bytes | None] = {}  # token id -> its bytes; None ends the generation
         self._piece_buf = ctypes.create_string_buffer(256)
         self._scheduler = Scheduler(
@@ -225,6 +230,8 @@ class LlamaCppBackend:
             "gpu_offload": self.gpu_offload,
             "repack": self.repack,
             "parallel": self.settings.parallel,
+            "reasoning_format": self.reasoning_format.name if self.reasoning_format else None,
+            "thinking_switch": self.thinking_switch,
             "system_info": self._llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
             "load_s": round(self.load_s, 3),
         }
@@ -237,26 +244,52 @@ class LlamaCppBackend:
         # for its token buffer, which _sync_llama fills: the configured size is the usable window.
         return min(int(self.llm.n_ctx()), len(self.llm.input_ids))
 
-    def render(self, messages: list[Message]) -> tuple[list[int], list[str]]:
-        """Prompt tokens and template stop strings for `messages`.
+    def render(self, messages: list[Message], thinking: str = "auto") -> tuple[list[int], list[str]]:
+        """Prompt tokens and template stop strings for `messages`."""
+        text, stop, added_special = self._render_text(messages, thinking)
+        return self._tokenize(text, add_bos=not added_special), stop
+
+    def _render_text(self, messages: list[Message], thinking: str = "auto") -> tuple[str, list[str], bool]:
+        """The rendered prompt, the template's stop strings, and whether the template added BOS.
 
         A trailing assistant message is continued: the rest is rendered with the generation prompt and
-        the partial reply appended as is.
+        the partial reply appended as is. `thinking` on/off reaches templates that read enable_thinking.
         """
         prefill = ""
         if len(messages) > 1 and messages[-1]["role"] == "assistant":
             prefill, messages = messages[-1]["content"], messages[:-1]
+        kwargs = {"enable_thinking": thinking == "on"} if thinking != "auto" and self.thinking_switch else {}
         try:
-            result = self._formatter(messages=messages)
+            result = self._formatter(messages=messages, **kwargs)
         except Exception as exc:  # a chat template may reject a message order
             raise InvalidInput(f"The model's chat template rejected these messages: {exc}") from None
-        tokens = self.llm.tokenize(
-            (result.prompt + prefill).encode("utf-8"),
-            add_bos=not getattr(result, "added_special", False),
-            special=True,
-        )
         stop = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
-        return tokens, stop
+        return result.prompt + prefill, stop, bool(getattr(result, "added_special", False))
+
+    def _tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def _thinking(self, prompt: str, tokens: list[int], params: SamplingParams) -> Thinking | None:
+        """The splitter and budget for one reply. A thought that must not happen (off without a template
+        switch, or a budget of 0) and that the prompt already opened is closed in the prompt itself."""
+        fmt = self.reasoning_format
+        if fmt is None:
+            return None
+        budget = params.thinking_budget
+        if params.thinking == "off" and not self.thinking_switch:
+            budget = 0
+        in_thought = starts_in_thought(fmt, prompt)
+        if in_thought and budget == 0:
+            tokens.extend(self._tokenize(fmt.close + "\n\n"))
+            in_thought = False
+        note = "" if budget == 0 else f"\n{self.settings.thinking_budget_note}\n"
+        close = note + fmt.close + ("\n\n" if fmt.name != "harmony" else "")
+        return Thinking(
+            ReasoningSplitter(fmt, in_thought=in_thought),
+            budget=budget,
+            close_tokens=self._tokenize(close) if budget is not None else [],
+            close_text=close,
+        )
 
     def count_tokens(self, messages: list[Message]) -> int:
         return len(self.render(messages)[0])
@@ -265,7 +298,10 @@ class LlamaCppBackend:
         self, messages: list[Message], params: SamplingParams, cancel: threading.Event
     ) -> Iterator[Event]:
         started = time.perf_counter()
-        tokens, template_stop = self.render(messages)
+        prompt, template_stop, added_special = self._render_text(messages, params.thinking)
+        tokens = self._tokenize(prompt, add_bos=not added_special)
+        thinking = self._thinking(prompt, tokens, params)
+        reserve = len(thinking.close_tokens) if thinking is not None else 0
         n_ctx = self.context_size()
         if len(tokens) >= n_ctx:
             raise InvalidInput(
@@ -277,12 +313,13 @@ class LlamaCppBackend:
         seq = Sequence(
             tokens,
             stops=[s for s in (*params.stop, *template_stop) if s],
-            max_tokens=min(params.max_tokens, n_ctx - len(tokens)),
+            max_tokens=max(1, min(params.max_tokens, n_ctx - len(tokens) - reserve)),
             sampler=self._sampler(params, grammar),
             cancel=cancel,
             emit=events.put,
             started=started,
             n_ctx=n_ctx,
+            thinking=thinking,
         )
         self._scheduler.submit(seq)
         ended = False
@@ -310,10 +347,11 @@ class LlamaCppBackend:
         piece: bytes | None = None
         if not lib.llama_vocab_is_eog(self._vocab, token):
             buf = self._piece_buf
-            n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            special = self._special_pieces  # harmony's channel markers are special tokens
+            n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
             if n < 0:
                 buf = ctypes.create_string_buffer(-n)
-                n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+                n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
             piece = buf.raw[:n]
         self._pieces[token] = piece
         return piece

@@ -7,7 +7,8 @@ orjson messages framed by `multiprocessing.connection`.
     server -> worker   {"op": "load"}, then {"op": "stream"|"count"|"grammar"|"slots"|"cancel"|"close"}
     worker -> server   {"op": "ready" | "load_error"}, then {"op": "items", "items": [[id, kind, payload]]}
 
-Item kinds: "d" a delta, "f" finished (reason, metrics), "e" an engine error, "r" a reply to count/grammar.
+Item kinds: "d" a delta (answer text), "t" a piece of the thought (reasoning), "f" finished (reason,
+metrics), "e" an engine error, "r" a reply to count/grammar.
 Items go out in bursts: a sender thread drains whatever the decode produced since its last send.
 
 Tests make it fault on purpose (real signals): LLMCHAT_FAULT="SIGNAL@STAGE" holds for every start;
@@ -34,7 +35,7 @@ import orjson
 from ..config import ModelSettings
 from ..errors import BackendError, EngineError
 from ..params import parse_params
-from .base import Delta, Finished
+from .base import Delta, Finished, Reasoning
 
 log = logging.getLogger("engine.worker")
 
@@ -186,6 +187,8 @@ class Worker:
                     n += 1
                     if fault and n >= fault[0]:
                         die(fault[1])
+                elif isinstance(event, Reasoning):
+                    self.out.put([rid, "t", event.text])
                 elif isinstance(event, Finished):
                     self.out.put(
                         [rid, "f", {"reason": event.finish_reason, "metrics": event.metrics.to_dict()}]

@@ -33,7 +33,7 @@ from .. import errors
 from ..config import ROOT, ModelSettings, WorkerSettings
 from ..errors import BackendError, EngineError, ModelUnavailable
 from ..params import SamplingParams
-from .base import Delta, Event, Finished, Message, Metrics
+from .base import Delta, Event, Finished, Message, Metrics, Reasoning
 from .repack import repack_allowed
 from .safe_mode import SafeModeMemory
 
@@ -394,6 +394,8 @@ class WorkerBackend:
                     continue
                 if kind == "d":
                     yield Delta(payload)
+                elif kind == "t":
+                    yield Reasoning(payload)
                 elif kind == "f":
                     finished = True
                     yield Finished(payload["reason"], Metrics(**payload["metrics"]))
@@ -423,7 +425,7 @@ class WorkerBackend:
                 kind, _ = q.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if kind != "d":
+            if kind not in ("d", "t"):
                 return
 
     def close(self) -> None:

@@ -27,8 +27,9 @@ GROUPS = {
     "repetition": ("repeat_penalty", "presence_penalty", "frequency_penalty"),
     "mirostat": ("mirostat_mode", "mirostat_tau", "mirostat_eta"),
     "output": ("max_tokens", "stop", "seed", "grammar"),
+    "thinking": ("thinking", "thinking_budget"),
 }
-NUMBER_FIELDS = ("max_tokens", "seed")
+NUMBER_FIELDS = ("max_tokens", "seed", "thinking_budget")
 
 LABELS = {
     "temperature": ("Temperature", "温度 (temperature)"),
@@ -46,6 +47,8 @@ LABELS = {
     "stop": ("Stop strings", "停止文字列"),
     "seed": ("Seed", "シード"),
     "grammar": ("GBNF grammar", "GBNF 文法"),
+    "thinking": ("Thinking", "思考"),
+    "thinking_budget": ("Thinking budget (tokens)", "思考の上限（トークン数）"),
 }
 JA_HELP = {
     "temperature": "ランダムさ。0 で常に最も確からしいトークンを選びます。",
@@ -63,6 +66,8 @@ JA_HELP = {
     "stop": "返答を終わらせる文字列。1 行に 1 つ。",
     "seed": "乱数シード。-1 で毎回新しいシード。",
     "grammar": "返答を制約する GBNF 文法。空なら制約なし。",
+    "thinking": "思考するモデル：auto（モデルの既定）、on、off。",
+    "thinking_budget": "答える前の思考の最大トークン数。空なら上限なし。",
 }
 
 
@@ -91,6 +96,7 @@ EN = {
     "sp.group.repetition": "Repetition",
     "sp.group.mirostat": "Mirostat",
     "sp.group.output": "Output",
+    "sp.group.thinking": "Thinking",
     "sp.preset": "Sampling preset",
     "sp.load": "Load preset",
     "sp.reset": "Reset to defaults",
@@ -127,6 +133,7 @@ JA = {
     "sp.group.repetition": "繰り返し",
     "sp.group.mirostat": "Mirostat",
     "sp.group.output": "出力",
+    "sp.group.thinking": "思考",
     "sp.preset": "サンプリングプリセット",
     "sp.load": "プリセットを読み込む",
     "sp.reset": "既定値に戻す",
@@ -175,6 +182,8 @@ def make_control(name: str, default: Any) -> gr.components.Component:
         return gr.Number(value=default, precision=0, **kw)  # no min/max here: parse_params names the field
     if name == "mirostat_mode":
         return gr.Radio([0, 1, 2], value=default, **kw)
+    if name == "thinking":
+        return gr.Radio(["auto", "on", "off"], value=default, **kw)
     if name == "stop":
         return gr.Textbox(value="\n".join(default), lines=2, max_lines=8, **kw)
     if name == "grammar":
@@ -198,6 +207,8 @@ def from_ui(values: list[Any]) -> dict[str, Any]:
         v = out[n]
         if isinstance(v, float) and v.is_integer():
             out[n] = int(v)
+        elif v == "":
+            out[n] = None
     return out
 
 
@@ -236,6 +247,9 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
                 controls[name] = make_control(name, start[name])
         with gr.Column(), gr.Accordion(I18N("sp.group.output")):
             for name in ("max_tokens", "seed", "stop"):
+                controls[name] = make_control(name, start[name])
+        with gr.Column(), gr.Accordion(I18N("sp.group.thinking")):
+            for name in GROUPS["thinking"]:
                 controls[name] = make_control(name, start[name])
     with gr.Group():
         examples = gr.Dropdown(
