@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from .backends.base import Delta, Finished, Message
+from .backends.base import Delta, Finished, Message, Reasoning
 from .characters import Character
 from .chat import Notice, Queued, StreamEvent
 from .chat_prompt import ChatOptions, PromptPlan, build_prompt, check_options, resolve_persona
@@ -206,13 +206,18 @@ def _run_turn(
     if plan.prefill and plan.show_prefill:
         yield Delta(plan.prefill)
     text, last_save = prefix, time.monotonic()
+    if mode != "continue":
+        reply.reasoning = ""
     reason = "stop"
     completed = False
     try:
         for event in rt.engine.stream(messages, sampling, cancel):
-            if isinstance(event, Delta):
-                text += event.text
-                reply.content = text
+            if isinstance(event, Reasoning):
+                reply.reasoning += event.text
+            if isinstance(event, Delta | Reasoning):
+                if isinstance(event, Delta):
+                    text += event.text
+                    reply.content = text
                 if time.monotonic() - last_save > PARTIAL_SAVE_S:
                     reply.stopped = True  # until the turn completes, what is on disk is partial
                     yield from _save(rt, session)
@@ -251,7 +256,13 @@ def _finish(session: Session, reply: ChatMessage, text: str, *, stopped: bool, m
     reply.content = text
     reply.stopped = stopped
     reply.sync()
-    if mode == "send" and not text and session.messages and session.messages[-1] is reply:
+    if (
+        mode == "send"
+        and not text
+        and not reply.reasoning
+        and session.messages
+        and session.messages[-1] is reply
+    ):
         session.messages.pop()  # nothing was generated: keep the user turn only
 
 

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from .errors import InvalidInput, TooLarge
+from .reasoning import FORMATS, split_text
 from .text import clean_line
 
 SCHEMA_VERSION = 1
@@ -111,6 +112,7 @@ class Alternative(_Strict):
     content: str
     time: MaybeTime = ""
     metrics: dict[str, Any] | None = None
+    reasoning: str = ""
 
 
 class ChatMessage(_Strict):
@@ -124,6 +126,7 @@ class ChatMessage(_Strict):
     content: str
     time: MaybeTime = ""
     metrics: dict[str, Any] | None = None
+    reasoning: str = ""  # a thinking model's thought: kept and shown, never sent back to the model
     alternatives: list[Alternative] = Field(default_factory=list)
     selected: int = 0
     stopped: bool = False  # a partial reply: the user pressed Stop or the client went away
@@ -149,18 +152,24 @@ class ChatMessage(_Strict):
         if self.alternatives:
             alt = self.alternatives[self.selected]
             alt.content, alt.time, alt.metrics = self.content, self.time, self.metrics
+            alt.reasoning = self.reasoning
 
     def new_version(self, time: str = "") -> None:
         """Start a regenerated version: keep the current one as an alternative and show an empty one."""
         if self.role != "assistant":
             raise InvalidInput("Only assistant replies can be regenerated.")
         if not self.alternatives:
-            self.alternatives.append(Alternative(content=self.content, time=self.time, metrics=self.metrics))
+            self.alternatives.append(
+                Alternative(
+                    content=self.content, time=self.time, metrics=self.metrics, reasoning=self.reasoning
+                )
+            )
         self.sync()
         time = _iso_or_empty(time)
         self.alternatives.append(Alternative(content="", time=time))
         self.selected = len(self.alternatives) - 1
         self.content, self.time, self.metrics, self.stopped = "", time, None, False
+        self.reasoning = ""
 
     def select(self, index: int) -> None:
         """Show alternative `index` (negative counts from the end)."""
@@ -171,6 +180,7 @@ class ChatMessage(_Strict):
         self.selected = index % n
         alt = self.alternatives[self.selected]
         self.content, self.time, self.metrics = alt.content, alt.time, alt.metrics
+        self.reasoning = alt.reasoning
 
 
 class Session(_Strict):
@@ -320,7 +330,14 @@ def _from_openai(items: list[Any]) -> tuple[list[ChatMessage], str | None]:
         if role not in ROLES:
             shown = repr(role)[:40]
             raise InvalidInput(f"{where}.role must be one of {', '.join(ROLES)} (got {shown}).")
-        out.append(ChatMessage(role=cast(Role, role), content=_openai_text(item.get("content"), where)))
+        thought = item.get("reasoning_content")
+        out.append(
+            ChatMessage(
+                role=cast(Role, role),
+                content=_openai_text(item.get("content"), where),
+                reasoning=thought if isinstance(thought, str) and role == "assistant" else "",
+            )
+        )
     system = []
     while out and out[0].role == "system":
         system.append(out.pop(0).content)
@@ -364,7 +381,8 @@ def _from_webui(doc: dict[str, Any]) -> list[ChatMessage]:
         if user:
             out.append(ChatMessage(role="user", content=user))
         if bot:
-            out.append(ChatMessage(role="assistant", content=bot))
+            thought, answer = split_text(FORMATS["think"], bot) if "<think>" in bot else ("", bot)
+            out.append(ChatMessage(role="assistant", content=answer, reasoning=thought))
     return out
 
 
@@ -393,7 +411,10 @@ def to_markdown(session: Session) -> str:
             head += f" · version {m.selected + 1} of {len(m.alternatives)}"
         if m.greeting:
             head += " · greeting"
-        lines += ["", head, "", m.content]
+        lines += ["", head, ""]
+        if m.reasoning:
+            lines += ["<details><summary>Thinking</summary>", "", m.reasoning, "", "</details>", ""]
+        lines.append(m.content)
         if m.interrupted:
             lines += ["", f"_(interrupted: {m.interrupted})_"]
         elif m.stopped:

@@ -12,7 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from engine.backends.base import Delta, Finished
+from engine.backends.base import Delta, Finished, Reasoning
 from engine.chat import Notice, StreamEvent, validate_messages
 from engine.chat_prompt import ChatOptions
 from engine.conversation import (
@@ -85,6 +85,7 @@ class DraftRequest(ChatRequest):
 
 class ChatReply(BaseModel):
     reply: str
+    reasoning: str = Field("", description="The model's thought, apart from the reply (thinking models).")
     session_id: str | None = None
     finish_reason: str
     metrics: dict[str, Any]
@@ -176,6 +177,8 @@ def sse_response(
             async for event in run_stream(make, cancel):
                 if isinstance(event, Delta):
                     yield sse({"delta": event.text})
+                elif isinstance(event, Reasoning):
+                    yield sse({"reasoning": event.text})
                 elif isinstance(event, Notice):
                     if event.message not in warnings:
                         warnings.append(event.message)
@@ -320,18 +323,22 @@ def build_router(rt: Runtime) -> APIRouter:
         make, session_id = await run_in_threadpool(prepare_turn, body)
         cancel = threading.Event()
         parts: list[str] = []
+        thought: list[str] = []
         warnings: list[str] = []
         done = Finished("stop")
         async with cancel_on_disconnect(request, cancel):
             async for event in run_stream(make, cancel):
                 if isinstance(event, Delta):
                     parts.append(event.text)
+                elif isinstance(event, Reasoning):
+                    thought.append(event.text)
                 elif isinstance(event, Finished):
                     done = event
                 elif isinstance(event, Notice) and event.message not in warnings:
                     warnings.append(event.message)
         out = {
             "reply": "".join(parts),
+            "reasoning": "".join(thought),
             "finish_reason": done.finish_reason,
             "metrics": done.metrics.to_dict(),
             "warnings": warnings,

@@ -14,10 +14,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from engine.backends.base import Delta, Finished
+from engine.backends.base import Delta, Finished, Reasoning
 from engine.chat import StreamEvent
 from engine.conversation import stateless_plan, with_prefill
 from engine.errors import EngineError, InvalidInput
+from engine.reasoning import FORMATS
 from engine.runtime import Runtime
 
 from .api import check_message_count
@@ -80,6 +81,37 @@ class ChatCompletionRequest(BaseModel):
             include={"persona", "lorebooks", "reply_prefix", "show_reply_prefix"}, exclude_none=True
         )
 
+    # thinking models
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = Field(
+        None, description="none turns thinking off; the others set thinking_budget from the config."
+    )
+    thinking: Literal["auto", "on", "off"] | None = None
+    thinking_budget: int | None = Field(None, ge=0, le=131072)
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="Only enable_thinking is read: it sets thinking on or off."
+    )
+    reasoning_format: str | None = Field(
+        None, max_length=40, description='"none": the thought stays in content, with its tags.'
+    )
+
+    def thinking_params(self, budgets: dict[str, int]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        enable = (self.chat_template_kwargs or {}).get("enable_thinking")
+        if isinstance(enable, bool):
+            out["thinking"] = "on" if enable else "off"
+        if self.reasoning_effort == "none":
+            out["thinking"] = "off"
+        elif self.reasoning_effort is not None:
+            effort = self.reasoning_effort
+            budget = budgets.get(effort, budgets.get("low")) if effort == "minimal" else budgets.get(effort)
+            if budget is not None:
+                out["thinking_budget"] = budget
+        if self.thinking is not None:
+            out["thinking"] = self.thinking
+        if self.thinking_budget is not None:
+            out["thinking_budget"] = self.thinking_budget
+        return out
+
     def sampling(self) -> dict[str, Any]:
         out = self.model_dump(
             include={
@@ -125,7 +157,13 @@ def build_openai_router(rt: Runtime) -> APIRouter:
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
         ]
-        return stateless_plan(rt, msgs, options=body.options(), params=body.sampling())
+        wanted = {**body.sampling(), **body.thinking_params(rt.settings.model.reasoning_effort_budgets)}
+        return stateless_plan(rt, msgs, options=body.options(), params=wanted)
+
+    def raw_tags() -> tuple[str, str] | None:
+        """The format's tags, for reasoning_format "none" (the thought stays in content)."""
+        fmt = FORMATS.get(str(rt.model_info().get("reasoning_format") or "think"), FORMATS["think"])
+        return fmt.open, fmt.close
 
     @v1.get("/models", summary="The loaded model, in OpenAI's list format")
     def models() -> dict[str, Any]:
@@ -150,15 +188,24 @@ def build_openai_router(rt: Runtime) -> APIRouter:
         def make(c: threading.Event) -> Iterator[StreamEvent]:
             return with_prefill(plan, rt.engine.stream(msgs, params, c))
 
+        raw = raw_tags() if (body.reasoning_format or "").lower() == "none" else None
         if not body.stream:
             parts: list[str] = []
+            thought: list[str] = []
             done = Finished("stop")
             async with cancel_on_disconnect(request, cancel):
                 async for event in run_stream(make, cancel):
                     if isinstance(event, Delta):
                         parts.append(event.text)
+                    elif isinstance(event, Reasoning):
+                        thought.append(event.text)
                     elif isinstance(event, Finished):
                         done = event
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(parts)}
+            if thought and raw:
+                message["content"] = f"{raw[0]}{''.join(thought)}{raw[1]}" + message["content"]
+            elif thought:
+                message["reasoning_content"] = "".join(thought)
             return {
                 "id": cid,
                 "object": "chat.completion",
@@ -167,7 +214,7 @@ def build_openai_router(rt: Runtime) -> APIRouter:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": "".join(parts)},
+                        "message": message,
                         "finish_reason": _finish_reason(done.finish_reason),
                         "logprobs": None,
                     }
@@ -193,11 +240,18 @@ def build_openai_router(rt: Runtime) -> APIRouter:
             return b"data: " + orjson.dumps(payload) + b"\n\n"
 
         async def events() -> AsyncIterator[bytes]:
+            thinking = False  # raw format: inside the thought's tags
             try:
                 yield chunk({"role": "assistant", "content": ""})
                 async for event in run_stream(make, cancel):
-                    if isinstance(event, Delta):
-                        yield chunk({"content": event.text})
+                    if isinstance(event, Reasoning) and raw:
+                        yield chunk({"content": ("" if thinking else raw[0]) + event.text})
+                        thinking = True
+                    elif isinstance(event, Reasoning):
+                        yield chunk({"reasoning_content": event.text})
+                    elif isinstance(event, Delta):
+                        yield chunk({"content": (raw[1] if raw and thinking else "") + event.text})
+                        thinking = False
                     elif isinstance(event, Finished):
                         yield chunk({}, _finish_reason(event.finish_reason))
                         if include_usage:
