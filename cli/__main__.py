@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "HF_TOKEN for gated repos.",
     )
     p.add_argument("--mmproj", action="store_true", help="With --pull: also the repo's vision projector.")
+    p.add_argument("--hide-thinking", action="store_true", help="Do not show a thinking model's thought.")
     p.add_argument(
         "-p",
         "--param",
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reply_prefix is not None:
         options["reply_prefix"] = args.reply_prefix
     app = App(client, out, interactive=interactive, params=params.params)
+    app.hide_thinking = args.hide_thinking
     try:
         if interactive:
             with contextlib.suppress(ImportError):

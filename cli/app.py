@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.errors import EngineError
 
-from .clients import ChatClient, Done, Event, Note, Text, Waiting
+from .clients import ChatClient, Done, Event, Note, Text, Thought, Waiting
 from .render import Output
 
 log = logging.getLogger("engine.cli")  # in direct mode: <data-dir>/logs/engine.log
@@ -33,6 +33,7 @@ class App:
         self.sticky = dict(params)  # /params set in this run; new chats start with them
         self.commands = Commands(self)
         self.quitting = False
+        self.hide_thinking = False  # --hide-thinking: a thinking model's thought is not shown
         self.failures = 0
         self._last_interrupt = 0.0
         self._interrupted_at_prompt = False
@@ -231,6 +232,9 @@ class App:
                         break
                     if isinstance(item, Text):
                         view.add(item.text)
+                    elif isinstance(item, Thought):
+                        if not self.hide_thinking:
+                            view.think(item.text)
                     elif isinstance(item, Done):
                         done = item
                     elif isinstance(item, Waiting):

@@ -27,6 +27,13 @@ class Waiting:
 
 
 @dataclass(frozen=True, slots=True)
+class Thought:
+    """A piece of a thinking model's thought, shown apart from the reply."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Note:
     """Something to tell the user that did not stop the turn (e.g. a save that failed)."""
 
@@ -40,7 +47,7 @@ class Done:
     session_id: str | None = None  # the saved chat this turn belongs to, when the client learns it here
 
 
-Event = Text | Waiting | Note | Done
+Event = Text | Thought | Waiting | Note | Done
 
 
 @dataclass

@@ -24,6 +24,8 @@ Type a message to chat. Commands:
   /params reset          back to the defaults
   /system [N|name|text]  pick a preset for a new chat (no argument lists them), or set a custom system prompt
   /preset NAME           start a new chat with a preset
+  /think on|off|auto     thinking models: think before answering or not (auto: the model's default)
+  /think budget N|none   cap the thought at N tokens
   /regen                 regenerate the last reply
   /impersonate           the model drafts your next message (nothing is sent or saved)
   /persona [NAME|-]      who you are ({{user}}): list personas, pick one, or - for the default
@@ -79,6 +81,7 @@ class Commands:
             "persona": self.persona,
             "lore": self.lore,
             "prefix": self.prefix,
+            "think": self.think,
             "clear": self.clear,
             "status": self.status,
             "help": self.help,
@@ -336,6 +339,26 @@ class Commands:
             rows.append(("queue", f"{health['queue']} request(s)"))
         for key, value in rows:
             self.out.print(f"{key:<8} {value}")
+
+    def think(self, arg: str) -> None:
+        words = arg.lower().split()
+        if words in (["on"], ["off"], ["auto"]):
+            changes: dict[str, Any] = {"thinking": words[0]}
+        elif len(words) == 2 and words[0] == "budget":
+            changes = {
+                "thinking_budget": None if words[1] == "none" else parse_assignments(f"b={words[1]}")["b"]
+            }
+        else:
+            values, _ = self.client.effective_params()
+            shown = values.get("thinking_budget")
+            self.out.info(
+                f"thinking = {values.get('thinking')}, budget = {'none' if shown is None else shown}"
+            )
+            self.out.hint("Set it with /think on|off|auto or /think budget N (none for no cap).")
+            return
+        self.client.state.set_params(changes)  # the engine's bounds; an error names the field
+        self.app.sticky.update(changes)
+        self.out.success("Set " + ", ".join(f"{k}={json.dumps(v)}" for k, v in changes.items()) + ".")
 
     def help(self, arg: str) -> None:
         self.out.print(HELP)

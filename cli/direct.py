@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from engine.backends.base import Delta, Finished
+from engine.backends.base import Delta, Finished, Reasoning
 from engine.chat import Notice, Queued, StreamEvent
 from engine.chat_prompt import ChatOptions
 from engine.conversation import Mode, new_session, run_turn, session_character, session_draft, stateless_plan
@@ -15,7 +15,7 @@ from engine.runtime import Runtime
 from engine.session_formats import Session
 from engine.userdata import lorebooks, personas
 
-from .clients import ChatState, Done, Event, Note, Text, Waiting, greeting_of
+from .clients import ChatState, Done, Event, Note, Text, Thought, Waiting, greeting_of
 
 
 class DirectClient:
@@ -140,6 +140,8 @@ class DirectClient:
 def _convert(event: StreamEvent, session_id: str) -> Event:
     if isinstance(event, Delta):
         return Text(event.text)
+    if isinstance(event, Reasoning):
+        return Thought(event.text)
     if isinstance(event, Finished):
         return Done(event.finish_reason, event.metrics.to_dict(), session_id)
     if isinstance(event, Queued):

@@ -13,7 +13,7 @@ from engine.errors import EngineError, InvalidInput, ModelUnavailable
 from engine.params import parse_params
 from engine.session_formats import Session, session_from_doc
 
-from .clients import ChatState, Done, Event, Note, Text, greeting_of
+from .clients import ChatState, Done, Event, Note, Text, Thought, greeting_of
 
 JSON_BODY = {"Content-Type": "application/json"}
 
@@ -255,6 +255,8 @@ def _sse_events(name: str, data: str) -> list[Event]:
         raise RemoteError(str(err.get("type", "error")), message)
     if "delta" in doc:
         return [Text(str(doc["delta"]))]
+    if "reasoning" in doc:
+        return [Thought(str(doc["reasoning"]))]
     if doc.get("done"):
         sid = doc.get("session_id")
         notes: list[Event] = [Note(str(w)) for w in doc.get("warnings") or []]

@@ -9,9 +9,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich import box
-from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.markdown import Markdown
+from rich.padding import Padding
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
@@ -51,6 +52,8 @@ def metrics_line(finish_reason: str, m: dict[str, Any]) -> str:
         f"prompt eval {_num(m.get('prompt_eval_tokens'))}/{_num(m.get('prompt_tokens'))}",
         f"context {_num(m.get('context_used'))}/{_num(m.get('context_size'))}",
     ]
+    if m.get("reasoning_tokens"):
+        parts.insert(1, f"thought {m['reasoning_tokens']} tokens")
     if m.get("dropped_messages"):
         parts.append(f"{m['dropped_messages']} older messages left out to fit the context")
     if (m.get("queue_ms") or 0) >= 500:
@@ -80,8 +83,19 @@ class LiveReply:
     """A reply rendered as Markdown while it streams; the full text is rendered once at the end."""
 
     def __init__(self, console: Console, name: str) -> None:
-        self.console, self.name, self.text = console, name, ""
+        self.console, self.name, self.text, self.thought = console, name, "", ""
         self.live = Live(console=console, refresh_per_second=REFRESH_PER_S, transient=False)
+
+    def _view(self) -> RenderableType:
+        """The thought dim and indented above the reply."""
+        if not self.thought.strip():
+            return Markdown(self.text)
+        thought = Padding(Text(self.thought.strip(), style="dim italic"), (0, 0, 1, 2))
+        return Group(thought, Markdown(self.text))
+
+    def think(self, text: str) -> None:
+        self.thought += safe(text)
+        self.live.update(_Tail(self._view(), self.console.size.height - 2))
 
     def __enter__(self) -> LiveReply:
         self.console.print(Text(safe(self.name), style="bold cyan"))
@@ -90,14 +104,15 @@ class LiveReply:
 
     def add(self, text: str) -> None:
         self.text += safe(text)
-        self.live.update(_Tail(Markdown(self.text), self.console.size.height - 2))
+        self.live.update(_Tail(self._view(), self.console.size.height - 2))
 
     def status(self, message: str) -> None:
-        if not self.text:
+        if not self.text and not self.thought:
             self.live.update(Text(safe(message), style="dim italic"))
 
     def __exit__(self, *exc: object) -> None:
-        self.live.update(Markdown(self.text) if self.text.strip() else Text(""), refresh=False)
+        shown = self.text.strip() or self.thought.strip()
+        self.live.update(self._view() if shown else Text(""), refresh=False)
         self.live.stop()  # the last refresh renders everything, taller than the screen or not
 
 
@@ -105,7 +120,7 @@ class PlainReply:
     """A reply written to stdout as it arrives."""
 
     def __init__(self, out: Output) -> None:
-        self.out, self.text = out, ""
+        self.out, self.text, self.thought = out, "", ""
 
     def __enter__(self) -> PlainReply:
         return self
@@ -116,10 +131,20 @@ class PlainReply:
         self.out.stdout.write(text)
         self.out.stdout.flush()
 
+    def think(self, text: str) -> None:
+        """The thought goes to stderr, indented: a pipe gets the reply alone."""
+        text = safe(text)
+        err = self.out.err.file
+        err.write(("" if self.thought else "  ") + text.replace("\n", "\n  "))
+        err.flush()
+        self.thought += text
+
     def status(self, message: str) -> None:
         self.out.info(message)
 
     def __exit__(self, *exc: object) -> None:
+        if self.thought and not self.thought.endswith("\n"):
+            self.out.err.file.write("\n")
         if self.text and not self.text.endswith("\n"):
             self.out.stdout.write("\n")
         self.out.stdout.flush()
