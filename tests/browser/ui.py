@@ -112,7 +112,9 @@ class ChatPage:
 
     def _labels(self, who: str) -> list[str]:
         labels = self.page.locator(f"#chatbot [data-testid={who}]").evaluate_all(
-            "els => els.map(e => e.getAttribute('aria-label'))"
+            # a thinking model's thought is a row of its own (a collapsible block): not a message
+            "els => els.filter(e => !e.querySelector('.thought-group'))"
+            ".map(e => e.getAttribute('aria-label'))"
         )
         prefix = f"{who}'s message: "
         # the page gets escaped text (webui/markup.py); undo that to compare with what is stored

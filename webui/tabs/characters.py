@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.backends.base import Delta, Finished
+from engine.backends.base import Delta, Finished, Reasoning
 from engine.character_form import FORM_FIELDS, character_from_form, form_from_character, unique_name
 from engine.characters import Character
 from engine.chat import Queued
@@ -178,6 +178,14 @@ i18n.add(EN, JA)
 
 def render_messages(messages: list[dict[str, str]]) -> str:
     return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
+
+
+def with_thought(thought: str, text: str) -> str:
+    """The test reply in a plain textbox: a thinking model's thought first, indented under a marker."""
+    if not thought.strip():
+        return text
+    indented = "\n".join("    " + line for line in thought.strip().splitlines())
+    return f"💭\n{indented}\n\n{text}"
 
 
 def build(ctx: UIContext, tab: gr.Tab) -> None:
@@ -528,18 +536,21 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             character = draft(values)
             base = rt.params_for(character)
             params = base.merged({"max_tokens": min(base.max_tokens, TEST_MAX_TOKENS)})
-            text, last = "", 0.0
+            text, thought, last = "", "", 0.0
             for event in rt.engine.stream(test_messages(character, test_text), params, cancel):
                 if isinstance(event, Queued):
                     yield tr("ch.queued", lang_value, n=event.position)
-                elif isinstance(event, Delta):
-                    text += event.text
+                elif isinstance(event, Delta | Reasoning):
+                    if isinstance(event, Reasoning):
+                        thought += event.text
+                    else:
+                        text += event.text
                     if time.monotonic() - last >= UI_INTERVAL_S:
                         last = time.monotonic()
-                        yield text
+                        yield with_thought(thought, text)
                 elif isinstance(event, Finished):
                     break
-            yield text
+            yield with_thought(thought, text)
         except EngineError as exc:
             warn(exc.message)
             yield gr.skip()

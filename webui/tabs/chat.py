@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.backends.base import Delta
+from engine.backends.base import Delta, Reasoning
 from engine.chat import Notice, Queued
 from engine.chat_prompt import ChatOptions
 from engine.conversation import new_session, run_turn
@@ -32,9 +32,41 @@ UI_COST_RATIO = 6.0
 UI_MAX_INTERVAL_S = 0.5
 
 
-def to_chatbot(messages: list[Any]) -> list[dict[str, str]]:
-    shown = [m for m in messages if m.role in ("user", "assistant")]
-    return [{"role": m.role, "content": escape_text(m.content)} for m in shown]
+def chatbot_rows(messages: list[Any]) -> list[tuple[Any, bool]]:
+    """(session message, is its thought) for each row the Chatbot shows: an index from a Chatbot event
+    maps back to its message through this list."""
+    rows: list[tuple[Any, bool]] = []
+    for m in messages:
+        if m.role not in ("user", "assistant"):
+            continue
+        if m.role == "assistant" and getattr(m, "reasoning", ""):
+            rows.append((m, True))
+            if not m.content:
+                continue
+        rows.append((m, False))
+    return rows
+
+
+def to_chatbot(messages: list[Any], lang: str | None = None) -> list[dict[str, Any]]:
+    return [
+        thought_view(m, lang) if thought else {"role": m.role, "content": escape_text(m.content)}
+        for m, thought in chatbot_rows(messages)
+    ]
+
+
+def thought_view(m: Any, lang: str | None) -> dict[str, Any]:
+    """A thinking model's thought as a collapsible message above its answer (Gradio's metadata): open with
+    "Thinking…" while it streams, collapsed with its duration and token count once the answer starts."""
+    metrics = m.metrics or {}
+    done = bool(m.content) or bool(metrics)
+    meta: dict[str, Any] = {"title": tr("chat.thinking", lang), "status": "pending"}
+    if done:
+        tokens = metrics.get("reasoning_tokens")
+        title = tr("chat.thought", lang) + (f" · {tokens} tokens" if tokens else "")
+        meta = {"title": title, "status": "done"}
+        if metrics.get("reasoning_ms") is not None:
+            meta["duration"] = round(metrics["reasoning_ms"] / 1000, 1)
+    return {"role": "assistant", "content": escape_text(m.reasoning.strip()), "metadata": meta}
 
 
 def status_line(ctx: UIContext, session: Session | None, lang: str | None, extra: str = "") -> str:
@@ -171,7 +203,7 @@ def build(ctx: UIContext) -> None:
 
         def urgent(event: Any) -> bool:
             nonlocal seen_text
-            if isinstance(event, Delta):
+            if isinstance(event, Delta | Reasoning):
                 if seen_text:
                     return False
                 seen_text = True
@@ -206,7 +238,7 @@ def build(ctx: UIContext) -> None:
                     elif isinstance(event, Notice):
                         save_failed = True
                         warn(event.message)
-                    elif isinstance(event, Delta):
+                    elif isinstance(event, Delta | Reasoning):
                         pending = True
                 now = time.perf_counter()
                 if pending and now - last_ui >= interval:
@@ -351,7 +383,7 @@ def build(ctx: UIContext) -> None:
     def on_edit(data: gr.EditData, session_id: str | None, lang_value: str | None, request: gr.Request):
         session = load_session(ctx, session_id)
         index = data.index if isinstance(data.index, int) else data.index[0]
-        visible = [m for m in session.messages if m.role in ("user", "assistant")] if session else []
+        visible = [m for m, _ in chatbot_rows(session.messages)] if session else []
         if session is None or index >= len(visible) or visible[index].role != "user":
             yield gr.skip(), gr.skip(), gr.skip()
             return
@@ -365,7 +397,7 @@ def build(ctx: UIContext) -> None:
         session = load_session(ctx, session_id)
         if session is None:
             return None
-        visible = [m for m in session.messages if m.role in ("user", "assistant")]
+        visible = [m for m, _ in chatbot_rows(session.messages)]
         index = data.index if isinstance(data.index, int) else data.index[0]
         if index >= len(visible):
             return None
