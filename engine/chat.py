@@ -98,8 +98,12 @@ class MessageCosts:
                 return self._memo[key]
         if self._base is None:
             self._base = self.count([self.REF, self.LAST])
-        n = self.count([self.REF, message, self.LAST])
-        cost = None if n is None or self._base is None else max(0, n - self._base)
+        try:
+            n, base = self.count([self.REF, message, self.LAST]), self._base
+        except InvalidInput:  # a strict template (roles must alternate): the content as a lone user turn
+            n = self.count([{"role": "user", "content": message["content"]}])
+            base = self.count([{"role": "user", "content": ""}])
+        cost = None if n is None or base is None else max(0, n - base)
         with self._lock:
             self._memo[key] = cost
             if len(self._memo) > self.size:
