@@ -19,7 +19,9 @@ DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # One decode thread: on a busy 2-core machine llama.cpp's spinning worker threads make generation many
 # times slower when the test process and the server compete for the cores.
-TEST_ENV = {"LLM_MODEL__N_THREADS": "1"}
+# One sequence at a time unless a test asks for more (tests/test_slots.py): greedy replies are equal only
+# from the same batch composition, and many tests compare two replies or expect a natural stop.
+TEST_ENV = {"LLM_MODEL__N_THREADS": "1", "LLM_MODEL__PARALLEL": "1"}
 
 # Greedy, reproducible sampling for every real-model test.
 GREEDY: dict[str, Any] = {"temperature": 0, "seed": 42}
