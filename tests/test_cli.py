@@ -395,7 +395,7 @@ def test_persona_lore_prefix_and_impersonate(server: ServerProcess, mode: str) -
     with server.client() as http:
         assert http.put("/api/personas/Ken", json={"description": "{{user}} is a sailor."}).status_code == 200
         world = (ROOT / "tests" / "data" / "lore" / "eldoria_world_info.json").read_bytes()
-        http.put("/api/lorebooks/Eldoria", content=world)
+        assert http.put("/api/lorebooks/Eldoria", json=json.loads(world)).status_code == 200
     args = (
         ["--url", server.url]
         if mode == "url"
