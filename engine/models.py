@@ -104,6 +104,8 @@ def model_in_folder(models_dir: Path, path: str, *, project_root: Path | None = 
     """
     root = Path(os.path.abspath(models_dir))
     try:
+        if "\x00" in path:
+            raise ValueError("NUL byte")
         given = Path(path)
         tries = (
             [given]

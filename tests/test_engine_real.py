@@ -29,7 +29,8 @@ STORY = [
 
 def make_engine(model_path: Path, n_ctx: int) -> Engine:
     settings, _ = load_settings(
-        environ={}, overrides={"model": {"path": str(model_path), "n_ctx": n_ctx, "n_threads": 1}}
+        environ={},
+        overrides={"model": {"path": str(model_path), "n_ctx": n_ctx, "n_threads": 1, "parallel": 1}},
     )
     return Engine(build_backend(settings))
 

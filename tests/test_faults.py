@@ -438,7 +438,7 @@ def test_failed_model_switch_keeps_the_old_model(tmp_path: Path) -> None:
                 "script.gguf": "script.gguf",
                 "notes.txt": "not a .gguf",
                 "missing.gguf": "not found",
-                "../../../etc/passwd": "not a .gguf",
+                "../../../etc/passwd": "models folder",
             }
             for path, says in cases.items():
                 r = httpx.post(server.url + "/api/models/load", json={"path": path}, timeout=120)
