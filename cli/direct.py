@@ -1,4 +1,4 @@
-"""DirectClient: the engine in this process (Runtime + conversation.run_turn). No server, no HTTP."""
+"""DirectClient: the engine in this process (Runtime.turn). No server, no HTTP."""
 
 from __future__ import annotations
 
@@ -6,13 +6,21 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from engine.backends.base import Delta, Finished, Reasoning
-from engine.chat import Notice, Queued, StreamEvent
+from engine import (
+    Delta,
+    Finished,
+    InvalidInput,
+    Mode,
+    Notice,
+    Queued,
+    Reasoning,
+    Runtime,
+    Session,
+    StreamEvent,
+    Turn,
+)
 from engine.chat_prompt import ChatOptions
-from engine.conversation import Mode, new_session, run_turn, session_character, session_draft, stateless_plan
-from engine.errors import InvalidInput
-from engine.runtime import Runtime
-from engine.session_formats import Session
+from engine.conversation import new_session, session_character
 from engine.userdata import lorebooks, personas
 
 from .clients import ChatState, Done, Event, Note, Text, Thought, Waiting, greeting_of
@@ -33,7 +41,6 @@ class DirectClient:
         if not text.strip():
             raise InvalidInput("The message is empty.")
         if self.session is None:
-            self.rt.engine.require_backend()  # no empty chat files for a model that is not there
             st = self.state
             self.session = new_session(
                 self.rt,
@@ -46,44 +53,46 @@ class DirectClient:
         return self._turn("send", text, cancel)
 
     def regenerate(self, cancel: threading.Event) -> Iterator[Event]:
-        if self.session is None or not self.session.messages or self.session.messages[-1].role != "assistant":
+        if self.session is None:
             raise InvalidInput("There is no reply to regenerate yet.")
-        self.rt.engine.require_backend()
         return self._turn("regenerate", None, cancel)
 
     def _turn(self, mode: Mode, text: str | None, cancel: threading.Event) -> Iterator[Event]:
         assert self.session is not None
-        events = run_turn(
-            self.rt,
-            self.session,
+        turn = self.rt.turn(
+            session=self.session,
             mode=mode,
             user_text=text,
             params=self.state.params,
-            cancel=cancel,
             options=self.state.options,
+            cancel=cancel,
         )
+        return self._events(turn)
+
+    def _events(self, turn: Turn) -> Iterator[Event]:
         try:
-            for event in events:
+            for event in turn:
                 if isinstance(event, Finished):
                     self.state.last_metrics = event.metrics.to_dict()
-                yield _convert(event, self.session.id)
+                yield _convert(event, turn.session_id or "")
         finally:
-            close = getattr(events, "close", None)  # run_turn's own cleanup saves what was generated
-            if close is not None:
-                close()
+            turn.close()  # a turn's own cleanup saves what was generated
 
     def impersonate(self, cancel: threading.Event) -> Iterator[Event]:
         st = self.state
         if self.session is not None:
-            plan, params = session_draft(self.rt, self.session, options=st.options, mode="impersonate")
-            messages = plan.messages
+            turn = self.rt.turn(session=self.session, mode="impersonate", options=st.options, cancel=cancel)
         else:
             head = [{"role": "system", "content": st.system_prompt}] if st.system_prompt is not None else []
-            _plan, messages, params = stateless_plan(
-                self.rt, head, preset=st.preset, options=st.options, params=st.params, mode="impersonate"
+            turn = self.rt.turn(
+                head,
+                mode="impersonate",
+                preset=st.preset,
+                options=st.options,
+                params=st.params,
+                cancel=cancel,
             )
-        self.rt.engine.require_backend()
-        return (_convert(e, "") for e in self.rt.engine.stream(messages, params, cancel))
+        return (_convert(e, "") for e in turn)
 
     def personas(self) -> list[dict[str, Any]]:
         store = personas(self.rt)

@@ -1,0 +1,109 @@
+"""The engine's public API. The web UI, the REST and OpenAI APIs and the terminal import from here.
+
+    rt = Runtime(load_settings()[0])
+    turn = rt.turn([{"role": "user", "content": "Hi"}])   # checked now: bad input raises at once
+    for event in turn:                                    # Queued | Reasoning | Delta | Notice | Finished
+        ...
+    turn.text(), turn.finished                            # or the whole reply at once
+
+Names load on first use (PEP 562), so the model worker process, which imports `engine.backends`, does not
+pay for the rest of the engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backends.base import Delta, Finished, Message, Metrics, Reasoning
+    from .characters import Character
+    from .chat import Notice, Queued, StreamEvent
+    from .config import Settings, load_settings
+    from .errors import (
+        BackendError,
+        ConfigError,
+        EngineError,
+        InvalidInput,
+        ModelUnavailable,
+        NotFound,
+        StorageError,
+        TooLarge,
+    )
+    from .params import SamplingParams
+    from .runtime import Runtime
+    from .session_formats import ChatMessage, Session
+    from .turn import Mode, Turn
+
+_WHERE = {
+    # running turns
+    "Runtime": "runtime",
+    "Turn": "turn",
+    "Mode": "turn",
+    "Message": "backends.base",
+    # a turn's events
+    "StreamEvent": "chat",
+    "Queued": "chat",
+    "Reasoning": "backends.base",
+    "Delta": "backends.base",
+    "Notice": "chat",
+    "Finished": "backends.base",
+    "Metrics": "backends.base",
+    # what a turn reads and writes
+    "Session": "session_formats",
+    "ChatMessage": "session_formats",
+    "Character": "characters",
+    "SamplingParams": "params",
+    "Settings": "config",
+    "load_settings": "config",
+    # errors: each has a user-facing message, an API `type` and an HTTP status
+    "EngineError": "errors",
+    "ConfigError": "errors",
+    "InvalidInput": "errors",
+    "NotFound": "errors",
+    "TooLarge": "errors",
+    "ModelUnavailable": "errors",
+    "BackendError": "errors",
+    "StorageError": "errors",
+}
+
+__all__ = [
+    "BackendError",
+    "ChatMessage",
+    "Character",
+    "ConfigError",
+    "Delta",
+    "EngineError",
+    "Finished",
+    "InvalidInput",
+    "Message",
+    "Metrics",
+    "Mode",
+    "ModelUnavailable",
+    "NotFound",
+    "Notice",
+    "Queued",
+    "Reasoning",
+    "Runtime",
+    "SamplingParams",
+    "Session",
+    "Settings",
+    "StorageError",
+    "StreamEvent",
+    "TooLarge",
+    "Turn",
+    "load_settings",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from .backends.base import Delta, Finished, Message, Reasoning
@@ -36,12 +36,14 @@ def new_session(
     greeting: bool = True,
     options: ChatOptions | None = None,
 ) -> Session:
-    """A fresh session with the character snapshot, its sampling, the chat options and its greeting."""
+    """A fresh session with the character snapshot, its sampling, the chat options and its greeting.
+    Everything is checked first, the model too: no empty chat file for a model that is not there."""
     char = rt.character(character)
     merged = {**(char.sampling if char else {}), **(params or {})}
     rt.params_for(char, merged)  # validate before anything is saved
     options = options or ChatOptions()
     check_options(rt, options)
+    rt.engine.require_backend()
     messages = []
     if greeting and char:
         opening = greetings(char, resolve_persona(rt, options.persona).name)
@@ -132,6 +134,7 @@ def run_turn(
     params: dict[str, Any] | None = None,
     cancel: threading.Event | None = None,
     options: dict[str, Any] | None = None,
+    on_prompt: Callable[[list[Message]], None] | None = None,
 ) -> Iterator[StreamEvent]:
     """Stream one assistant turn into `session`, saving as it goes. The session object is updated in place.
 
@@ -150,7 +153,14 @@ def run_turn(
     try:
         rt.sessions.refresh(session)
         yield from _run_turn(
-            rt, session, mode=mode, user_text=user_text, params=params, cancel=cancel, options=options
+            rt,
+            session,
+            mode=mode,
+            user_text=user_text,
+            params=params,
+            cancel=cancel,
+            options=options,
+            on_prompt=on_prompt,
         )
     finally:
         lock.release()
@@ -165,6 +175,7 @@ def _run_turn(
     params: dict[str, Any] | None,
     cancel: threading.Event,
     options: dict[str, Any] | None,
+    on_prompt: Callable[[list[Message]], None] | None,
 ) -> Iterator[StreamEvent]:
     if params is not None:
         rt.params_for(session_character(session), params)
@@ -194,6 +205,8 @@ def _run_turn(
             history = [*history, ChatMessage(role="assistant", content=prefix, time=reply.time)]
     plan = session_plan(rt, session, history, mode=_TRIGGERS[mode], seed=sampling.seed)
     messages = plan.messages
+    if on_prompt is not None:
+        on_prompt(messages)
     for warning in plan.activation.warnings:
         yield Notice("warning", warning)
     if plan.prefill and plan.show_prefill:
@@ -277,7 +290,7 @@ def stateless_plan(
     rt: Runtime,
     messages: list[Message],
     *,
-    preset: str | None = None,
+    preset: str | Character | None = None,
     options: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
     mode: str = "normal",
@@ -289,13 +302,14 @@ def stateless_plan(
     the first system message, if any, is the system prompt and the rest is the history; a trailing
     assistant message is a reply to continue. `always`: build the prompt even then (a new session's).
     """
-    char = rt.character(preset)
+    char = preset if isinstance(preset, Character) else rt.character(preset)
     sampling = rt.params_for(char, params)
     if char is None and not options and mode != "impersonate" and not always:
         return None, messages, sampling
     opts = ChatOptions(**(options or {}))
     check_options(rt, opts)
-    system = next((m["content"] for m in messages if m["role"] == "system"), None)
+    system_parts = [str(m["content"]) for m in messages if m["role"] == "system"]
+    system = "\n\n".join(system_parts) if system_parts else None  # as a new session keeps them
     history = [m for m in messages if m["role"] != "system"]
     if mode == "normal" and history and history[-1]["role"] == "assistant":
         mode = "continue"

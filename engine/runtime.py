@@ -5,20 +5,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .backends.base import Backend
-from .characters import Character, PresetStore
+from .backends.base import Backend, Message
+from .characters import Character
 from .chat import Engine
 from .config import ModelSettings, Settings
 from .errors import EngineError, InvalidInput, ModelUnavailable
 from .gpu import GpuHistory, gpu_summary
 from .logs import setup_logging
 from .params import SamplingParams, invalid_from_validation, parse_params
+from .preset_store import PresetStore
 from .sessions import SessionStore
+
+if TYPE_CHECKING:
+    from .session_formats import Session
+    from .turn import Mode, Turn
 
 log = logging.getLogger("engine.runtime")
 
@@ -111,6 +117,46 @@ class Runtime:
         if not p.is_file():
             raise InvalidInput(f"Model file not found: {p}. Put it in {self.models_dir}.", field="path")
         return p
+
+    # --- turns ---------------------------------------------------------------------------------------
+
+    def turn(
+        self,
+        messages: Sequence[Message] | None = None,
+        *,
+        session: Session | str | None = None,
+        mode: Mode = "send",
+        user_text: str | None = None,
+        preset: str | Character | None = None,
+        params: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Turn:
+        """The one way to run a turn. Everything is checked now: a bad request raises at once.
+
+        - No `session`: `messages` is the whole conversation, nothing is saved. With a `preset` (a name or a
+          draft Character) or chat `options`, the prompt is built as a new session with that preset would
+          build it; with neither, the messages go to the model as they are.
+        - `session="new"`: a session is made from `messages` (the last one is the user's turn to send).
+        - A session (or its id): `mode` send (`user_text`, or the last user message), regenerate, continue
+          or impersonate (a draft of the user's next message; nothing is saved). The completed turn is
+          saved.
+        `params` are sampling overrides; `options` the chat options (persona, lorebooks, reply_prefix,
+        show_reply_prefix).
+        """
+        from .turn import start_turn
+
+        return start_turn(
+            self,
+            messages,
+            session=session,
+            mode=mode,
+            user_text=user_text,
+            preset=preset,
+            params=params,
+            options=options,
+            cancel=cancel,
+        )
 
     # --- helpers shared by every interface ---------------------------------------------------------
 

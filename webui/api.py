@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+import logging
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import orjson
@@ -12,28 +12,28 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from engine.backends.base import Delta, Finished, Reasoning
-from engine.chat import Notice, StreamEvent, validate_messages
-from engine.chat_prompt import ChatOptions
-from engine.conversation import (
-    new_session,
-    prompt_messages,
-    run_turn,
-    session_character,
-    session_draft,
-    stateless_plan,
-    update_options,
-    with_prefill,
+from engine import (
+    Delta,
+    EngineError,
+    Finished,
+    InvalidInput,
+    Notice,
+    Reasoning,
+    Runtime,
+    SamplingParams,
+    TooLarge,
+    Turn,
 )
-from engine.errors import EngineError, InvalidInput, TooLarge
+from engine.chat import validate_messages
+from engine.conversation import prompt_messages, session_draft, stateless_plan
 from engine.gpu import gpu_status
 from engine.model_manager import models_for
-from engine.params import SamplingParams
-from engine.runtime import Runtime
 
 from .hub_api import build_hub_router
 from .limits import MAX_BODY
 from .streaming import cancel_on_disconnect, run_stream
+
+log = logging.getLogger("webui.api")
 
 
 class MessageIn(BaseModel):
@@ -165,16 +165,13 @@ def check_message_count(rt: Runtime, n: int) -> None:
         )
 
 
-def sse_response(
-    make: Callable[[threading.Event], Iterator[StreamEvent]], session_id: str | None
-) -> StreamingResponse:
+def sse_response(turn: Turn) -> StreamingResponse:
     """Stream a turn as the contract's SSE events; a client that goes away cancels the turn."""
-    cancel = threading.Event()
 
     async def events() -> AsyncIterator[bytes]:
         warnings: list[str] = []  # e.g. a failed save: sent in the done event, the turn goes on
         try:
-            async for event in run_stream(make, cancel):
+            async for event in run_stream(lambda _cancel: iter(turn), turn.cancel):
                 if isinstance(event, Delta):
                     yield sse({"delta": event.text})
                 elif isinstance(event, Reasoning):
@@ -188,17 +185,18 @@ def sse_response(
                         "finish_reason": event.finish_reason,
                         "metrics": event.metrics.to_dict(),
                     }
-                    if session_id:
-                        done["session_id"] = session_id
+                    if turn.session_id:
+                        done["session_id"] = turn.session_id
                     if warnings:
                         done["warnings"] = warnings
                     yield sse(done)
         except EngineError as exc:
             yield sse({"error": exc.to_dict()}, event="error")
-        except Exception:  # never a traceback on the wire
+        except Exception:  # never a traceback on the wire; the log has it
+            log.exception("the turn's stream failed")
             yield sse({"error": {"type": "internal_error", "message": "Generation failed."}}, event="error")
         finally:
-            cancel.set()
+            turn.stop()
 
     return StreamingResponse(
         events(),
@@ -210,60 +208,17 @@ def sse_response(
 def build_router(rt: Runtime) -> APIRouter:
     api = APIRouter(prefix="/api", responses=ERRORS)
 
-    def prepare_turn(
-        body: ChatRequest,
-    ) -> tuple[Callable[[threading.Event], Iterator[StreamEvent]], str | None]:
-        """Check the request and pick the stateless or the session path, before any response is sent.
-
-        Input errors (unknown preset or session, empty message, bad params, no model) raise here, so
-        the client gets a JSON error instead of a 200 stream that fails. Returns (make_events, session id).
-        """
+    def prepare_turn(body: ChatRequest) -> Turn:
+        """The turn, checked before any response is sent: input errors (unknown preset or session, empty
+        message, bad params, no model) raise here, so the client gets a JSON error, not a failing stream."""
         check_message_count(rt, len(body.messages))
-        overrides = body.params.model_dump(exclude_unset=True) if body.params else None
-        options = body.options()
-        if body.session_id is None:
-            msgs = validate_messages([m.model_dump() for m in body.messages])
-            plan, msgs, params = stateless_plan(
-                rt, msgs, preset=body.preset, options=options, params=overrides
-            )
-            rt.engine.require_backend()
-            return (lambda cancel: with_prefill(plan, rt.engine.stream(msgs, params, cancel))), None
-        last = body.messages[-1]
-        if last.role != "user":
-            raise InvalidInput("The last message must be the user's turn.", field="messages")
-        if not last.content.strip():
-            raise InvalidInput("The message is empty.", field="messages")
-        if body.session_id == "new":
-            rt.params_for(rt.character(body.preset), overrides)  # unknown preset or bad params: nothing saved
-            rt.engine.require_backend()
-            system_text = next((m.content for m in body.messages if m.role == "system"), None)
-            session = new_session(
-                rt,
-                character=body.preset,
-                system_prompt=system_text,
-                params=overrides,
-                greeting=False,
-                options=ChatOptions(**options),
-            )
-            from engine.session_formats import ChatMessage, now_iso
-
-            earlier = [m for m in body.messages[:-1] if m.role != "system"]
-            session.messages.extend(
-                ChatMessage(role=m.role, content=m.content, time=now_iso()) for m in earlier
-            )
-        else:
-            session = rt.sessions.get(body.session_id)
-            if overrides is not None:
-                rt.params_for(session_character(session), overrides)
-            update_options(rt, session.model_copy(deep=True), options)  # refuse bad options now
-            rt.engine.require_backend()
-
-        def make(cancel: threading.Event) -> Iterator[StreamEvent]:
-            return run_turn(
-                rt, session, user_text=last.content, params=overrides, cancel=cancel, options=options
-            )
-
-        return make, session.id
+        return rt.turn(
+            [m.model_dump() for m in body.messages],
+            session=body.session_id,
+            preset=body.preset,
+            params=body.params.model_dump(exclude_unset=True) if body.params else None,
+            options=body.options(),
+        )
 
     def prepare_draft(body: DraftRequest, mode: str) -> tuple[Any, list[dict[str, str]], SamplingParams]:
         """The plan of a turn that is not taken: for a preview (mode normal) or an impersonation."""
@@ -304,12 +259,18 @@ def build_router(rt: Runtime) -> APIRouter:
         response_class=StreamingResponse,
     )
     async def chat_impersonate(body: DraftRequest) -> StreamingResponse:
-        def prepare() -> Callable[[threading.Event], Iterator[StreamEvent]]:
-            plan, messages, params = prepare_draft(body, "impersonate")
-            rt.engine.require_backend()
-            return lambda cancel: with_prefill(plan, rt.engine.stream(messages, params, cancel))
+        def prepare() -> Turn:
+            overrides = body.params.model_dump(exclude_unset=True) if body.params else None
+            msgs = [m.model_dump() for m in body.messages]
+            if body.session_id not in (None, "new"):
+                return rt.turn(
+                    session=body.session_id, mode="impersonate", params=overrides, options=body.options()
+                )
+            return rt.turn(
+                msgs, mode="impersonate", preset=body.preset, params=overrides, options=body.options()
+            )
 
-        return sse_response(await run_in_threadpool(prepare), None)
+        return sse_response(await run_in_threadpool(prepare))
 
     @api.get("/health", summary="Server, model, backend and GPU status")
     def health(request: Request) -> dict[str, Any]:
@@ -320,31 +281,20 @@ def build_router(rt: Runtime) -> APIRouter:
 
     @api.post("/chat", response_model=ChatReply, summary="One chat turn, whole reply")
     async def chat(body: ChatRequest, request: Request) -> dict[str, Any]:
-        make, session_id = await run_in_threadpool(prepare_turn, body)
-        cancel = threading.Event()
-        parts: list[str] = []
-        thought: list[str] = []
-        warnings: list[str] = []
-        done = Finished("stop")
-        async with cancel_on_disconnect(request, cancel):
-            async for event in run_stream(make, cancel):
-                if isinstance(event, Delta):
-                    parts.append(event.text)
-                elif isinstance(event, Reasoning):
-                    thought.append(event.text)
-                elif isinstance(event, Finished):
-                    done = event
-                elif isinstance(event, Notice) and event.message not in warnings:
-                    warnings.append(event.message)
+        turn = await run_in_threadpool(prepare_turn, body)
+        async with cancel_on_disconnect(request, turn.cancel):
+            async for _event in run_stream(lambda _cancel: iter(turn), turn.cancel):
+                pass
+        done = turn.finished or Finished("stop")
         out = {
-            "reply": "".join(parts),
-            "reasoning": "".join(thought),
+            "reply": turn.text(),
+            "reasoning": turn.reasoning,
             "finish_reason": done.finish_reason,
             "metrics": done.metrics.to_dict(),
-            "warnings": warnings,
+            "warnings": turn.warnings,
         }
-        if session_id:
-            out["session_id"] = session_id
+        if turn.session_id:
+            out["session_id"] = turn.session_id
         return out
 
     @api.post(
@@ -356,8 +306,7 @@ def build_router(rt: Runtime) -> APIRouter:
         },
     )
     async def chat_stream(body: ChatRequest) -> StreamingResponse:
-        make, session_id = await run_in_threadpool(prepare_turn, body)
-        return sse_response(make, session_id)
+        return sse_response(await run_in_threadpool(prepare_turn, body))
 
     from .lore_api import build_lore_router
 
@@ -406,16 +355,10 @@ def build_router(rt: Runtime) -> APIRouter:
     async def regenerate(session_id: str, body: RegenerateRequest | None = None) -> StreamingResponse:
         overrides = body.params.model_dump(exclude_unset=True) if body and body.params else None
 
-        def prepare() -> Callable[[threading.Event], Iterator[StreamEvent]]:
-            session = rt.sessions.get(session_id)
-            if not session.messages or session.messages[-1].role != "assistant":
-                raise InvalidInput("This session has no reply to regenerate.")
-            if overrides is not None:
-                rt.params_for(session_character(session), overrides)
-            rt.engine.require_backend()
-            return lambda cancel: run_turn(rt, session, mode="regenerate", params=overrides, cancel=cancel)
+        def prepare() -> Turn:
+            return rt.turn(session=session_id, mode="regenerate", params=overrides)
 
-        return sse_response(await run_in_threadpool(prepare), session_id)
+        return sse_response(await run_in_threadpool(prepare))
 
     @api.get("/sessions/{session_id}/prompt", summary="The exact messages the model gets for this session")
     def session_prompt(session_id: str) -> list[dict[str, str]]:
@@ -437,7 +380,7 @@ def build_router(rt: Runtime) -> APIRouter:
 
     @api.put("/presets/{name}", summary="Create or replace a preset")
     async def put_preset(name: str, request: Request) -> dict[str, Any]:
-        from engine.characters import Character
+        from engine import Character
 
         try:
             data = orjson.loads(await read_limited(request))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -14,15 +15,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from engine.backends.base import Delta, Finished, Reasoning
-from engine.chat import StreamEvent
-from engine.conversation import stateless_plan, with_prefill
-from engine.errors import EngineError, InvalidInput
+from engine import Delta, EngineError, Finished, InvalidInput, Reasoning, Runtime, Turn
 from engine.reasoning import FORMATS
-from engine.runtime import Runtime
 
 from .api import check_message_count
 from .streaming import cancel_on_disconnect, run_stream
+
+log = logging.getLogger("webui.openai_api")
 
 
 class ContentPart(BaseModel):
@@ -71,6 +70,11 @@ class ChatCompletionRequest(BaseModel):
         None, max_length=100_000, description="GBNF grammar, as llama-server takes it."
     )
     # this server's chat extras (see /api/chat)
+    preset: str | None = Field(
+        None,
+        max_length=200,
+        description="A character preset: its prompt and sampling apply, as in /api/chat.",
+    )
     persona: str | dict[str, str] | None = None
     lorebooks: list[str] | None = Field(None, max_length=50)
     reply_prefix: str | None = Field(None, max_length=10_000)
@@ -151,14 +155,16 @@ def build_openai_router(rt: Runtime) -> APIRouter:
         info = rt.model_info()
         return str(info.get("name") or rt.settings.model.path)
 
-    def prepare(body: ChatCompletionRequest) -> tuple[Any, list[dict[str, str]], Any]:
+    def prepare(body: ChatCompletionRequest) -> Turn:
         check_message_count(rt, len(body.messages))
+        if body.messages[-1].role not in ("user", "assistant"):
+            raise InvalidInput("The last message must be from the user.", field="messages")
         msgs = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
         ]
         wanted = {**body.sampling(), **body.thinking_params(rt.settings.model.reasoning_effort_budgets)}
-        return stateless_plan(rt, msgs, options=body.options(), params=wanted)
+        return rt.turn(msgs, preset=body.preset, options=body.options(), params=wanted)
 
     def raw_tags() -> tuple[str, str] | None:
         """The format's tags, for reasoning_format "none" (the thought stays in content)."""
@@ -176,36 +182,26 @@ def build_openai_router(rt: Runtime) -> APIRouter:
 
     @v1.post("/chat/completions", summary="Chat completion, OpenAI-compatible (stream or not)")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-        if body.messages[-1].role not in ("user", "assistant"):
-            raise InvalidInput("The last message must be from the user.", field="messages")
-        plan, msgs, params = await run_in_threadpool(prepare, body)
-        rt.engine.require_backend()  # no model: a 503 now, not an error inside a 200 stream
+        turn = await run_in_threadpool(prepare, body)  # bad input or no model: an error now, not in a stream
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         name = model_id()
-        cancel = threading.Event()
+        cancel = turn.cancel
 
-        def make(c: threading.Event) -> Iterator[StreamEvent]:
-            return with_prefill(plan, rt.engine.stream(msgs, params, c))
+        def make(_cancel: threading.Event) -> Iterator[Any]:
+            return iter(turn)
 
         raw = raw_tags() if (body.reasoning_format or "").lower() == "none" else None
         if not body.stream:
-            parts: list[str] = []
-            thought: list[str] = []
-            done = Finished("stop")
             async with cancel_on_disconnect(request, cancel):
-                async for event in run_stream(make, cancel):
-                    if isinstance(event, Delta):
-                        parts.append(event.text)
-                    elif isinstance(event, Reasoning):
-                        thought.append(event.text)
-                    elif isinstance(event, Finished):
-                        done = event
-            message: dict[str, Any] = {"role": "assistant", "content": "".join(parts)}
-            if thought and raw:
-                message["content"] = f"{raw[0]}{''.join(thought)}{raw[1]}" + message["content"]
-            elif thought:
-                message["reasoning_content"] = "".join(thought)
+                async for _event in run_stream(make, cancel):
+                    pass
+            done = turn.finished or Finished("stop")
+            message: dict[str, Any] = {"role": "assistant", "content": turn.text()}
+            if turn.reasoning and raw:
+                message["content"] = f"{raw[0]}{turn.reasoning}{raw[1]}" + message["content"]
+            elif turn.reasoning:
+                message["reasoning_content"] = turn.reasoning
             return {
                 "id": cid,
                 "object": "chat.completion",
@@ -260,6 +256,7 @@ def build_openai_router(rt: Runtime) -> APIRouter:
                 err = {"error": {"message": exc.message, "type": exc.kind, "param": exc.field, "code": None}}
                 yield b"data: " + orjson.dumps(err) + b"\n\n"
             except Exception:
+                log.exception("the completion's stream failed")
                 err = {
                     "error": {
                         "message": "Generation failed.",

@@ -11,12 +11,9 @@ from typing import Any
 
 import gradio as gr
 
-from engine.backends.base import Delta, Finished, Reasoning
+from engine import Character, Delta, EngineError, Finished, InvalidInput, Queued, Reasoning
 from engine.character_form import FORM_FIELDS, character_from_form, form_from_character, unique_name
-from engine.characters import Character
-from engine.chat import Queued
 from engine.chat_prompt import ChatOptions, PromptPlan, build_prompt, resolve_persona
-from engine.errors import EngineError, InvalidInput
 from engine.prompt import greetings
 
 from .. import i18n
@@ -363,15 +360,16 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         except InvalidInput:
             return character_from_form({**data, "name": "draft", "sampling": ""}, base=base)
 
-    def test_plan(character: Character, user_text: str) -> PromptPlan:
-        """A new chat with this draft: its greeting, one user message, the default persona, its own book."""
+    def test_history(character: Character, user_text: str) -> list[Any]:
+        """A new chat with this draft: its greeting and one user message (the default persona)."""
         user = resolve_persona(rt, None).name
-        history = [{"role": "assistant", "content": g} for g in greetings(character, user)[:1]]
+        history: list[Any] = [{"role": "assistant", "content": g} for g in greetings(character, user)[:1]]
         history.append({"role": "user", "content": user_text or tr("ch.test_default", "en")})
-        return build_prompt(rt, character, history, ChatOptions())
+        return history
 
-    def test_messages(character: Character, user_text: str) -> list[dict[str, str]]:
-        return test_plan(character, user_text).messages
+    def test_plan(character: Character, user_text: str) -> PromptPlan:
+        """The test reply's prompt, as `rt.turn` builds it for a draft character."""
+        return build_prompt(rt, character, test_history(character, user_text), ChatOptions())
 
     def preview_of(values: list[Any], user_text: str, lang_value: str | None) -> tuple[str, str]:
         try:
@@ -534,10 +532,10 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         cancel = cancels[key] = threading.Event()
         try:
             character = draft(values)
-            base = rt.params_for(character)
-            params = base.merged({"max_tokens": min(base.max_tokens, TEST_MAX_TOKENS)})
+            limit = {"max_tokens": min(rt.params_for(character).max_tokens, TEST_MAX_TOKENS)}
+            turn = rt.turn(test_history(character, test_text), preset=character, params=limit, cancel=cancel)
             text, thought, last = "", "", 0.0
-            for event in rt.engine.stream(test_messages(character, test_text), params, cancel):
+            for event in turn:
                 if isinstance(event, Queued):
                     yield tr("ch.queued", lang_value, n=event.position)
                 elif isinstance(event, Delta | Reasoning):

@@ -8,13 +8,10 @@ from typing import Any
 
 import gradio as gr
 
-from engine.backends.base import Delta, Reasoning
-from engine.chat import Notice, Queued
+from engine import Delta, EngineError, NotFound, Notice, Queued, Reasoning, Session
 from engine.chat_prompt import ChatOptions
-from engine.conversation import new_session, run_turn
-from engine.errors import EngineError, NotFound
+from engine.conversation import new_session
 from engine.prompt import greetings
-from engine.session_formats import Session
 
 from ..avatars import avatar_pair
 from ..chatview import memoize
@@ -196,8 +193,9 @@ def build(ctx: UIContext) -> None:
     ctx.components.update(chatbot=chatbot, character=character, status=status)
     sid, lang = ctx.session_id, ctx.lang
 
-    def start_turn(session: Session, request: gr.Request, **kw: Any) -> RunAhead[Any]:
-        """Begin the turn at once, in the background; the first text and every non-text event wake us."""
+    def begin_turn(session: Session, request: gr.Request, **kw: Any) -> RunAhead[Any]:
+        """Check the turn, then begin it at once, in the background; the first text and every non-text
+        event wake us. A bad turn (no model, nothing to regenerate) raises EngineError here."""
         cancel = ctx.cancel_flag(request, fresh=True)
         seen_text = False
 
@@ -209,7 +207,8 @@ def build(ctx: UIContext) -> None:
                 seen_text = True
             return True
 
-        return RunAhead(run_turn(rt, session, cancel=cancel, **kw), cancel, urgent)
+        turn = rt.turn(session=session, cancel=cancel, **kw)
+        return RunAhead(iter(turn), cancel, urgent)
 
     def stream_turn(
         session: Session,
@@ -218,9 +217,13 @@ def build(ctx: UIContext) -> None:
         echo: list[dict[str, str]] | None = None,
         **kw: Any,
     ) -> Iterator[Any]:
-        """The turn's UI updates, at most one per `interval`; `echo` is shown first, while the prompt is
-        evaluated."""
-        turn = start_turn(session, request, **kw)
+        """Check and begin the turn (EngineError here, before anything is shown), and return its UI
+        updates: `echo` first, while the prompt is evaluated, then at most one per interval."""
+        return turn_updates(session, lang_value, begin_turn(session, request, **kw), echo)
+
+    def turn_updates(
+        session: Session, lang_value: str | None, turn: RunAhead[Any], echo: list[dict[str, str]] | None
+    ) -> Iterator[Any]:
         extra = tr("status.generating", lang_value)
         last_ui, cost, interval = 0.0, 0.0, UI_INTERVAL_S
         save_failed = False
@@ -297,7 +300,12 @@ def build(ctx: UIContext) -> None:
                 yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
                 return
         echo = to_chatbot(session.messages) + [{"role": "user", "content": escape_text(text)}]
-        updates = stream_turn(session, lang_value, request, echo=echo, mode="send", user_text=text)
+        try:
+            updates = stream_turn(session, lang_value, request, echo=echo, mode="send", user_text=text)
+        except EngineError as exc:  # the message stays in the box
+            warn(exc.message)
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
         for i, (view, new_id, line) in enumerate(updates):
             yield view, "" if i == 0 else gr.skip(), new_id, line  # the first update clears the box
 
@@ -308,7 +316,13 @@ def build(ctx: UIContext) -> None:
                 warn(tr(f"chat.nothing_to_{mode}", lang_value))
                 yield gr.skip(), gr.skip(), gr.skip()
                 return
-            yield from stream_turn(session, lang_value, request, mode=mode)
+            try:
+                updates = stream_turn(session, lang_value, request, mode=mode)
+            except EngineError as exc:
+                warn(exc.message)
+                yield gr.skip(), gr.skip(), gr.skip()
+                return
+            yield from updates
 
         return handler
 
@@ -387,11 +401,23 @@ def build(ctx: UIContext) -> None:
         if session is None or index >= len(visible) or visible[index].role != "user":
             yield gr.skip(), gr.skip(), gr.skip()
             return
+        try:
+            rt.engine.require_backend()  # no model: the chat stays as it was
+        except EngineError as exc:
+            warn(exc.message)
+            yield gr.skip(), gr.skip(), gr.skip()
+            return
         cut = session.messages.index(visible[index])
         del session.messages[cut:]  # an edit truncates: the user asked for it
         rt.sessions.save(session, allow_shrink=True)
         text = unescape_text(str(data.value))  # the edit box shows the escaped text
-        yield from stream_turn(session, lang_value, request, mode="send", user_text=text)
+        try:
+            updates = stream_turn(session, lang_value, request, mode="send", user_text=text)
+        except EngineError as exc:
+            warn(exc.message)
+            yield to_chatbot(session.messages), gr.skip(), gr.skip()
+            return
+        yield from updates
 
     def on_select(data: gr.SelectData, session_id: str | None):
         session = load_session(ctx, session_id)

@@ -6,6 +6,7 @@ values are used when the first message creates one.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,13 +14,11 @@ from typing import Any
 
 import gradio as gr
 
-from engine.backends.base import Delta
+from engine import Delta, EngineError, Session, Turn
 from engine.chat_prompt import ChatOptions
 from engine.conversation import session_draft, session_options, stateless_plan, update_options
-from engine.errors import EngineError
 from engine.prompt import greetings
 from engine.prompt_view import preview
-from engine.session_formats import Session
 from engine.userdata import lorebooks, personas
 
 from ..i18n import I18N, tr
@@ -140,12 +139,7 @@ def wire(ctx: UIContext, ex: Extras, message: gr.Textbox, details: gr.JSON, load
             plan, params = session_draft(rt, session, user_text=text or None, mode=mode)
             return plan, plan.messages, params
         is_custom = char in (None, CUSTOM)
-        msgs: list[dict[str, str]] = []
-        if is_custom and custom_prompt:
-            msgs.append({"role": "system", "content": custom_prompt})
-        if not is_custom:
-            user = opts["persona"] or (personas(rt).default_name() or rt.settings.chat.user_name)
-            msgs += [{"role": "assistant", "content": g} for g in greetings(rt.character(char), user)[:1]]
+        msgs = new_chat_messages(char, custom_prompt, opts)
         if text and mode != "impersonate":
             msgs.append({"role": "user", "content": text})
         return stateless_plan(
@@ -157,10 +151,7 @@ def wire(ctx: UIContext, ex: Extras, message: gr.Textbox, details: gr.JSON, load
         cancel = ctx.cancel_flag(request, fresh=True)
         draft, last = "", 0.0
         try:
-            _plan, messages, params = draft_plan(
-                "", session_id, char, custom_prompt, options_of(*values), "impersonate"
-            )
-            for event in rt.engine.stream(messages, params, cancel):
+            for event in impersonation(session_id, char, custom_prompt, options_of(*values), cancel):
                 if isinstance(event, Delta):
                     draft += event.text
                     if time.monotonic() - last >= UI_INTERVAL_S:
@@ -169,6 +160,33 @@ def wire(ctx: UIContext, ex: Extras, message: gr.Textbox, details: gr.JSON, load
         except EngineError as exc:
             warn(exc.message)
         yield draft.strip() or gr.skip()
+
+    def impersonation(
+        session_id: str | None,
+        char: str | None,
+        custom_prompt: str | None,
+        opts: dict[str, Any],
+        cancel: threading.Event,
+    ) -> Turn:
+        """The turn that drafts the user's next message (saves nothing)."""
+        session = load_session(ctx, session_id)
+        if session is not None:
+            return rt.turn(session=session, mode="impersonate", cancel=cancel)
+        is_custom = char in (None, CUSTOM)
+        return rt.turn(
+            new_chat_messages(char, custom_prompt, opts),
+            mode="impersonate",
+            preset=None if is_custom else char,
+            options=opts,
+            cancel=cancel,
+        )
+
+    def new_chat_messages(char: str | None, custom_prompt: str | None, opts: dict[str, Any]) -> list[Any]:
+        """A chat not started yet: the custom system prompt, or the character's greeting."""
+        if char in (None, CUSTOM):
+            return [{"role": "system", "content": custom_prompt}] if custom_prompt else []
+        user = opts["persona"] or (personas(rt).default_name() or rt.settings.chat.user_name)
+        return [{"role": "assistant", "content": g} for g in greetings(rt.character(char), user)[:1]]
 
     def on_preview(
         text: str, session_id: str | None, char: str | None, custom_prompt: str | None, *values: Any
