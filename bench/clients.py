@@ -135,7 +135,7 @@ def raw_generate(llm: Any, formatter: Any, messages: list[Message], p: dict[str,
 
 def engine_stream(engine: Any, messages: list[Message], p: dict[str, Any]) -> Sample:
     """Our Engine.stream in this process: the path every interface shares."""
-    from engine.backends.base import Delta, Finished
+    from engine import Delta, Finished
     from engine.params import parse_params
 
     params = parse_params(p)

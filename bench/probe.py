@@ -38,8 +38,8 @@ def raw_llama(model: str, threads: int, n_ctx: int, **kw: Any) -> Any:
 
 
 def our_backend(model: str, threads: int, n_ctx: int) -> Any:
+    from engine import load_settings
     from engine.backends.llama_cpp import LlamaCppBackend
-    from engine.config import load_settings
 
     settings, _ = load_settings(overrides={"model": {"path": model, "n_threads": threads, "n_ctx": n_ctx}})
     return LlamaCppBackend(settings.model, Path(model))

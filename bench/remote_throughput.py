@@ -21,9 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from engine.backends.base import Delta, Finished
+from engine import Delta, Finished, SamplingParams
 from engine.backends.openai import OpenAIBackend
-from engine.params import SamplingParams
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]

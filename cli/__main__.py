@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.errors import EngineError
+from engine import EngineError
 
 from .app import App
 from .clients import ChatClient, ChatState
@@ -73,10 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def direct_client(args: argparse.Namespace, out: Output) -> ChatClient:
-    from engine.config import load_settings
-    from engine.errors import ConfigError
+    from engine import ConfigError, Runtime, load_settings
     from engine.gpu_required import refusal
-    from engine.runtime import Runtime
 
     from .direct import DirectClient
 

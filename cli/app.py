@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from engine.errors import EngineError
+from engine import EngineError
 
 from .clients import ChatClient, Done, Event, Note, Text, Thought, Waiting
+from .commands import Commands
 from .render import Output
 
 log = logging.getLogger("engine.cli")  # in direct mode: <data-dir>/logs/engine.log
@@ -27,8 +28,6 @@ _END = object()
 
 class App:
     def __init__(self, client: ChatClient, out: Output, *, interactive: bool, params: dict[str, Any]) -> None:
-        from .commands import Commands
-
         self.client, self.out, self.interactive = client, out, interactive
         self.sticky = dict(params)  # /params set in this run; new chats start with them
         self.commands = Commands(self)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engine import Session
 from engine.params import parse_params
-from engine.session_formats import Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +128,7 @@ def greeting_of(preset: dict[str, Any] | None, user_name: str = "User") -> str |
     """The preset's first greeting with {{char}}/{{user}} rendered, or None."""
     if not preset:
         return None
-    from engine.characters import Character
+    from engine import Character
     from engine.prompt import greetings
 
     texts = greetings(Character.model_validate(preset), user_name)

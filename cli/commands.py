@@ -6,14 +6,42 @@ import json
 import shlex
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.errors import InvalidInput, NotFound
+from engine import InvalidInput, NotFound, Session
 from engine.params import PARAM_NAMES
-from engine.session_formats import Session, is_session_id
+from engine.session_formats import is_session_id
 
 if TYPE_CHECKING:
-    from .app import App
+    import threading
+    from collections.abc import Iterator
+
+    from .clients import ChatClient, Event
+    from .render import Output
+
+
+class App(Protocol):
+    """What the commands drive: the terminal app (cli/app.py), described here so neither imports the other."""
+
+    client: ChatClient
+    out: Output
+    interactive: bool
+    failures: int
+    quitting: bool
+    sticky: dict[str, Any]
+
+    def new_chat(self, preset: str | None, system_prompt: str | None, *, quiet: bool = False) -> None: ...
+
+    def impersonate(self) -> None: ...
+
+    def stream(
+        self,
+        start: Callable[[threading.Event], Iterator[Event]],
+        *,
+        name: str | None = None,
+        saves: bool = True,
+    ) -> None: ...
+
 
 HELP = """\
 Type a message to chat. Commands:

@@ -16,7 +16,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from engine.errors import EngineError
+from engine import EngineError
 
 from .render import Output
 
@@ -27,7 +27,7 @@ class _Direct:
     """Downloads with the engine's DownloadManager, into the config's models folder."""
 
     def __init__(self, config: str | None) -> None:
-        from engine.config import load_settings
+        from engine import load_settings
         from engine.downloads import DownloadManager
 
         settings, _ = load_settings(config)

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from engine.errors import EngineError, InvalidInput, ModelUnavailable
+from engine import EngineError, InvalidInput, ModelUnavailable, Session
 from engine.params import parse_params
-from engine.session_formats import Session, session_from_doc
+from engine.session_formats import session_from_doc
 
 from .clients import ChatState, Done, Event, Note, Text, Thought, greeting_of
 

@@ -276,7 +276,8 @@ def load_settings(
                 f"{source} must be a YAML mapping of sections (model:, generation:, chat: ...)."
             )
     raw = _migrate(raw, source, warnings)
-    env = _env_overrides(dict(os.environ) if environ is None else environ)
+    environ = dict(os.environ) if environ is None else environ
+    env = _env_overrides(environ)
     if env:
         raw = _deep_merge(raw, _migrate(env, "environment", warnings))
     if overrides:
@@ -284,15 +285,29 @@ def load_settings(
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise _config_error(exc, source) from None
+        raise _config_error(exc, source, _env_names(environ)) from None
     for w in warnings:
         log.warning(w)
     return settings, warnings
 
 
-def _config_error(exc: ValidationError, source: str) -> ConfigError:
+def _env_names(environ: dict[str, str]) -> dict[str, str]:
+    """Config key ("model.n_ctx") -> the LLM_* variable that set it."""
+    return {
+        ".".join(name[len(ENV_PREFIX) :].lower().split("__")): name
+        for name in environ
+        if name.startswith(ENV_PREFIX)
+    }
+
+
+def _config_error(exc: ValidationError, source: str, env_names: dict[str, str] | None = None) -> ConfigError:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err.get("loc", ()))
+    variable = next(
+        (name for k, name in (env_names or {}).items() if key == k or key.startswith(k + ".")), None
+    )
+    if variable is not None:  # the environment set it, not the file
+        source = f"the environment variable {variable}"
     if err.get("type") == "extra_forbidden":
         return ConfigError(
             f"Unknown config key '{key}' in {source}. Remove it or check its spelling.", field=key

@@ -33,7 +33,7 @@ def gpu_status(nvml: Any = None) -> dict[str, Any]:
     out: dict[str, Any] = {"available": bool(devices), "devices": devices}
     if reason:
         out["reason"] = reason
-    out["cuda_build"] = _cuda_build_flag()
+    out["cuda_build"] = cuda_build()
     return out
 
 
@@ -194,7 +194,7 @@ def _in_container() -> bool:
 
 
 @functools.cache
-def _cuda_build_flag() -> bool | None:
+def cuda_build() -> bool | None:
     """Whether the installed llama.cpp can offload to a GPU; None when llama_cpp is not installed.
 
     Read from the GPU backend libraries the build installed, without importing llama_cpp: the server

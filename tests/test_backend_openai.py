@@ -4,7 +4,6 @@ with the default SmolLM2, plus a tiny stdlib server for the error shapes a real 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from engine.backends.base import Delta, Event, Finished
 from engine.backends.openai import OpenAIBackend
 from engine.errors import BackendError, ModelUnavailable
 from engine.params import SamplingParams
+from tests.helpers import require
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -36,10 +36,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not MODEL.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{MODEL} is missing; CI must install the default model.")
-        pytest.skip(f"{MODEL} is missing (run the setup to download it)")
+    require(MODEL.exists(), f"{MODEL} is missing (make setup installs it)")
     port = free_port()
     log = tmp_path_factory.mktemp("llama_server") / "server.log"
     # --interrupt_requests False: otherwise a second request cuts the running reply short.

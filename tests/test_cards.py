@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,14 +20,14 @@ from engine import cards
 from engine.characters import Character
 from engine.errors import InvalidInput, TooLarge
 from engine.text import clean_line
+from tests.helpers import require
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared/fixtures/cards"
 
 
 def fixture_bytes(name: str) -> bytes:
     path = FIXTURES / name
-    if not FIXTURES.is_dir() and os.environ.get("CI") != "true":
-        pytest.skip(f"card fixtures not found at {FIXTURES}")
+    require(FIXTURES.is_dir(), f"card fixtures not found at {FIXTURES}")
     return path.read_bytes()
 
 

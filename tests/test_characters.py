@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from engine import cards
-from engine.characters import (
-    Character,
-    PresetStore,
-    character_from_yaml,
-    character_to_yaml,
-    safe_name,
-)
+from engine.characters import Character, character_from_yaml, character_to_yaml, safe_name
 from engine.errors import InvalidInput, NotFound, TooLarge
+from engine.preset_store import PresetStore
+from tests.helpers import require
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "presets"
@@ -39,8 +34,7 @@ EXPECTED_PRESETS = {
 
 
 def fixture_bytes(name: str) -> bytes:
-    if not FIXTURES.is_dir() and os.environ.get("CI") != "true":
-        pytest.skip(f"card fixtures not found at {FIXTURES}")
+    require(FIXTURES.is_dir(), f"card fixtures not found at {FIXTURES}")
     return (FIXTURES / name).read_bytes()
 
 

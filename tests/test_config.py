@@ -172,13 +172,13 @@ def test_bounds_are_inclusive(tmp_path: Path) -> None:
 
 
 def test_gpu_required_refuses_cpu(tmp_path: Path, model_path: Path) -> None:
-    from engine.backends.llama_cpp import supports_gpu_offload
+    from engine.gpu import cuda_build
     from engine.runtime import build_backend
 
     settings, _ = load_settings(
         environ={"LLM_GPU__REQUIRED": "true"}, overrides={"model": {"path": str(model_path)}}
     )
-    if not supports_gpu_offload():  # this machine: a CPU-only build
+    if cuda_build() is False:  # this machine: a CPU-only build
         with pytest.raises(ModelUnavailable) as info:
             build_backend(settings)
         assert "GPU" in info.value.message and "CPU" in info.value.message

@@ -18,17 +18,14 @@ from hypothesis import strategies as st
 
 from engine.errors import NotFound
 from engine.models import GgufError, describe_model, list_models, model_fingerprint, read_gguf_header
+from tests.helpers import require
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="module")
 def model() -> Path:
-    if not DEFAULT_MODEL.is_file():
-        message = f"default model missing: {DEFAULT_MODEL} (make setup installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require(DEFAULT_MODEL.is_file(), f"default model missing: {DEFAULT_MODEL} (make setup installs it)")
     return DEFAULT_MODEL
 
 

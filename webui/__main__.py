@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from engine.errors import ConfigError
+from engine import ConfigError
 
 if TYPE_CHECKING:
     from engine.config import ServerSettings
@@ -109,7 +109,7 @@ def exposure_problem(server: ServerSettings) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from engine.config import load_settings
+    from engine import load_settings
 
     try:
         settings, warnings = load_settings(args.config, overrides=overrides_from(args))
@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + "!" * 78 + f"\n  WARNING: {problem}\n  {LAN_RISK}\n" + "!" * 78 + "\n", file=sys.stderr)
     import uvicorn
 
+    from engine import Runtime
     from engine.gpu_required import refusal
-    from engine.runtime import Runtime
 
     from .app import create_app
 

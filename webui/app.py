@@ -14,9 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.routing import Mount
 
-from engine.config import Settings
-from engine.errors import EngineError, NotFound
-from engine.runtime import Runtime
+from engine import EngineError, NotFound, Runtime, Settings
 
 from .api import build_router
 from .auth import AuthMiddleware, Credentials, LoginLimiter, attach_ui_logins
@@ -28,6 +26,7 @@ from .quiet import quiet_gradio
 from .ui import build_ui
 
 log = logging.getLogger("webui")
+INTERNAL_ERROR = "Internal error; logs/engine.log in the data folder has the details."
 
 
 def _is_openai(request: Request) -> bool:
@@ -117,7 +116,7 @@ def create_app(
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return error_response(request, 500, "internal_error", "Internal error; see data/logs/engine.log.")
+        return error_response(request, 500, "internal_error", INTERNAL_ERROR)
 
     app.include_router(build_router(rt))
     app.include_router(build_openai_router(rt))

@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from engine.errors import EngineError
+from engine import EngineError
 from engine.fsutil import atomic_write
 
 AVATAR_DIR = Path(tempfile.mkdtemp(prefix="llmchat-avatars-"))

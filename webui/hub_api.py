@@ -8,9 +8,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine import Runtime
 from engine.hub import list_repo, parse_ref
 from engine.model_manager import models_for
-from engine.runtime import Runtime
 
 TOKEN_HELP = "A Hugging Face token for a gated or private repo. Used for this request only; never stored."
 

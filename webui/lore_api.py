@@ -9,11 +9,10 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.errors import InvalidInput, TooLarge
+from engine import InvalidInput, Runtime, TooLarge
 from engine.lore_store import check_book_name
 from engine.lorebook import MAX_BYTES, book_from_obj
 from engine.personas import Persona, check_persona_name
-from engine.runtime import Runtime
 from engine.userdata import lorebooks, personas
 
 

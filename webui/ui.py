@@ -8,9 +8,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from engine.errors import StorageError
+from engine import Runtime, StorageError
 from engine.fsutil import atomic_write
-from engine.runtime import Runtime
 
 from .i18n import I18N, language_radio, wire_language
 from .tabs import characters, chat, chat_files, gpu, history, lore, sampling

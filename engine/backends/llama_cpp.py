@@ -83,10 +83,6 @@ def _capture_llama_log(llama_cpp: Any) -> None:
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
 
-def supports_gpu_offload() -> bool:
-    return bool(_import_llama().llama_supports_gpu_offload())
-
-
 class LlamaCppBackend:
     name = "llama_cpp"
     serialised = True

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.helpers import DEFAULT_MODEL as MODEL
-from tests.helpers import ROOT
+from tests.helpers import ROOT, require
 from tests.helpers import ServerProcess as _ServerProcess
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -34,17 +33,9 @@ CHROMIUM_ARGS = [
 __all__ = ["MODEL", "ROOT", "ServerProcess"]
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
 def missing(what: str) -> None:
     """A real part is missing: fail in CI, skip elsewhere."""
-    if in_ci():
-        pytest.fail(
-            f"{what} (CI=true: a missing part fails the run; `make setup` installs it)", pytrace=False
-        )
-    pytest.skip(what)
+    require(False, what)
 
 
 def require_model() -> Path:

@@ -9,9 +9,8 @@ from typing import Any
 
 import gradio as gr
 
-from engine.errors import EngineError
+from engine import EngineError, Session
 from engine.fsutil import atomic_write
-from engine.session_formats import Session
 
 from .. import i18n
 from ..i18n import i18n_label, tr

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.runtime import Runtime
+from engine import Runtime
 
 CUSTOM = "__custom__"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.errors import EngineError
+from engine import EngineError
 from engine.memory_estimate import Estimate, gib
 from engine.model_manager import ModelManager, models_for
 from engine.models import list_models

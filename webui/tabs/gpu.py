@@ -11,8 +11,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from engine import EngineError
 from engine.config import KV_TYPES
-from engine.errors import EngineError
 from engine.gpu import gpu_status
 from engine.model_manager import models_for
 from engine.models import ModelFile, list_models

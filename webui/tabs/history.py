@@ -6,7 +6,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.errors import EngineError
+from engine import EngineError
 
 from .. import i18n
 from ..i18n import I18N, i18n_label, tr

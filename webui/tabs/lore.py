@@ -9,8 +9,8 @@ from typing import Any
 
 import gradio as gr
 
+from engine import EngineError
 from engine.chat_prompt import TokenCounter
-from engine.errors import EngineError
 from engine.lore_form import (
     FORM_FIELDS,
     LOGIC_CHOICES,

@@ -10,11 +10,10 @@ from typing import Any
 
 import gradio as gr
 
+from engine import EngineError, SamplingParams, Session
 from engine.conversation import new_session, session_character
-from engine.errors import EngineError
-from engine.params import PARAM_NAMES, SamplingParams, parse_params
+from engine.params import PARAM_NAMES, parse_params
 from engine.sampling_presets import GRAMMARS, SamplingPresetStore, param_sources, session_overrides
-from engine.session_formats import Session
 
 from .. import i18n
 from ..i18n import I18N, tr

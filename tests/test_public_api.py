@@ -1,0 +1,124 @@
+"""The engine's public API is engine/__init__.py. The web UI and the terminal run turns only through it
+(`Runtime.turn`), and reach past it only for the feature helpers listed below, a list that may shrink but
+never grow: a new need is met by a public name in engine/__init__.py."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import engine
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("webui", "cli")
+
+# Never imported past `engine` by the other layers: how a turn runs, the backends, the errors.
+CORE = ("engine.runtime", "engine.turn", "engine.backends", "engine.errors", "engine.characters")
+
+# Feature helpers not (yet) behind the public API: forms, stores and views the tabs use. Shrink only.
+NOT_YET_PUBLIC: dict[str, set[str]] = {
+    "character_form": {"character_from_form", "FORM_FIELDS", "form_from_character", "unique_name"},
+    "chat": {"validate_messages"},
+    "chat_prompt": {"PromptPlan", "TokenCounter", "resolve_persona", "ChatOptions", "build_prompt"},
+    "config": {"KV_TYPES", "ServerSettings"},
+    "conversation": {
+        "session_draft",
+        "stateless_plan",
+        "new_session",
+        "session_character",
+        "prompt_messages",
+        "session_options",
+        "update_options",
+    },
+    "downloads": {"DownloadManager"},
+    "fsutil": {"atomic_write"},
+    "gpu": {"gpu_status"},
+    "gpu_required": {"refusal"},
+    "hub": {"parse_ref", "list_repo", "pick"},
+    "lore_form": {
+        "entry_from_form",
+        "POSITION_CHOICES",
+        "test_activation",
+        "FORM_FIELDS",
+        "new_entry",
+        "ROLE_CHOICES",
+        "LOGIC_CHOICES",
+        "form_from_entry",
+    },
+    "lore_store": {"check_book_name"},
+    "lorebook": {"MAX_BYTES", "book_from_obj", "Book"},
+    "memory_estimate": {"gib", "Estimate"},
+    "model_manager": {"models_for", "ModelManager"},
+    "models": {"list_models", "ModelFile"},
+    "params": {"PARAM_NAMES", "parse_params"},
+    "personas": {"Persona", "check_persona_name"},
+    "prompt": {"greetings"},
+    "prompt_view": {"preview"},
+    "reasoning": {"FORMATS"},
+    "sampling_presets": {"GRAMMARS", "param_sources", "SamplingPresetStore", "session_overrides"},
+    "session_formats": {"session_from_doc", "is_session_id"},
+    "sysinfo": {"ProcessHistory", "process_memory"},
+    "userdata": {"personas", "lorebooks"},
+}
+
+
+def engine_imports() -> list[tuple[str, str, str]]:
+    """(file, module, name) for every import of the engine in the other layers."""
+    found = []
+    for layer in LAYERS:
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "engine":
+                    found += [(str(path.relative_to(ROOT)), node.module, a.name) for a in node.names]
+                elif isinstance(node, ast.Import):
+                    found += [
+                        (str(path.relative_to(ROOT)), a.name, "*") for a in node.names if "engine" in a.name
+                    ]
+    return found
+
+
+def test_the_public_names_resolve_and_are_listed_once() -> None:
+    assert len(engine.__all__) == len(set(engine.__all__)) <= 30
+    for name in engine.__all__:
+        assert getattr(engine, name) is not None, name
+    assert {"Runtime", "Turn", "Delta", "Finished", "Session", "EngineError", "Settings"} <= set(
+        engine.__all__
+    )
+
+
+def test_other_layers_import_only_public_names_or_listed_helpers() -> None:
+    problems = []
+    for file, module, name in engine_imports():
+        if module == "engine":
+            if name not in engine.__all__:
+                problems.append(f"{file}: engine.{name} is not public")
+            continue
+        if module.startswith(CORE):
+            problems.append(f"{file}: {module}.{name} is the engine's core; use `from engine import {name}`")
+        elif name not in NOT_YET_PUBLIC.get(module.removeprefix("engine."), set()):
+            problems.append(f"{file}: {module}.{name} reaches past engine's public API (engine/__init__.py)")
+    assert not problems, "\n".join(problems)
+
+
+def test_no_layer_runs_a_turn_past_runtime_turn() -> None:
+    for layer in LAYERS:
+        for path in (ROOT / layer).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            for call in ("engine.stream(", "run_turn(", "require_backend()"):
+                if call == "require_backend()" and path.name == "chat.py":
+                    continue  # the chat tab checks the model before it cuts a chat for an edit
+                assert call not in text, f"{path}: {call} (use Runtime.turn)"
+
+
+def test_importing_the_engine_loads_nothing_it_does_not_use() -> None:
+    """The model worker imports engine.backends: the package itself must stay light (no Gradio, no
+    FastAPI, no llama_cpp, and none of the engine's own modules until a name is used)."""
+    code = (
+        "import sys, engine; "
+        "heavy = [m for m in ('gradio', 'fastapi', 'llama_cpp', 'engine.runtime', 'engine.turn') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
