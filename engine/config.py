@@ -33,21 +33,37 @@ class _Section(BaseModel):
 
 class ModelSettings(_Section):
     path: str = Field(DEFAULT_MODEL, description="GGUF file; relative paths resolve from the project folder.")
-    n_ctx: int = Field(4096, ge=256, le=1_048_576, description="Context window in tokens.")
-    n_gpu_layers: int = Field(-1, ge=-1, le=10_000, description="Layers to offload to the GPU; -1 = all.")
+    n_ctx: int = Field(
+        4096,
+        ge=256,
+        le=1_048_576,
+        description="Context window in tokens; long chats drop their oldest turns to fit (the system prompt "
+        "and the last turn are kept, and the UI says so).",
+    )
+    n_gpu_layers: int = Field(
+        -1, ge=-1, le=10_000, description="Layers to offload to the GPU; -1 = all, 0 = the CPU only."
+    )
     n_batch: int = Field(512, ge=1, le=65_536, description="Prompt tokens evaluated per batch.")
     n_threads: int | None = Field(None, ge=1, le=512, description="Decode threads; empty = all cores.")
-    use_mmap: bool = True
-    use_mlock: bool = False
-    flash_attn: bool = False
+    use_mmap: bool = Field(True, description="Map the model file into memory instead of reading it.")
+    use_mlock: bool = Field(False, description="Lock the model in RAM so the OS never swaps it out.")
+    flash_attn: bool = Field(False, description="Flash attention (less KV memory, faster on most GPUs).")
     cache_type_k: str = Field("f16", pattern="^(" + "|".join(KV_TYPES) + ")$", description="KV cache type.")
     cache_type_v: str = Field("f16", pattern="^(" + "|".join(KV_TYPES) + ")$", description="KV cache type.")
-    seed: int = Field(-1, ge=-1, le=2**32 - 1)
+    seed: int = Field(-1, ge=-1, le=2**32 - 1, description="The context's seed; -1 picks one at load.")
     chat_format: str | None = Field(None, description="Override the GGUF's chat template (llama-cpp name).")
     parallel: int = Field(
-        4, ge=1, le=64, description="Chats decoded at once (continuous batching); each keeps a KV slot."
+        4,
+        ge=1,
+        le=64,
+        description="Chats decoded at once (continuous batching), each in a KV slot of its own; 1 serves one "
+        "reply at a time.",
     )
-    slot_cache: bool = Field(True, description="Save chats' KV state under the data dir (the prompt cache).")
+    slot_cache: bool = Field(
+        True,
+        description="The prompt cache: a slot's KV state is saved under data/slot_cache/ when it is evicted "
+        "or the worker stops, and loaded when that chat returns.",
+    )
     slot_cache_gb: float = Field(2.0, ge=0, le=10_000, description="Size bound of the prompt cache folder.")
     repack: bool | Literal["auto"] = Field(
         "auto",
@@ -71,9 +87,12 @@ class ModelSettings(_Section):
 
 
 class ChatSettings(_Section):
-    system_prompt: str = "You are a helpful assistant."
-    assistant_name: str = "Assistant"
-    user_name: str = "User"
+    system_prompt: str = Field(
+        "You are a helpful assistant.",
+        description="The prompt of chats without a character; {{original}} in a character's prompt.",
+    )
+    assistant_name: str = Field("Assistant", description="{{char}} in chats without a character.")
+    user_name: str = Field("User", description="{{user}} when no persona is chosen.")
     preset: str | None = Field(None, description="Character preset picked for new chats.")
     impersonate_prompt: str = Field(
         "[Write {{user}}'s next message in this chat, in {{user}}'s voice and style as seen so far. "
@@ -88,7 +107,9 @@ class PersonaSettings(_Section):
         description="Where the persona's description goes: in the system prompt, at a depth, or nowhere.",
     )
     depth: int = Field(2, ge=0, le=1000, description="With position: depth, how many messages from the end.")
-    role: Literal["system", "user", "assistant"] = "system"
+    role: Literal["system", "user", "assistant"] = Field(
+        "system", description="With position: depth, the role of the persona's message."
+    )
 
 
 class LoreSettings(_Section):
@@ -100,8 +121,8 @@ class LoreSettings(_Section):
     recursive: bool = Field(True, description="Activated entries' content can activate other entries.")
     max_recursion_steps: int = Field(0, ge=0, le=100, description="Scan passes; 0 = until nothing new.")
     include_names: bool = Field(True, description="Scan messages as 'Name: text'.")
-    case_sensitive: bool = False
-    match_whole_words: bool = True
+    case_sensitive: bool = Field(False, description="Keys match case-sensitively.")
+    match_whole_words: bool = Field(True, description="Keys match whole words only.")
     group_scoring: bool = Field(False, description="Inclusion groups: the entries matching most keys win.")
     strategy: Literal["evenly", "character_first", "global_first"] = Field(
         "character_first",
@@ -111,7 +132,12 @@ class LoreSettings(_Section):
 
 
 class GpuSettings(_Section):
-    required: bool = Field(False, description="Refuse to run unless the model is offloaded to a GPU.")
+    required: bool = Field(
+        False,
+        description="Refuse to run unless the model is offloaded to a GPU: `python -m webui` and "
+        "`python -m cli` exit with status 2 and one line naming what is missing (driver, CUDA build, "
+        "offload) and the fix.",
+    )
 
 
 class WorkerSettings(_Section):
@@ -123,16 +149,24 @@ class WorkerSettings(_Section):
 
 
 class BackendSettings(_Section):
-    kind: Literal["llama_cpp", "openai"] = "llama_cpp"
+    kind: Literal["llama_cpp", "openai"] = Field(
+        "llama_cpp",
+        description="llama_cpp runs the model here; openai puts the UI in front of any OpenAI-compatible "
+        "server (llama-server, vLLM).",
+    )
     url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (kind: openai).")
-    api_key: str | None = None
-    model: str | None = None
+    api_key: str | None = Field(None, description="Its API key, sent as a Bearer token.")
+    model: str | None = Field(None, description="The model name to ask that server for.")
 
 
 class ServerSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(7860, ge=1, le=65_535)
-    cors_origins: list[str] = Field(default_factory=list)
+    host: str = Field(
+        "127.0.0.1", description="Bind address; anything but loopback needs server.api_key and server.auth."
+    )
+    port: int = Field(7860, ge=1, le=65_535, description="Port.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed to call the API (same-origin by default)."
+    )
     allowed_hosts: list[str] = Field(
         default_factory=list, description="Host names to answer besides localhost, 127.0.0.1, [::1], host."
     )
@@ -148,7 +182,7 @@ class ServerSettings(_Section):
 
 
 class LoggingSettings(_Section):
-    level: str = "INFO"
+    level: str = Field("INFO", description="Log level of data/logs/engine.log (rotated).")
     chat_content: bool = Field(False, description="Write conversation text to the logs.")
 
 
@@ -163,9 +197,9 @@ class Settings(_Section):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
-    data_dir: str = "data"
-    presets_dir: str = "presets"
-    models_dir: str = "models"
+    data_dir: str = Field("data", description="Sessions, user presets, logs, caches: all state lives here.")
+    presets_dir: str = Field("presets", description="The shipped character presets.")
+    models_dir: str = Field("models", description="GGUF files the UI and the API may load.")
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()

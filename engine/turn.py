@@ -225,12 +225,11 @@ def _in_session(
     ):
         raise InvalidInput(f"This chat has no reply to {mode}.")
     rt.engine.require_backend()
-    if mode == "impersonate":  # a draft of the user's next message: nothing is saved
+    if mode == "impersonate":  # a draft of the user's next message: nothing is saved (no session on it)
         plan, sampling = session_draft(rt, session, options=options, params=params, mode="impersonate")
         return Turn(
             lambda c: with_prefill(plan, rt.engine.stream(plan.messages, sampling, c)),
             params=sampling,
-            session=session,
             plan=plan,
             prompt=plan.messages,
             cancel=cancel,
