@@ -13,13 +13,13 @@ from .backends.base import Delta, Finished, Message, Reasoning
 from .characters import Character
 from .chat import Notice, Queued, StreamEvent
 from .chat_prompt import ChatOptions, PromptPlan, build_prompt, check_options, resolve_persona
-from .errors import BackendError, InvalidInput, StorageError
+from .errors import BackendError, Conflict, InvalidInput, StorageError
 from .params import SamplingParams
 from .prompt import greetings
 from .runtime import Runtime
 from .session_formats import ChatMessage, ModelInfo, Session, now_iso
 
-Mode = Literal["send", "regenerate", "continue"]
+Mode = Literal["send", "edit", "regenerate", "continue"]
 PARTIAL_SAVE_S = 2.0
 
 
@@ -135,6 +135,7 @@ def run_turn(
     cancel: threading.Event | None = None,
     options: dict[str, Any] | None = None,
     on_prompt: Callable[[list[Message]], None] | None = None,
+    index: int | None = None,
 ) -> Iterator[StreamEvent]:
     """Stream one assistant turn into `session`, saving as it goes. The session object is updated in place.
 
@@ -161,6 +162,7 @@ def run_turn(
             cancel=cancel,
             options=options,
             on_prompt=on_prompt,
+            index=index,
         )
     finally:
         lock.release()
@@ -176,6 +178,7 @@ def _run_turn(
     cancel: threading.Event,
     options: dict[str, Any] | None,
     on_prompt: Callable[[list[Message]], None] | None,
+    index: int | None,
 ) -> Iterator[StreamEvent]:
     if params is not None:
         rt.params_for(session_character(session), params)
@@ -183,26 +186,8 @@ def _run_turn(
     update_options(rt, session, options or {})
     sampling = rt.params_for(session_character(session), session.params)
     now = now_iso()
-    if mode == "send":
-        if not user_text or not user_text.strip():
-            raise InvalidInput("The message is empty.", field="messages")
-        _drop_interrupted_reply(session)
-        session.messages.append(ChatMessage(role="user", content=user_text, time=now))
-        history = list(session.messages)
-        reply = ChatMessage(role="assistant", content="", time=now)
-        session.messages.append(reply)
-        prefix = ""
-    else:
-        if not session.messages or session.messages[-1].role != "assistant":
-            raise InvalidInput(f"There is no assistant reply to {mode}.")
-        reply = session.messages[-1]
-        history = session.messages[:-1]
-        if mode == "regenerate":
-            reply.new_version(now)
-            prefix = ""
-        else:
-            prefix = reply.content
-            history = [*history, ChatMessage(role="assistant", content=prefix, time=reply.time)]
+    reply, history, prefix = _place_reply(session, mode, user_text, index, now)
+    branched = mode in ("regenerate", "edit")  # the visible path may be shorter; nothing is lost
     plan = session_plan(rt, session, history, mode=_TRIGGERS[mode], seed=sampling.seed)
     messages = plan.messages
     if on_prompt is not None:
@@ -214,7 +199,7 @@ def _run_turn(
     reply.content = prefix
     reply.interrupted = None
     reply.stopped = True  # until the turn completes, what is on disk is partial
-    yield from _save(rt, session)
+    yield from _save(rt, session, allow_shrink=branched)
     reply.stopped = False
     if plan.prefill and plan.show_prefill:
         yield Delta(plan.prefill)
@@ -233,7 +218,7 @@ def _run_turn(
                     reply.content = text
                 if time.monotonic() - last_save > PARTIAL_SAVE_S:
                     reply.stopped = True  # until the turn completes, what is on disk is partial
-                    yield from _save(rt, session)
+                    yield from _save(rt, session, allow_shrink=branched)
                     reply.stopped = False
                     last_save = time.monotonic()
             elif isinstance(event, Finished):
@@ -253,7 +238,80 @@ def _run_turn(
                 rt.sessions.save(session, allow_shrink=True)
 
 
-_TRIGGERS = {"send": "normal", "regenerate": "regenerate", "continue": "continue"}
+_TRIGGERS = {"send": "normal", "edit": "normal", "regenerate": "regenerate", "continue": "continue"}
+
+
+def _place_reply(
+    session: Session, mode: Mode, user_text: str | None, index: int | None, now: str
+) -> tuple[ChatMessage, list[ChatMessage], str]:
+    """Where the reply goes: (the reply message, the history before it, the text it starts with).
+
+    send: the user's message and a new reply end the chat. edit: message `index` (the user's) gets a new
+    version with `user_text` and a new reply follows it. regenerate: reply `index` (default the last) gets
+    a new, empty version. Either way what followed the old version stays with it, as a branch.
+    """
+    if mode == "send":
+        if not user_text or not user_text.strip():
+            raise InvalidInput("The message is empty.", field="messages")
+        _drop_interrupted_reply(session)
+        session.messages.append(ChatMessage(role="user", content=user_text, time=now))
+        reply = ChatMessage(role="assistant", content="", time=now)
+        session.messages.append(reply)
+        return reply, session.messages[:-1], ""
+    if mode == "edit":
+        k = message_index(session, index, role="user")
+        if not user_text or not user_text.strip():
+            raise InvalidInput("The message is empty.", field="content")
+        branch_at(session, k, user_text, now)
+        reply = ChatMessage(role="assistant", content="", time=now)
+        session.messages.append(reply)
+        return reply, session.messages[:-1], ""
+    default = None if mode == "regenerate" else len(session.messages) - 1
+    k = message_index(session, index if index is not None else default, role="assistant")
+    reply = session.messages[k]
+    if mode == "regenerate":
+        reply.new_version(now, after=session.messages[k + 1 :])
+        del session.messages[k + 1 :]
+        return reply, session.messages[:k], ""
+    if k != len(session.messages) - 1:
+        raise InvalidInput("Only the last reply can be continued.", field="index")
+    history = [*session.messages[:k], ChatMessage(role="assistant", content=reply.content, time=reply.time)]
+    return reply, history, reply.content
+
+
+def message_index(session: Session, index: int | None, *, role: str | None = None) -> int:
+    """A message's index, checked (None: the last message with `role`). Raises InvalidInput."""
+    n = len(session.messages)
+    if index is None:
+        found = [i for i, m in enumerate(session.messages) if role is None or m.role == role]
+        if not found:
+            what = {"assistant": "reply to regenerate", "user": "message of yours"}.get(role or "", "message")
+            raise InvalidInput(f"This chat has no {what} yet.", field="index")
+        return found[-1]
+    if not 0 <= index < n:
+        raise InvalidInput(
+            f"There is no message {index}: this chat shows {n} (counted from 0).", field="index"
+        )
+    if role is not None and session.messages[index].role != role:
+        raise InvalidInput(
+            f"Message {index} is the {session.messages[index].role}'s, not the {role}'s.", field="index"
+        )
+    return index
+
+
+def branch_at(session: Session, index: int, content: str, time: str = "") -> ChatMessage:
+    """A new version of message `index` with `content`; what followed stays with the old version."""
+    message = session.messages[index]
+    message.branch(content, time, after=session.messages[index + 1 :])
+    del session.messages[index + 1 :]
+    return message
+
+
+def select_version(session: Session, index: int, version: int) -> None:
+    """Show version `version` of message `index`, and the branch that follows it."""
+    message = session.messages[message_index(session, index)]
+    rest = message.select(version, after=session.messages[index + 1 :])
+    session.messages[index + 1 :] = rest
 
 
 def _drop_interrupted_reply(session: Session) -> None:
@@ -270,7 +328,7 @@ def _finish(session: Session, reply: ChatMessage, text: str, *, stopped: bool, m
     reply.stopped = stopped
     reply.sync()
     if (
-        mode == "send"
+        mode in ("send", "edit")
         and not text
         and not reply.reasoning
         and session.messages
@@ -344,3 +402,30 @@ def with_prefill(plan: PromptPlan | None, events: Iterator[StreamEvent]) -> Iter
         if plan.prefill and plan.show_prefill:
             yield Delta(plan.prefill)
     yield from events
+
+
+def _with_session(rt: Runtime, session_id: str, change: Callable[[Session], object]) -> Session:
+    """Apply `change` to a stored session and save it, unless a reply is being written into it."""
+    lock = rt.sessions.turn_lock(session_id)
+    if not lock.acquire(timeout=5):
+        raise Conflict("A reply is being written in this chat; try again when it is done.")
+    try:
+        session = rt.sessions.get(session_id)
+        change(session)
+        rt.sessions.save(session, allow_shrink=True)  # a branch is kept, never lost
+        return session
+    finally:
+        lock.release()
+
+
+def edit_message(rt: Runtime, session_id: str, index: int, content: str) -> Session:
+    """A new version of message `index` with `content`, with no reply generated (for the user's message,
+    `Runtime.turn(mode="edit")` also writes the new reply). What followed stays with the old version."""
+    if not content.strip():
+        raise InvalidInput("The message is empty.", field="content")
+    return _with_session(rt, session_id, lambda s: branch_at(s, message_index(s, index), content, now_iso()))
+
+
+def show_version(rt: Runtime, session_id: str, index: int, version: int) -> Session:
+    """Show version `version` of message `index`, and the branch that follows it."""
+    return _with_session(rt, session_id, lambda s: select_version(s, index, version))

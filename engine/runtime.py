@@ -131,6 +131,7 @@ class Runtime:
         params: dict[str, Any] | None = None,
         options: dict[str, Any] | None = None,
         cancel: threading.Event | None = None,
+        index: int | None = None,
     ) -> Turn:
         """The one way to run a turn. Everything is checked now: a bad request raises at once.
 
@@ -138,9 +139,11 @@ class Runtime:
           draft Character) or chat `options`, the prompt is built as a new session with that preset would
           build it; with neither, the messages go to the model as they are.
         - `session="new"`: a session is made from `messages` (the last one is the user's turn to send).
-        - A session (or its id): `mode` send (`user_text`, or the last user message), regenerate, continue
-          or impersonate (a draft of the user's next message; nothing is saved). The completed turn is
-          saved.
+        - A session (or its id): `mode` send (`user_text`, or the last user message), edit (user message
+          `index` gets a new version with `user_text`, and a new reply follows it), regenerate (reply
+          `index`, by default the last, gets a new version), continue, or impersonate (a draft of the user's
+          next message; nothing is saved). An edit or a regeneration branches: what followed the old
+          version stays with it. The completed turn is saved.
         `params` are sampling overrides; `options` the chat options (persona, lorebooks, reply_prefix,
         show_reply_prefix).
         """
@@ -156,7 +159,21 @@ class Runtime:
             params=params,
             options=options,
             cancel=cancel,
+            index=index,
         )
+
+    def edit(self, session_id: str, index: int, content: str) -> Session:
+        """A new version of message `index` of a saved chat, with no reply written (for the user's message,
+        `turn(mode="edit")` writes the new reply too). What followed stays with the old version."""
+        from .conversation import edit_message
+
+        return edit_message(self, session_id, index, content)
+
+    def select_version(self, session_id: str, index: int, version: int) -> Session:
+        """Show version `version` of message `index` of a saved chat, and the branch that follows it."""
+        from .conversation import show_version
+
+        return show_version(self, session_id, index, version)
 
     # --- helpers shared by every interface ---------------------------------------------------------
 

@@ -30,7 +30,7 @@ from .errors import InvalidInput, TooLarge
 from .reasoning import FORMATS, split_text
 from .text import clean_line
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
 ID_RE = re.compile(r"s-\d{8}-\d{6}-[0-9a-f]{6}")
 EXPECTED = (
@@ -109,17 +109,23 @@ class ModelInfo(_Strict):
 
 
 class Alternative(_Strict):
+    """One version of a message. A version that is not shown keeps, in `after`, the messages that followed
+    it: the branch it heads (the shown version's continuation is the session's visible path)."""
+
     content: str
     time: MaybeTime = ""
     metrics: dict[str, Any] | None = None
     reasoning: str = ""
+    name: str | None = None
+    after: list[ChatMessage] = Field(default_factory=list)
 
 
 class ChatMessage(_Strict):
     """One turn. `content` is what the prompt uses and what the user sees.
 
-    An assistant message that was regenerated keeps every version in `alternatives`; `selected` points at
-    the shown one, and content/time/metrics mirror it (content wins if they disagree).
+    A message that was edited or regenerated keeps every version in `alternatives` (a tree: each hidden
+    version keeps its own continuation); `version` points at the shown one, and content/time/metrics
+    mirror it (content wins if they disagree). Saved files also carry `versions` (how many) for readers.
     """
 
     role: Role
@@ -127,60 +133,89 @@ class ChatMessage(_Strict):
     time: MaybeTime = ""
     metrics: dict[str, Any] | None = None
     reasoning: str = ""  # a thinking model's thought: kept and shown, never sent back to the model
+    name: str | None = None  # who said it, in a group chat (the speaker's display name)
     alternatives: list[Alternative] = Field(default_factory=list)
-    selected: int = 0
+    version: int = 0
     stopped: bool = False  # a partial reply: the user pressed Stop or the client went away
     interrupted: str | None = None  # why a fault cut the reply short (the model process crashed)
     greeting: bool = False  # the character's opening message
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_count(cls, data: Any) -> Any:
+        """`versions` is written for readers; it is derived, so it is not read back."""
+        if isinstance(data, dict) and "versions" in data:
+            data = {k: v for k, v in data.items() if k != "versions"}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> ChatMessage:
         if self.alternatives:
-            if self.role != "assistant":
-                raise ValueError("only assistant messages can have alternatives")
-            if not 0 <= self.selected < len(self.alternatives):
+            if not 0 <= self.version < len(self.alternatives):
                 raise ValueError(
-                    f"selected={self.selected} is outside alternatives (0..{len(self.alternatives) - 1})"
+                    f"version={self.version} is outside alternatives (0..{len(self.alternatives) - 1})"
                 )
+            if self.alternatives[self.version].after:
+                raise ValueError("the shown version's continuation is the chat itself, not 'after'")
             self.sync()
-        elif self.selected != 0:
-            raise ValueError("selected must be 0 when there are no alternatives")
+        elif self.version != 0:
+            raise ValueError("version must be 0 when there are no alternatives")
         return self
 
     def sync(self) -> None:
-        """Copy the shown content/time/metrics into alternatives[selected]."""
+        """Copy the shown content/time/metrics into alternatives[version]."""
         if self.alternatives:
-            alt = self.alternatives[self.selected]
+            alt = self.alternatives[self.version]
             alt.content, alt.time, alt.metrics = self.content, self.time, self.metrics
-            alt.reasoning = self.reasoning
+            alt.reasoning, alt.name = self.reasoning, self.name
 
-    def new_version(self, time: str = "") -> None:
-        """Start a regenerated version: keep the current one as an alternative and show an empty one."""
+    def branch(self, content: str = "", time: str = "", after: list[ChatMessage] | None = None) -> None:
+        """Show a new version with `content`; the shown one becomes a hidden version that keeps `after`
+        (the messages that followed it)."""
+        if not self.alternatives:
+            self.alternatives.append(self._as_version())
+        self.sync()
+        self.alternatives[self.version].after = list(after or [])
+        time = _iso_or_empty(time)
+        self.alternatives.append(Alternative(content=content, time=time, name=self.name))
+        self.version = len(self.alternatives) - 1
+        self.content, self.time, self.metrics, self.stopped = content, time, None, False
+        self.reasoning, self.interrupted = "", None
+
+    def new_version(self, time: str = "", after: list[ChatMessage] | None = None) -> None:
+        """Start a regenerated version of a reply: an empty one is shown, the old one is kept."""
         if self.role != "assistant":
             raise InvalidInput("Only assistant replies can be regenerated.")
-        if not self.alternatives:
-            self.alternatives.append(
-                Alternative(
-                    content=self.content, time=self.time, metrics=self.metrics, reasoning=self.reasoning
-                )
-            )
-        self.sync()
-        time = _iso_or_empty(time)
-        self.alternatives.append(Alternative(content="", time=time))
-        self.selected = len(self.alternatives) - 1
-        self.content, self.time, self.metrics, self.stopped = "", time, None, False
-        self.reasoning = ""
+        self.branch("", time, after)
 
-    def select(self, index: int) -> None:
-        """Show alternative `index` (negative counts from the end)."""
+    def select(self, index: int, after: list[ChatMessage] | None = None) -> list[ChatMessage]:
+        """Show version `index` (negative counts from the end). The version shown until now keeps `after`
+        (what followed it); the chosen version's continuation is returned (and no longer kept in it)."""
         n = len(self.alternatives)
         if not -n <= index < n:
-            raise InvalidInput(f"There is no version {index + 1} of this reply (it has {max(n, 1)}).")
+            raise InvalidInput(f"There is no version {index + 1} of this message (it has {max(n, 1)}).")
+        if not n:
+            return list(after or [])
         self.sync()
-        self.selected = index % n
-        alt = self.alternatives[self.selected]
+        self.alternatives[self.version].after = list(after or [])
+        self.version = index % n
+        alt = self.alternatives[self.version]
         self.content, self.time, self.metrics = alt.content, alt.time, alt.metrics
-        self.reasoning = alt.reasoning
+        self.reasoning, self.name = alt.reasoning, alt.name
+        rest, alt.after = alt.after, []
+        return rest
+
+    def _as_version(self) -> Alternative:
+        return Alternative(
+            content=self.content,
+            time=self.time,
+            metrics=self.metrics,
+            reasoning=self.reasoning,
+            name=self.name,
+        )
+
+
+Alternative.model_rebuild()
 
 
 class Session(_Strict):
@@ -220,10 +255,21 @@ def encode(session: Session) -> bytes:
     """The exact bytes we store and export."""
     for m in session.messages:
         m.sync()
+    doc = session.model_dump()
+    _count_versions(doc["messages"])
     try:
-        return orjson.dumps(session.model_dump(), option=orjson.OPT_INDENT_2)
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
     except orjson.JSONEncodeError as exc:
         raise InvalidInput(f"The session cannot be stored as JSON: {exc}.") from None
+
+
+def _count_versions(messages: list[dict[str, Any]]) -> None:
+    """Each message with versions also carries `versions` (how many), as the API documents."""
+    for m in messages:
+        if m["alternatives"]:
+            m["versions"] = len(m["alternatives"])
+            for alt in m["alternatives"]:
+                _count_versions(alt["after"])
 
 
 def auto_title(messages: list[ChatMessage], limit: int = 60) -> str:
@@ -238,8 +284,23 @@ def auto_title(messages: list[ChatMessage], limit: int = 60) -> str:
 
 # ---- import -----------------------------------------------------------------------------------------
 
+
 # schema_version n -> n + 1. Add one here whenever the schema changes; the old shape stays importable.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 keeps a tree: a message's `selected` alternative is its shown `version`, and each version
+    can keep the messages that followed it. A version 1 file reads unchanged."""
+    messages = doc.get("messages")
+    if not isinstance(messages, list):
+        return doc
+    out = []
+    for m in messages:
+        if isinstance(m, dict) and "selected" in m and "version" not in m:
+            m = {("version" if k == "selected" else k): v for k, v in m.items()}
+        out.append(m)
+    return {**doc, "messages": out}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 
 def parse_import(data: bytes | str, new_id: str) -> Session:
@@ -408,7 +469,7 @@ def to_markdown(session: Session) -> str:
         if m.time:
             head += f" · {m.time}"
         if m.alternatives:
-            head += f" · version {m.selected + 1} of {len(m.alternatives)}"
+            head += f" · version {m.version + 1} of {len(m.alternatives)}"
         if m.greeting:
             head += " · greeting"
         lines += ["", head, ""]

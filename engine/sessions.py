@@ -249,15 +249,14 @@ class SessionStore:
             return copy
 
     def delete(self, session_id: str) -> None:
-        """Move the session (and its .bak) to <data_dir>/trash."""
+        """Move the session (and its backups) to <data_dir>/trash."""
         with self._lock:
             path = self._path(session_id)
             if not path.is_file():
                 raise NotFound(f"No chat with id {session_id}.")
             trash = self.data_dir / "trash"
             move_to(trash, path)
-            bak = path.with_name(path.name + ".bak")
-            if bak.is_file():
+            for bak in path.parent.glob(path.name + "*.bak"):
                 move_to(trash, bak)
             self._deleted.add(session_id)
             self._cache.pop(session_id, None)
@@ -295,7 +294,10 @@ class SessionStore:
             doc = orjson.loads(data)
             if not isinstance(doc, dict):
                 raise InvalidInput("not a JSON object")
-            return session_from_doc(doc, path.stem), data
+            session = session_from_doc(doc, path.stem)
+            if doc.get("schema_version") != SCHEMA_VERSION:
+                data = self._migrate_file(path, session, data, doc.get("schema_version"))
+            return session, data
         except orjson.JSONDecodeError as exc:
             reason = f"not valid JSON ({exc})"
         except NewerVersion as exc:  # not damaged: leave it where it is
@@ -313,6 +315,20 @@ class SessionStore:
             f"Chat file {path.name} is damaged ({reason}); {where}. Its .bak may hold an older copy."
         )
         raise NotFound(f"Chat {path.stem} is damaged and was set aside.")
+
+    def _migrate_file(self, path: Path, session: Session, data: bytes, version: object) -> bytes:
+        """Rewrite an older file in the current schema; the original stays beside it as
+        `<id>.json.v<N>.bak`, written once and never replaced."""
+        keep = path.with_name(f"{path.name}.v{version}.bak")
+        new = encode(session)
+        try:
+            if not keep.exists():
+                atomic_write(keep, data, keep_backup=False)
+            atomic_write(path, new)
+        except StorageError as exc:  # read-only or full: it still opens, migrated in memory
+            self._report(f"Chat {path.stem} could not be upgraded on disk: {exc.message}")
+            return data
+        return new
 
     def _summary(self, path: Path) -> tuple[SessionSummary, str]:
         key = self._stat(path)

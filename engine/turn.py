@@ -17,6 +17,7 @@ from .characters import Character
 from .chat import Notice, StreamEvent, validate_messages
 from .chat_prompt import ChatOptions, PromptPlan
 from .conversation import (
+    message_index,
     new_session,
     run_turn,
     session_character,
@@ -32,8 +33,8 @@ from .session_formats import ChatMessage, Session, now_iso
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-Mode = Literal["send", "regenerate", "continue", "impersonate"]
-MODES: tuple[str, ...] = ("send", "regenerate", "continue", "impersonate")
+Mode = Literal["send", "edit", "regenerate", "continue", "impersonate"]
+MODES: tuple[str, ...] = ("send", "edit", "regenerate", "continue", "impersonate")
 
 
 class Turn:
@@ -117,6 +118,7 @@ def start_turn(
     params: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
     cancel: threading.Event | None = None,
+    index: int | None = None,
 ) -> Turn:
     """Check a turn and return it, ready to run. See `Runtime.turn`."""
     if mode not in MODES:
@@ -129,7 +131,7 @@ def start_turn(
         session = rt.sessions.get(session)
     if mode == "send" and user_text is None and messages:
         user_text = _last_user_text(list(messages))  # the turn to send is the last message
-    return _in_session(rt, session, mode, user_text, params, options, cancel)
+    return _in_session(rt, session, mode, user_text, params, options, cancel, index)
 
 
 def _stateless(
@@ -213,17 +215,19 @@ def _in_session(
     params: dict[str, Any] | None,
     options: dict[str, Any] | None,
     cancel: threading.Event | None,
+    index: int | None = None,
 ) -> Turn:
     if params is not None:
         rt.params_for(session_character(session), params)
     update_options(rt, session.model_copy(deep=True), options or {})  # refuse bad options now
-    if mode == "send":
-        if not user_text or not user_text.strip():
-            raise InvalidInput("The message is empty.", field="messages")
-    elif mode in ("regenerate", "continue") and not (
-        session.messages and session.messages[-1].role == "assistant"
-    ):
-        raise InvalidInput(f"This chat has no reply to {mode}.")
+    if mode in ("send", "edit") and not (user_text and user_text.strip()):
+        raise InvalidInput("The message is empty.", field="messages")
+    if mode == "edit":
+        message_index(session, index, role="user")
+    elif mode == "regenerate":
+        message_index(session, index, role="assistant")
+    elif mode == "continue" and not (session.messages and session.messages[-1].role == "assistant"):
+        raise InvalidInput("This chat has no reply to continue.")
     rt.engine.require_backend()
     if mode == "impersonate":  # a draft of the user's next message: nothing is saved (no session on it)
         plan, sampling = session_draft(rt, session, options=options, params=params, mode="impersonate")
@@ -246,6 +250,7 @@ def _in_session(
             cancel=c,
             options=options,
             on_prompt=lambda prompt: setattr(turn, "prompt", prompt),
+            index=index,
         )
 
     turn = Turn(make, params=sampling, session=session, cancel=cancel)

@@ -60,14 +60,15 @@ def test_create_get_and_saved_shape(store: SessionStore) -> None:
     assert s.id.startswith("s-") and s.title == "What is 2+2? ünïcode ✓ nul"  # no control character
     assert store.get(s.id) == s
     doc = orjson.loads((store.folder / f"{s.id}.json").read_bytes())
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert list(doc) == [
         "schema_version",
         *("id", "title", "created_at", "updated_at", "model", "character", "character_name"),
         *("system_prompt", "params", "persona", "lorebooks", "reply_prefix", "show_reply_prefix", "messages"),
     ]
     last = doc["messages"][2]
-    assert last["content"] == "second answer" and last["selected"] == 1 and last["stopped"] is True
+    assert last["content"] == "second answer" and last["version"] == 1 and last["stopped"] is True
+    assert last["versions"] == 2 and "versions" not in doc["messages"][0]
     assert [a["content"] for a in last["alternatives"]] == ["first answer", "second answer"]
     assert last["alternatives"][1]["metrics"] == {"t": 2}  # the shown version is mirrored on save
 
@@ -77,7 +78,7 @@ def test_alternatives_select_and_validation() -> None:
     m.new_version()
     m.content = "b"
     m.select(0)
-    assert (m.content, m.selected, [a.content for a in m.alternatives]) == ("a", 0, ["a", "b"])
+    assert (m.content, m.version, [a.content for a in m.alternatives]) == ("a", 0, ["a", "b"])
     m.select(-1)
     assert m.content == "b"
     with pytest.raises(InvalidInput):
@@ -356,10 +357,11 @@ def test_import_webui_visible_only_is_unescaped(store: SessionStore) -> None:
         (b'["hi"]', "must be an object"),
         (b'{"internal": [["only one"]]}', "string pairs"),
         (b'{"internal": [["", ""]]}', "no chat messages"),
-        (b'{"schema_version": 2, "messages": []}', "newer version"),
+        (b'{"schema_version": 3, "messages": []}', "newer version"),
         (b'{"schema_version": "1", "messages": []}', "schema_version"),
         (b'{"schema_version": 1, "messages": [], "extra": 1}', "unknown field 'extra'"),
-        (b'{"schema_version": 1, "messages": [{"role": "user", "content": "x", "selected": 2}]}', "selected"),
+        (b'{"schema_version": 1, "messages": [{"role": "user", "content": "x", "selected": 2}]}', "version"),
+        (b'{"schema_version": 2, "messages": [{"role": "user", "content": "x", "version": 1}]}', "version"),
         (b'{"schema_version": 1, "created_at": "yesterday", "messages": []}', "created_at"),
     ],
 )
@@ -433,7 +435,7 @@ def bad_own(draw: st.DrawFn) -> Any:
     kind = draw(st.integers(0, 9))
     if kind == 0:
         version = st.integers() | not_str | st.text()
-        doc["schema_version"] = draw(version.filter(lambda v: not (type(v) is int and v == 1)))
+        doc["schema_version"] = draw(version.filter(lambda v: not (type(v) is int and v in (1, 2))))
     elif kind == 1:
         doc["messages"] = draw(not_dict.filter(lambda v: not isinstance(v, list)) | st.just({}))
     elif kind == 2:
@@ -441,13 +443,15 @@ def bad_own(draw: st.DrawFn) -> Any:
     elif kind == 3:
         msg["content"] = draw(not_str)
     elif kind == 4:
-        msg[draw(st.text(max_size=10).filter(lambda k: k not in ChatMessage.model_fields))] = draw(any_json)
+        msg[draw(st.text(max_size=10).filter(lambda k: k not in {*ChatMessage.model_fields, "versions"}))] = (
+            draw(any_json)
+        )
     elif kind == 5:
         doc[draw(st.text(max_size=10).filter(lambda k: k not in OWN_FIELDS))] = draw(any_json)
     elif kind == 6:
         doc[draw(st.sampled_from(["created_at", "updated_at"]))] = draw(bad_time)
     elif kind == 7:
-        msg["selected"] = draw(st.integers().filter(lambda v: v != 0) | st.floats() | st.text())
+        msg["version"] = draw(st.integers().filter(lambda v: v != 0) | st.floats() | st.text())
     elif kind == 8:
         doc["params"] = draw(not_dict)
     else:

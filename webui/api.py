@@ -25,7 +25,11 @@ from engine import (
     Turn,
 )
 from engine.chat import validate_messages
-from engine.conversation import prompt_messages, session_draft, stateless_plan
+from engine.conversation import (
+    prompt_messages,
+    session_draft,
+    stateless_plan,
+)
 from engine.gpu import gpu_status
 from engine.model_manager import models_for
 
@@ -111,6 +115,20 @@ class RenameRequest(BaseModel):
 class RegenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     params: SamplingParams | None = None
+    index: int | None = Field(None, ge=0, description="The reply to regenerate; default the last one.")
+
+
+class EditRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: int = Field(ge=0, description="The message to edit, counted from 0 on the visible path.")
+    content: str = Field(min_length=1, max_length=1_000_000)
+    params: SamplingParams | None = None
+
+
+class SelectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: int = Field(ge=0, description="The message, counted from 0 on the visible path.")
+    version: int = Field(ge=0, description="Its version to show, counted from 0.")
 
 
 class ImportReply(BaseModel):
@@ -355,10 +373,37 @@ def build_router(rt: Runtime) -> APIRouter:
     async def regenerate(session_id: str, body: RegenerateRequest | None = None) -> StreamingResponse:
         overrides = body.params.model_dump(exclude_unset=True) if body and body.params else None
 
+        index = body.index if body else None
+
         def prepare() -> Turn:
-            return rt.turn(session=session_id, mode="regenerate", params=overrides)
+            return rt.turn(session=session_id, mode="regenerate", params=overrides, index=index)
 
         return sse_response(await run_in_threadpool(prepare))
+
+    @api.post(
+        "/sessions/{session_id}/edit",
+        summary="A new version of a message; for the user's, the new reply streams as server-sent events",
+        responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}},
+    )
+    async def edit(session_id: str, body: EditRequest) -> Any:
+        def prepare() -> Turn | Response:
+            session = rt.sessions.get(session_id)
+            shown = session.messages
+            if body.index < len(shown) and shown[body.index].role == "user":  # the new reply streams
+                overrides = body.params.model_dump(exclude_unset=True) if body.params else None
+                return rt.turn(
+                    session=session, mode="edit", index=body.index, user_text=body.content, params=overrides
+                )
+            rt.edit(session_id, body.index, body.content)  # no reply to write: the chat, as saved
+            return Response(rt.sessions.export_bytes(session_id), media_type="application/json")
+
+        prepared = await run_in_threadpool(prepare)
+        return sse_response(prepared) if isinstance(prepared, Turn) else prepared
+
+    @api.post("/sessions/{session_id}/select", summary="Show a version of a message, and its branch")
+    def select(session_id: str, body: SelectRequest) -> Response:
+        rt.select_version(session_id, body.index, body.version)
+        return Response(rt.sessions.export_bytes(session_id), media_type="application/json")
 
     @api.get("/sessions/{session_id}/prompt", summary="The exact messages the model gets for this session")
     def session_prompt(session_id: str) -> list[dict[str, str]]:

@@ -266,7 +266,7 @@ def build(ctx: UIContext) -> None:
     def alt_label(session: Session) -> str:
         last = session.messages[-1] if session.messages else None
         if last is not None and last.role == "assistant" and len(last.alternatives) > 1:
-            return f"{last.selected + 1}/{len(last.alternatives)}"
+            return f"{last.version + 1}/{len(last.alternatives)}"
         return ""
 
     def on_send(
@@ -374,7 +374,7 @@ def build(ctx: UIContext) -> None:
             last = session.messages[-1]
             if len(last.alternatives) < 2:
                 return gr.skip(), gr.skip()
-            last.select((last.selected + step) % len(last.alternatives))
+            last.select((last.version + step) % len(last.alternatives))
             rt.sessions.save(session)
             return to_chatbot(session.messages), status_line(ctx, session, lang_value, alt_label(session))
 
