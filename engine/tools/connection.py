@@ -89,7 +89,7 @@ class Connection:
                 if _spawn_failed(exc):  # the program is missing or not executable: retrying cannot help
                     self.state = "failed"
                     return
-            self._client, self.tools = None, []
+            self._client = None  # the tools stay listed while it restarts; calls wait for it
             self._ready.clear()
             if self._stop.is_set():
                 break

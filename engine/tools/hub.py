@@ -177,7 +177,8 @@ class ToolHub:
         }
 
     def list_tools(self, *, enabled_only: bool = False) -> list[ToolInfo]:
-        found = [(c.name, t) for c in list(self._conns.values()) if c.state == "ready" for t in c.tools]
+        live = ("ready", "restarting")  # a restarting server's calls wait for it
+        found = [(c.name, t) for c in list(self._conns.values()) if c.state in live for t in c.tools]
         counts: dict[str, int] = {}
         for _, t in found:
             counts[t.name] = counts.get(t.name, 0) + 1
