@@ -32,10 +32,12 @@ from ..config import ModelSettings
 from ..errors import InvalidInput, ModelUnavailable
 from ..params import SamplingParams
 from ..reasoning import ReasoningSplitter, detect_format, starts_in_thought, template_switch
+from ..tools.formats import detect_call_format, template_renders_tools
 from .base import Event, Message
 from .batching import Scheduler, Sequence, Thinking
 from .repack import default_params_patch, repack_allowed
 from .slot_cache import SlotCache
+from .tool_grammar import Grammar
 
 log = logging.getLogger("engine.llama_cpp")
 
@@ -138,6 +140,7 @@ class LlamaCppBackend:
         self._template = self.llm.metadata.get("tokenizer.chat_template")
         self.reasoning_format = detect_format(self._template, settings.reasoning_format)
         self.thinking_switch = template_switch(self._template)  # the template reads enable_thinking
+        self.tool_format = detect_call_format(self._template, settings.tool_call_format)
         self._special_pieces = self.reasoning_format is not None and self.reasoning_format.name == "harmony"
         self._pieces: dict[int, bytes | None] = {}  # token id -> its bytes; None ends the generation
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -228,6 +231,8 @@ class LlamaCppBackend:
             "parallel": self.settings.parallel,
             "reasoning_format": self.reasoning_format.name if self.reasoning_format else None,
             "thinking_switch": self.thinking_switch,
+            "tool_call_format": self.tool_format.name,
+            "template_renders_tools": template_renders_tools(self._template),
             "system_info": self._llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
             "load_s": round(self.load_s, 3),
         }
@@ -291,8 +296,15 @@ class LlamaCppBackend:
         return len(self.render(messages)[0])
 
     def stream(
-        self, messages: list[Message], params: SamplingParams, cancel: threading.Event
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        cancel: threading.Event,
+        *,
+        grammar: Grammar | None = None,
     ) -> Iterator[Event]:
+        """Decode a reply. `grammar` (tool calls, engine/backends/tool_grammar.py) may be lazy; it takes the
+        place of `params.grammar`, and the two cannot be used together."""
         started = time.perf_counter()
         prompt, template_stop, added_special = self._render_text(messages, params.thinking)
         tokens = self._tokenize(prompt, add_bos=not added_special)
@@ -304,7 +316,9 @@ class LlamaCppBackend:
                 f"The prompt is {len(tokens)} tokens but the context window is {n_ctx}. "
                 "Shorten the system prompt or raise model.n_ctx."
             )
-        grammar = self._grammar(params.grammar)
+        if grammar is not None and params.grammar.strip():
+            raise InvalidInput("A grammar and tool calls cannot be used together.", field="grammar")
+        grammar = grammar or self._grammar(params.grammar)
         events: queue.SimpleQueue[Event | BaseException | None] = queue.SimpleQueue()
         seq = Sequence(
             tokens,
@@ -352,7 +366,7 @@ class LlamaCppBackend:
         self._pieces[token] = piece
         return piece
 
-    def _sampler(self, params: SamplingParams, grammar: Any) -> Any:
+    def _sampler(self, params: SamplingParams, grammar: Grammar | None) -> Any:
         """llama.cpp's sampler chain, built exactly as `Llama.generate` builds it."""
         from llama_cpp._internals import LlamaSampler
 
@@ -366,7 +380,8 @@ class LlamaCppBackend:
             penalty_present=params.presence_penalty,
         )
         if grammar is not None:
-            self._llama_cpp.llama_sampler_chain_add(s.sampler, self._grammar_sampler(grammar))
+            sampler = self._grammar_sampler(grammar.gbnf, grammar.triggers)
+            self._llama_cpp.llama_sampler_chain_add(s.sampler, sampler)
         if params.temperature == 0:
             s.add_greedy()
         elif params.mirostat_mode == 1:
@@ -382,18 +397,25 @@ class LlamaCppBackend:
             s.add_dist(seed)
         return s
 
-    def _grammar(self, text: str) -> str | None:
+    def _grammar(self, text: str) -> Grammar | None:
         if not text.strip():
             return None
         self.check_grammar(text)
-        return text
+        return Grammar(text)
 
-    def _grammar_sampler(self, text: str) -> Any:
-        """llama.cpp's grammar sampler for `text`. It returns NULL for a grammar it rejects, and a NULL in the
-        chain crashes the first sample: refuse it here, quoting llama.cpp's own parse error."""
+    def _grammar_sampler(self, text: str, triggers: tuple[str, ...] = ()) -> Any:
+        """llama.cpp's grammar sampler for `text`; lazy (waiting for one of `triggers`, regular expressions)
+        when there are triggers. It returns NULL for a grammar it rejects, and a NULL in the chain crashes
+        the first sample: refuse it here, quoting llama.cpp's own parse error."""
         lib = self._llama_cpp
         _LLAMA_LOG.clear()
-        sampler = lib.llama_sampler_init_grammar(self._vocab, text.encode("utf-8"), b"root")
+        if triggers:
+            patterns = (ctypes.c_char_p * len(triggers))(*(t.encode("utf-8") for t in triggers))
+            sampler = lib.llama_sampler_init_grammar_lazy_patterns(
+                self._vocab, text.encode("utf-8"), b"root", patterns, len(triggers), None, 0
+            )
+        else:
+            sampler = lib.llama_sampler_init_grammar(self._vocab, text.encode("utf-8"), b"root")
         if not sampler:
             why = (
                 " ".join(line.strip() for line in _LLAMA_LOG if line.strip())
