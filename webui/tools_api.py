@@ -1,5 +1,5 @@
 """REST routes for MCP tools: the tools and their servers, per-tool on/off, and reloading config/mcp.json.
-Thin: the engine's ToolHub does the work. Included by webui/api.py."""
+Thin: the engine's ToolHub (`Runtime.tools`) does the work. Included by webui/api.py."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.runtime import Runtime
-from engine.tools.attach import tool_hub
+from engine import Runtime
 
 
 class ToolSwitch(BaseModel):
@@ -22,18 +21,18 @@ def build_tools_router(rt: Runtime) -> APIRouter:
 
     @api.get("/tools", summary="The MCP servers' tools: server, name, description, input_schema, enabled")
     def tools() -> list[dict[str, Any]]:
-        return [t.to_dict() for t in tool_hub(rt).list_tools()]
+        return [t.to_dict() for t in rt.tools.list_tools()]
 
     @api.get("/tools/servers", summary="Each MCP server's state, error and stderr tail; config file problems")
     def servers() -> dict[str, Any]:
-        return tool_hub(rt).status()
+        return rt.tools.status()
 
     @api.post("/tools/reload", summary="Read config/mcp.json again: start new servers, stop removed ones")
     def reload() -> dict[str, Any]:
-        return tool_hub(rt).reload()
+        return rt.tools.reload()
 
     @api.put("/tools/{name}", summary="Turn a tool on or off (remembered in the data dir)")
     def switch(name: str, body: ToolSwitch) -> dict[str, Any]:
-        return tool_hub(rt).set_enabled(name, body.enabled).to_dict()
+        return rt.tools.set_enabled(name, body.enabled).to_dict()
 
     return api

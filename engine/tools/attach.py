@@ -1,8 +1,6 @@
-"""The one ToolHub of a Runtime, made and started on first use.
-
-It belongs in Runtime itself; until engine/runtime.py takes it (its owner is reworking it), every interface
-reaches it through `tool_hub(rt)`, so there is one hub, and one set of MCP server processes, per runtime.
-The hub is closed (its servers stopped) when the runtime is garbage collected or the process exits.
+"""The one ToolHub of a Runtime (`Runtime.tools`), made and started on first use, so that there is one set
+of MCP server processes per runtime. `Runtime.close` closes it; so does the runtime's garbage collection
+or the end of the process, whichever comes first.
 """
 
 from __future__ import annotations

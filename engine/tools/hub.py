@@ -85,6 +85,7 @@ class ToolHub:
         self._lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._started = False
 
     @classmethod
     def from_settings(cls, settings: Settings, data_dir: Path) -> ToolHub:
@@ -100,7 +101,12 @@ class ToolHub:
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Read the config and start every server in the background; returns at once."""
+        """Read the config and start every server in the background; returns at once. Once only: after
+        that, `reload` reads the config again."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
         self.reload()
 
     def reload(self) -> dict[str, Any]:
