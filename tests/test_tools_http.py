@@ -103,6 +103,15 @@ def test_a_tool_can_be_turned_off_and_on(server: ServerProcess) -> None:
         assert c.put("/api/tools/echo", json={"enabled": True}).json()["enabled"] is True
         assert_error(c.put("/api/tools/nosuch", json={"enabled": False}), 404, "nosuch")
         assert_error(c.put("/api/tools/echo", json={"enabled": "maybe"}), 400)
+        evil = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+        for method, path in (("PUT", "/api/tools/echo"), ("POST", "/api/tools/reload")):
+            resp = c.request(method, path, json={"enabled": False}, headers=evil)
+            assert resp.status_code == 403 and resp.json()["error"]["type"] == "forbidden_origin", resp.text
+        plain = c.put(
+            "/api/tools/echo", content=b'{"enabled": false}', headers={"Content-Type": "text/plain"}
+        )
+        assert plain.status_code == 415
+        assert all(t["enabled"] for t in c.get("/api/tools").json())  # nothing changed
 
 
 def test_reload_and_the_servers_end_with_the_server(tmp_path: Path, model_path: Path) -> None:
