@@ -170,3 +170,47 @@ def test_an_unreadable_schema_falls_back_to_any_object(llm: LlamaCppBackend) -> 
     g = tool_grammar(odd, FORMATS["json"], choice="required")
     assert g is not None
     llm.check_grammar(g.gbnf)
+
+
+def test_stream_with_tools_shows_them_and_a_named_choice_gives_a_valid_call(llm: LlamaCppBackend) -> None:
+    msgs: list[Message] = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What is 2 plus 3?"},
+    ]
+    prompt = llm._render_text(msgs, "auto", TOOLS)[0]
+    assert (
+        "You are a helpful assistant.\n\nYou can call these tools:\n- add(a: integer, b: integer)" in prompt
+    )
+    params = parse_params({**GREEDY, "max_tokens": 64})
+
+    def reply(**kw: Any) -> str:
+        events = llm.stream(msgs, params, threading.Event(), tools=TOOLS, **kw)
+        return "".join(e.text for e in events if isinstance(e, Delta))
+
+    text, calls = parse_text(
+        llm.tool_format, reply(tool_choice={"type": "function", "function": {"name": "add"}})
+    )
+    assert text == "" and [(c.name, c.error) for c in calls] == [("add", None)], calls
+    jsonschema.validate(calls[0].arguments, ADD)
+    text, calls = parse_text(llm.tool_format, reply(tool_choice="auto"))  # the model may answer or call
+    assert text or calls
+    for call in calls:
+        assert call.error is None
+        jsonschema.validate(call.arguments, SCHEMAS[call.name])
+
+
+def test_a_template_that_reads_tools_gets_them(llm: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = (
+        "{% if tools %}TOOLS:{% for t in tools %} {{ t.function.name }}{% endfor %}\n{% endif %}"
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "<|im_start|>assistant\n"
+    )
+    monkeypatch.setattr(llm, "_formatter", Jinja2ChatFormatter(template=template, eos_token="", bos_token=""))
+    monkeypatch.setattr(llm, "renders_tools", True)
+    prompt = llm._render_text([{"role": "user", "content": "Hi"}], "auto", TOOLS)[0]
+    assert (
+        prompt.startswith("TOOLS: add echo get_current_time<|im_start|>user")
+        and "You can call these tools" not in prompt
+    )

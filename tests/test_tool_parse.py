@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from engine.tools.formats import FORMATS, detect_call_format, template_renders_tools
 from engine.tools.parse import ToolCall, ToolCallParser, new_call_id, parse_text
+from engine.tools.prompt import format_call, with_tools
 
 # (format, raw reply, answer text, [(name, arguments) or (name, "error")])
 Calls = list[tuple[str, Any]]
@@ -77,6 +78,12 @@ TRANSCRIPTS: list[tuple[str, str, str, Calls]] = [
         '<|start|>assistant to=functions.echo<|channel|>commentary json<|message|>{"text": "x"}',
         "",
         [("echo", {"text": "x"})],
+    ),
+    (
+        "harmony",
+        ' to=functions.add <|constrain|>json<|message|>{"a": 1}',  # after a reasoning splitter took the start
+        "",
+        [("add", {"a": 1})],
     ),
     (
         "harmony",
@@ -206,3 +213,25 @@ def test_mistral_args_style_and_the_override() -> None:
     assert detect_call_format(CHATML, "hermes").name == "hermes"
     with pytest.raises(ValueError, match="unknown tool call format 'xml'"):
         detect_call_format(CHATML, "xml")
+
+
+@given(
+    fmt=st.sampled_from([*FORMATS.values(), detect_call_format(MISTRAL_V11)]),
+    name=st.from_regex(r"[a-z_][a-z0-9_]{0,20}", fullmatch=True),
+    args=st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=20), st.none())),
+)
+def test_a_formatted_call_parses_back(fmt: Any, name: str, args: dict[str, Any]) -> None:
+    text, calls = parse_text(fmt, format_call(name, args, fmt))
+    assert text == "" and [(c.name, c.arguments, c.error) for c in calls] == [(name, args, None)]
+
+
+def test_tools_reach_the_template_or_the_system_prompt() -> None:
+    tools = [{"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {}}}]
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]
+    assert with_tools(msgs, tools, FORMATS["hermes"], template_renders=True) == (msgs, {"tools": tools})
+    shown, extra = with_tools(msgs, tools, FORMATS["json"], template_renders=False)
+    assert extra == {} and shown[1:] == msgs[1:] and shown[0]["role"] == "system"
+    assert shown[0]["content"].startswith("Be brief.\n\nYou can call these tools:\n- add(): Add.")
+    alone, _ = with_tools(msgs[1:], tools, FORMATS["json"], template_renders=False)
+    assert alone[0]["role"] == "system" and alone[1:] == msgs[1:]
+    assert with_tools(msgs, [], FORMATS["json"], template_renders=False) == (msgs, {})

@@ -23,7 +23,9 @@ from .formats import CallFormat
 MAX_CALL_CHARS = 1_000_000  # a call longer than this is cut off and reported as an error
 _ID_CHARS = string.ascii_letters + string.digits
 _HARMONY_NAME = re.compile(r"to=functions\.([^\s<]+)")
-_HARMONY_OPEN = ("<|start|>", "<|channel|>")
+# A header opens at <|start|> or <|channel|>; "to=functions." alone is a header whose start a reasoning
+# splitter in front of this parser already took away.
+_HARMONY_OPEN = ("<|start|>", "<|channel|>", "to=functions.")
 _HARMONY_END = ("<|call|>", "<|end|>", "<|return|>")
 
 

@@ -62,3 +62,31 @@ def _sample_args(schema: dict[str, Any]) -> dict[str, Any]:
         for name, prop in props.items()
         if name in wanted
     }
+
+
+def with_tools(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]], fmt: CallFormat, *, template_renders: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(messages, extra template variables) that show `tools` to the model: the template's own `tools`
+    variable when it reads one, else the tools prompt added to the system message (one made if none)."""
+    if not tools:
+        return messages, {}
+    if template_renders:
+        return messages, {"tools": tools}
+    text = tools_prompt(tools, fmt)
+    if messages and messages[0].get("role") == "system":
+        first = {**messages[0], "content": f"{messages[0].get('content') or ''}\n\n{text}".lstrip()}
+        return [first, *messages[1:]], {}
+    return [{"role": "system", "content": text}, *messages], {}
+
+
+def format_call(name: str, arguments: dict[str, Any], fmt: CallFormat) -> str:
+    """A call written as the model writes it in `fmt`: for a template that cannot render `tool_calls`, an
+    earlier call goes back into the history as this text (engine/tools/parse.py reads it back)."""
+    args = json.dumps(arguments, ensure_ascii=False)
+    if fmt.name == "mistral" and fmt.args_style:
+        return f"[TOOL_CALLS]{name}[ARGS]{args}"
+    template = _EXAMPLES[fmt.name]
+    if fmt.name == "harmony":
+        template += "<|call|>"
+    return template.format(name=name, args=args)
