@@ -217,7 +217,8 @@ class ToolHub:
         if conn is None:
             return error_result(f"The tool server '{info.server}' is not running.")
         try:
-            result = self._submit(conn.call(info.tool, arguments, timeout), timeout + 15)
+            # a call may wait for a restarting server, then run: each up to `timeout`
+            result = self._submit(conn.call(info.tool, arguments, timeout), 2 * timeout + 15)
         except TimeoutError:
             return error_result(f"The tool '{name}' did not answer within {timeout:g} s.")
         text, truncated = cap(result.content, self.max_result_chars)
