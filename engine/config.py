@@ -80,6 +80,12 @@ class ModelSettings(_Section):
         max_length=500,
         description="Written into the thought before it is closed at the thinking budget.",
     )
+    tool_call_format: Literal["auto", "hermes", "llama3", "mistral", "harmony", "json"] = Field(
+        "auto",
+        description="How the model writes a tool call: auto reads the chat template; hermes <tool_call>, "
+        "llama3 a JSON object, mistral [TOOL_CALLS], harmony gpt-oss, json a bare JSON object (the "
+        "fallback for templates without tools).",
+    )
     reasoning_effort_budgets: dict[str, int] = Field(
         default_factory=lambda: {"low": 256, "medium": 1024, "high": 4096},
         description="/v1 reasoning_effort -> thinking_budget in tokens.",
@@ -148,6 +154,26 @@ class WorkerSettings(_Section):
     max_backoff_s: float = Field(8, ge=0, le=600, description="Longest wait before a restart (it doubles).")
 
 
+class ToolsSettings(_Section):
+    """MCP tool servers and how the model may call them."""
+
+    mcp_config: str = Field(
+        "config/mcp.json",
+        description="MCP servers, in the mcpServers format of Claude Desktop, LM Studio and Jan; "
+        "a missing file means no tools.",
+    )
+    approval: Literal["ask", "auto"] | list[str] = Field(
+        "ask",
+        description="ask: each call waits for the user's yes; auto: every call runs; a list of tool names: "
+        "those run without asking, the others are asked (the API, which never waits, refuses them).",
+    )
+    max_rounds: int = Field(5, ge=1, le=100, description="Most rounds of tool calls in one turn.")
+    call_timeout_s: float = Field(30, gt=0, le=3600, description="Longest time one tool call may run.")
+    max_result_chars: int = Field(
+        16_000, ge=100, le=10_000_000, description="A longer tool result is cut here, with a note saying so."
+    )
+
+
 class BackendSettings(_Section):
     kind: Literal["llama_cpp", "openai"] = Field(
         "llama_cpp",
@@ -193,6 +219,7 @@ class Settings(_Section):
     persona: PersonaSettings = Field(default_factory=PersonaSettings)
     lore: LoreSettings = Field(default_factory=LoreSettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
+    tools: ToolsSettings = Field(default_factory=ToolsSettings)
     backend: BackendSettings = Field(default_factory=BackendSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)

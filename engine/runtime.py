@@ -24,6 +24,7 @@ from .sessions import SessionStore
 
 if TYPE_CHECKING:
     from .session_formats import Session
+    from .tools.hub import ToolHub
     from .turn import Mode, Turn
 
 log = logging.getLogger("engine.runtime")
@@ -225,5 +226,15 @@ class Runtime:
                 out["reason"] = worker["reason"]
         return out
 
+    @property
+    def tools(self) -> ToolHub:
+        """The MCP tool servers of config/mcp.json (tools.mcp_config): made and started on first use."""
+        from .tools.attach import tool_hub
+
+        return tool_hub(self)
+
     def close(self) -> None:
+        from .tools.attach import close_tool_hub
+
+        close_tool_hub(self)  # stops the MCP servers, if any were started
         self.engine.close()

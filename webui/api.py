@@ -36,6 +36,7 @@ from engine.model_manager import models_for
 from .hub_api import build_hub_router
 from .limits import MAX_BODY
 from .streaming import cancel_on_disconnect, run_stream
+from .tools_api import build_tools_router
 
 log = logging.getLogger("webui.api")
 
@@ -486,5 +487,6 @@ def build_router(rt: Runtime) -> APIRouter:
         return models_for(rt).load(body.path, **overrides)
 
     api.include_router(build_hub_router(rt))  # hub listing, downloads, estimates, per-model settings
+    api.include_router(build_tools_router(rt))  # MCP tools: GET /api/tools, servers, reload, on/off
 
     return api

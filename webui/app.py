@@ -91,6 +91,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        rt.tools.start()  # MCP tool servers start with the app, in the background; rt.close() stops them
         yield
         rt.close()
 

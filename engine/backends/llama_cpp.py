@@ -26,16 +26,19 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..config import ModelSettings
 from ..errors import InvalidInput, ModelUnavailable
 from ..params import SamplingParams
 from ..reasoning import ReasoningSplitter, detect_format, starts_in_thought, template_switch
+from ..tools.formats import detect_call_format, template_renders_tools
+from ..tools.prompt import with_tools
 from .base import Event, Message
 from .batching import Scheduler, Sequence, Thinking
 from .repack import default_params_patch, repack_allowed
 from .slot_cache import SlotCache
+from .tool_grammar import Choice, Grammar, tool_grammar
 
 log = logging.getLogger("engine.llama_cpp")
 
@@ -138,6 +141,8 @@ class LlamaCppBackend:
         self._template = self.llm.metadata.get("tokenizer.chat_template")
         self.reasoning_format = detect_format(self._template, settings.reasoning_format)
         self.thinking_switch = template_switch(self._template)  # the template reads enable_thinking
+        self.tool_format = detect_call_format(self._template, settings.tool_call_format)
+        self.renders_tools = template_renders_tools(self._template)  # else the tools go in the system prompt
         self._special_pieces = self.reasoning_format is not None and self.reasoning_format.name == "harmony"
         self._pieces: dict[int, bytes | None] = {}  # token id -> its bytes; None ends the generation
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -228,6 +233,8 @@ class LlamaCppBackend:
             "parallel": self.settings.parallel,
             "reasoning_format": self.reasoning_format.name if self.reasoning_format else None,
             "thinking_switch": self.thinking_switch,
+            "tool_call_format": self.tool_format.name,
+            "template_renders_tools": self.renders_tools,
             "system_info": self._llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
             "load_s": round(self.load_s, 3),
         }
@@ -240,21 +247,32 @@ class LlamaCppBackend:
         # for its token buffer, which _sync_llama fills: the configured size is the usable window.
         return min(int(self.llm.n_ctx()), len(self.llm.input_ids))
 
-    def render(self, messages: list[Message], thinking: str = "auto") -> tuple[list[int], list[str]]:
-        """Prompt tokens and template stop strings for `messages`."""
-        text, stop, added_special = self._render_text(messages, thinking)
+    def render(
+        self, messages: list[Message], thinking: str = "auto", tools: list[dict[str, Any]] | None = None
+    ) -> tuple[list[int], list[str]]:
+        """Prompt tokens and template stop strings for `messages` (and the `tools` offered, if any)."""
+        text, stop, added_special = self._render_text(messages, thinking, tools)
         return self._tokenize(text, add_bos=not added_special), stop
 
-    def _render_text(self, messages: list[Message], thinking: str = "auto") -> tuple[str, list[str], bool]:
+    def _render_text(
+        self, messages: list[Message], thinking: str = "auto", tools: list[dict[str, Any]] | None = None
+    ) -> tuple[str, list[str], bool]:
         """The rendered prompt, the template's stop strings, and whether the template added BOS.
 
         A trailing assistant message is continued: the rest is rendered with the generation prompt and
         the partial reply appended as is. `thinking` on/off reaches templates that read enable_thinking.
+        `tools` (OpenAI's shape) go through the template's `tools` variable, or into the system prompt.
         """
         prefill = ""
         if len(messages) > 1 and messages[-1]["role"] == "assistant":
             prefill, messages = messages[-1]["content"], messages[:-1]
-        kwargs = {"enable_thinking": thinking == "on"} if thinking != "auto" and self.thinking_switch else {}
+        kwargs: dict[str, Any] = (
+            {"enable_thinking": thinking == "on"} if thinking != "auto" and self.thinking_switch else {}
+        )
+        if tools:
+            shown, extra = with_tools(messages, tools, self.tool_format, template_renders=self.renders_tools)
+            messages = cast(list[Message], shown)
+            kwargs.update(extra)
         try:
             result = self._formatter(messages=messages, **kwargs)
         except Exception as exc:  # a chat template may reject a message order
@@ -291,10 +309,26 @@ class LlamaCppBackend:
         return len(self.render(messages)[0])
 
     def stream(
-        self, messages: list[Message], params: SamplingParams, cancel: threading.Event
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        cancel: threading.Event,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Choice = "auto",
+        parallel_tool_calls: bool = False,
+        grammar: Grammar | None = None,
     ) -> Iterator[Event]:
+        """Decode a reply. `tools` (OpenAI's shape) are shown to the model and its calls constrained by a
+        grammar from their schemas (engine/backends/tool_grammar.py): lazy for tool_choice "auto", from
+        the first token for "required" or a named tool. `grammar` gives such a grammar directly. Either
+        takes the place of `params.grammar`; the two cannot be used together."""
         started = time.perf_counter()
-        prompt, template_stop, added_special = self._render_text(messages, params.thinking)
+        if tools and tool_choice == "none":
+            tools = None
+        if tools and grammar is None:
+            grammar = tool_grammar(tools, self.tool_format, choice=tool_choice, parallel=parallel_tool_calls)
+        prompt, template_stop, added_special = self._render_text(messages, params.thinking, tools)
         tokens = self._tokenize(prompt, add_bos=not added_special)
         thinking = self._thinking(prompt, tokens, params)
         reserve = len(thinking.close_tokens) if thinking is not None else 0
@@ -304,7 +338,9 @@ class LlamaCppBackend:
                 f"The prompt is {len(tokens)} tokens but the context window is {n_ctx}. "
                 "Shorten the system prompt or raise model.n_ctx."
             )
-        grammar = self._grammar(params.grammar)
+        if grammar is not None and params.grammar.strip():
+            raise InvalidInput("A grammar and tool calls cannot be used together.", field="grammar")
+        grammar = grammar or self._grammar(params.grammar)
         events: queue.SimpleQueue[Event | BaseException | None] = queue.SimpleQueue()
         seq = Sequence(
             tokens,
@@ -352,7 +388,7 @@ class LlamaCppBackend:
         self._pieces[token] = piece
         return piece
 
-    def _sampler(self, params: SamplingParams, grammar: Any) -> Any:
+    def _sampler(self, params: SamplingParams, grammar: Grammar | None) -> Any:
         """llama.cpp's sampler chain, built exactly as `Llama.generate` builds it."""
         from llama_cpp._internals import LlamaSampler
 
@@ -366,7 +402,8 @@ class LlamaCppBackend:
             penalty_present=params.presence_penalty,
         )
         if grammar is not None:
-            self._llama_cpp.llama_sampler_chain_add(s.sampler, self._grammar_sampler(grammar))
+            sampler = self._grammar_sampler(grammar.gbnf, grammar.triggers)
+            self._llama_cpp.llama_sampler_chain_add(s.sampler, sampler)
         if params.temperature == 0:
             s.add_greedy()
         elif params.mirostat_mode == 1:
@@ -382,18 +419,25 @@ class LlamaCppBackend:
             s.add_dist(seed)
         return s
 
-    def _grammar(self, text: str) -> str | None:
+    def _grammar(self, text: str) -> Grammar | None:
         if not text.strip():
             return None
         self.check_grammar(text)
-        return text
+        return Grammar(text)
 
-    def _grammar_sampler(self, text: str) -> Any:
-        """llama.cpp's grammar sampler for `text`. It returns NULL for a grammar it rejects, and a NULL in the
-        chain crashes the first sample: refuse it here, quoting llama.cpp's own parse error."""
+    def _grammar_sampler(self, text: str, triggers: tuple[str, ...] = ()) -> Any:
+        """llama.cpp's grammar sampler for `text`; lazy (waiting for one of `triggers`, regular expressions)
+        when there are triggers. It returns NULL for a grammar it rejects, and a NULL in the chain crashes
+        the first sample: refuse it here, quoting llama.cpp's own parse error."""
         lib = self._llama_cpp
         _LLAMA_LOG.clear()
-        sampler = lib.llama_sampler_init_grammar(self._vocab, text.encode("utf-8"), b"root")
+        if triggers:
+            patterns = (ctypes.c_char_p * len(triggers))(*(t.encode("utf-8") for t in triggers))
+            sampler = lib.llama_sampler_init_grammar_lazy_patterns(
+                self._vocab, text.encode("utf-8"), b"root", patterns, len(triggers), None, 0
+            )
+        else:
+            sampler = lib.llama_sampler_init_grammar(self._vocab, text.encode("utf-8"), b"root")
         if not sampler:
             why = (
                 " ".join(line.strip() for line in _LLAMA_LOG if line.strip())
