@@ -85,7 +85,21 @@ class ChatClient(Protocol):
 
     def send(self, text: str, cancel: threading.Event) -> Iterator[Event]: ...
 
-    def regenerate(self, cancel: threading.Event) -> Iterator[Event]: ...
+    def regenerate(self, cancel: threading.Event, index: int | None = None) -> Iterator[Event]:
+        """A new version of reply `index` (default the last); what followed stays on the old branch."""
+        ...
+
+    def edit(self, index: int, text: str, cancel: threading.Event) -> Iterator[Event] | None:
+        """A new version of message `index`: for the user's, the new reply streams; else None (saved)."""
+        ...
+
+    def select(self, index: int, version: int) -> Session:
+        """Show version `version` of message `index` and its branch; returns the chat as it is now."""
+        ...
+
+    def current(self) -> Session | None:
+        """The open chat as saved, or None before its first message."""
+        ...
 
     def impersonate(self, cancel: threading.Event) -> Iterator[Event]:
         """The user's next message, drafted by the model; nothing is saved."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,7 +55,10 @@ Type a message to chat. Commands:
   /preset NAME           start a new chat with a preset
   /think on|off|auto     thinking models: think before answering or not (auto: the model's default)
   /think budget N|none   cap the thought at N tokens
-  /regen                 regenerate the last reply
+  /regen [N]             regenerate the last reply, or reply N (the old one is kept on its branch)
+  /edit N TEXT           a new version of message N (yours: a new reply follows); the old branch is kept
+  /versions [N]          which messages have versions, or the versions of message N
+  /version N K           show version K of message N, and the branch that follows it
   /impersonate           the model drafts your next message (nothing is sent or saved)
   /persona [NAME|-]      who you are ({{user}}): list personas, pick one, or - for the default
   /lore [NAME ...|-]     lorebooks for this chat: list them, attach these, or - for none
@@ -86,6 +90,11 @@ def parse_assignments(text: str) -> dict[str, Any]:
     return out
 
 
+def _short(text: str, limit: int = 60) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _when(iso: str) -> str:
     try:
         return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
@@ -105,6 +114,9 @@ class Commands:
             "system": self.system,
             "preset": self.preset,
             "regen": self.regen,
+            "edit": self.edit,
+            "versions": self.versions,
+            "version": self.version,
             "impersonate": self.impersonate,
             "persona": self.persona,
             "lore": self.lore,
@@ -268,7 +280,66 @@ class Commands:
         return False, None
 
     def regen(self, arg: str) -> None:
-        self.app.stream(self.client.regenerate)
+        if not arg:
+            self.app.stream(self.client.regenerate)
+            return
+        index = self._message_number(arg)
+        self.app.stream(lambda cancel: self.client.regenerate(cancel, index))
+
+    # --- branches: numbers count from 1 along the chat as shown -------------------------------------------
+
+    def _message_number(self, word: str) -> int:
+        if not word.isdigit() or int(word) < 1:
+            raise InvalidInput(f"'{word}' is not a message number: messages count from 1 (see /versions).")
+        return int(word) - 1
+
+    def edit(self, arg: str) -> None:
+        number, _, text = arg.partition(" ")
+        if not text.strip():
+            raise InvalidInput("Usage: /edit N TEXT, e.g. /edit 3 What about green tea?")
+        index = self._message_number(number)
+        session = self.client.current()
+        shown = session.messages if session is not None else []
+        if index < len(shown) and shown[index].role == "user":  # the new reply streams
+            self.app.stream(lambda cancel: self.client.edit(index, text.strip(), cancel) or iter(()))
+            return
+        self.client.edit(index, text.strip(), threading.Event())
+        kept = f"the old one is kept (/versions {index + 1})"
+        self.out.success(f"Message {index + 1} has a new version; {kept}.")
+
+    def versions(self, arg: str) -> None:
+        session = self.client.current()
+        if session is None:
+            self.out.info("No messages yet.")
+            return
+        if not arg:
+            rows = [
+                (i + 1, m.role, f"{m.version + 1}/{len(m.alternatives)}", _short(m.content))
+                for i, m in enumerate(session.messages)
+                if len(m.alternatives) > 1
+            ]
+            if not rows:
+                self.out.info("No message has other versions yet: /edit N TEXT or /regen N makes one.")
+                return
+            self.out.table("Messages with versions", ("#", "role", "shown", "text"), rows)
+            return
+        index = self._message_number(arg)
+        if index >= len(session.messages):
+            raise InvalidInput(f"There is no message {index + 1}: this chat shows {len(session.messages)}.")
+        m = session.messages[index]
+        alternatives = m.alternatives or []
+        rows = [
+            (k + 1, "▸" if k == m.version else "", _short(a.content), len(a.after) if k != m.version else "")
+            for k, a in enumerate(alternatives)
+        ] or [(1, "▸", _short(m.content), "")]
+        self.out.table(f"Versions of message {index + 1}", ("K", "shown", "text", "messages after"), rows)
+
+    def version(self, arg: str) -> None:
+        words = arg.split()
+        if len(words) != 2 or not words[1].isdigit() or int(words[1]) < 1:
+            raise InvalidInput("Usage: /version N K, e.g. /version 3 1 (see /versions N).")
+        session = self.client.select(self._message_number(words[0]), int(words[1]) - 1)
+        self.show_session(session)
 
     # --- persona, lore, reply prefix ---------------------------------------------------------------------
 

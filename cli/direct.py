@@ -52,12 +52,32 @@ class DirectClient:
             self.state.adopt(self.session)
         return self._turn("send", text, cancel)
 
-    def regenerate(self, cancel: threading.Event) -> Iterator[Event]:
+    def regenerate(self, cancel: threading.Event, index: int | None = None) -> Iterator[Event]:
         if self.session is None:
             raise InvalidInput("There is no reply to regenerate yet.")
-        return self._turn("regenerate", None, cancel)
+        return self._turn("regenerate", None, cancel, index)
 
-    def _turn(self, mode: Mode, text: str | None, cancel: threading.Event) -> Iterator[Event]:
+    def edit(self, index: int, text: str, cancel: threading.Event) -> Iterator[Event] | None:
+        if self.session is None:
+            raise InvalidInput("There is nothing to edit yet.")
+        shown = self.session.messages
+        if 0 <= index < len(shown) and shown[index].role == "user":
+            return self._turn("edit", text, cancel, index)
+        self.session = self.rt.edit(self.session.id, index, text)
+        return None
+
+    def select(self, index: int, version: int) -> Session:
+        if self.session is None:
+            raise InvalidInput("There is nothing to choose from yet.")
+        self.session = self.rt.select_version(self.session.id, index, version)
+        return self.session
+
+    def current(self) -> Session | None:
+        return self.session
+
+    def _turn(
+        self, mode: Mode, text: str | None, cancel: threading.Event, index: int | None = None
+    ) -> Iterator[Event]:
         assert self.session is not None
         turn = self.rt.turn(
             session=self.session,
@@ -66,6 +86,7 @@ class DirectClient:
             params=self.state.params,
             options=self.state.options,
             cancel=cancel,
+            index=index,
         )
         return self._events(turn)
 

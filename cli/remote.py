@@ -153,12 +153,37 @@ class HttpClient:
         except EngineError:
             pass
 
-    def regenerate(self, cancel: threading.Event) -> Iterator[Event]:
+    def regenerate(self, cancel: threading.Event, index: int | None = None) -> Iterator[Event]:
         sid = self.state.session_id
         if sid is None:
             raise InvalidInput("There is no reply to regenerate yet.")
-        resp = self._open({"params": self.state.params}, f"/api/sessions/{sid}/regenerate")
+        body: dict[str, Any] = {"params": self.state.params}
+        if index is not None:
+            body["index"] = index
+        resp = self._open(body, f"/api/sessions/{sid}/regenerate")
         return self._turn(resp, "", None, cancel)
+
+    def edit(self, index: int, text: str, cancel: threading.Event) -> Iterator[Event] | None:
+        session = self.current()
+        if session is None:
+            raise InvalidInput("There is nothing to edit yet.")
+        body = {"index": index, "content": text}
+        if 0 <= index < len(session.messages) and session.messages[index].role == "user":
+            resp = self._open({**body, "params": self.state.params}, f"/api/sessions/{session.id}/edit")
+            return self._turn(resp, "", None, cancel)
+        self._json("POST", f"/api/sessions/{session.id}/edit", json=body)
+        return None
+
+    def select(self, index: int, version: int) -> Session:
+        sid = self.state.session_id
+        if sid is None:
+            raise InvalidInput("There is nothing to choose from yet.")
+        doc = self._json("POST", f"/api/sessions/{sid}/select", json={"index": index, "version": version})
+        return session_from_doc(doc, sid)
+
+    def current(self) -> Session | None:
+        sid = self.state.session_id
+        return None if sid is None else session_from_doc(self._json("GET", f"/api/sessions/{sid}"), sid)
 
     def impersonate(self, cancel: threading.Event) -> Iterator[Event]:
         st = self.state

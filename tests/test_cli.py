@@ -430,3 +430,40 @@ def test_persona_lore_prefix_and_impersonate(server: ServerProcess, mode: str) -
         assert doc["persona"] == "Ken" and doc["lorebooks"] == ["Eldoria"] and doc["reply_prefix"] == "Aye,"
         assert doc["messages"][-1]["content"].startswith("Aye,")
         assert len(doc["messages"]) == 2  # /impersonate saved nothing
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["direct", "url"])
+def test_branch_commands(server: ServerProcess, mode: str) -> None:
+    """/edit N, /regen N, /versions and /version: every edit branches, and the old branch comes back."""
+    args = (
+        ["--url", server.url]
+        if mode == "url"
+        else ["--data-dir", str(server.data_dir), "--model", str(server.model)]
+    )
+    out = run_pipe(
+        args,
+        [
+            SHORT,
+            "Name a fruit.",
+            "Name a colour.",
+            "/edit 1 Name a vegetable.",
+            "/versions",
+            "/versions 1",
+            "/regen 2",
+            "/version 1 1",
+            "/versions 2",
+        ],
+    )
+    assert out.returncode == 0, out.stderr
+    assert_clean(out.stdout, out.stderr)
+    text = out.stdout + out.stderr
+    assert "Messages with versions" in text and "Versions of message 1" in text
+    assert "Name a vegetable." in text
+    sid = ID_RE.findall(text[text.rindex("Loaded ") :])[0]
+    doc = httpx.get(f"{server.url}/api/sessions/{sid}").json()
+    shown = [m["content"] for m in doc["messages"]]
+    assert shown[0] == "Name a fruit." and shown[2] == "Name a colour."  # the first branch, intact
+    assert (doc["messages"][0]["versions"], doc["messages"][0]["version"]) == (2, 0)
+    assert doc["messages"][0]["alternatives"][1]["content"] == "Name a vegetable."
+    assert len(doc["messages"][0]["alternatives"][1]["after"]) == 1  # its reply (regenerated: 2 versions)
