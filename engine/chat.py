@@ -62,7 +62,10 @@ def validate_messages(messages: object) -> list[Message]:
             )
         if not isinstance(content, str):
             raise InvalidInput(f"messages[{i}].content must be a string.", field=f"messages.{i}.content")
-        out.append({"role": role, "content": content})
+        item = {"role": role, "content": content}
+        if isinstance(m.get("name"), str) and m["name"]:
+            item["name"] = m["name"]  # a group chat's speaker
+        out.append(item)
     return out
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .characters import Character
 from .errors import InvalidInput, NotFound
+from .group_chat import group_system_prompt, name_history
 from .lore_scan import Activation, ScanInput, Source, activate
 from .lore_store import check_book_name
 from .lorebook import character_book_of
@@ -130,6 +131,14 @@ class TokenCounter:
         return self.cache[text]
 
 
+@dataclass(frozen=True)
+class GroupPrompt:
+    """A group chat's part in a prompt: every member's card, and whether they are joined or swapped."""
+
+    characters: list[Character]
+    mode: Literal["join", "swap"] = "join"
+
+
 def build_prompt(
     rt: Runtime,
     character: Character | None,
@@ -140,8 +149,10 @@ def build_prompt(
     mode: str = "normal",
     seed: int = -1,
     count: Callable[[str], int] | None = None,
+    group: GroupPrompt | None = None,
 ) -> PromptPlan:
-    """Messages for `history` (oldest first; a trailing assistant message is a reply being continued)."""
+    """Messages for `history` (oldest first; a trailing assistant message is a reply being continued).
+    In a group chat `character` is the speaker, and `group` has the members and how the cards go in."""
     persona = resolve_persona(rt, options.persona)
     char_name = character.display_name if character else rt.settings.chat.assistant_name
     user_name = persona.name
@@ -170,9 +181,23 @@ def build_prompt(
     placed = place(activation.fired, render(persona.description), (ps.position, ps.depth, ps.role))
     continuing = bool(history) and history[-1]["role"] == "assistant" and mode == "continue"
     rules = rules_for(rt.engine.backend)
+    system = None
+    if group is not None and character is not None:
+        system = group_system_prompt(
+            group.characters,
+            character.name,
+            group.mode,
+            system_prompt=system_prompt,
+            default_system_prompt=rt.settings.chat.system_prompt,
+            user_name=user_name,
+            placed=placed,
+        )
+        display = {c.name: c.display_name for c in group.characters}
+        history = name_history(history, display)
     messages = assemble(
         character,
         history,
+        system=system,
         system_prompt=system_prompt,
         default_system_prompt=rt.settings.chat.system_prompt,
         user_name=user_name,

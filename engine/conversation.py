@@ -12,8 +12,10 @@ from typing import Any, Literal
 from .backends.base import Delta, Finished, Message, Reasoning
 from .characters import Character
 from .chat import Notice, Queued, StreamEvent
-from .chat_prompt import ChatOptions, PromptPlan, build_prompt, check_options, resolve_persona
+from .chat_prompt import ChatOptions, GroupPrompt, PromptPlan, build_prompt, check_options, resolve_persona
 from .errors import BackendError, Conflict, InvalidInput, StorageError
+from .group_chat import strip_speaker
+from .group_turns import check_group, choose_speaker, is_group, members_of, settings_of, speaker_history
 from .params import SamplingParams
 from .prompt import greetings
 from .runtime import Runtime
@@ -35,9 +37,14 @@ def new_session(
     params: dict[str, Any] | None = None,
     greeting: bool = True,
     options: ChatOptions | None = None,
+    characters: list[str] | None = None,
+    group: dict[str, Any] | None = None,
 ) -> Session:
     """A fresh session with the character snapshot, its sampling, the chat options and its greeting.
+    `characters` (in place of `character`) makes a group chat with `group` settings.
     Everything is checked first, the model too: no empty chat file for a model that is not there."""
+    if characters:
+        return _new_group(rt, characters, group, system_prompt, params, options)
     char = rt.character(character)
     merged = {**(char.sampling if char else {}), **(params or {})}
     rt.params_for(char, merged)  # validate before anything is saved
@@ -55,6 +62,33 @@ def new_session(
         system_prompt=system_prompt,
         params=merged,
         messages=messages,
+        model=_model_info(rt),
+        **_option_fields(options),
+    )
+
+
+def _new_group(
+    rt: Runtime,
+    names: list[str],
+    group: dict[str, Any] | None,
+    system_prompt: str | None,
+    params: dict[str, Any] | None,
+    options: ChatOptions | None,
+) -> Session:
+    members = [rt.presets.get(name) for name in dict.fromkeys(names)]  # NotFound names the preset
+    settings = check_group(group)
+    unknown = [m for m in settings["muted"] if m not in {c.name for c in members}]
+    if unknown:
+        raise InvalidInput(f"group.muted: {unknown[0]!r} is not a member of this group.", field="group")
+    rt.params_for(None, params)
+    options = options or ChatOptions()
+    check_options(rt, options)
+    rt.engine.require_backend()
+    return rt.sessions.create(
+        characters=[c.model_dump() for c in members],
+        group=settings,
+        system_prompt=system_prompt,
+        params=dict(params or {}),
         model=_model_info(rt),
         **_option_fields(options),
     )
@@ -106,18 +140,38 @@ def session_plan(
     *,
     mode: str = "normal",
     seed: int | None = None,
+    speaker: Character | None = None,
 ) -> PromptPlan:
-    """The prompt for `history` with the session's character, persona, lorebooks and reply prefix."""
+    """The prompt for `history` with the session's character, persona, lorebooks and reply prefix.
+    In a group chat, `speaker` is who answers (default: who the group's order picks)."""
     if seed is None:
         seed = rt.params_for(session_character(session), session.params).seed
+    turns = [m for m in history if m.role in ("user", "assistant")]
+    if not is_group(session):
+        return build_prompt(
+            rt,
+            session_character(session),
+            [{"role": m.role, "content": m.content} for m in turns],
+            session_options(session),
+            system_prompt=session.system_prompt,
+            mode=mode,
+            seed=seed,
+        )
+    members = members_of(session)
+    if speaker is None:
+        try:
+            speaker = choose_speaker(session, history, seed, None)
+        except InvalidInput:  # manual order: a preview shows the first member's turn
+            speaker = members[0]
     return build_prompt(
         rt,
-        session_character(session),
-        [{"role": m.role, "content": m.content} for m in history if m.role in ("user", "assistant")],
+        speaker,
+        speaker_history(members, turns),
         session_options(session),
         system_prompt=session.system_prompt,
         mode=mode,
         seed=seed,
+        group=GroupPrompt(members, settings_of(session).prompt),
     )
 
 
@@ -136,6 +190,7 @@ def run_turn(
     options: dict[str, Any] | None = None,
     on_prompt: Callable[[list[Message]], None] | None = None,
     index: int | None = None,
+    speaker: str | None = None,
 ) -> Iterator[StreamEvent]:
     """Stream one assistant turn into `session`, saving as it goes. The session object is updated in place.
 
@@ -163,6 +218,7 @@ def run_turn(
             options=options,
             on_prompt=on_prompt,
             index=index,
+            speaker=speaker,
         )
     finally:
         lock.release()
@@ -179,6 +235,7 @@ def _run_turn(
     options: dict[str, Any] | None,
     on_prompt: Callable[[list[Message]], None] | None,
     index: int | None,
+    speaker: str | None = None,
 ) -> Iterator[StreamEvent]:
     if params is not None:
         rt.params_for(session_character(session), params)
@@ -188,7 +245,8 @@ def _run_turn(
     now = now_iso()
     reply, history, prefix = _place_reply(session, mode, user_text, index, now)
     branched = mode in ("regenerate", "edit")  # the visible path may be shorter; nothing is lost
-    plan = session_plan(rt, session, history, mode=_TRIGGERS[mode], seed=sampling.seed)
+    who = _speaker_of(session, history, reply, sampling.seed, speaker, mode)
+    plan = session_plan(rt, session, history, mode=_TRIGGERS[mode], seed=sampling.seed, speaker=who)
     messages = plan.messages
     if on_prompt is not None:
         on_prompt(messages)
@@ -314,6 +372,30 @@ def select_version(session: Session, index: int, version: int) -> None:
     session.messages[index + 1 :] = rest
 
 
+def _speaker_of(
+    session: Session,
+    history: list[ChatMessage],
+    reply: ChatMessage,
+    seed: int,
+    forced: str | None,
+    mode: Mode,
+) -> Character | None:
+    """In a group chat, who writes `reply` (recorded on it): a regenerated or continued reply keeps its
+    speaker unless another is forced."""
+    if not is_group(session):
+        return None
+    if forced is None and mode in ("regenerate", "continue") and reply.name:
+        forced = reply.name
+    try:
+        who = choose_speaker(session, history, seed, forced)
+    except InvalidInput:
+        if forced is None or forced != reply.name:
+            raise
+        who = choose_speaker(session, history, seed, None)  # its speaker has left the group
+    reply.name = who.display_name
+    return who
+
+
 def _drop_interrupted_reply(session: Session) -> None:
     """An empty reply that never finished (the server died before its first token) is dropped before the
     next turn, as `_finish` drops an empty reply, so it does not teach the model to answer with nothing."""
@@ -324,6 +406,9 @@ def _drop_interrupted_reply(session: Session) -> None:
 
 
 def _finish(session: Session, reply: ChatMessage, text: str, *, stopped: bool, mode: Mode) -> None:
+    if reply.name and is_group(session):  # the model may start with "Name:", as the history reads
+        names = [c.display_name for c in members_of(session) if c.display_name == reply.name]
+        text = strip_speaker(text, [*names, reply.name])
     reply.content = text
     reply.stopped = stopped
     reply.sync()

@@ -191,19 +191,25 @@ def assemble(
     placed: Placed | None = None,
     continuing: bool = False,
     rules: TemplateRules = LENIENT,
+    system: str | None = None,
 ) -> list[dict[str, str]]:
     """[system, *history (user/assistant only, role + content) with lore at its depths, post-history
     system note], conformed to the chat template's `rules` (engine/template_rules.py): with a strict
     template, system notes after the first turn go into the last user message instead. `continuing`: the
-    last history message is a reply being continued; it stays last."""
+    last history message is a reply being continued; it stays last. `system`: the system message, made
+    elsewhere (a group chat's)."""
     messages: list[dict[str, str]] = []
-    system = system_message(
-        character,
-        system_prompt=system_prompt,
-        default_system_prompt=default_system_prompt,
-        user_name=user_name,
-        assistant_name=assistant_name,
-        placed=placed,
+    system = (
+        system
+        if system is not None
+        else system_message(
+            character,
+            system_prompt=system_prompt,
+            default_system_prompt=default_system_prompt,
+            user_name=user_name,
+            assistant_name=assistant_name,
+            placed=placed,
+        )
     )
     if system:
         messages.append({"role": "system", "content": system})

@@ -133,6 +133,9 @@ class Runtime:
         options: dict[str, Any] | None = None,
         cancel: threading.Event | None = None,
         index: int | None = None,
+        speaker: str | None = None,
+        characters: list[str] | None = None,
+        group: dict[str, Any] | None = None,
     ) -> Turn:
         """The one way to run a turn. Everything is checked now: a bad request raises at once.
 
@@ -146,14 +149,13 @@ class Runtime:
           next message; nothing is saved). An edit or a regeneration branches: what followed the old
           version stays with it. The completed turn is saved.
         `params` are sampling overrides; `options` the chat options (persona, lorebooks, reply_prefix,
-        show_reply_prefix).
+        show_reply_prefix). Group chats: `characters` (preset names, in place of `preset`) and `group`
+        (engine.group_chat.GroupSettings) start one; `speaker` forces who answers.
         """
-        from .turn import start_turn
+        from .turn import TurnRequest, start_turn
 
-        return start_turn(
-            self,
-            messages,
-            session=session,
+        request = TurnRequest(
+            messages=list(messages or []),
             mode=mode,
             user_text=user_text,
             preset=preset,
@@ -161,7 +163,11 @@ class Runtime:
             options=options,
             cancel=cancel,
             index=index,
+            speaker=speaker,
+            characters=characters,
+            group=group,
         )
+        return start_turn(self, session, request)
 
     def edit(self, session_id: str, index: int, content: str) -> Session:
         """A new version of message `index` of a saved chat, with no reply written (for the user's message,

@@ -233,6 +233,8 @@ class Session(_Strict):
     lorebooks: list[str] = Field(default_factory=list)  # attached lorebooks, by name
     reply_prefix: str = ""  # every reply starts with this text, which the model continues
     show_reply_prefix: bool = True  # keep the prefix in the saved message
+    characters: list[dict[str, Any]] = Field(default_factory=list)  # a group chat's members (snapshots)
+    group: dict[str, Any] | None = None  # a group chat's settings (engine.group_chat.GroupSettings)
     messages: list[ChatMessage] = Field(default_factory=list)
 
     @field_validator("title")

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from .characters import safe_name
 from .errors import EngineError, InvalidInput, NotFound, StorageError
 from .fsutil import atomic_write, move_to
 from .session_formats import (
@@ -35,6 +36,7 @@ from .session_formats import (
     session_from_doc,
     to_markdown,
 )
+from .st_chat import is_st_jsonl, parse_st_jsonl, to_st_jsonl
 from .text import clean_line
 
 __all__ = [
@@ -264,9 +266,21 @@ class SessionStore:
     def import_bytes(self, data: bytes | str) -> Session:
         """Import any supported format as a new session (a new id, always). Nothing is written on failure."""
         with self._lock:
-            session = parse_import(data, self._unused_id())
+            raw = data.encode("utf-8", "replace") if isinstance(data, str) else bytes(data)
+            if is_st_jsonl(raw):
+                session = session_from_doc(
+                    _from_sillytavern(parse_st_jsonl(raw)), self._unused_id(), imported=True
+                )
+            else:
+                session = parse_import(data, self._unused_id())
             self.save(session)
             return session
+
+    def to_sillytavern(self, session_id: str) -> bytes:
+        """The chat's visible path as a SillyTavern chat file (JSONL; a group chat as a group chat)."""
+        doc = orjson.loads(self.export_bytes(session_id))
+        names = [str(c.get("title") or c.get("name")) for c in doc.get("characters") or []]
+        return to_st_jsonl({**doc, "characters": names})
 
     # ---- internals ----------------------------------------------------------------------------------
 
@@ -370,3 +384,19 @@ class SessionStore:
     def _report(self, problem: str) -> None:
         if problem not in self.problems:
             self.problems.append(problem)
+
+
+def _from_sillytavern(doc: dict[str, Any]) -> dict[str, Any]:
+    """A parsed SillyTavern chat as our session document: its characters become minimal snapshots (their
+    cards are not in the file), and swipes are read as version 1 alternatives."""
+
+    def snapshot(name: str) -> dict[str, Any]:
+        return {"name": safe_name(name), "title": name}
+
+    out = {**doc, "schema_version": 1}
+    if doc.get("characters"):
+        out["characters"] = [snapshot(str(n)) for n in doc["characters"]]
+        out["group"] = {}
+    elif doc.get("character_name"):
+        out["character"] = snapshot(str(doc["character_name"]))
+    return out

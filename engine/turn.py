@@ -9,24 +9,28 @@ place (`chat_prompt.build_prompt`, through `conversation`). Iterating a Turn str
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .backends.base import Delta, Finished, Message, Reasoning
 from .characters import Character
 from .chat import Notice, StreamEvent, validate_messages
-from .chat_prompt import ChatOptions, PromptPlan
+from .chat_prompt import ChatOptions, PromptPlan, check_options
+from .conversation import Mode as SessionMode
 from .conversation import (
     message_index,
     new_session,
     run_turn,
     session_character,
     session_draft,
+    session_plan,
     stateless_plan,
     update_options,
     with_prefill,
 )
 from .errors import InvalidInput
+from .group_turns import check_group, check_speaker, choose_speaker
 from .params import SamplingParams
 from .session_formats import ChatMessage, Session, now_iso
 
@@ -107,53 +111,57 @@ class Turn:
             close()
 
 
-def start_turn(
-    rt: Runtime,
-    messages: Sequence[Message] | None = None,
-    *,
-    session: Session | str | None = None,
-    mode: Mode = "send",
-    user_text: str | None = None,
-    preset: str | Character | None = None,
-    params: dict[str, Any] | None = None,
-    options: dict[str, Any] | None = None,
-    cancel: threading.Event | None = None,
-    index: int | None = None,
-) -> Turn:
+@dataclass
+class TurnRequest:
+    """What a turn was asked to do (see `Runtime.turn` for each field)."""
+
+    messages: list[Message] = field(default_factory=list)
+    mode: Mode = "send"
+    user_text: str | None = None
+    preset: str | Character | None = None
+    params: dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    cancel: threading.Event | None = None
+    index: int | None = None
+    speaker: str | None = None
+    characters: list[str] | None = None
+    group: dict[str, Any] | None = None
+
+
+def start_turn(rt: Runtime, session: Session | str | None, request: TurnRequest) -> Turn:
     """Check a turn and return it, ready to run. See `Runtime.turn`."""
-    if mode not in MODES:
-        raise InvalidInput(f"Unknown mode {mode!r}; use one of {', '.join(MODES)}.", field="mode")
+    if request.mode not in MODES:
+        raise InvalidInput(f"Unknown mode {request.mode!r}; use one of {', '.join(MODES)}.", field="mode")
+    if request.characters and session not in (None, "new"):
+        raise InvalidInput(
+            "`characters` starts a group chat; an open chat keeps its own.", field="characters"
+        )
     if session is None:
-        return _stateless(rt, list(messages or []), mode, preset, params, options, cancel)
+        return _stateless(rt, request)
     if session == "new":
-        session = _new_session(rt, list(messages or []), preset, params, options)
+        session = _new_session(rt, request)
     elif isinstance(session, str):
         session = rt.sessions.get(session)
-    if mode == "send" and user_text is None and messages:
-        user_text = _last_user_text(list(messages))  # the turn to send is the last message
-    return _in_session(rt, session, mode, user_text, params, options, cancel, index)
+    if request.mode == "send" and request.user_text is None and request.messages:
+        request.user_text = _last_user_text(request.messages)  # the turn to send is the last message
+    return _in_session(rt, session, request)
 
 
-def _stateless(
-    rt: Runtime,
-    messages: list[Message],
-    mode: Mode,
-    preset: str | Character | None,
-    params: dict[str, Any] | None,
-    options: dict[str, Any] | None,
-    cancel: threading.Event | None,
-) -> Turn:
-    """`messages` is the whole conversation; nothing is saved."""
-    if mode in ("regenerate", "continue") and not (messages and messages[-1]["role"] == "assistant"):
-        raise InvalidInput(f"There is no assistant reply to {mode}.", field="messages")
-    msgs = validate_messages(messages) if messages or mode != "impersonate" else []
+def _stateless(rt: Runtime, r: TurnRequest) -> Turn:
+    """`messages` is the whole conversation; nothing is saved. A group: as a new group chat would."""
+    if r.mode in ("regenerate", "continue") and not (r.messages and r.messages[-1]["role"] == "assistant"):
+        raise InvalidInput(f"There is no assistant reply to {r.mode}.", field="messages")
+    msgs = validate_messages(r.messages) if r.messages or r.mode != "impersonate" else []
+    if r.characters:
+        return _stateless_group(rt, msgs, r)
+    msgs = [{"role": m["role"], "content": m["content"]} for m in msgs]  # speakers' names: groups only
     plan, prompt, sampling = stateless_plan(
         rt,
         msgs,
-        preset=preset,
-        options=options,
-        params=params,
-        mode="normal" if mode == "send" else mode,
+        preset=r.preset,
+        options=r.options,
+        params=r.params,
+        mode="normal" if r.mode == "send" else r.mode,
     )
     rt.engine.require_backend()
     return Turn(
@@ -161,8 +169,52 @@ def _stateless(
         params=sampling,
         plan=plan,
         prompt=prompt,
-        cancel=cancel,
+        cancel=r.cancel,
     )
+
+
+def _stateless_group(rt: Runtime, msgs: list[Message], r: TurnRequest) -> Turn:
+    """A group chat's turn without a session: the prompt a saved group chat would send (not saved)."""
+    sampling = rt.params_for(None, r.params)
+    draft = _group_draft(rt, msgs, r)
+    who = choose_speaker(draft, draft.messages, sampling.seed, r.speaker)
+    mode = "continue" if msgs and msgs[-1]["role"] == "assistant" else "normal"
+    plan = session_plan(rt, draft, draft.messages, mode=mode, seed=sampling.seed, speaker=who)
+    rt.engine.require_backend()
+    return Turn(
+        lambda c: with_prefill(plan, rt.engine.stream(plan.messages, sampling, c)),
+        params=sampling,
+        plan=plan,
+        prompt=plan.messages,
+        cancel=r.cancel,
+    )
+
+
+def _group_draft(rt: Runtime, msgs: list[Message], r: TurnRequest) -> Session:
+    """The group chat these messages make, in memory only."""
+    members = [rt.presets.get(name) for name in dict.fromkeys(r.characters or [])]
+    system = [str(m["content"]) for m in msgs if m["role"] == "system"]
+    return Session(
+        id="s-00000000-000000-000000",
+        created_at=now_iso(),
+        updated_at=now_iso(),
+        characters=[c.model_dump() for c in members],
+        group=check_group(r.group),
+        system_prompt="\n\n".join(system) if system else None,
+        messages=[_as_chat_message(m) for m in msgs if m["role"] != "system"],
+        **_chat_options(rt, r.options),
+    )
+
+
+def _chat_options(rt: Runtime, options: dict[str, Any] | None) -> dict[str, Any]:
+    opts = ChatOptions(**(options or {}))
+    check_options(rt, opts)
+    return {"persona": opts.persona, "lorebooks": list(opts.lorebooks), "reply_prefix": opts.reply_prefix}
+
+
+def _as_chat_message(m: Message) -> ChatMessage:
+    role: Literal["user", "assistant"] = "user" if m["role"] == "user" else "assistant"
+    return ChatMessage(role=role, content=str(m["content"]), time=now_iso(), name=m.get("name") or None)
 
 
 def _last_user_text(messages: list[Message]) -> str:
@@ -174,84 +226,73 @@ def _last_user_text(messages: list[Message]) -> str:
     return text
 
 
-def _new_session(
-    rt: Runtime,
-    messages: list[Message],
-    preset: str | Character | None,
-    params: dict[str, Any] | None,
-    options: dict[str, Any] | None,
-) -> Session:
+def _new_session(rt: Runtime, r: TurnRequest) -> Session:
     """A session made from a whole conversation; its last message is the user's turn to send."""
-    messages = validate_messages(messages)
+    messages = validate_messages(r.messages)
     _last_user_text(messages)
-    if isinstance(preset, Character):
+    if isinstance(r.preset, Character):
         raise InvalidInput("A new session needs a saved preset's name.", field="preset")
-    rt.params_for(rt.character(preset), params)  # unknown preset or bad params: nothing is saved
+    if r.characters:  # the group and who answers, checked before the chat exists
+        check_speaker(_group_draft(rt, messages, r), r.speaker)
+    else:
+        rt.params_for(rt.character(r.preset), r.params)  # unknown preset or bad params: nothing is saved
     rt.engine.require_backend()
     system = [str(m["content"]) for m in messages if m["role"] == "system"]
     session = new_session(
         rt,
-        character=preset,
+        character=r.preset,
         system_prompt="\n\n".join(system) if system else None,
-        params=params,
+        params=r.params,
         greeting=False,
-        options=ChatOptions(**(options or {})),
+        options=ChatOptions(**(r.options or {})),
+        characters=r.characters,
+        group=r.group,
     )
-    session.messages.extend(
-        ChatMessage(
-            role="user" if m["role"] == "user" else "assistant", content=str(m["content"]), time=now_iso()
-        )
-        for m in messages[:-1]
-        if m["role"] != "system"
-    )
+    session.messages.extend(_as_chat_message(m) for m in messages[:-1] if m["role"] != "system")
     return session
 
 
-def _in_session(
-    rt: Runtime,
-    session: Session,
-    mode: Mode,
-    user_text: str | None,
-    params: dict[str, Any] | None,
-    options: dict[str, Any] | None,
-    cancel: threading.Event | None,
-    index: int | None = None,
-) -> Turn:
-    if params is not None:
-        rt.params_for(session_character(session), params)
-    update_options(rt, session.model_copy(deep=True), options or {})  # refuse bad options now
-    if mode in ("send", "edit") and not (user_text and user_text.strip()):
+def _in_session(rt: Runtime, session: Session, r: TurnRequest) -> Turn:
+    if r.params is not None:
+        rt.params_for(session_character(session), r.params)
+    update_options(rt, session.model_copy(deep=True), r.options or {})  # refuse bad options now
+    if r.mode in ("send", "edit") and not (r.user_text and r.user_text.strip()):
         raise InvalidInput("The message is empty.", field="messages")
-    if mode == "edit":
-        message_index(session, index, role="user")
-    elif mode == "regenerate":
-        message_index(session, index, role="assistant")
-    elif mode == "continue" and not (session.messages and session.messages[-1].role == "assistant"):
+    if r.mode == "edit":
+        message_index(session, r.index, role="user")
+    elif r.mode == "regenerate":
+        message_index(session, r.index, role="assistant")
+    elif r.mode == "continue" and not (session.messages and session.messages[-1].role == "assistant"):
         raise InvalidInput("This chat has no reply to continue.")
+    if r.mode in ("send", "edit") or r.speaker is not None:
+        check_speaker(session, r.speaker)
     rt.engine.require_backend()
-    if mode == "impersonate":  # a draft of the user's next message: nothing is saved (no session on it)
-        plan, sampling = session_draft(rt, session, options=options, params=params, mode="impersonate")
+    if r.mode == "impersonate":  # a draft of the user's next message: nothing is saved (no session on it)
+        plan, sampling = session_draft(rt, session, options=r.options, params=r.params, mode="impersonate")
         return Turn(
             lambda c: with_prefill(plan, rt.engine.stream(plan.messages, sampling, c)),
             params=sampling,
             plan=plan,
             prompt=plan.messages,
-            cancel=cancel,
+            cancel=r.cancel,
         )
-    sampling = rt.params_for(session_character(session), params if params is not None else session.params)
+    overrides = r.params if r.params is not None else session.params
+    sampling = rt.params_for(session_character(session), overrides)
+    mode = cast(SessionMode, r.mode)
 
     def make(c: threading.Event) -> Iterator[StreamEvent]:
         return run_turn(
             rt,
             session,
             mode=mode,
-            user_text=user_text,
-            params=params,
+            user_text=r.user_text,
+            params=r.params,
             cancel=c,
-            options=options,
+            options=r.options,
             on_prompt=lambda prompt: setattr(turn, "prompt", prompt),
-            index=index,
+            index=r.index,
+            speaker=r.speaker,
         )
 
-    turn = Turn(make, params=sampling, session=session, cancel=cancel)
+    turn = Turn(make, params=sampling, session=session, cancel=r.cancel)
     return turn

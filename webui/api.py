@@ -45,6 +45,7 @@ class MessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant"]
     content: str
+    name: str | None = Field(None, max_length=200, description="In a group chat: who said it.")
 
 
 class PersonaIn(BaseModel):
@@ -72,6 +73,17 @@ class ChatRequest(BaseModel):
         None, max_length=10_000, description="Every reply starts with this text. A session keeps it."
     )
     show_reply_prefix: bool | None = Field(None, description="Keep the prefix in the reply (default true).")
+    characters: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        description="Preset names, in place of `preset`: a group chat (with session_id new, a saved one).",
+    )
+    group: dict[str, Any] | None = Field(
+        None,
+        description="A new group chat's settings: order (natural|list|manual), muted, allow_self, prompt.",
+    )
+    speaker: str | None = Field(None, max_length=200, description="In a group chat: who answers now.")
 
     def options(self) -> dict[str, Any]:
         """The chat options this request sets (only those given)."""
@@ -117,6 +129,7 @@ class RegenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     params: SamplingParams | None = None
     index: int | None = Field(None, ge=0, description="The reply to regenerate; default the last one.")
+    speaker: str | None = Field(None, max_length=200, description="In a group chat: who writes it now.")
 
 
 class EditRequest(BaseModel):
@@ -231,12 +244,17 @@ def build_router(rt: Runtime) -> APIRouter:
         """The turn, checked before any response is sent: input errors (unknown preset or session, empty
         message, bad params, no model) raise here, so the client gets a JSON error, not a failing stream."""
         check_message_count(rt, len(body.messages))
+        if body.characters and body.preset:
+            raise InvalidInput("Give `preset` or `characters` (a group chat), not both.", field="characters")
         return rt.turn(
-            [m.model_dump() for m in body.messages],
+            [m.model_dump(exclude_none=True) for m in body.messages],
             session=body.session_id,
             preset=body.preset,
             params=body.params.model_dump(exclude_unset=True) if body.params else None,
             options=body.options(),
+            characters=body.characters,
+            group=body.group,
+            speaker=body.speaker,
         )
 
     def prepare_draft(body: DraftRequest, mode: str) -> tuple[Any, list[dict[str, str]], SamplingParams]:
@@ -341,6 +359,16 @@ def build_router(rt: Runtime) -> APIRouter:
     def session(session_id: str) -> Response:
         return Response(rt.sessions.export_bytes(session_id), media_type="application/json")
 
+    @api.get(
+        "/sessions/{session_id}/sillytavern.jsonl", summary="The chat as a SillyTavern chat file (JSONL)"
+    )
+    def session_sillytavern(session_id: str) -> Response:
+        return Response(
+            rt.sessions.to_sillytavern(session_id),
+            media_type="application/jsonl",
+            headers={"Content-Disposition": f'attachment; filename="{session_id}.jsonl"'},
+        )
+
     @api.get("/sessions/{session_id}/markdown", summary="A readable transcript")
     def session_markdown(session_id: str) -> Response:
         md = rt.sessions.to_markdown(rt.sessions.get(session_id))
@@ -349,7 +377,7 @@ def build_router(rt: Runtime) -> APIRouter:
     @api.post(
         "/sessions/import",
         response_model=ImportReply,
-        summary="Import a session: ours, OpenAI messages or text-generation-webui history",
+        summary="Import a session: ours, OpenAI messages, text-generation-webui or SillyTavern (JSONL)",
         openapi_extra={"requestBody": {"content": {"application/json": {"schema": {}}}, "required": True}},
     )
     async def import_session(request: Request) -> dict[str, str]:
@@ -377,7 +405,13 @@ def build_router(rt: Runtime) -> APIRouter:
         index = body.index if body else None
 
         def prepare() -> Turn:
-            return rt.turn(session=session_id, mode="regenerate", params=overrides, index=index)
+            return rt.turn(
+                session=session_id,
+                mode="regenerate",
+                params=overrides,
+                index=index,
+                speaker=body.speaker if body else None,
+            )
 
         return sse_response(await run_in_threadpool(prepare))
 

@@ -1,0 +1,175 @@
+"""Group chats through the API (create_app, scripted backend): starting one, who answers (natural with a
+mention, list, manual, forced), each reply's speaker, the prompt's group parts, and SillyTavern JSONL in
+and out. The speaker logic itself is tested in test_group_chat; the real model runs in test_group_real."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from engine import Runtime
+from engine.st_chat import parse_st_jsonl
+from tests.scripted import ScriptedBackend, scripted_runtime
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PAIR = ["friendly", "teacher"]  # "Friendly Assistant" and "Patient Teacher"
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[TestClient, Runtime, ScriptedBackend]]:
+    from webui.app import create_app
+
+    backend = ScriptedBackend()
+    rt = scripted_runtime(tmp_path / "data", backend)
+    with TestClient(create_app(rt.settings, runtime=rt), base_url="http://127.0.0.1") as client:
+        yield client, rt, backend
+
+
+def start(client: TestClient, text: str, **extra: object) -> dict:
+    body = {"messages": [{"role": "user", "content": text}], "session_id": "new", "characters": PAIR, **extra}
+    r = client.post("/api/chat", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def say(client: TestClient, sid: str, text: str, **extra: object) -> dict:
+    r = client.post(
+        "/api/chat", json={"messages": [{"role": "user", "content": text}], "session_id": sid, **extra}
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def names(client: TestClient, sid: str) -> list[str | None]:
+    doc = client.get(f"/api/sessions/{sid}").json()
+    return [m.get("name") for m in doc["messages"] if m["role"] == "assistant"]
+
+
+def test_a_named_character_answers_and_each_reply_records_its_speaker(
+    api: tuple[TestClient, Runtime, ScriptedBackend],
+) -> None:
+    client, _rt, backend = api
+    backend.enqueue("Patient Teacher: Gladly.")  # the model echoes the name as the history reads
+    sid = start(client, "Patient Teacher, can you explain fractions?")["session_id"]
+    doc = client.get(f"/api/sessions/{sid}").json()
+    assert [c["name"] for c in doc["characters"]] == PAIR and doc["group"]["order"] == "natural"
+    assert doc["messages"][-1] == {**doc["messages"][-1], "name": "Patient Teacher", "content": "Gladly."}
+    system = backend.prompts[-1][0]["content"]
+    assert "Friendly Assistant" in system and "Patient Teacher" in system  # both cards (join)
+    assert system.rstrip().endswith("Write the next reply only as Patient Teacher.")
+    say(client, sid, "Thanks! And you, Friendly Assistant?")
+    assert names(client, sid) == ["Patient Teacher", "Friendly Assistant"]
+    history = backend.prompts[-1][1:]
+    assert {"role": "assistant", "content": "Patient Teacher: Gladly."} in history  # past speakers named
+
+
+def test_join_keeps_the_prompt_prefix_whoever_speaks(
+    api: tuple[TestClient, Runtime, ScriptedBackend],
+) -> None:
+    client, _rt, backend = api
+    sid = start(client, "Hello both.", speaker="friendly")["session_id"]
+    say(client, sid, "Go on.", speaker="teacher")
+    first, second = (p[0]["content"] for p in backend.prompts)
+    assert first.rsplit("\n", 1)[0] == second.rsplit("\n", 1)[0] and first != second
+
+
+def test_list_order_takes_turns_and_manual_order_needs_a_speaker(
+    api: tuple[TestClient, Runtime, ScriptedBackend],
+) -> None:
+    client, _rt, _backend = api
+    sid = start(client, "Hi.", group={"order": "list"})["session_id"]
+    for text in ("One.", "Two.", "Three."):
+        say(client, sid, text)
+    spoken = names(client, sid)
+    assert len(spoken) == 4 and set(spoken) == {"Friendly Assistant", "Patient Teacher"}
+    assert all(a != b for a, b in zip(spoken, spoken[1:], strict=False))  # in turn
+    manual = client.post(
+        "/api/chat",
+        json={
+            "messages": [{"role": "user", "content": "x"}],
+            "session_id": "new",
+            "characters": PAIR,
+            "group": {"order": "manual"},
+        },
+    )
+    assert manual.status_code == 400 and "name one" in manual.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ({"speaker": "nobody"}, "its members are"),
+        ({"preset": "friendly"}, "not both"),
+        ({"group": {"order": "loud"}}, "group.order"),
+        ({"group": {"muted": ["ghost"]}}, "not a member"),
+        ({"characters": ["friendly", "nobody"]}, "nobody"),
+    ],
+)
+def test_bad_group_requests_are_refused_and_nothing_is_saved(
+    api: tuple[TestClient, Runtime, ScriptedBackend], extra: dict, says: str
+) -> None:
+    client, rt, _backend = api
+    body = {"messages": [{"role": "user", "content": "x"}], "session_id": "new", "characters": PAIR, **extra}
+    r = client.post("/api/chat", json=body)
+    assert r.status_code in (400, 404), r.text
+    assert says in r.json()["error"]["message"]
+    assert rt.sessions.list() == []
+
+
+def test_a_muted_member_speaks_only_when_forced(api: tuple[TestClient, Runtime, ScriptedBackend]) -> None:
+    client, _rt, _backend = api
+    sid = start(client, "Patient Teacher?", group={"muted": ["teacher"]})["session_id"]
+    say(client, sid, "Patient Teacher, please?")
+    assert names(client, sid) == ["Friendly Assistant", "Friendly Assistant"]
+    say(client, sid, "Now you.", speaker="teacher")
+    assert names(client, sid)[-1] == "Patient Teacher"
+
+
+def test_a_stateless_group_turn_sends_what_a_saved_one_would(
+    api: tuple[TestClient, Runtime, ScriptedBackend],
+) -> None:
+    client, _rt, backend = api
+    chat = [{"role": "user", "content": "Hello, Patient Teacher."}]
+    client.post("/api/chat", json={"messages": chat, "characters": PAIR})
+    start(client, "Hello, Patient Teacher.")
+    assert backend.prompts[0] == backend.prompts[1]
+
+
+def test_sillytavern_group_chat_imports_and_exports(api: tuple[TestClient, Runtime, ScriptedBackend]) -> None:
+    client, rt, backend = api
+    data = (FIXTURES / "st_group_chat.jsonl").read_bytes()
+    r = client.post("/api/sessions/import", content=data, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    sid = r.json()["id"]
+    doc = client.get(f"/api/sessions/{sid}").json()
+    original = parse_st_jsonl(data)
+    assert [m["content"] for m in doc["messages"]] == [m["content"] for m in original["messages"]]
+    assert {c["title"] for c in doc["characters"]} >= {"Alice", "Bob"}
+    assert any(m.get("name") == "Bob" for m in doc["messages"])
+    exported = client.get(f"/api/sessions/{sid}/sillytavern.jsonl")
+    assert exported.status_code == 200
+    again = parse_st_jsonl(exported.content)
+    assert [(m["role"], m["content"], m.get("name")) for m in again["messages"]] == [
+        (m["role"], m["content"], m.get("name")) for m in original["messages"]
+    ]
+    backend.enqueue("Bob: On it.")
+    say(client, sid, "Bob, fix it please.")
+    assert names(client, sid)[-1] == "Bob"
+    assert rt.sessions.get(sid).messages[-1].content == "On it."
+
+
+def test_a_sillytavern_single_chat_imports_with_its_character(
+    api: tuple[TestClient, Runtime, ScriptedBackend],
+) -> None:
+    client, _rt, _backend = api
+    data = (FIXTURES / "st_single_chat.jsonl").read_bytes()
+    r = client.post("/api/sessions/import", content=data, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    doc = client.get(f"/api/sessions/{r.json()['id']}").json()
+    assert doc["character"] is not None and not doc["characters"]
+    header = orjson.loads(data.split(b"\n", 1)[0])
+    assert doc["character"]["title"] == header["character_name"]
