@@ -237,57 +237,62 @@ def sse_response(turn: Turn) -> StreamingResponse:
     )
 
 
-def build_router(rt: Runtime) -> APIRouter:
-    api = APIRouter(prefix="/api", responses=ERRORS)
+def prepare_turn(rt: Runtime, body: ChatRequest) -> Turn:
+    """The turn, checked before any response is sent: input errors (unknown preset or session, empty
+    message, bad params, no model) raise here, so the client gets a JSON error, not a failing stream."""
+    check_message_count(rt, len(body.messages))
+    if body.characters and body.preset:
+        raise InvalidInput("Give `preset` or `characters` (a group chat), not both.", field="characters")
+    return rt.turn(
+        [m.model_dump(exclude_none=True) for m in body.messages],
+        session=body.session_id,
+        preset=body.preset,
+        params=body.params.model_dump(exclude_unset=True) if body.params else None,
+        options=body.options(),
+        characters=body.characters,
+        group=body.group,
+        speaker=body.speaker,
+    )
 
-    def prepare_turn(body: ChatRequest) -> Turn:
-        """The turn, checked before any response is sent: input errors (unknown preset or session, empty
-        message, bad params, no model) raise here, so the client gets a JSON error, not a failing stream."""
-        check_message_count(rt, len(body.messages))
-        if body.characters and body.preset:
-            raise InvalidInput("Give `preset` or `characters` (a group chat), not both.", field="characters")
-        return rt.turn(
-            [m.model_dump(exclude_none=True) for m in body.messages],
-            session=body.session_id,
-            preset=body.preset,
-            params=body.params.model_dump(exclude_unset=True) if body.params else None,
-            options=body.options(),
-            characters=body.characters,
-            group=body.group,
-            speaker=body.speaker,
-        )
 
-    def prepare_draft(body: DraftRequest, mode: str) -> tuple[Any, list[dict[str, str]], SamplingParams]:
-        """The plan of a turn that is not taken: for a preview (mode normal) or an impersonation."""
-        overrides = body.params.model_dump(exclude_unset=True) if body.params else None
-        msgs = [m.model_dump() for m in body.messages]
-        if body.session_id in (None, "new"):
-            return stateless_plan(
-                rt,
-                validate_messages(msgs),
-                preset=body.preset,
-                options=body.options(),
-                params=overrides,
-                mode=mode,
-                always=body.session_id == "new",
-            )
-        session = rt.sessions.get(body.session_id)
-        user_text = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), None)
-        plan, params = session_draft(
+def prepare_draft(
+    rt: Runtime, body: DraftRequest, mode: str
+) -> tuple[Any, list[dict[str, str]], SamplingParams]:
+    """The plan of a turn that is not taken: for a preview (mode normal) or an impersonation."""
+    overrides = body.params.model_dump(exclude_unset=True) if body.params else None
+    msgs = [m.model_dump() for m in body.messages]
+    if body.session_id in (None, "new"):
+        return stateless_plan(
             rt,
-            session,
-            user_text=user_text if mode == "normal" else None,
+            validate_messages(msgs),
+            preset=body.preset,
             options=body.options(),
             params=overrides,
             mode=mode,
+            always=body.session_id == "new",
         )
-        return plan, plan.messages, params
+    session = rt.sessions.get(body.session_id)
+    user_text = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), None)
+    plan, params = session_draft(
+        rt,
+        session,
+        user_text=user_text if mode == "normal" else None,
+        options=body.options(),
+        params=overrides,
+        mode=mode,
+    )
+    return plan, plan.messages, params
+
+
+def build_chat_router(rt: Runtime) -> APIRouter:
+    """/chat (whole reply, stream, preview, impersonate) and /health."""
+    api = APIRouter()  # included in the /api router
 
     @api.post("/chat/preview", summary="The prompt a chat request would send, with the lore that fired")
     def chat_preview(body: DraftRequest) -> dict[str, Any]:
         from engine.prompt_view import preview
 
-        plan, messages, params = prepare_draft(body, "normal")
+        plan, messages, params = prepare_draft(rt, body, "normal")
         return preview(rt, messages, plan, params)
 
     @api.post(
@@ -318,7 +323,7 @@ def build_router(rt: Runtime) -> APIRouter:
 
     @api.post("/chat", response_model=ChatReply, summary="One chat turn, whole reply")
     async def chat(body: ChatRequest, request: Request) -> dict[str, Any]:
-        turn = await run_in_threadpool(prepare_turn, body)
+        turn = await run_in_threadpool(prepare_turn, rt, body)
         async with cancel_on_disconnect(request, turn.cancel):
             async for _event in run_stream(lambda _cancel: iter(turn), turn.cancel):
                 pass
@@ -343,13 +348,15 @@ def build_router(rt: Runtime) -> APIRouter:
         },
     )
     async def chat_stream(body: ChatRequest) -> StreamingResponse:
-        return sse_response(await run_in_threadpool(prepare_turn, body))
+        return sse_response(await run_in_threadpool(prepare_turn, rt, body))
 
-    from .lore_api import build_lore_router
+    return api
 
-    api.include_router(build_lore_router(rt, read_limited))
 
-    # --- sessions ---------------------------------------------------------------------------------
+def build_session_router(rt: Runtime) -> APIRouter:
+    """/sessions: list, export, import, delete, rename, regenerate, edit, select a version, and the prompt
+    a session sends."""
+    api = APIRouter()  # included in the /api router
 
     @api.get("/sessions", summary="Sessions, newest first")
     def sessions(q: str = "") -> list[dict[str, Any]]:
@@ -445,7 +452,12 @@ def build_router(rt: Runtime) -> APIRouter:
         s = rt.sessions.get(session_id)
         return prompt_messages(rt, s, s.messages)
 
-    # --- presets ----------------------------------------------------------------------------------
+    return api
+
+
+def build_preset_router(rt: Runtime) -> APIRouter:
+    """/presets: character presets, card import and export."""
+    api = APIRouter()  # included in the /api router
 
     @api.get("/presets", summary="Character presets")
     def presets() -> list[dict[str, Any]]:
@@ -502,7 +514,12 @@ def build_router(rt: Runtime) -> APIRouter:
             headers={"Content-Disposition": f'attachment; filename="{name}.png"'},
         )
 
-    # --- gpu and models ---------------------------------------------------------------------------
+    return api
+
+
+def build_model_router(rt: Runtime) -> APIRouter:
+    """/gpu, /models and /models/load."""
+    api = APIRouter()  # included in the /api router
 
     @api.get("/gpu", summary="GPU devices and VRAM, or why there is none")
     def gpu() -> dict[str, Any]:
@@ -520,7 +537,19 @@ def build_router(rt: Runtime) -> APIRouter:
         overrides = body.model_dump(exclude_none=True, exclude={"path"})
         return models_for(rt).load(body.path, **overrides)
 
+    return api
+
+
+def build_router(rt: Runtime) -> APIRouter:
+    """The /api router: the routers of each concern, in the order their routes are matched."""
+    from .lore_api import build_lore_router
+
+    api = APIRouter(prefix="/api", responses=ERRORS)
+    api.include_router(build_chat_router(rt))
+    api.include_router(build_lore_router(rt, read_limited))
+    api.include_router(build_session_router(rt))
+    api.include_router(build_preset_router(rt))
+    api.include_router(build_model_router(rt))
     api.include_router(build_hub_router(rt))  # hub listing, downloads, estimates, per-model settings
     api.include_router(build_tools_router(rt))  # MCP tools: GET /api/tools, servers, reload, on/off
-
     return api

@@ -148,130 +148,144 @@ def _usage(done: Finished) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def model_id(rt: Runtime) -> str:
+    info = rt.model_info()
+    return str(info.get("name") or rt.settings.model.path)
+
+
+def prepare(rt: Runtime, body: ChatCompletionRequest) -> Turn:
+    """The turn, checked before any response is sent."""
+    check_message_count(rt, len(body.messages))
+    if body.messages[-1].role not in ("user", "assistant"):
+        raise InvalidInput("The last message must be from the user.", field="messages")
+    msgs = [
+        {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
+    ]
+    wanted = {**body.sampling(), **body.thinking_params(rt.settings.model.reasoning_effort_budgets)}
+    return rt.turn(msgs, preset=body.preset, options=body.options(), params=wanted)
+
+
+def raw_tags(rt: Runtime) -> tuple[str, str] | None:
+    """The format's tags, for reasoning_format "none" (the thought stays in content)."""
+    fmt = FORMATS.get(str(rt.model_info().get("reasoning_format") or "think"), FORMATS["think"])
+    return fmt.open, fmt.close
+
+
+class Completion:
+    """One completion's reply, whole (`body`) or as OpenAI's chunks (`stream`)."""
+
+    def __init__(self, turn: Turn, name: str, raw: tuple[str, str] | None) -> None:
+        self.turn, self.name, self.raw = turn, name, raw
+        self.cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+
+    def events(self, _cancel: threading.Event) -> Iterator[Any]:
+        return iter(self.turn)
+
+    def body(self) -> dict[str, Any]:
+        """The whole reply, once the turn has run."""
+        turn, raw = self.turn, self.raw
+        done = turn.finished or Finished("stop")
+        message: dict[str, Any] = {"role": "assistant", "content": turn.text()}
+        if turn.reasoning and raw:
+            message["content"] = f"{raw[0]}{turn.reasoning}{raw[1]}" + message["content"]
+        elif turn.reasoning:
+            message["reasoning_content"] = turn.reasoning
+        return {
+            "id": self.cid,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": _finish_reason(done.finish_reason),
+                    "logprobs": None,
+                }
+            ],
+            "usage": _usage(done),
+            "metrics": done.metrics.to_dict(),
+        }
+
+    def chunk(self, delta: dict[str, Any] | None, finish: str | None = None, usage: Any = None) -> bytes:
+        payload: dict[str, Any] = {
+            "id": self.cid,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+            if delta is not None
+            else [],
+        }
+        if usage is not None:
+            payload["usage"] = usage
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+    async def stream(self, include_usage: bool) -> AsyncIterator[bytes]:
+        chunk, raw, cancel = self.chunk, self.raw, self.turn.cancel
+        thinking = False  # raw format: inside the thought's tags
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            async for event in run_stream(self.events, cancel):
+                if isinstance(event, Reasoning) and raw:
+                    yield chunk({"content": ("" if thinking else raw[0]) + event.text})
+                    thinking = True
+                elif isinstance(event, Reasoning):
+                    yield chunk({"reasoning_content": event.text})
+                elif isinstance(event, Delta):
+                    yield chunk({"content": (raw[1] if raw and thinking else "") + event.text})
+                    thinking = False
+                elif isinstance(event, Finished):
+                    yield chunk({}, _finish_reason(event.finish_reason))
+                    if include_usage:
+                        yield chunk(None, usage=_usage(event))
+        except EngineError as exc:
+            err = {"error": {"message": exc.message, "type": exc.kind, "param": exc.field, "code": None}}
+            yield b"data: " + orjson.dumps(err) + b"\n\n"
+        except Exception:
+            log.exception("the completion's stream failed")
+            err = {
+                "error": {
+                    "message": "Generation failed.",
+                    "type": "internal_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+            yield b"data: " + orjson.dumps(err) + b"\n\n"
+        finally:
+            cancel.set()
+        yield b"data: [DONE]\n\n"
+
+
 def build_openai_router(rt: Runtime) -> APIRouter:
     v1 = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
-
-    def model_id() -> str:
-        info = rt.model_info()
-        return str(info.get("name") or rt.settings.model.path)
-
-    def prepare(body: ChatCompletionRequest) -> Turn:
-        check_message_count(rt, len(body.messages))
-        if body.messages[-1].role not in ("user", "assistant"):
-            raise InvalidInput("The last message must be from the user.", field="messages")
-        msgs = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in body.messages
-        ]
-        wanted = {**body.sampling(), **body.thinking_params(rt.settings.model.reasoning_effort_budgets)}
-        return rt.turn(msgs, preset=body.preset, options=body.options(), params=wanted)
-
-    def raw_tags() -> tuple[str, str] | None:
-        """The format's tags, for reasoning_format "none" (the thought stays in content)."""
-        fmt = FORMATS.get(str(rt.model_info().get("reasoning_format") or "think"), FORMATS["think"])
-        return fmt.open, fmt.close
 
     @v1.get("/models", summary="The loaded model, in OpenAI's list format")
     def models() -> dict[str, Any]:
         return {
             "object": "list",
             "data": [
-                {"id": model_id(), "object": "model", "created": int(rt.started_at), "owned_by": "local"}
+                {"id": model_id(rt), "object": "model", "created": int(rt.started_at), "owned_by": "local"}
             ],
         }
 
     @v1.post("/chat/completions", summary="Chat completion, OpenAI-compatible (stream or not)")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-        turn = await run_in_threadpool(prepare, body)  # bad input or no model: an error now, not in a stream
-        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        created = int(time.time())
-        name = model_id()
-        cancel = turn.cancel
-
-        def make(_cancel: threading.Event) -> Iterator[Any]:
-            return iter(turn)
-
-        raw = raw_tags() if (body.reasoning_format or "").lower() == "none" else None
+        turn = await run_in_threadpool(
+            prepare, rt, body
+        )  # bad input or no model: an error now, not in a stream
+        raw = raw_tags(rt) if (body.reasoning_format or "").lower() == "none" else None
+        reply = Completion(turn, model_id(rt), raw)
         if not body.stream:
-            async with cancel_on_disconnect(request, cancel):
-                async for _event in run_stream(make, cancel):
+            async with cancel_on_disconnect(request, turn.cancel):
+                async for _event in run_stream(reply.events, turn.cancel):
                     pass
-            done = turn.finished or Finished("stop")
-            message: dict[str, Any] = {"role": "assistant", "content": turn.text()}
-            if turn.reasoning and raw:
-                message["content"] = f"{raw[0]}{turn.reasoning}{raw[1]}" + message["content"]
-            elif turn.reasoning:
-                message["reasoning_content"] = turn.reasoning
-            return {
-                "id": cid,
-                "object": "chat.completion",
-                "created": created,
-                "model": name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": message,
-                        "finish_reason": _finish_reason(done.finish_reason),
-                        "logprobs": None,
-                    }
-                ],
-                "usage": _usage(done),
-                "metrics": done.metrics.to_dict(),
-            }
-
+            return reply.body()
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-        def chunk(delta: dict[str, Any], finish: str | None = None, usage: Any = None) -> bytes:
-            payload: dict[str, Any] = {
-                "id": cid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": name,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
-                if delta is not None
-                else [],
-            }
-            if usage is not None:
-                payload["usage"] = usage
-            return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-        async def events() -> AsyncIterator[bytes]:
-            thinking = False  # raw format: inside the thought's tags
-            try:
-                yield chunk({"role": "assistant", "content": ""})
-                async for event in run_stream(make, cancel):
-                    if isinstance(event, Reasoning) and raw:
-                        yield chunk({"content": ("" if thinking else raw[0]) + event.text})
-                        thinking = True
-                    elif isinstance(event, Reasoning):
-                        yield chunk({"reasoning_content": event.text})
-                    elif isinstance(event, Delta):
-                        yield chunk({"content": (raw[1] if raw and thinking else "") + event.text})
-                        thinking = False
-                    elif isinstance(event, Finished):
-                        yield chunk({}, _finish_reason(event.finish_reason))
-                        if include_usage:
-                            yield chunk(None, usage=_usage(event))  # type: ignore[arg-type]
-            except EngineError as exc:
-                err = {"error": {"message": exc.message, "type": exc.kind, "param": exc.field, "code": None}}
-                yield b"data: " + orjson.dumps(err) + b"\n\n"
-            except Exception:
-                log.exception("the completion's stream failed")
-                err = {
-                    "error": {
-                        "message": "Generation failed.",
-                        "type": "internal_error",
-                        "param": None,
-                        "code": None,
-                    }
-                }
-                yield b"data: " + orjson.dumps(err) + b"\n\n"
-            finally:
-                cancel.set()
-            yield b"data: [DONE]\n\n"
-
         return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            reply.stream(include_usage), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
     return v1

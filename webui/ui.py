@@ -33,36 +33,39 @@ def _new_secret(path: Path) -> str:
 
 
 def build_ui(rt: Runtime) -> gr.Blocks:
+    """The tabs, built in order: each gets the pieces of the earlier ones it uses, by name."""
     secret = browser_state_secret(rt.data_dir)
     with gr.Blocks(title="Local LLM Chat", analytics_enabled=False) as demo:
         ctx = UIContext(
             rt=rt,
             session_id=gr.BrowserState(None, storage_key="llmchat.session", secret=secret),
             lang=gr.BrowserState(None, storage_key="llmchat.lang", secret=secret),
-        )
-        # the prompt of "Custom (no character)" chats: edited in the Characters tab, read by the chat tab
-        ctx.components["custom_prompt"] = gr.BrowserState(
-            None, storage_key="llmchat.custom_prompt", secret=secret
+            custom_prompt=gr.BrowserState(None, storage_key="llmchat.custom_prompt", secret=secret),
         )
         with gr.Row(equal_height=True):
             gr.Markdown(I18N("app.title"), elem_id="app-title")
             lang_radio = language_radio()
         with gr.Tabs() as tabs:
-            ctx.components["tabs"] = tabs
             with gr.Tab(I18N("tab.chat"), id="chat") as chat_tab:
-                chat.build(ctx)
-                chat_files.build(ctx)
-            labelled = [(chat_tab, "tab.chat")]
-            for module, name in (
-                (characters, "characters"),
-                (lore, "lore"),
-                (sampling, "sampling"),
-                (history, "history"),
-                (gpu, "gpu"),
-            ):
-                with gr.Tab(I18N(f"tab.{name}"), id=name) as tab:
-                    module.build(ctx, tab)
-                labelled.append((tab, f"tab.{name}"))
-        on_load = [ctx.components["on_load"], ctx.components["chat_downloads"]]
-        wire_language(demo, lang_radio, ctx.lang, labelled, on_load)
+                chat_view = chat.build(ctx)
+                files = chat_files.build(ctx, chat_view)
+            with gr.Tab(I18N("tab.characters"), id="characters") as characters_tab:
+                characters.build(ctx, characters_tab, chat_view)
+            with gr.Tab(I18N("tab.lore"), id="lore") as lore_tab:
+                lore.build(ctx, lore_tab)
+            with gr.Tab(I18N("tab.sampling"), id="sampling") as sampling_tab:
+                sampling.build(ctx, sampling_tab, chat_view)
+            with gr.Tab(I18N("tab.history"), id="history") as history_tab:
+                history.build(ctx, history_tab, chat_view, files, tabs)
+            with gr.Tab(I18N("tab.gpu"), id="gpu") as gpu_tab:
+                gpu.build(ctx, gpu_tab, chat_view, tabs)
+        labelled = [
+            (chat_tab, "tab.chat"),
+            (characters_tab, "tab.characters"),
+            (lore_tab, "tab.lore"),
+            (sampling_tab, "tab.sampling"),
+            (history_tab, "tab.history"),
+            (gpu_tab, "tab.gpu"),
+        ]
+        wire_language(demo, lang_radio, ctx.lang, labelled, [chat_view.on_load, files.refresh])
     return demo

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -19,7 +20,7 @@ from ..i18n import I18N, tr
 from ..markup import escape_text, unescape_text, warn
 from ..streaming import RunAhead
 from . import chat_extras
-from .context import CUSTOM, UIContext
+from .context import CUSTOM, ChatView, Step, UIContext
 
 UI_INTERVAL_S = 0.06  # at most about 16 UI updates a second
 # Gradio re-processes the whole chat on every update, so an update costs more the longer the chat is.
@@ -101,7 +102,7 @@ def status_line(ctx: UIContext, session: Session | None, lang: str | None, extra
 
 def unsaved_sessions(ctx: UIContext) -> dict[str, Session]:
     """Chats whose last turn could not be saved (disk full, read-only): they stay open in memory."""
-    return ctx.components.setdefault("unsaved_sessions", {})  # type: ignore[no-any-return]
+    return ctx.unsaved
 
 
 def load_session(ctx: UIContext, session_id: str | None) -> Session | None:
@@ -139,7 +140,35 @@ def session_view(ctx: UIContext, session: Session):
     return with_avatars(ctx, to_chatbot(session.messages), session.character_name, title)
 
 
-def build(ctx: UIContext) -> None:
+def alt_label(session: Session) -> str:
+    """ "2/3" when the last reply has alternatives to page through."""
+    last = session.messages[-1] if session.messages else None
+    if last is not None and last.role == "assistant" and len(last.alternatives) > 1:
+        return f"{last.version + 1}/{len(last.alternatives)}"
+    return ""
+
+
+@dataclass
+class ChatLayout:
+    """The chat tab's components."""
+
+    character: gr.Dropdown
+    new_btn: gr.Button
+    chatbot: gr.Chatbot
+    message: gr.Textbox
+    send: gr.Button
+    stop: gr.Button
+    regen: gr.Button
+    cont: gr.Button
+    prev_alt: gr.Button
+    next_alt: gr.Button
+    delete_last: gr.Button
+    status: gr.Markdown
+    details: gr.JSON
+    extras: chat_extras.Extras
+
+
+def layout(ctx: UIContext) -> ChatLayout:
     rt = ctx.rt
     with gr.Row():
         character = gr.Dropdown(
@@ -189,14 +218,34 @@ def build(ctx: UIContext) -> None:
         preview_btn = gr.Button(I18N("chat.preview"), size="sm", elem_id="preview-prompt")
         details = gr.JSON(label=None, elem_id="message-details")
     extras = chat_extras.build(ctx, impersonate, preview_btn)
+    return ChatLayout(
+        character=character,
+        new_btn=new_btn,
+        chatbot=chatbot,
+        message=message,
+        send=send,
+        stop=stop,
+        regen=regen,
+        cont=cont,
+        prev_alt=prev_alt,
+        next_alt=next_alt,
+        delete_last=delete_last,
+        status=status,
+        details=details,
+        extras=extras,
+    )
 
-    ctx.components.update(chatbot=chatbot, character=character, status=status)
-    sid, lang = ctx.session_id, ctx.lang
 
-    def begin_turn(session: Session, request: gr.Request, **kw: Any) -> RunAhead[Any]:
+class TurnStream:
+    """Runs a turn for the chat tab and turns its events into (chatbot, session id, status) updates."""
+
+    def __init__(self, ctx: UIContext) -> None:
+        self.ctx = ctx
+
+    def begin(self, session: Session, request: gr.Request, **kw: Any) -> RunAhead[Any]:
         """Check the turn, then begin it at once, in the background; the first text and every non-text
         event wake us. A bad turn (no model, nothing to regenerate) raises EngineError here."""
-        cancel = ctx.cancel_flag(request, fresh=True)
+        cancel = self.ctx.cancel_flag(request, fresh=True)
         seen_text = False
 
         def urgent(event: Any) -> bool:
@@ -207,10 +256,11 @@ def build(ctx: UIContext) -> None:
                 seen_text = True
             return True
 
-        turn = rt.turn(session=session, cancel=cancel, **kw)
+        turn = self.ctx.rt.turn(session=session, cancel=cancel, **kw)
         return RunAhead(iter(turn), cancel, urgent)
 
-    def stream_turn(
+    def stream(
+        self,
         session: Session,
         lang_value: str | None,
         request: gr.Request,
@@ -219,11 +269,12 @@ def build(ctx: UIContext) -> None:
     ) -> Iterator[Any]:
         """Check and begin the turn (EngineError here, before anything is shown), and return its UI
         updates: `echo` first, while the prompt is evaluated, then at most one per interval."""
-        return turn_updates(session, lang_value, begin_turn(session, request, **kw), echo)
+        return self.updates(session, lang_value, self.begin(session, request, **kw), echo)
 
-    def turn_updates(
-        session: Session, lang_value: str | None, turn: RunAhead[Any], echo: list[dict[str, str]] | None
+    def updates(
+        self, session: Session, lang_value: str | None, turn: RunAhead[Any], echo: list[dict[str, str]] | None
     ) -> Iterator[Any]:
+        ctx = self.ctx
         extra = tr("status.generating", lang_value)
         last_ui, cost, interval = 0.0, 0.0, UI_INTERVAL_S
         save_failed = False
@@ -260,16 +311,20 @@ def build(ctx: UIContext) -> None:
                 unsaved_sessions(ctx).pop(session.id, None)
         yield view_of(session), session.id, status_line(ctx, session, lang_value, alt_label(session))
 
-    def view_of(session: Session) -> list[dict[str, str]]:
-        return to_chatbot(session.messages)
 
-    def alt_label(session: Session) -> str:
-        last = session.messages[-1] if session.messages else None
-        if last is not None and last.role == "assistant" and len(last.alternatives) > 1:
-            return f"{last.version + 1}/{len(last.alternatives)}"
-        return ""
+def view_of(session: Session) -> list[dict[str, str]]:
+    return to_chatbot(session.messages)
+
+
+class ChatHandlers:
+    """The chat tab's event handlers. Turn handlers yield (chatbot, [message box,] session id, status)."""
+
+    def __init__(self, ctx: UIContext) -> None:
+        self.ctx, self.rt = ctx, ctx.rt
+        self.turns = TurnStream(ctx)
 
     def on_send(
+        self,
         text: str,
         session_id: str | None,
         char: str | None,
@@ -281,8 +336,9 @@ def build(ctx: UIContext) -> None:
         show_prefix: bool | None,
         request: gr.Request,
     ):
+        ctx = self.ctx
         if not text or not text.strip():
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            yield gr.skip()
             return
         session = load_session(ctx, session_id)
         if session is None:
@@ -290,67 +346,69 @@ def build(ctx: UIContext) -> None:
                 is_custom = char in (None, CUSTOM)
                 options = chat_extras.options_of(persona, books, prefix, show_prefix)
                 session = new_session(
-                    rt,
+                    self.rt,
                     character=None if is_custom else char,
                     system_prompt=(custom_prompt or None) if is_custom else None,
                     options=ChatOptions(**options),
                 )
             except EngineError as exc:
                 warn(exc.message)
-                yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                yield gr.skip()
                 return
         echo = to_chatbot(session.messages) + [{"role": "user", "content": escape_text(text)}]
         try:
-            updates = stream_turn(session, lang_value, request, echo=echo, mode="send", user_text=text)
+            updates = self.turns.stream(session, lang_value, request, echo=echo, mode="send", user_text=text)
         except EngineError as exc:  # the message stays in the box
             warn(exc.message)
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            yield gr.skip()
             return
         for i, (view, new_id, line) in enumerate(updates):
             yield view, "" if i == 0 else gr.skip(), new_id, line  # the first update clears the box
 
-    def on_mode(mode: str):
+    def on_mode(self, mode: str):
         def handler(session_id: str | None, lang_value: str | None, request: gr.Request):
-            session = load_session(ctx, session_id)
+            session = load_session(self.ctx, session_id)
             if session is None or not session.messages or session.messages[-1].role != "assistant":
                 warn(tr(f"chat.nothing_to_{mode}", lang_value))
-                yield gr.skip(), gr.skip(), gr.skip()
+                yield gr.skip()
                 return
             try:
-                updates = stream_turn(session, lang_value, request, mode=mode)
+                updates = self.turns.stream(session, lang_value, request, mode=mode)
             except EngineError as exc:
                 warn(exc.message)
-                yield gr.skip(), gr.skip(), gr.skip()
+                yield gr.skip()
                 return
             yield from updates
 
         return handler
 
-    def on_stop(request: gr.Request) -> None:
-        ctx.cancel_flag(request).set()
+    def on_stop(self, request: gr.Request) -> None:
+        self.ctx.cancel_flag(request).set()
 
-    def on_new(char: str | None, lang_value: str | None):
+    def on_new(self, char: str | None, lang_value: str | None):
+        ctx = self.ctx
         return with_avatars(ctx, greeting_view(ctx, char), char), None, status_line(ctx, None, lang_value)
 
-    def on_new_options(lang_value: str | None):
-        return chat_extras.option_values(ctx, None, lang_value)
+    def on_new_options(self, lang_value: str | None):
+        return chat_extras.option_values(self.ctx, None, lang_value)
 
-    def on_session_options(session_id: str | None, lang_value: str | None):
-        return chat_extras.option_values(ctx, load_session(ctx, session_id), lang_value)
+    def on_session_options(self, session_id: str | None, lang_value: str | None):
+        return chat_extras.option_values(self.ctx, load_session(self.ctx, session_id), lang_value)
 
-    def on_character(char: str | None, session_id: str | None, lang_value: str | None):
-        session = load_session(ctx, session_id)
+    def on_character(self, char: str | None, session_id: str | None, lang_value: str | None):
+        session = load_session(self.ctx, session_id)
         current = (session.character_name if session else None) or CUSTOM
         if session is not None and current == (char or CUSTOM):
-            return gr.skip(), gr.skip(), gr.skip()
-        return on_new(char, lang_value)  # picking another character starts a new chat with its greeting
+            return gr.skip()
+        return self.on_new(char, lang_value)  # picking another character starts a new chat with its greeting
 
-    def on_load(session_id: str | None, lang_value: str | None):
+    def on_load(self, session_id: str | None, lang_value: str | None):
+        ctx = self.ctx
         session = load_session(ctx, session_id)
         choices = ctx.character_choices(lang_value)
         options = chat_extras.option_values(ctx, session, lang_value)
         if session is None:
-            char = rt.settings.chat.preset or CUSTOM
+            char = self.rt.settings.chat.preset or CUSTOM
             return (
                 with_avatars(ctx, greeting_view(ctx, char), char),
                 None,
@@ -366,61 +424,63 @@ def build(ctx: UIContext) -> None:
             *options,
         )
 
-    def on_alt(step: int):
+    def on_alt(self, step: int):
         def handler(session_id: str | None, lang_value: str | None):
-            session = load_session(ctx, session_id)
+            session = load_session(self.ctx, session_id)
             if session is None or not session.messages or session.messages[-1].role != "assistant":
-                return gr.skip(), gr.skip()
+                return gr.skip()
             last = session.messages[-1]
             if len(last.alternatives) < 2:
-                return gr.skip(), gr.skip()
+                return gr.skip()
             last.select((last.version + step) % len(last.alternatives))
-            rt.sessions.save(session)
-            return to_chatbot(session.messages), status_line(ctx, session, lang_value, alt_label(session))
+            self.rt.sessions.save(session)
+            return to_chatbot(session.messages), status_line(
+                self.ctx, session, lang_value, alt_label(session)
+            )
 
         return handler
 
-    def on_delete_last(session_id: str | None, lang_value: str | None):
-        session = load_session(ctx, session_id)
+    def on_delete_last(self, session_id: str | None, lang_value: str | None):
+        session = load_session(self.ctx, session_id)
         if session is None or not session.messages:
-            return gr.skip(), gr.skip()
+            return gr.skip()
         msgs = session.messages
         cut = len(msgs) - 1
         while cut > 0 and msgs[cut].role != "user":
             cut -= 1
         if msgs[cut].role != "user":
-            return gr.skip(), gr.skip()
+            return gr.skip()
         del msgs[cut:]
-        rt.sessions.save(session, allow_shrink=True)
-        return to_chatbot(msgs), status_line(ctx, session, lang_value)
+        self.rt.sessions.save(session, allow_shrink=True)
+        return to_chatbot(msgs), status_line(self.ctx, session, lang_value)
 
-    def on_edit(data: gr.EditData, session_id: str | None, lang_value: str | None, request: gr.Request):
-        session = load_session(ctx, session_id)
+    def on_edit(self, data: gr.EditData, session_id: str | None, lang_value: str | None, request: gr.Request):
+        session = load_session(self.ctx, session_id)
         index = data.index if isinstance(data.index, int) else data.index[0]
         visible = [m for m, _ in chatbot_rows(session.messages)] if session else []
         if session is None or index >= len(visible) or visible[index].role != "user":
-            yield gr.skip(), gr.skip(), gr.skip()
+            yield gr.skip()
             return
         try:
-            rt.engine.require_backend()  # no model: the chat stays as it was
+            self.rt.engine.require_backend()  # no model: the chat stays as it was
         except EngineError as exc:
             warn(exc.message)
-            yield gr.skip(), gr.skip(), gr.skip()
+            yield gr.skip()
             return
         cut = session.messages.index(visible[index])
         del session.messages[cut:]  # an edit truncates: the user asked for it
-        rt.sessions.save(session, allow_shrink=True)
+        self.rt.sessions.save(session, allow_shrink=True)
         text = unescape_text(str(data.value))  # the edit box shows the escaped text
         try:
-            updates = stream_turn(session, lang_value, request, mode="send", user_text=text)
+            updates = self.turns.stream(session, lang_value, request, mode="send", user_text=text)
         except EngineError as exc:
             warn(exc.message)
             yield to_chatbot(session.messages), gr.skip(), gr.skip()
             return
         yield from updates
 
-    def on_select(data: gr.SelectData, session_id: str | None):
-        session = load_session(ctx, session_id)
+    def on_select(self, data: gr.SelectData, session_id: str | None):
+        session = load_session(self.ctx, session_id)
         if session is None:
             return None
         visible = [m for m, _ in chatbot_rows(session.messages)]
@@ -437,35 +497,46 @@ def build(ctx: UIContext) -> None:
             "versions": len(m.alternatives) or 1,
         }
 
-    outs = [chatbot, message, sid, status]
-    custom = ctx.components["custom_prompt"]  # edited in the Characters tab
-    send_in = [message, sid, character, lang, custom, *extras.inputs]
-    send_ev = send.click(on_send, send_in, outs, concurrency_limit=None)
-    submit_ev = message.submit(on_send, send_in, outs, concurrency_limit=None)
-    regen_ev = regen.click(on_mode("regenerate"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
-    cont_ev = cont.click(on_mode("continue"), [sid, lang], [chatbot, sid, status], concurrency_limit=None)
-    edit_ev = chatbot.edit(on_edit, [sid, lang], [chatbot, sid, status], concurrency_limit=None)
-    retry_ev = chatbot.retry(
-        on_mode("regenerate"), [sid, lang], [chatbot, sid, status], concurrency_limit=None
-    )
-    turns: list[Any] = [send_ev, submit_ev, regen_ev, cont_ev, edit_ev, retry_ev]
+
+def build(ctx: UIContext) -> ChatView:
+    """The chat tab, wired; returns what the other tabs use of it."""
+    ui, h = layout(ctx), ChatHandlers(ctx)
+    sid, lang = ctx.session_id, ctx.lang
+    chatbot, character, status, extras = ui.chatbot, ui.character, ui.status, ui.extras
+    outs = [chatbot, ui.message, sid, status]
+    turn_outs = [chatbot, sid, status]
+    send_in = [ui.message, sid, character, lang, ctx.custom_prompt, *extras.inputs]  # custom: Characters tab
+    turns: list[Any] = [
+        ui.send.click(h.on_send, send_in, outs, concurrency_limit=None),
+        ui.message.submit(h.on_send, send_in, outs, concurrency_limit=None),
+        ui.regen.click(h.on_mode("regenerate"), [sid, lang], turn_outs, concurrency_limit=None),
+        ui.cont.click(h.on_mode("continue"), [sid, lang], turn_outs, concurrency_limit=None),
+        chatbot.edit(h.on_edit, [sid, lang], turn_outs, concurrency_limit=None),
+        chatbot.retry(h.on_mode("regenerate"), [sid, lang], turn_outs, concurrency_limit=None),
+    ]
     # Stop only sets the turn's cancel flag: the turn ends itself within one token, saves, and its handler
     # sends the saved reply as its last update. Gradio's own `cancels=` raced that end: its /cancel route
     # completes a still-running event with an empty output, and the page showed Error on the chat, the
     # message box and the status line (the chat blanked), although the saved chat was right.
-    stop.click(on_stop, None, None, queue=False)
-    chat_extras.wire(ctx, extras, message, details, load_session)  # Impersonate, options, preview
-    new_ev = new_btn.click(on_new, [character, lang], [chatbot, sid, status])
-    new_ev.then(on_new_options, [lang], extras.inputs)
+    ui.stop.click(h.on_stop, None, None, queue=False)
+    chat_extras.wire(ctx, extras, character, ui.message, ui.details, load_session)
+    new_ev = ui.new_btn.click(h.on_new, [character, lang], turn_outs)
+    new_ev.then(h.on_new_options, [lang], extras.inputs)
     others = [
         new_ev,
-        chatbot.clear(on_new, [character, lang], [chatbot, sid, status]),  # the old chat stays in History
-        character.input(on_character, [character, sid, lang], [chatbot, sid, status]),
-        prev_alt.click(on_alt(-1), [sid, lang], [chatbot, status]),
-        next_alt.click(on_alt(1), [sid, lang], [chatbot, status]),
-        delete_last.click(on_delete_last, [sid, lang], [chatbot, status]),
+        chatbot.clear(h.on_new, [character, lang], turn_outs),  # the old chat stays in History
+        character.input(h.on_character, [character, sid, lang], turn_outs),
+        ui.prev_alt.click(h.on_alt(-1), [sid, lang], [chatbot, status]),
+        ui.next_alt.click(h.on_alt(1), [sid, lang], [chatbot, status]),
+        ui.delete_last.click(h.on_delete_last, [sid, lang], [chatbot, status]),
     ]
-    ctx.components["chat_changed"] = [*turns, *others]  # events after which the chat may differ
-    chatbot.select(on_select, [sid], [details])
-    ctx.components["chat_options"] = (on_session_options, [sid, lang], extras.inputs)  # History's Open
-    ctx.components["on_load"] = (on_load, [sid, lang], [chatbot, sid, character, status, *extras.inputs])
+    chatbot.select(h.on_select, [sid], [ui.details])
+    return ChatView(
+        session_id=sid,
+        chatbot=chatbot,
+        character=character,
+        status=status,
+        changed=[*turns, *others],
+        options=Step(h.on_session_options, [sid, lang], extras.inputs),
+        on_load=Step(h.on_load, [sid, lang], [chatbot, sid, character, status, *extras.inputs]),
+    )

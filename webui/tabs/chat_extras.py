@@ -106,12 +106,18 @@ def build(ctx: UIContext, impersonate: gr.Button, preview_btn: gr.Button) -> Ext
     return Extras(persona, books, prefix, show_prefix, impersonate, preview_btn)
 
 
-def wire(ctx: UIContext, ex: Extras, message: gr.Textbox, details: gr.JSON, load_session: Any) -> list[Any]:
+def wire(
+    ctx: UIContext,
+    ex: Extras,
+    character: gr.Dropdown,
+    message: gr.Textbox,
+    details: gr.JSON,
+    load_session: Any,
+) -> list[Any]:
     """Connect the handlers; returns the events Stop must cancel."""
     rt = ctx.rt
     sid, lang = ctx.session_id, ctx.lang
-    character = ctx.components["character"]
-    custom = ctx.components["custom_prompt"]
+    custom = ctx.custom_prompt
 
     def on_option(session_id: str | None, lang_value: str | None, *values: Any) -> None:
         session = load_session(ctx, session_id)

@@ -16,7 +16,7 @@ from .. import i18n
 from ..i18n import i18n_label, tr
 from ..markup import notify, warn
 from .chat import greeting_view, load_session, session_view, status_line, with_avatars
-from .context import CUSTOM, UIContext
+from .context import CUSTOM, ChatFiles, ChatView, Step, UIContext
 
 EXPORT_DIR = Path(tempfile.mkdtemp(prefix="llmchat-export-"))  # Gradio serves files from the temp dir
 
@@ -85,10 +85,9 @@ def chat_view(ctx: UIContext, session: Session | None, lang: str | None) -> tupl
     )
 
 
-def build(ctx: UIContext) -> None:
+def build(ctx: UIContext, chat: ChatView) -> ChatFiles:
     """The row of file buttons, refreshed after every event that can change the open chat."""
     sid, lang = ctx.session_id, ctx.lang
-    chat_outs = [sid, ctx.components["chatbot"], ctx.components["status"], ctx.components["character"]]
     with gr.Row(elem_id="chat-files"):
         dl_json = gr.DownloadButton(
             i18n_label("cf.download"), interactive=False, size="sm", elem_id="chat-download"
@@ -110,11 +109,11 @@ def build(ctx: UIContext) -> None:
             session = ctx.rt.sessions.import_bytes(data)
         except EngineError as exc:
             warn(exc.message)
-            return [gr.skip()] * 6
+            return gr.skip()
         notify(tr("cf.opened", lang_value, title=session.title or session.id, n=len(session.messages)))
         return (*chat_view(ctx, session, lang_value), *download_updates(ctx, session.id))
 
-    for event in ctx.components["chat_changed"]:
+    for event in chat.changed:
         event.then(refresh, [sid], [dl_json, dl_md], show_progress="hidden")
-    upload.upload(import_chat, [upload, lang], [*chat_outs, dl_json, dl_md])
-    ctx.components["chat_downloads"] = (refresh, [sid], [dl_json, dl_md])
+    upload.upload(import_chat, [upload, lang], [*chat.shows, dl_json, dl_md])
+    return ChatFiles(refresh=Step(refresh, [sid], [dl_json, dl_md]))

@@ -1,16 +1,27 @@
-"""What the tabs share: the runtime, the open session's id, and per-browser cancel flags."""
+"""What the tabs share, by name: the runtime and browser state every tab gets (`UIContext`), and the pieces
+one tab builds for the others (`ChatView`, `ChatFiles`). webui/ui.py builds the tabs in order and hands each
+the pieces it uses."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 
-from engine import Runtime
+from engine import Runtime, Session
 
 CUSTOM = "__custom__"
+
+
+class Step(NamedTuple):
+    """A handler with its inputs and outputs, for another tab to chain: `event.then(*step)`."""
+
+    fn: Callable[..., Any]
+    inputs: list[Any]
+    outputs: list[Any]
 
 
 @dataclass
@@ -18,7 +29,10 @@ class UIContext:
     rt: Runtime
     session_id: gr.BrowserState
     lang: gr.BrowserState
-    components: dict[str, Any] = field(default_factory=dict)
+    # the prompt of "Custom (no character)" chats: edited in the Characters tab, read by the chat tab
+    custom_prompt: gr.BrowserState
+    # chats whose last turn could not be saved (disk full, read-only): they stay open in memory
+    unsaved: dict[str, Session] = field(default_factory=dict)
     _cancels: dict[str, threading.Event] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -35,3 +49,28 @@ class UIContext:
         choices = [(i18n.tr("chat.custom", lang), CUSTOM)]
         choices += [(c.display_name, c.name) for c in self.rt.presets.list()]
         return choices
+
+
+@dataclass
+class ChatView:
+    """What the chat tab shows other tabs: its components, and the steps that refresh it."""
+
+    session_id: gr.BrowserState
+    chatbot: gr.Chatbot
+    character: gr.Dropdown
+    status: gr.Markdown
+    changed: list[Any]  # events after which the open chat may differ
+    options: Step  # the chat options of the open session (History's Open runs it)
+    on_load: Step  # the page load: the open chat, its character, status and options
+
+    @property
+    def shows(self) -> list[Any]:
+        """What opening another chat updates, in `chat_files.chat_view`'s order."""
+        return [self.session_id, self.chatbot, self.status, self.character]
+
+
+@dataclass
+class ChatFiles:
+    """The chat tab's file buttons: `refresh` brings the downloads up to date with the open chat."""
+
+    refresh: Step

@@ -23,7 +23,7 @@ from ..i18n import I18N, tr
 from ..markup import warn
 from . import downloads
 from .chat import load_session, status_line
-from .context import UIContext
+from .context import ChatView, UIContext
 
 TICK_S = 2.0
 
@@ -342,87 +342,123 @@ def line_plot(label_key: str, elem_id: str, visible: bool = True) -> gr.LinePlot
     )
 
 
-def build(ctx: UIContext, tab: gr.Tab) -> None:
-    rt = ctx.rt
-    lang = ctx.lang
-    with gr.Row(equal_height=True):
-        summary = gr.Markdown(elem_id="gpu-summary")
-        live = gr.Checkbox(True, label=I18N("gpu.live"), scale=0, min_width=220, elem_id="gpu-live")
-        refresh_btn = gr.Button(I18N("gpu.refresh"), size="sm", scale=0, min_width=100, elem_id="gpu-refresh")
-    devices = gr.Dataframe(interactive=False, elem_id="gpu-devices", max_height=200, visible=False)
-    with gr.Row():
-        has_gpu = bool(gpu_status().get("available"))
-        plots = [line_plot(f"gpu.plot_{kind}", f"gpu-plot-{kind}", has_gpu) for kind in ("vram", "util")]
-    with gr.Row():
-        sys_plots = [line_plot(f"gpu.plot_sys_{kind}", f"sys-plot-{kind}") for kind in ("cpu", "rss")]
-    plot_note = gr.Markdown(elem_id="gpu-plot-note")
-    readout = gr.Markdown(elem_id="sys-readout")
-    history = ProcessHistory()
-    model_md = gr.Markdown(elem_id="gpu-model")
-    timer = gr.Timer(TICK_S, active=False)
+class Monitor:
+    """The device readout and the live plots, ticking while the tab is shown."""
 
-    model_cfg = rt.settings.model
-    with gr.Accordion(I18N("gpu.models"), open=True):
-        picker = gr.Dropdown(label=I18N("gpu.model_file"), elem_id="gpu-model-file")
+    def __init__(self, ctx: UIContext) -> None:
+        self.rt, self.lang = ctx.rt, ctx.lang
         with gr.Row(equal_height=True):
-            meta = gr.Markdown(elem_id="gpu-model-meta")
-            rescan = gr.Button(I18N("gpu.rescan"), size="sm", scale=0, min_width=180, elem_id="gpu-rescan")
-        with gr.Row():
-            n_gpu_layers = gr.Number(
-                model_cfg.n_gpu_layers,
-                label=I18N("gpu.n_gpu_layers"),
-                info=I18N("gpu.n_gpu_layers_info"),
-                precision=0,
-                elem_id="gpu-ngl",
+            self.summary = gr.Markdown(elem_id="gpu-summary")
+            self.live = gr.Checkbox(True, label=I18N("gpu.live"), scale=0, min_width=220, elem_id="gpu-live")
+            self.refresh_btn = gr.Button(
+                I18N("gpu.refresh"), size="sm", scale=0, min_width=100, elem_id="gpu-refresh"
             )
-            n_ctx = gr.Number(
-                model_cfg.n_ctx,
-                label=I18N("gpu.n_ctx"),
-                info=I18N("gpu.n_ctx_info"),
-                precision=0,
-                elem_id="gpu-nctx",
-            )
+        self.devices = gr.Dataframe(interactive=False, elem_id="gpu-devices", max_height=200, visible=False)
         with gr.Row():
-            flash = gr.Checkbox(model_cfg.flash_attn, label=I18N("gpu.flash_attn"), elem_id="gpu-flash")
-            cache_k = gr.Dropdown(list(KV_TYPES), value=model_cfg.cache_type_k, label=I18N("gpu.cache_k"))
-            cache_v = gr.Dropdown(list(KV_TYPES), value=model_cfg.cache_type_v, label=I18N("gpu.cache_v"))
-        downloads.build_estimate(ctx, picker=picker, fields=(n_gpu_layers, n_ctx, flash, cache_k, cache_v))
-        load_btn = gr.Button(I18N("gpu.load"), variant="primary", elem_id="gpu-load")
-        load_status = gr.Markdown(elem_id="gpu-load-status")
-        downloads.build_downloads(ctx, picker=picker)
+            has_gpu = bool(gpu_status().get("available"))
+            self.plots = [
+                line_plot(f"gpu.plot_{kind}", f"gpu-plot-{kind}", has_gpu) for kind in ("vram", "util")
+            ]
+        with gr.Row():
+            self.sys_plots = [
+                line_plot(f"gpu.plot_sys_{kind}", f"sys-plot-{kind}") for kind in ("cpu", "rss")
+            ]
+        self.plot_note = gr.Markdown(elem_id="gpu-plot-note")
+        self.readout = gr.Markdown(elem_id="sys-readout")
+        self.history = ProcessHistory()
+        self.model_md = gr.Markdown(elem_id="gpu-model")
+        self.timer = gr.Timer(TICK_S, active=False)
 
-    def note_for(status: dict[str, Any], lang_value: str | None) -> str:
+    @property
+    def tick_outs(self) -> list[Any]:
+        return [self.summary, self.devices, *self.plots, *self.sys_plots, self.readout, self.plot_note]
+
+    def note_for(self, status: dict[str, Any], lang_value: str | None) -> str:
         if not status.get("available"):
             return tr("gpu.plot_cpu", lang_value)
-        return "" if len(rt.gpu_history) > 1 else tr("gpu.plot_wait", lang_value)
+        return "" if len(self.rt.gpu_history) > 1 else tr("gpu.plot_wait", lang_value)
 
-    def tick(lang_value: str | None):
+    def tick(self, lang_value: str | None):
+        rt = self.rt
         status = gpu_status()
         if status.get("available"):
             sample_once(rt, status)
-        sample_system(rt, history)
+        sample_system(rt, self.history)
         text, table = status_view(status, lang_value)
         return (
             text,
             table,
             *plot_frames(rt, bool(status.get("available"))),
-            *system_frames(rt, history, lang_value),
-            note_for(status, lang_value),
+            *system_frames(rt, self.history, lang_value),
+            self.note_for(status, lang_value),
         )
 
-    def refresh(lang_value: str | None):
-        info = model_view(rt.model_info(), gpu_status().get("cuda_build"), lang_value)
-        return (*tick(lang_value), info)
+    def refresh(self, lang_value: str | None):
+        info = model_view(self.rt.model_info(), gpu_status().get("cuda_build"), lang_value)
+        return (*self.tick(lang_value), info)
 
-    def timer_state(evt: gr.SelectData, on: bool):
+    def timer_state(self, evt: gr.SelectData, on: bool):
         """The timer ticks only while this tab is shown and live updates are on."""
         shown = (getattr(evt, "_data", None) or {}).get("id") == "gpu"
         return gr.Timer(active=bool(shown and on))
 
-    def live_changed(on: bool):
+    def live_changed(self, on: bool):
         return gr.Timer(active=bool(on))
 
-    def models(current: str | None, lang_value: str | None):
+    def wire(self, tabs: gr.Tabs) -> None:
+        lang = self.lang
+        self.refresh_btn.click(self.refresh, [lang], [*self.tick_outs, self.model_md])
+        self.timer.tick(self.tick, [lang], self.tick_outs, show_progress="hidden")
+        tabs.select(self.timer_state, [self.live], [self.timer], show_progress="hidden")
+        self.live.input(self.live_changed, [self.live], [self.timer], show_progress="hidden")
+
+
+class ModelPanel:
+    """The model files, their load settings, the memory estimate and downloads, and Load."""
+
+    def __init__(self, ctx: UIContext) -> None:
+        self.ctx, self.rt = ctx, ctx.rt
+        model_cfg = self.rt.settings.model
+        with gr.Accordion(I18N("gpu.models"), open=True):
+            self.picker = gr.Dropdown(label=I18N("gpu.model_file"), elem_id="gpu-model-file")
+            with gr.Row(equal_height=True):
+                self.meta = gr.Markdown(elem_id="gpu-model-meta")
+                self.rescan = gr.Button(
+                    I18N("gpu.rescan"), size="sm", scale=0, min_width=180, elem_id="gpu-rescan"
+                )
+            with gr.Row():
+                self.n_gpu_layers = gr.Number(
+                    model_cfg.n_gpu_layers,
+                    label=I18N("gpu.n_gpu_layers"),
+                    info=I18N("gpu.n_gpu_layers_info"),
+                    precision=0,
+                    elem_id="gpu-ngl",
+                )
+                self.n_ctx = gr.Number(
+                    model_cfg.n_ctx,
+                    label=I18N("gpu.n_ctx"),
+                    info=I18N("gpu.n_ctx_info"),
+                    precision=0,
+                    elem_id="gpu-nctx",
+                )
+            with gr.Row():
+                self.flash = gr.Checkbox(
+                    model_cfg.flash_attn, label=I18N("gpu.flash_attn"), elem_id="gpu-flash"
+                )
+                self.cache_k = gr.Dropdown(
+                    list(KV_TYPES), value=model_cfg.cache_type_k, label=I18N("gpu.cache_k")
+                )
+                self.cache_v = gr.Dropdown(
+                    list(KV_TYPES), value=model_cfg.cache_type_v, label=I18N("gpu.cache_v")
+                )
+            fields = (self.n_gpu_layers, self.n_ctx, self.flash, self.cache_k, self.cache_v)
+            downloads.build_estimate(ctx, picker=self.picker, fields=fields)
+            self.load_btn = gr.Button(I18N("gpu.load"), variant="primary", elem_id="gpu-load")
+            self.load_status = gr.Markdown(elem_id="gpu-load-status")
+            downloads.build_downloads(ctx, picker=self.picker)
+
+    def models(self, current: str | None, lang_value: str | None):
+        rt = self.rt
         files = list_models(rt.models_dir)
         loaded = rt.model_info().get("name") if rt.model_info().get("loaded") else None
         names = [m.name for m in files]
@@ -432,9 +468,10 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         label = tr("gpu.model_file", lang_value, dir=rt.models_dir)
         return gr.update(
             choices=[(model_label(m), m.name) for m in files], value=value, label=label
-        ), describe(value, lang_value)
+        ), self.describe(value, lang_value)
 
-    def describe(name: str | None, lang_value: str | None) -> str:
+    def describe(self, name: str | None, lang_value: str | None) -> str:
+        rt = self.rt
         files = {m.name: m for m in list_models(rt.models_dir)}
         m = files.get(name or "")
         if m is None:
@@ -452,10 +489,12 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             tmpl=tr("gpu.yes" if m.has_chat_template else "gpu.no", lang_value),
         )
 
-    def load(name, ngl, ctx_len, fa, ck, cv, session_id, lang_value):
+    def load(self, name, ngl, ctx_len, fa, ck, cv, session_id, lang_value):
+        """Yields (load status, model readout, the chat tab's status line)."""
+        rt = self.rt
         if not name:
             warn(tr("gpu.pick", lang_value))
-            yield gr.skip(), gr.skip(), gr.skip()
+            yield gr.skip()
             return
         yield tr("gpu.loading", lang_value, name=name), gr.skip(), gr.skip()
         overrides = {
@@ -482,22 +521,29 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             peak=_v(mem["peak_mb"]),
         )
         cuda = gpu_status().get("cuda_build")
-        chat_status = status_line(ctx, load_session(ctx, session_id), lang_value)
+        chat_status = status_line(self.ctx, load_session(self.ctx, session_id), lang_value)
         yield text, model_view(rt.model_info(), cuda, lang_value), chat_status
 
-    tick_outs = [summary, devices, *plots, *sys_plots, readout, plot_note]
-    tab.select(refresh, [lang], [*tick_outs, model_md], show_progress="hidden")
-    tab.select(models, [picker, lang], [picker, meta], show_progress="hidden")
-    refresh_btn.click(refresh, [lang], [*tick_outs, model_md])
-    timer.tick(tick, [lang], tick_outs, show_progress="hidden")
-    ctx.components["tabs"].select(timer_state, [live], [timer], show_progress="hidden")
-    live.input(live_changed, [live], [timer], show_progress="hidden")
-    rescan.click(models, [picker, lang], [picker, meta])
-    picker.change(describe, [picker, lang], [meta])
-    load_btn.click(
-        load,
-        [picker, n_gpu_layers, n_ctx, flash, cache_k, cache_v, ctx.session_id, lang],
-        [load_status, model_md, ctx.components["status"]],
-        concurrency_limit=1,
-        concurrency_id="model-load",
-    )
+    def wire(self, model_md: gr.Markdown, chat: ChatView) -> None:
+        lang = self.ctx.lang
+        self.rescan.click(self.models, [self.picker, lang], [self.picker, self.meta])
+        self.picker.change(self.describe, [self.picker, lang], [self.meta])
+        settings = [self.n_gpu_layers, self.n_ctx, self.flash, self.cache_k, self.cache_v]
+        self.load_btn.click(
+            self.load,
+            [self.picker, *settings, self.ctx.session_id, lang],
+            [self.load_status, model_md, chat.status],
+            concurrency_limit=1,
+            concurrency_id="model-load",
+        )
+
+
+def build(ctx: UIContext, tab: gr.Tab, chat: ChatView, tabs: gr.Tabs) -> None:
+    """The GPU & models tab. `tabs` tells the live plots when this tab is shown; a load updates `chat`'s
+    status line."""
+    monitor, panel = Monitor(ctx), ModelPanel(ctx)
+    lang = ctx.lang
+    tab.select(monitor.refresh, [lang], [*monitor.tick_outs, monitor.model_md], show_progress="hidden")
+    tab.select(panel.models, [panel.picker, lang], [panel.picker, panel.meta], show_progress="hidden")
+    monitor.wire(tabs)
+    panel.wire(monitor.model_md, chat)

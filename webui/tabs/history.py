@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from engine import EngineError
+from engine import EngineError, Session
 
 from .. import i18n
 from ..i18n import I18N, i18n_label, tr
 from ..markup import notify, plain_md, warn
 from .chat import load_session
 from .chat_files import chat_view, export_files
-from .confirm import confirm_row
-from .context import UIContext
+from .confirm import ConfirmRow, confirm_row
+from .context import ChatFiles, ChatView, UIContext
 
 i18n.add(
     {
@@ -94,11 +95,40 @@ i18n.add(
 )
 
 
-def build(ctx: UIContext, tab: gr.Tab) -> None:
-    store = ctx.rt.sessions
-    sid, lang = ctx.session_id, ctx.lang
-    chat_outs = [sid, ctx.components["chatbot"], ctx.components["status"], ctx.components["character"]]
+@dataclass
+class HistoryLayout:
+    """The History tab's components."""
 
+    query: gr.Textbox
+    summary: gr.Markdown
+    refresh_btn: gr.Button
+    table: gr.Dataframe
+    ids: gr.State
+    selected: gr.State
+    info: gr.Markdown
+    open_btn: gr.Button
+    dl_json: gr.DownloadButton
+    dl_md: gr.DownloadButton
+    delete_btn: gr.Button
+    ask: ConfirmRow
+    title_box: gr.Textbox
+    rename_btn: gr.Button
+    upto: gr.Number
+    dup_btn: gr.Button
+    upload: gr.UploadButton
+
+    @property
+    def listed(self) -> list[Any]:
+        """What `HistoryHandlers.listing` updates."""
+        return [self.table, self.ids, self.summary, *self.chosen]
+
+    @property
+    def chosen(self) -> list[Any]:
+        """What `HistoryHandlers.selection` updates."""
+        return [self.selected, self.info, self.title_box, self.dl_json, self.dl_md, self.upto]
+
+
+def layout() -> HistoryLayout:
     query = gr.Textbox(
         label=I18N("hi.search"),
         placeholder=I18N("hi.search_ph"),
@@ -139,13 +169,39 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     upload = gr.UploadButton(
         i18n_label("hi.import"), file_types=[".json"], type="binary", elem_id="hi-import"
     )
+    return HistoryLayout(
+        query=query,
+        summary=summary,
+        refresh_btn=refresh_btn,
+        table=table,
+        ids=ids,
+        selected=selected,
+        info=info,
+        open_btn=open_btn,
+        dl_json=dl_json,
+        dl_md=dl_md,
+        delete_btn=delete_btn,
+        ask=ask,
+        title_box=title_box,
+        rename_btn=rename_btn,
+        upto=upto,
+        dup_btn=dup_btn,
+        upload=upload,
+    )
 
-    # --- handlers --------------------------------------------------------------------------------
 
-    def listing(q: str, current: str | None, lang_value: str | None):
+class HistoryHandlers:
+    """The History tab's event handlers; each returns {component: value}."""
+
+    def __init__(self, ctx: UIContext, ui: HistoryLayout, chat: ChatView, tabs: gr.Tabs) -> None:
+        self.ctx, self.ui, self.chat, self.tabs = ctx, ui, chat, tabs
+        self.store = ctx.rt.sessions
+
+    def listing(self, q: str, current: str | None, lang_value: str | None) -> dict[Any, Any]:
         """Table value, ids, summary line, and the selection's info and downloads."""
-        summaries = store.list(q or "")
-        for problem in store.pop_problems():
+        ui = self.ui
+        summaries = self.store.list(q or "")
+        for problem in self.store.pop_problems():
             warn(problem)
         headers = [tr(f"hi.col.{c}", lang_value) for c in ("title", "updated", "messages", "id")]
         rows = [
@@ -159,122 +215,134 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         else:
             line = tr("hi.none", lang_value)
         keep = current if current in {s.id for s in summaries} else None
-        return (
-            {"headers": headers, "data": rows},
-            [s.id for s in summaries],
-            line,
-            *selection(keep, lang_value),
-        )
+        return {
+            ui.table: {"headers": headers, "data": rows},
+            ui.ids: [s.id for s in summaries],
+            ui.summary: line,
+            **self.selection(keep, lang_value),
+        }
 
-    def selection(session_id: str | None, lang_value: str | None) -> tuple[Any, ...]:
+    def selection(self, session_id: str | None, lang_value: str | None) -> dict[Any, Any]:
         """selected, info, title box, JSON download, Markdown download, upto."""
-        session = load_session(ctx, session_id)
+        ui = self.ui
+        session = load_session(self.ctx, session_id)
         off = gr.update(value=None, interactive=False)
+        none = {ui.selected: None, ui.info: tr("hi.pick", lang_value), ui.title_box: "", ui.upto: None}
         if session is None:
-            return None, tr("hi.pick", lang_value), "", off, off, None
+            return {**none, ui.dl_json: off, ui.dl_md: off}
         try:
-            json_path, md_path = export_files(ctx, session.id)
+            json_path, md_path = export_files(self.ctx, session.id)
         except (EngineError, OSError) as exc:
             warn(getattr(exc, "message", str(exc)))
-            return None, tr("hi.pick", lang_value), "", off, off, None
+            return {**none, ui.dl_json: off, ui.dl_md: off}
         title = session.title or tr("hi.untitled", lang_value)
         text = tr("hi.selected", lang_value, title=plain_md(title), n=len(session.messages), id=session.id)
-        return (
-            session.id,
-            text,
-            session.title,
-            gr.update(value=str(json_path), interactive=True),
-            gr.update(value=str(md_path), interactive=True),
-            len(session.messages),
-        )
+        return {
+            ui.selected: session.id,
+            ui.info: text,
+            ui.title_box: session.title,
+            ui.dl_json: gr.update(value=str(json_path), interactive=True),
+            ui.dl_md: gr.update(value=str(md_path), interactive=True),
+            ui.upto: len(session.messages),
+        }
 
-    def pick(evt: gr.SelectData, id_list: list[str], lang_value: str | None):
+    def pick(self, evt: gr.SelectData, id_list: list[str], lang_value: str | None) -> dict[Any, Any]:
         row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
         chosen = id_list[row] if isinstance(row, int) and 0 <= row < len(id_list) else None
-        return (*selection(chosen, lang_value), gr.update(visible=False))
+        return {**self.selection(chosen, lang_value), self.ui.ask.row: gr.update(visible=False)}
 
-    def open_chat(session_id: str | None, lang_value: str | None):
-        session = load_session(ctx, session_id)
+    def chat_shows(self, session: Session | None, lang_value: str | None) -> dict[Any, Any]:
+        """The chat tab showing `session` (None: a new chat)."""
+        return dict(zip(self.chat.shows, chat_view(self.ctx, session, lang_value), strict=True))
+
+    def open_chat(self, session_id: str | None, lang_value: str | None) -> Any:
+        session = load_session(self.ctx, session_id)
         if session is None:
             warn(tr("hi.select_first", lang_value))
-            return [gr.skip()] * 5
+            return gr.skip()
         notify(tr("hi.opened", lang_value, title=session.title or session.id))
-        return (*chat_view(ctx, session, lang_value), gr.Tabs(selected="chat"))
+        return {**self.chat_shows(session, lang_value), self.tabs: gr.Tabs(selected="chat")}
 
-    def ask_delete(session_id: str | None, lang_value: str | None):
-        session = load_session(ctx, session_id)
+    def ask_delete(self, session_id: str | None, lang_value: str | None) -> Any:
+        session = load_session(self.ctx, session_id)
         if session is None:
             warn(tr("hi.select_first", lang_value))
-            return gr.skip(), gr.skip()
+            return gr.skip()
         title = plain_md(session.title or tr("hi.untitled", lang_value))
         text = tr("hi.confirm", lang_value, title=title, n=len(session.messages), id=session.id)
-        return gr.update(visible=True), text
+        return {self.ui.ask.row: gr.update(visible=True), self.ui.ask.text: text}
 
-    def do_delete(session_id: str | None, q: str, current_chat: str | None, lang_value: str | None):
-        session = load_session(ctx, session_id)
+    def do_delete(
+        self, session_id: str | None, q: str, current_chat: str | None, lang_value: str | None
+    ) -> Any:
+        session = load_session(self.ctx, session_id)
         try:
             if session is None:
                 raise EngineError(tr("hi.select_first", lang_value))
-            store.delete(session.id)
+            self.store.delete(session.id)
         except EngineError as exc:
             warn(exc.message)
-            return [gr.skip()] * 14
+            return gr.skip()
         notify(tr("hi.deleted", lang_value, title=session.title or session.id))
-        chat = chat_view(ctx, None, lang_value) if current_chat == session.id else [gr.skip()] * 4
-        return (gr.update(visible=False), *listing(q, None, lang_value), *chat)
+        chat = self.chat_shows(None, lang_value) if current_chat == session.id else {}
+        return {self.ui.ask.row: gr.update(visible=False), **self.listing(q, None, lang_value), **chat}
 
-    def rename(session_id: str | None, title: str, q: str, lang_value: str | None):
+    def rename(self, session_id: str | None, title: str, q: str, lang_value: str | None) -> Any:
         try:
             if not session_id:
                 raise EngineError(tr("hi.select_first", lang_value))
-            session = store.rename(session_id, title)
+            session = self.store.rename(session_id, title)
         except EngineError as exc:
             warn(exc.message)
-            return [gr.skip()] * 9
+            return gr.skip()
         notify(tr("hi.renamed", lang_value, title=session.title))
-        return listing(q, session.id, lang_value)
+        return self.listing(q, session.id, lang_value)
 
-    def duplicate(session_id: str | None, keep: float | None, q: str, lang_value: str | None):
+    def duplicate(self, session_id: str | None, keep: float | None, q: str, lang_value: str | None) -> Any:
         try:
             if not session_id:
                 raise EngineError(tr("hi.select_first", lang_value))
-            copy = store.duplicate(session_id, None if keep is None else int(keep))
+            copy = self.store.duplicate(session_id, None if keep is None else int(keep))
         except EngineError as exc:
             warn(exc.message)
-            return [gr.skip()] * 9
+            return gr.skip()
         notify(tr("hi.duplicated", lang_value, title=copy.title))
-        return listing(q, copy.id, lang_value)
+        return self.listing(q, copy.id, lang_value)
 
-    def import_file(data: bytes | None, q: str, lang_value: str | None):
+    def import_file(self, data: bytes | None, q: str, lang_value: str | None) -> Any:
         try:
             if not data:
                 raise EngineError(tr("hi.empty", lang_value))
-            session = store.import_bytes(data)
+            session = self.store.import_bytes(data)
         except EngineError as exc:
             warn(exc.message)
-            return [gr.skip()] * 9
+            return gr.skip()
         title = session.title or session.id
         notify(tr("hi.imported", lang_value, title=title, n=len(session.messages)))
-        return listing("", session.id, lang_value)
+        return self.listing("", session.id, lang_value)
 
-    list_outs = [table, ids, summary, selected, info, title_box, dl_json, dl_md, upto]
-    sel_outs = [selected, info, title_box, dl_json, dl_md, upto]
-    tab.select(listing, [query, selected, lang], list_outs, show_progress="hidden")
-    refresh_btn.click(listing, [query, selected, lang], list_outs)
-    query.submit(listing, [query, selected, lang], list_outs)
+
+def build(ctx: UIContext, tab: gr.Tab, chat: ChatView, files: ChatFiles, tabs: gr.Tabs) -> None:
+    """The History tab. Open and Delete change the chat tab (`chat`), then refresh its `files`."""
+    ui = layout()
+    h = HistoryHandlers(ctx, ui, chat, tabs)
+    sid, lang = ctx.session_id, ctx.lang
+    query, selected, list_outs = ui.query, ui.selected, ui.listed
+    tab.select(h.listing, [query, selected, lang], list_outs, show_progress="hidden")
+    ui.refresh_btn.click(h.listing, [query, selected, lang], list_outs)
+    query.submit(h.listing, [query, selected, lang], list_outs)
     query.change(
-        listing, [query, selected, lang], list_outs, trigger_mode="always_last", show_progress="hidden"
+        h.listing, [query, selected, lang], list_outs, trigger_mode="always_last", show_progress="hidden"
     )
-    table.select(pick, [ids, lang], [*sel_outs, ask.row])
-    refresh_chat_files = ctx.components["chat_downloads"]
-    open_btn.click(open_chat, [selected, lang], [*chat_outs, ctx.components["tabs"]]).then(
-        *refresh_chat_files
-    ).then(*ctx.components["chat_options"])
-    delete_btn.click(ask_delete, [selected, lang], [ask.row, ask.text])
-    ask.confirm.click(do_delete, [selected, query, sid, lang], [ask.row, *list_outs, *chat_outs]).then(
-        *refresh_chat_files
+    ui.table.select(h.pick, [ui.ids, lang], [*ui.chosen, ui.ask.row])
+    ui.open_btn.click(h.open_chat, [selected, lang], [*chat.shows, tabs]).then(*files.refresh).then(
+        *chat.options
     )
-    rename_btn.click(rename, [selected, title_box, query, lang], list_outs)
-    title_box.submit(rename, [selected, title_box, query, lang], list_outs)
-    dup_btn.click(duplicate, [selected, upto, query, lang], list_outs)
-    upload.upload(import_file, [upload, query, lang], list_outs)
+    ui.delete_btn.click(h.ask_delete, [selected, lang], [ui.ask.row, ui.ask.text])
+    ui.ask.confirm.click(
+        h.do_delete, [selected, query, sid, lang], [ui.ask.row, *list_outs, *chat.shows]
+    ).then(*files.refresh)
+    ui.rename_btn.click(h.rename, [selected, ui.title_box, query, lang], list_outs)
+    ui.title_box.submit(h.rename, [selected, ui.title_box, query, lang], list_outs)
+    ui.dup_btn.click(h.duplicate, [selected, ui.upto, query, lang], list_outs)
+    ui.upload.upload(h.import_file, [ui.upload, query, lang], list_outs)

@@ -165,93 +165,48 @@ def entry_field(name: str) -> Any:
     return gr.Textbox(label=label, lines=lines, max_lines=20, elem_id=elem)
 
 
-def build(ctx: UIContext, tab: gr.Tab) -> None:
-    rt = ctx.rt
-    lang = ctx.lang
-    with gr.Accordion(I18N("lo.personas"), open=True):
-        with gr.Row():
-            p_pick = gr.Dropdown(
-                choices=[], label=I18N("lo.persona_pick"), scale=1, elem_id="lo-persona-pick"
-            )
-            p_name = gr.Textbox(label=I18N("lo.persona_name"), scale=1, elem_id="lo-persona-name")
-            p_default = gr.Checkbox(label=I18N("lo.persona_default"), scale=1, elem_id="lo-persona-default")
-        with gr.Row():
-            p_desc = gr.Textbox(label=I18N("lo.persona_desc"), lines=3, scale=3, elem_id="lo-persona-desc")
-            p_avatar = gr.Image(label=I18N("lo.persona_avatar"), type="filepath", height=120, scale=1)
-        with gr.Row():
-            p_save = gr.Button(
-                I18N("lo.persona_save"), variant="primary", size="sm", elem_id="lo-persona-save"
-            )
-            p_delete = gr.Button(
-                I18N("lo.persona_delete"), variant="stop", size="sm", elem_id="lo-persona-delete"
-            )
-    gr.Markdown(I18N("lo.books_heading"))
-    with gr.Row():
-        with gr.Column(scale=1, min_width=280):
-            b_pick = gr.Dropdown(choices=[], label=I18N("lo.book_pick"), elem_id="lo-book-pick")
-            b_upload = gr.File(
-                label=I18N("lo.import"), file_types=[".json", ".png"], height=110, elem_id="lo-import"
-            )
-            b_export = gr.DownloadButton(
-                i18n_label("lo.export"), size="sm", interactive=False, elem_id="lo-export"
-            )
-            with gr.Row(equal_height=True):
-                b_new_name = gr.Textbox(label=I18N("lo.new_book"), scale=3, elem_id="lo-new-name")
-                b_create = gr.Button(I18N("lo.create"), size="sm", scale=1, elem_id="lo-create")
-            b_delete = gr.Button(I18N("lo.delete_book"), variant="stop", size="sm", elem_id="lo-delete")
-        with gr.Column(scale=3):
-            with gr.Row():
-                e_pick = gr.Dropdown(
-                    choices=[], label=I18N("lo.entry_pick"), scale=3, elem_id="lo-entry-pick"
-                )
-                e_new = gr.Button(I18N("lo.new_entry"), size="sm", scale=1, elem_id="lo-entry-new")
-            form = {}
-            with gr.Row():
-                for f in ("comment", "order", "position", "depth", "role"):
-                    form[f] = entry_field(f)
-            with gr.Row():
-                for f in ("key", "keysecondary", "selectiveLogic"):
-                    form[f] = entry_field(f)
-            form["content"] = entry_field("content")
-            with gr.Row():
-                for f in ("constant", "disable", "useProbability", "probability", "scanDepth"):
-                    form[f] = entry_field(f)
-            with gr.Row():
-                for f in ("group", "groupOverride", "groupWeight", "caseSensitive", "matchWholeWords"):
-                    form[f] = entry_field(f)
-            with gr.Row():
-                for f in ("excludeRecursion", "preventRecursion", "delayUntilRecursion"):
-                    form[f] = entry_field(f)
-            with gr.Row():
-                e_save = gr.Button(
-                    I18N("lo.save_entry"), variant="primary", size="sm", elem_id="lo-entry-save"
-                )
-                e_delete = gr.Button(
-                    I18N("lo.delete_entry"), variant="stop", size="sm", elem_id="lo-entry-delete"
-                )
-            with gr.Accordion(I18N("lo.test"), open=True):
-                t_text = gr.Textbox(label=I18N("lo.test_text"), lines=4, elem_id="lo-test-text")
-                t_run = gr.Button(I18N("lo.test_run"), size="sm", elem_id="lo-test-run")
-                t_out = gr.JSON(label=None, elem_id="lo-test-out")
-    fields = [form[f] for f in FORM_FIELDS]
+class PersonaEditor:
+    """The user's personas: pick, edit name, description and avatar, make default, save, delete."""
 
-    # --- personas ----------------------------------------------------------------------------------
+    def __init__(self, ctx: UIContext) -> None:
+        self.rt, self.lang = ctx.rt, ctx.lang
+        with gr.Accordion(I18N("lo.personas"), open=True):
+            with gr.Row():
+                self.pick = gr.Dropdown(
+                    choices=[], label=I18N("lo.persona_pick"), scale=1, elem_id="lo-persona-pick"
+                )
+                self.name = gr.Textbox(label=I18N("lo.persona_name"), scale=1, elem_id="lo-persona-name")
+                self.default = gr.Checkbox(
+                    label=I18N("lo.persona_default"), scale=1, elem_id="lo-persona-default"
+                )
+            with gr.Row():
+                self.desc = gr.Textbox(
+                    label=I18N("lo.persona_desc"), lines=3, scale=3, elem_id="lo-persona-desc"
+                )
+                self.avatar = gr.Image(label=I18N("lo.persona_avatar"), type="filepath", height=120, scale=1)
+            with gr.Row():
+                self.save_btn = gr.Button(
+                    I18N("lo.persona_save"), variant="primary", size="sm", elem_id="lo-persona-save"
+                )
+                self.delete_btn = gr.Button(
+                    I18N("lo.persona_delete"), variant="stop", size="sm", elem_id="lo-persona-delete"
+                )
 
-    def persona_view(name: str | None) -> tuple[Any, ...]:
-        store = personas(rt)
+    def view(self, name: str | None) -> dict[Any, Any]:
+        store = personas(self.rt)
         names = [p.name for p in store.list()]
         p = store.find(name) if name in names else None
         avatar = store.avatar_path(p) if p else None
-        return (
-            gr.update(choices=names, value=p.name if p else None),
-            p.name if p else "",
-            p.description if p else "",
-            str(avatar) if avatar else None,
-            bool(p) and store.default_name() == p.name,
-        )
+        return {
+            self.pick: gr.update(choices=names, value=p.name if p else None),
+            self.name: p.name if p else "",
+            self.desc: p.description if p else "",
+            self.avatar: str(avatar) if avatar else None,
+            self.default: bool(p) and store.default_name() == p.name,
+        }
 
-    def on_persona_save(name: str, desc: str, avatar: str | None, default: bool, lang_value: str | None):
-        store = personas(rt)
+    def on_save(self, name: str, desc: str, avatar: str | None, default: bool, lang_value: str | None):
+        store = personas(self.rt)
         try:
             stored = None
             if avatar:
@@ -264,43 +219,113 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             store.save(persona, make_default=True if default else (False if was_default else None))
         except (EngineError, OSError) as exc:
             warn(getattr(exc, "message", str(exc)))
-            return tuple(gr.skip() for _ in range(5))
+            return gr.skip()
         notify(tr("lo.persona_saved", lang_value, name=persona.name))
-        return persona_view(persona.name)
+        return self.view(persona.name)
 
-    def on_persona_delete(name: str | None, lang_value: str | None):
+    def on_delete(self, name: str | None, lang_value: str | None):
         try:
-            personas(rt).delete(str(name or ""))
+            personas(self.rt).delete(str(name or ""))
             notify(tr("lo.deleted", lang_value, name=name))
         except EngineError as exc:
             warn(exc.message)
-        return persona_view(None)
+        return self.view(None)
 
-    p_outs = [p_pick, p_name, p_desc, p_avatar, p_default]
-    p_pick.input(persona_view, [p_pick], p_outs)
-    p_save.click(on_persona_save, [p_name, p_desc, p_avatar, p_default, lang], p_outs)
-    p_delete.click(on_persona_delete, [p_pick, lang], p_outs)
+    def wire(self) -> None:
+        outs = [self.pick, self.name, self.desc, self.avatar, self.default]
+        self.pick.input(self.view, [self.pick], outs)
+        self.save_btn.click(self.on_save, [self.name, self.desc, self.avatar, self.default, self.lang], outs)
+        self.delete_btn.click(self.on_delete, [self.pick, self.lang], outs)
 
-    # --- books and entries -------------------------------------------------------------------------
 
-    def entry_choices(book: Book | None) -> list[tuple[str, str]]:
-        if book is None:
-            return []
-        return [(f"{e.uid}: {e.title()}", key) for key, e in book.entries.items()]
+class BookList:
+    """The left column: pick, import, export, create and delete lorebooks."""
 
-    def entry_view(book: Book | None, key: str | None) -> tuple[Any, ...]:
+    def __init__(self) -> None:
+        self.pick = gr.Dropdown(choices=[], label=I18N("lo.book_pick"), elem_id="lo-book-pick")
+        self.upload = gr.File(
+            label=I18N("lo.import"), file_types=[".json", ".png"], height=110, elem_id="lo-import"
+        )
+        self.export = gr.DownloadButton(
+            i18n_label("lo.export"), size="sm", interactive=False, elem_id="lo-export"
+        )
+        with gr.Row(equal_height=True):
+            self.new_name = gr.Textbox(label=I18N("lo.new_book"), scale=3, elem_id="lo-new-name")
+            self.create = gr.Button(I18N("lo.create"), size="sm", scale=1, elem_id="lo-create")
+        self.delete = gr.Button(I18N("lo.delete_book"), variant="stop", size="sm", elem_id="lo-delete")
+
+
+class EntryEditor:
+    """The right column: pick or add an entry, every entry field, save, delete, and test activation."""
+
+    def __init__(self) -> None:
+        with gr.Row():
+            self.pick = gr.Dropdown(choices=[], label=I18N("lo.entry_pick"), scale=3, elem_id="lo-entry-pick")
+            self.new = gr.Button(I18N("lo.new_entry"), size="sm", scale=1, elem_id="lo-entry-new")
+        form: dict[str, Any] = {}
+        with gr.Row():
+            for f in ("comment", "order", "position", "depth", "role"):
+                form[f] = entry_field(f)
+        with gr.Row():
+            for f in ("key", "keysecondary", "selectiveLogic"):
+                form[f] = entry_field(f)
+        form["content"] = entry_field("content")
+        with gr.Row():
+            for f in ("constant", "disable", "useProbability", "probability", "scanDepth"):
+                form[f] = entry_field(f)
+        with gr.Row():
+            for f in ("group", "groupOverride", "groupWeight", "caseSensitive", "matchWholeWords"):
+                form[f] = entry_field(f)
+        with gr.Row():
+            for f in ("excludeRecursion", "preventRecursion", "delayUntilRecursion"):
+                form[f] = entry_field(f)
+        self.form = form
+        self.fields = [form[f] for f in FORM_FIELDS]
+        with gr.Row():
+            self.save = gr.Button(
+                I18N("lo.save_entry"), variant="primary", size="sm", elem_id="lo-entry-save"
+            )
+            self.delete = gr.Button(
+                I18N("lo.delete_entry"), variant="stop", size="sm", elem_id="lo-entry-delete"
+            )
+        with gr.Accordion(I18N("lo.test"), open=True):
+            self.test_text = gr.Textbox(label=I18N("lo.test_text"), lines=4, elem_id="lo-test-text")
+            self.test_run = gr.Button(I18N("lo.test_run"), size="sm", elem_id="lo-test-run")
+            self.test_out = gr.JSON(label=None, elem_id="lo-test-out")
+
+
+class BookEditor:
+    """Lorebooks and their entries; every handler that changes a book shows it again (`view`)."""
+
+    def __init__(self, ctx: UIContext) -> None:
+        self.rt, self.lang = ctx.rt, ctx.lang
+        gr.Markdown(I18N("lo.books_heading"))
+        with gr.Row():
+            with gr.Column(scale=1, min_width=280):
+                self.books = BookList()
+            with gr.Column(scale=3):
+                self.entries = EntryEditor()
+
+    @property
+    def outputs(self) -> list[Any]:
+        """What `view` updates."""
+        return [self.books.pick, self.books.export, self.entries.pick, *self.entries.fields]
+
+    def entry_view(self, book: Book | None, key: str | None) -> dict[Any, Any]:
         entry = book.entries.get(key) if book is not None and key is not None else None
         values = form_from_entry(entry) if entry is not None else dict.fromkeys(FORM_FIELDS)
-        pick = gr.update(choices=entry_choices(book), value=key if entry is not None else None)
-        return (pick, *(values[f] for f in FORM_FIELDS))
+        choices = [(f"{e.uid}: {e.title()}", k) for k, e in book.entries.items()] if book is not None else []
+        pick = gr.update(choices=choices, value=key if entry is not None else None)
+        return {self.entries.pick: pick, **{self.entries.form[f]: values[f] for f in FORM_FIELDS}}
 
-    def export_file(name: str) -> Any:
+    def export_file(self, name: str) -> Any:
         path = EXPORT_DIR / f"{name}.json"
-        path.write_bytes(lorebooks(rt).export_bytes(name))
+        path.write_bytes(lorebooks(self.rt).export_bytes(name))
         return gr.update(value=str(path), interactive=True)
 
-    def book_view(name: str | None, entry_key: str | None = None) -> tuple[Any, ...]:
-        store = lorebooks(rt)
+    def view(self, name: str | None, entry_key: str | None = None) -> dict[Any, Any]:
+        """The book list with `name` picked, its export, and its entry `entry_key` (else the first)."""
+        store = lorebooks(self.rt)
         names = store.names()
         book = None
         if name in names:
@@ -311,82 +336,81 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         key = entry_key if book is not None and entry_key in book.entries else None
         if key is None and book is not None and book.entries:
             key = next(iter(book.entries))
-        export = export_file(str(name)) if book is not None else gr.update(value=None, interactive=False)
-        return (
-            gr.update(choices=names, value=name if book is not None else None),
-            export,
-            *entry_view(book, key),
-        )
+        export = self.export_file(str(name)) if book is not None else gr.update(value=None, interactive=False)
+        return {
+            self.books.pick: gr.update(choices=names, value=name if book is not None else None),
+            self.books.export: export,
+            **self.entry_view(book, key),
+        }
 
-    b_outs = [b_pick, b_export, e_pick, *fields]
-
-    def on_import(file: str | None, lang_value: str | None):
+    def on_import(self, file: str | None, lang_value: str | None):
         if not file:
-            return (gr.skip(), *(gr.skip() for _ in b_outs))
+            return gr.skip()
         try:
             path = Path(file)
-            name, book = lorebooks(rt).import_bytes(path.name, path.read_bytes())
+            name, book = lorebooks(self.rt).import_bytes(path.name, path.read_bytes())
         except (EngineError, OSError) as exc:
             warn(getattr(exc, "message", str(exc)))
-            return (None, *(gr.skip() for _ in b_outs))
+            return {self.books.upload: None}
         notify(tr("lo.imported", lang_value, name=name, n=len(book.entries)))
-        return (None, *book_view(name))
+        return {self.books.upload: None, **self.view(name)}
 
-    def on_create(name: str, lang_value: str | None):
+    def on_create(self, name: str, lang_value: str | None):
         try:
             name = check_book_name((name or "").strip())
-            if not lorebooks(rt).exists(name):
-                lorebooks(rt).save(name, Book())
+            if not lorebooks(self.rt).exists(name):
+                lorebooks(self.rt).save(name, Book())
         except EngineError as exc:
             warn(exc.message)
-            return ("", *(gr.skip() for _ in b_outs))
-        return ("", *book_view(name))
+            return {self.books.new_name: ""}
+        return {self.books.new_name: "", **self.view(name)}
 
-    def on_delete_book(name: str | None, lang_value: str | None):
+    def on_delete_book(self, name: str | None, lang_value: str | None):
         try:
-            lorebooks(rt).delete(str(name or ""))
+            lorebooks(self.rt).delete(str(name or ""))
             notify(tr("lo.deleted", lang_value, name=name))
         except EngineError as exc:
             warn(exc.message)
-        return book_view(None)
+        return self.view(None)
 
-    def on_new_entry(name: str | None, lang_value: str | None):
+    def on_new_entry(self, name: str | None, lang_value: str | None):
         if not name:
             warn(tr("lo.pick_book", lang_value))
-            return tuple(gr.skip() for _ in b_outs)
-        book = lorebooks(rt).get(name)
+            return gr.skip()
+        book = lorebooks(self.rt).get(name)
         entry = new_entry(book)
         book.entries[str(entry.uid)] = entry
-        lorebooks(rt).save(name, book)
-        return book_view(name, str(entry.uid))
+        lorebooks(self.rt).save(name, book)
+        return self.view(name, str(entry.uid))
 
-    def on_save_entry(name: str | None, key: str | None, lang_value: str | None, *values: Any):
+    def on_save_entry(self, name: str | None, key: str | None, lang_value: str | None, *values: Any):
         if not name or key is None:
             warn(tr("lo.pick_book", lang_value))
-            return tuple(gr.skip() for _ in b_outs)
+            return gr.skip()
         try:
-            book = lorebooks(rt).get(name)
+            book = lorebooks(self.rt).get(name)
             entry = entry_from_form(dict(zip(FORM_FIELDS, values, strict=True)), book.entries[key])
             book.entries[key] = entry
-            lorebooks(rt).save(name, book)
+            lorebooks(self.rt).save(name, book)
         except (EngineError, KeyError) as exc:
             warn(getattr(exc, "message", str(exc)))
-            return tuple(gr.skip() for _ in b_outs)
+            return gr.skip()
         notify(tr("lo.saved_entry", lang_value, uid=entry.uid))
-        return book_view(name, key)
+        return self.view(name, key)
 
-    def on_delete_entry(name: str | None, key: str | None):
+    def on_delete_entry(self, name: str | None, key: str | None):
         if not name or key is None:
-            return tuple(gr.skip() for _ in b_outs)
-        book = lorebooks(rt).get(name)
+            return gr.skip()
+        book = lorebooks(self.rt).get(name)
         book.entries.pop(key, None)
-        lorebooks(rt).save(name, book)
-        return book_view(name)
+        lorebooks(self.rt).save(name, book)
+        return self.view(name)
 
-    def on_test(name: str | None, text: str, lang_value: str | None) -> Any:
+    def on_test(self, name: str | None, text: str, lang_value: str | None) -> Any:
         if not name:
             warn(tr("lo.pick_book", lang_value))
             return None
+        rt = self.rt
         try:
             return test_activation(
                 [(name, lorebooks(rt).get(name))], text or "", rt.settings.lore, TokenCounter(rt)
@@ -395,15 +419,25 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             warn(exc.message)
             return None
 
-    b_upload.upload(on_import, [b_upload, lang], [b_upload, *b_outs])
-    b_pick.input(book_view, [b_pick], b_outs)
-    b_create.click(on_create, [b_new_name, lang], [b_new_name, *b_outs])
-    b_delete.click(on_delete_book, [b_pick, lang], b_outs)
-    e_pick.input(lambda name, key: book_view(name, key), [b_pick, e_pick], b_outs)
-    e_new.click(on_new_entry, [b_pick, lang], b_outs)
-    e_save.click(on_save_entry, [b_pick, e_pick, lang, *fields], b_outs)
-    e_delete.click(on_delete_entry, [b_pick, e_pick], b_outs)
-    t_run.click(on_test, [b_pick, t_text, lang], [t_out])
+    def wire(self) -> None:
+        books, entries, lang, outs = self.books, self.entries, self.lang, self.outputs
+        books.upload.upload(self.on_import, [books.upload, lang], [books.upload, *outs])
+        books.pick.input(self.view, [books.pick], outs)
+        books.create.click(self.on_create, [books.new_name, lang], [books.new_name, *outs])
+        books.delete.click(self.on_delete_book, [books.pick, lang], outs)
+        entries.pick.input(lambda name, key: self.view(name, key), [books.pick, entries.pick], outs)
+        entries.new.click(self.on_new_entry, [books.pick, lang], outs)
+        entries.save.click(self.on_save_entry, [books.pick, entries.pick, lang, *entries.fields], outs)
+        entries.delete.click(self.on_delete_entry, [books.pick, entries.pick], outs)
+        entries.test_run.click(self.on_test, [books.pick, entries.test_text, lang], [entries.test_out])
+
+
+def build(ctx: UIContext, tab: gr.Tab) -> None:
+    """The Lorebooks tab: personas above, lorebooks below."""
+    rt = ctx.rt
+    people, books = PersonaEditor(ctx), BookEditor(ctx)
+    people.wire()
+    books.wire()
 
     def on_tab() -> tuple[Any, Any]:
         """Fresh lists (the API or the terminal may have changed them); what is being edited stays."""
@@ -412,4 +446,4 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
             gr.update(choices=lorebooks(rt).names()),
         )
 
-    tab.select(on_tab, None, [p_pick, b_pick], show_progress="hidden")
+    tab.select(on_tab, None, [people.pick, books.books.pick], show_progress="hidden")

@@ -19,7 +19,7 @@ from .. import i18n
 from ..i18n import I18N, tr
 from ..markup import notify, plain_md, warn
 from .chat import load_session, status_line, to_chatbot
-from .context import CUSTOM, UIContext
+from .context import CUSTOM, ChatView, UIContext
 
 GROUPS = {
     "randomness": ("temperature", "top_p", "top_k", "min_p", "typical_p"),
@@ -218,81 +218,91 @@ def invalid_message(exc: EngineError, lang: str | None) -> str:
     return exc.message
 
 
-def build(ctx: UIContext, tab: gr.Tab) -> None:
-    rt = ctx.rt
-    store = SamplingPresetStore(rt.data_dir)
-    sid, lang = ctx.session_id, ctx.lang
-    chat_char, custom = ctx.components["character"], ctx.components["custom_prompt"]
-    defaults = rt.settings.generation
+class SamplingLayout:
+    """The Sampling tab's components: a control per parameter, presets, and the sources table."""
 
-    target = gr.Markdown(elem_id="sp-target")
-    with gr.Row(equal_height=True):
-        preset = gr.Dropdown(
-            store.names(), value="Balanced", label=I18N("sp.preset"), scale=3, elem_id="sp-preset"
-        )
-        with gr.Column(scale=1, min_width=180):
-            load_btn = gr.Button(I18N("sp.load"), size="sm", elem_id="sp-load")
-            reset_btn = gr.Button(I18N("sp.reset"), size="sm", elem_id="sp-reset")
-    controls: dict[str, Any] = {}
-    start = defaults.model_dump()
-    with gr.Row():
-        for group in ("randomness", "repetition"):
-            with gr.Column(), gr.Accordion(I18N("sp.group." + group)):
-                for name in GROUPS[group]:
-                    controls[name] = make_control(name, start[name])
-    with gr.Row():
-        with gr.Column(), gr.Accordion(I18N("sp.group.mirostat")):
-            for name in GROUPS["mirostat"]:
-                controls[name] = make_control(name, start[name])
-        with gr.Column(), gr.Accordion(I18N("sp.group.output")):
-            for name in ("max_tokens", "seed", "stop"):
-                controls[name] = make_control(name, start[name])
-        with gr.Column(), gr.Accordion(I18N("sp.group.thinking")):
-            for name in GROUPS["thinking"]:
-                controls[name] = make_control(name, start[name])
-    with gr.Group():
-        examples = gr.Dropdown(
-            [("—", "")] + [(k, k) for k in GRAMMARS],
-            value="",
-            label=I18N("sp.grammar_example"),
-            elem_id="sp-grammar-ex",
-        )
-        controls["grammar"] = make_control("grammar", start["grammar"])
-    fields = [controls[n] for n in PARAM_NAMES]
-    with gr.Row():
-        apply_btn = gr.Button(I18N("sp.apply"), variant="primary", elem_id="sp-apply")
-        revert_btn = gr.Button(I18N("sp.revert"), elem_id="sp-revert")
-    with gr.Row(equal_height=True):
-        preset_name = gr.Textbox(
-            label=I18N("sp.preset_name"),
-            placeholder=I18N("sp.preset_name_ph"),
-            scale=3,
-            elem_id="sp-preset-name",
-        )
-        with gr.Column(scale=1, min_width=180):
-            save_preset = gr.Button(I18N("sp.save_preset"), size="sm", elem_id="sp-save-preset")
-            delete_preset = gr.Button(
-                I18N("sp.delete_preset"), size="sm", variant="stop", elem_id="sp-delete-preset"
+    def __init__(self, store: SamplingPresetStore, start: dict[str, Any]) -> None:
+        self.target = gr.Markdown(elem_id="sp-target")
+        with gr.Row(equal_height=True):
+            self.preset = gr.Dropdown(
+                store.names(), value="Balanced", label=I18N("sp.preset"), scale=3, elem_id="sp-preset"
             )
-    with gr.Accordion(I18N("sp.sources"), open=True):
-        sources = gr.Dataframe(interactive=False, elem_id="sp-sources", wrap=True, max_height=420)
+            with gr.Column(scale=1, min_width=180):
+                self.load_btn = gr.Button(I18N("sp.load"), size="sm", elem_id="sp-load")
+                self.reset_btn = gr.Button(I18N("sp.reset"), size="sm", elem_id="sp-reset")
+        self.controls = controls = self.build_controls(start)
+        self.fields = [controls[n] for n in PARAM_NAMES]
+        with gr.Row():
+            self.apply_btn = gr.Button(I18N("sp.apply"), variant="primary", elem_id="sp-apply")
+            self.revert_btn = gr.Button(I18N("sp.revert"), elem_id="sp-revert")
+        with gr.Row(equal_height=True):
+            self.preset_name = gr.Textbox(
+                label=I18N("sp.preset_name"),
+                placeholder=I18N("sp.preset_name_ph"),
+                scale=3,
+                elem_id="sp-preset-name",
+            )
+            with gr.Column(scale=1, min_width=180):
+                self.save_preset = gr.Button(I18N("sp.save_preset"), size="sm", elem_id="sp-save-preset")
+                self.delete_preset = gr.Button(
+                    I18N("sp.delete_preset"), size="sm", variant="stop", elem_id="sp-delete-preset"
+                )
+        with gr.Accordion(I18N("sp.sources"), open=True):
+            self.sources = gr.Dataframe(interactive=False, elem_id="sp-sources", wrap=True, max_height=420)
 
-    # --- helpers ---------------------------------------------------------------------------------
+    def build_controls(self, start: dict[str, Any]) -> dict[str, Any]:
+        controls: dict[str, Any] = {}
+        with gr.Row():
+            for group in ("randomness", "repetition"):
+                with gr.Column(), gr.Accordion(I18N("sp.group." + group)):
+                    for name in GROUPS[group]:
+                        controls[name] = make_control(name, start[name])
+        with gr.Row():
+            with gr.Column(), gr.Accordion(I18N("sp.group.mirostat")):
+                for name in GROUPS["mirostat"]:
+                    controls[name] = make_control(name, start[name])
+            with gr.Column(), gr.Accordion(I18N("sp.group.output")):
+                for name in ("max_tokens", "seed", "stop"):
+                    controls[name] = make_control(name, start[name])
+            with gr.Column(), gr.Accordion(I18N("sp.group.thinking")):
+                for name in GROUPS["thinking"]:
+                    controls[name] = make_control(name, start[name])
+        with gr.Group():
+            self.examples = gr.Dropdown(
+                [("—", "")] + [(k, k) for k in GRAMMARS],
+                value="",
+                label=I18N("sp.grammar_example"),
+                elem_id="sp-grammar-ex",
+            )
+            controls["grammar"] = make_control("grammar", start["grammar"])
+        return controls
 
-    def context_of(session_id: str | None, char_name: str | None) -> tuple[Session | None, dict[str, Any]]:
+
+class SamplingHandlers:
+    """The Sampling tab's event handlers."""
+
+    def __init__(self, ctx: UIContext, store: SamplingPresetStore) -> None:
+        self.ctx, self.rt, self.store = ctx, ctx.rt, store
+        self.defaults = ctx.rt.settings.generation
+
+    def context_of(
+        self, session_id: str | None, char_name: str | None
+    ) -> tuple[Session | None, dict[str, Any]]:
         """The open session (or None) and the character sampling that applies."""
-        session = load_session(ctx, session_id)
+        session = load_session(self.ctx, session_id)
         if session is not None:
             char = session_character(session)
         else:
             try:
-                char = rt.character(None if char_name in (None, CUSTOM) else char_name)
+                char = self.rt.character(None if char_name in (None, CUSTOM) else char_name)
             except EngineError:
                 char = None
         return session, dict(char.sampling) if char else {}
 
-    def sources_table(char_sampling: dict[str, Any], session: Session | None, lang_value: str | None) -> dict:
-        rows = param_sources(defaults, char_sampling, session.params if session else None)
+    def sources_table(
+        self, char_sampling: dict[str, Any], session: Session | None, lang_value: str | None
+    ) -> dict:
+        rows = param_sources(self.defaults, char_sampling, session.params if session else None)
         data = [
             [tr(f"sp.{n}", lang_value), _show(v, lang_value), tr(f"sp.src.{s}", lang_value)]
             for n, v, s in rows
@@ -300,19 +310,19 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         headers = [tr(f"sp.col.{c}", lang_value) for c in ("param", "value", "source")]
         return {"headers": headers, "data": data}
 
-    def target_text(session: Session | None, char_name: str | None, lang_value: str | None) -> str:
+    def target_text(self, session: Session | None, char_name: str | None, lang_value: str | None) -> str:
         if session is not None:
             return tr("sp.target.session", lang_value, title=plain_md(session.title or session.id))
         if char_name in (None, CUSTOM):
             label = tr("chat.custom", lang_value)
         else:
-            label = dict((v, k) for k, v in ctx.character_choices()).get(char_name, char_name)
+            label = dict((v, k) for k, v in self.ctx.character_choices()).get(char_name, char_name)
         return tr("sp.target.new", lang_value, char=plain_md(str(label)))
 
-    # --- handlers --------------------------------------------------------------------------------
-
-    def refresh(session_id: str | None, char_name: str | None, lang_value: str | None):
-        session, char_sampling = context_of(session_id, char_name)
+    def refresh(self, session_id: str | None, char_name: str | None, lang_value: str | None):
+        """The controls' values, then the target line, the sources table and the preset choices."""
+        defaults = self.defaults
+        session, char_sampling = self.context_of(session_id, char_name)
         try:
             values = parse_params(
                 {**defaults.model_dump(), **char_sampling, **(session.params if session else {})}
@@ -320,98 +330,111 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
         except EngineError as exc:
             warn(exc.message)
             values = defaults
-        for problem in store.pop_problems():
+        for problem in self.store.pop_problems():
             warn(problem)
         return (
             *to_ui(values),
-            target_text(session, char_name, lang_value),
-            sources_table(char_sampling, session, lang_value),
-            gr.update(choices=store.names()),
+            self.target_text(session, char_name, lang_value),
+            self.sources_table(char_sampling, session, lang_value),
+            gr.update(choices=self.store.names()),
         )
 
-    def apply(*args: Any):
+    def apply(self, *args: Any):
+        """(target, sources, session id, chatbot, status, preset)."""
         *values, session_id, char_name, custom_prompt, lang_value = args
-        session, char_sampling = context_of(session_id, char_name)
+        session, char_sampling = self.context_of(session_id, char_name)
         try:
             wanted = from_ui(values)
             parse_params(wanted)
-            overrides = session_overrides(defaults, char_sampling, wanted)
+            overrides = session_overrides(self.defaults, char_sampling, wanted)
             if session is None:
                 character = None if char_name in (None, CUSTOM) else char_name
                 system = (custom_prompt or None) if character is None else None
-                session = new_session(rt, character=character, system_prompt=system, params=overrides)
+                session = new_session(self.rt, character=character, system_prompt=system, params=overrides)
                 note = tr("sp.started", lang_value)
             else:
                 session.params = overrides
-                rt.sessions.save(session)
+                self.rt.sessions.save(session)
                 note = tr("sp.applied", lang_value, title=session.title or session.id)
         except EngineError as exc:
             warn(invalid_message(exc, lang_value))
-            return [gr.skip()] * 6
+            return gr.skip()
         notify(note)
         return (
-            target_text(session, char_name, lang_value),
-            sources_table(char_sampling, session, lang_value),
+            self.target_text(session, char_name, lang_value),
+            self.sources_table(char_sampling, session, lang_value),
             session.id,
             to_chatbot(session.messages),
-            status_line(ctx, session, lang_value),
+            status_line(self.ctx, session, lang_value),
             gr.skip(),
         )
 
-    def load_preset(name: str | None, session_id: str | None, char_name: str | None, lang_value: str | None):
-        _, char_sampling = context_of(session_id, char_name)
+    def load_preset(
+        self, name: str | None, session_id: str | None, char_name: str | None, lang_value: str | None
+    ):
+        _, char_sampling = self.context_of(session_id, char_name)
         try:
-            values = parse_params({**defaults.model_dump(), **char_sampling, **store.get(name or "")})
+            values = parse_params(
+                {**self.defaults.model_dump(), **char_sampling, **self.store.get(name or "")}
+            )
         except EngineError as exc:
             warn(exc.message)
-            return [gr.skip()] * len(PARAM_NAMES)
+            return gr.skip()
         notify(tr("sp.loaded", lang_value, name=name))
         return to_ui(values)
 
-    def reset(session_id: str | None, char_name: str | None, lang_value: str | None):
-        _, char_sampling = context_of(session_id, char_name)
+    def reset(self, session_id: str | None, char_name: str | None, lang_value: str | None):
+        _, char_sampling = self.context_of(session_id, char_name)
         notify(tr("sp.reset_done", lang_value))
-        return to_ui(parse_params({**defaults.model_dump(), **char_sampling}))
+        return to_ui(parse_params({**self.defaults.model_dump(), **char_sampling}))
 
-    def save_as(*args: Any):
+    def save_as(self, *args: Any):
         *values, name, lang_value = args
         try:
-            saved = store.save(name, parse_params(from_ui(values)).model_dump())
+            saved = self.store.save(name, parse_params(from_ui(values)).model_dump())
         except EngineError as exc:
             warn(invalid_message(exc, lang_value))
-            return gr.skip(), gr.skip()
+            return gr.skip()
         notify(tr("sp.saved_preset", lang_value, name=saved))
-        return gr.update(choices=store.names(), value=saved), ""
+        return gr.update(choices=self.store.names(), value=saved), ""
 
-    def delete(name: str | None, lang_value: str | None):
-        if name and store.is_builtin(name):
+    def delete(self, name: str | None, lang_value: str | None):
+        if name and self.store.is_builtin(name):
             warn(tr("sp.builtin", lang_value, name=name))
             return gr.skip()
         try:
-            store.delete(name or "")
+            self.store.delete(name or "")
         except EngineError as exc:
             warn(exc.message)
             return gr.skip()
         notify(tr("sp.deleted_preset", lang_value, name=name))
-        return gr.update(choices=store.names(), value="Balanced")
+        return gr.update(choices=self.store.names(), value="Balanced")
 
+    @staticmethod
     def pick_example(key: str | None):
         return GRAMMARS.get(key or "", gr.skip())
 
+
+def build(ctx: UIContext, tab: gr.Tab, chat: ChatView) -> None:
+    """The Sampling tab. It reads `chat`'s character, and Apply updates its chatbot and status."""
+    store = SamplingPresetStore(ctx.rt.data_dir)
+    ui = SamplingLayout(store, ctx.rt.settings.generation.model_dump())
+    h = SamplingHandlers(ctx, store)
+    sid, lang, fields, chat_char = ctx.session_id, ctx.lang, ui.fields, chat.character
     ctx_inputs = [sid, chat_char, lang]
-    refresh_outs = [*fields, target, sources, preset]
-    tab.select(refresh, ctx_inputs, refresh_outs, show_progress="hidden")
-    revert_btn.click(refresh, ctx_inputs, refresh_outs)
-    apply_btn.click(
-        apply,
-        [*fields, sid, chat_char, custom, lang],
-        [target, sources, sid, ctx.components["chatbot"], ctx.components["status"], preset],
+    refresh_outs = [*fields, ui.target, ui.sources, ui.preset]
+    tab.select(h.refresh, ctx_inputs, refresh_outs, show_progress="hidden")
+    ui.revert_btn.click(h.refresh, ctx_inputs, refresh_outs)
+    ui.apply_btn.click(
+        h.apply,
+        [*fields, sid, chat_char, ctx.custom_prompt, lang],
+        [ui.target, ui.sources, sid, chat.chatbot, chat.status, ui.preset],
     )
-    load_btn.click(load_preset, [preset, *ctx_inputs], fields)
-    reset_btn.click(reset, ctx_inputs, fields)
-    save_preset.click(save_as, [*fields, preset_name, lang], [preset, preset_name])
-    delete_preset.click(delete, [preset, lang], [preset])
-    examples.input(pick_example, examples, controls["grammar"])
+    ui.load_btn.click(h.load_preset, [ui.preset, *ctx_inputs], fields)
+    ui.reset_btn.click(h.reset, ctx_inputs, fields)
+    ui.save_preset.click(h.save_as, [*fields, ui.preset_name, lang], [ui.preset, ui.preset_name])
+    ui.delete_preset.click(h.delete, [ui.preset, lang], [ui.preset])
+    ui.examples.input(h.pick_example, ui.examples, ui.controls["grammar"])
 
 
 def _show(value: Any, lang: str | None) -> str:
