@@ -176,6 +176,9 @@ def test_options_are_checked(rt: Runtime) -> None:
 
 
 def test_a_session_remembers_its_options(rt: Runtime) -> None:
+    from tests.scripted import ScriptedBackend
+
+    rt.engine.replace_backend(ScriptedBackend())  # a chat is only made while a model is loaded
     personas(rt).save(Persona(name="Ken"))
     session = new_session(rt, options=ChatOptions(persona="Ken", lorebooks=["Eldoria"], reply_prefix="Ah,"))
     stored = rt.sessions.get(session.id)

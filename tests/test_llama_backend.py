@@ -33,7 +33,8 @@ def test_safe_end_holds_back_only_a_possible_stop_prefix() -> None:
 
 def backend(model_path: Path) -> LlamaCppBackend:
     settings, _ = load_settings(
-        environ={}, overrides={"model": {"path": str(model_path), "n_ctx": 1024, "n_threads": 1}}
+        environ={},
+        overrides={"model": {"path": str(model_path), "n_ctx": 1024, "n_threads": 1, "parallel": 1}},
     )
     return LlamaCppBackend(settings.model, model_path)
 
