@@ -83,9 +83,12 @@ class ModelManager:
         """Load `name` with its remembered settings under `overrides`; on success remember them.
         The model's own sampling defaults then apply to new turns. The current model stays on failure."""
         path = model_in_folder(self.rt.models_dir, name, project_root=ROOT)  # nothing outside models/
+        force = bool(overrides.pop("force", False))
         s = self.settings_for(path.name, overrides)
         if s["n_gpu_layers"] == "auto":
             s["n_gpu_layers"] = self.estimate(path.name, s).n_gpu_layers
+        if not force:
+            self._check_fits(path.name, s)
         info = self.rt.switch_model(str(path), **s)
         try:
             self.store.remember(path.name, s)
@@ -93,6 +96,15 @@ class ModelManager:
             log.warning("could not remember settings for %s: %s", path.name, exc)
         self.apply_sampling(path.name)
         return info
+
+    def _check_fits(self, name: str, settings: dict[str, Any]) -> None:
+        """Refuse a load that the estimate says cannot fit (a huge n_ctx, say) before it starts."""
+        try:
+            est = self.estimate(name, settings)
+        except EngineError:  # an unreadable header: the load itself says what is wrong
+            return
+        if est.verdict in ("short_ram", "short_vram"):
+            raise InvalidInput(f'Not loaded: {est.message} ("force": true loads it anyway.)', field="n_ctx")
 
     def apply_sampling(self, name: str) -> None:
         """Config sampling defaults, with this model's own on top."""

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import ipaddress
 import logging
 import signal
@@ -133,14 +134,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if problem:
         print("\n" + "!" * 78 + f"\n  WARNING: {problem}\n  {LAN_RISK}\n" + "!" * 78 + "\n", file=sys.stderr)
+    import threading
+
+    # Gradio takes seconds to import; the model loads in its own process meanwhile.
+    ui_import = threading.Thread(target=lambda: importlib.import_module("webui.app"), daemon=True)
+    ui_import.start()
     import uvicorn
 
     from engine import Runtime
     from engine.gpu_required import refusal
 
+    rt = Runtime(settings, warnings=warnings)
+    ui_import.join()
     from .app import create_app
 
-    rt = Runtime(settings, warnings=warnings)
     refused = refusal(rt)
     if refused:  # the seed's "never on the CPU" rule: no server that would answer every request with an error
         rt.close()

@@ -161,6 +161,7 @@ class LoadModelRequest(BaseModel):
     cache_type_k: str | None = None
     cache_type_v: str | None = None
     chat_format: str | None = None
+    force: bool = Field(False, description="Load even when the memory estimate says it will not fit.")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
