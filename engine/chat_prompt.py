@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .characters import Character
 from .errors import InvalidInput, NotFound
-from .group_chat import group_system_prompt, name_history
+from .group_chat import group_system_prompt, name_history, speaker_line
 from .lore_scan import Activation, ScanInput, Source, activate
 from .lore_store import check_book_name
 from .lorebook import character_book_of
@@ -206,6 +206,12 @@ def build_prompt(
         continuing=continuing,
         rules=rules,
     )
+    after_reply = bool(history) and history[-1]["role"] == "assistant" and mode == "normal"
+    if group is not None and character is not None and after_reply:
+        # a member speaks after another ("Speak now"): a last turn names who, or the backend would
+        # continue the last reply (SillyTavern's group nudge does the same)
+        nudge = f"[{speaker_line(character.display_name)}]"
+        messages.append({"role": "system" if rules.lenient else "user", "content": nudge})
     prefill = ""
     if mode == "impersonate":
         messages.append({"role": "system", "content": render(rt.settings.chat.impersonate_prompt)})

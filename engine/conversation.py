@@ -304,15 +304,18 @@ def _place_reply(
 ) -> tuple[ChatMessage, list[ChatMessage], str]:
     """Where the reply goes: (the reply message, the history before it, the text it starts with).
 
-    send: the user's message and a new reply end the chat. edit: message `index` (the user's) gets a new
+    send: the user's message and a new reply end the chat (in a group chat with no `user_text`, only
+    the reply: a member speaks now). edit: message `index` (the user's) gets a new
     version with `user_text` and a new reply follows it. regenerate: reply `index` (default the last) gets
     a new, empty version. Either way what followed the old version stays with it, as a branch.
     """
     if mode == "send":
-        if not user_text or not user_text.strip():
+        speak_only = user_text is None and is_group(session)  # a member answers now, after the last message
+        if not speak_only and (not user_text or not user_text.strip()):
             raise InvalidInput("The message is empty.", field="messages")
         _drop_interrupted_reply(session)
-        session.messages.append(ChatMessage(role="user", content=user_text, time=now))
+        if user_text is not None:
+            session.messages.append(ChatMessage(role="user", content=user_text, time=now))
         reply = ChatMessage(role="assistant", content="", time=now)
         session.messages.append(reply)
         return reply, session.messages[:-1], ""

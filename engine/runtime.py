@@ -143,7 +143,8 @@ class Runtime:
           draft Character) or chat `options`, the prompt is built as a new session with that preset would
           build it; with neither, the messages go to the model as they are.
         - `session="new"`: a session is made from `messages` (the last one is the user's turn to send).
-        - A session (or its id): `mode` send (`user_text`, or the last user message), edit (user message
+        - A session (or its id): `mode` send (`user_text`, or the last user message;
+          in a group chat, none: a member answers now, after the last message), edit (user message
           `index` gets a new version with `user_text`, and a new reply follows it), regenerate (reply
           `index`, by default the last, gets a new version), continue, or impersonate (a draft of the user's
           next message; nothing is saved). An edit or a regeneration branches: what followed the old

@@ -30,7 +30,7 @@ from .conversation import (
     with_prefill,
 )
 from .errors import InvalidInput
-from .group_turns import check_group, check_speaker, choose_speaker
+from .group_turns import check_group, check_speaker, choose_speaker, is_group
 from .params import SamplingParams
 from .session_formats import ChatMessage, Session, now_iso
 
@@ -256,7 +256,8 @@ def _in_session(rt: Runtime, session: Session, r: TurnRequest) -> Turn:
     if r.params is not None:
         rt.params_for(session_character(session), r.params)
     update_options(rt, session.model_copy(deep=True), r.options or {})  # refuse bad options now
-    if r.mode in ("send", "edit") and not (r.user_text and r.user_text.strip()):
+    speak_only = r.mode == "send" and r.user_text is None and is_group(session)  # "Speak now"
+    if r.mode in ("send", "edit") and not speak_only and not (r.user_text and r.user_text.strip()):
         raise InvalidInput("The message is empty.", field="messages")
     if r.mode == "edit":
         message_index(session, r.index, role="user")

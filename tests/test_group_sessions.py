@@ -11,7 +11,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from engine import Runtime
+from engine import EngineError, Runtime
 from engine.st_chat import parse_st_jsonl
 from tests.scripted import ScriptedBackend, scripted_runtime
 
@@ -173,3 +173,26 @@ def test_a_sillytavern_single_chat_imports_with_its_character(
     assert doc["character"] is not None and not doc["characters"]
     header = orjson.loads(data.split(b"\n", 1)[0])
     assert doc["character"]["title"] == header["character_name"]
+
+
+def test_speak_now_adds_a_reply_after_the_last_message_without_user_text(
+    api: tuple[TestClient, Runtime, ScriptedBackend],
+) -> None:
+    """ "Speak now": a send with no user text, in a group chat, appends the forced member's reply; the
+    prompt ends with a turn naming the speaker (or the backend would continue the last reply)."""
+    client, rt, backend = api
+    sid = start(client, "Hello both.", speaker="friendly")["session_id"]
+    backend.enqueue("Patient Teacher: And hello from me.")
+    text = rt.turn(session=sid, speaker="teacher").text()
+    assert text == "Patient Teacher: And hello from me."
+    doc = client.get(f"/api/sessions/{sid}").json()
+    assert [m["role"] for m in doc["messages"]] == ["user", "assistant", "assistant"]
+    assert doc["messages"][-1]["name"] == "Patient Teacher"
+    assert doc["messages"][-1]["content"] == "And hello from me."
+    prompt = backend.prompts[-1]
+    assert prompt[-1]["content"] == "[Write the next reply only as Patient Teacher.]"
+    assert prompt[-2]["role"] == "assistant" and prompt[-2]["content"].startswith("Friendly Assistant: ")
+    single = rt.turn([{"role": "user", "content": "Hi."}], session="new", preset="friendly")
+    single.text()
+    with pytest.raises(EngineError, match="empty"):
+        rt.turn(session=single.session_id)  # a one-character chat needs the user's message
