@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .characters import Character
     from .chat import Notice, Queued, StreamEvent
     from .config import Settings, load_settings
+    from .group_chat import GroupSettings
     from .errors import (
         BackendError,
         ConfigError,
@@ -53,6 +54,7 @@ _WHERE = {
     "Session": "session_formats",
     "ChatMessage": "session_formats",
     "Character": "characters",
+    "GroupSettings": "group_chat",  # a group chat's settings (Session.group)
     "SamplingParams": "params",
     "Settings": "config",
     "load_settings": "config",
@@ -75,6 +77,7 @@ __all__ = [
     "Delta",
     "EngineError",
     "Finished",
+    "GroupSettings",
     "InvalidInput",
     "Message",
     "Metrics",

@@ -192,4 +192,6 @@ LOGIN_MESSAGE = {
 CSS = """
 .status-line { font-size: 0.85em; opacity: 0.8; }
 footer { opacity: 0.7; }
+#chatbot img[alt="avatar"] { display: inline-block; width: 1.75em; height: 1.75em; margin: 0 0.3em 0 0;
+  border-radius: 50%; vertical-align: middle; }
 """

@@ -6,8 +6,10 @@ chat's character changes. Placeholders are PNG files written once into a temp fo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import os
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -67,3 +69,27 @@ def user_avatar(rt: Any) -> str:
 def avatar_pair(rt: Any, name: str | None, title: str | None = None) -> tuple[str, str]:
     """(user, character) in the order gr.Chatbot's avatar_images takes them."""
     return user_avatar(rt), character_avatar(rt, name, title)
+
+
+def avatar_data_uri(path: str, size: int = 48) -> str:
+    """A small PNG thumbnail of the image at `path` as a data: URI, for an avatar inside a message (a group
+    chat shows each reply's speaker; the chatbot's own avatar pair is one character's). Cached per file
+    version; an unreadable image gives the placeholder's."""
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except OSError:
+        stamp = 0
+    return _thumbnail(path, stamp, size)
+
+
+@lru_cache(maxsize=256)
+def _thumbnail(path: str, stamp: int, size: int) -> str:
+    try:
+        with Image.open(path) as img:
+            thumb = img.convert("RGBA")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        thumb = placeholder(Path(path).stem).convert("RGBA")
+    thumb.thumbnail((size, size))
+    png = io.BytesIO()
+    thumb.save(png, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode("ascii")

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from tests.browser.harness import ServerProcess
-from webui.markup import unescape_text
+from webui.tabs.chat_tree import plain_text
 
 NAVIGATION_NOISE = ("AbortError: signal is aborted", "Connection errored out", "Failed to fetch")
 SESSION_ID = re.compile(r"s-\d{8}-\d{6}-[0-9a-f]{6}")
@@ -117,8 +117,9 @@ class ChatPage:
             ".map(e => e.getAttribute('aria-label'))"
         )
         prefix = f"{who}'s message: "
-        # the page gets escaped text (webui/markup.py); undo that to compare with what is stored
-        return [unescape_text((x or "").removeprefix(prefix)) for x in labels]
+        # the page gets escaped text (webui/markup.py) with a display-only version footer and, in a group
+        # chat, the speaker's header (webui/tabs/chat_tree.py); undo that to compare with what is stored
+        return [plain_text((x or "").removeprefix(prefix)) for x in labels]
 
     def bots(self) -> list[str]:
         """The raw text of every assistant message (Gradio's aria-label holds it unrendered)."""
@@ -149,7 +150,7 @@ class ChatPage:
 
     def states(self) -> list[str]:
         states = self.page.evaluate("() => window.__states || []")
-        return [unescape_text(s.removeprefix("bot's message: ")) for s in states]
+        return [plain_text(s.removeprefix("bot's message: ")) for s in states]
 
     # --- server side ----------------------------------------------------------------------------------
 

@@ -14,12 +14,12 @@ from engine.chat_prompt import ChatOptions
 from engine.conversation import new_session
 from engine.prompt import greetings
 
-from ..avatars import avatar_pair
+from ..avatars import avatar_pair, user_avatar
 from ..chatview import memoize
 from ..i18n import I18N, tr
-from ..markup import escape_text, unescape_text, warn
+from ..markup import escape_text, warn
 from ..streaming import RunAhead
-from . import chat_extras
+from . import chat_extras, chat_group, chat_tree
 from .context import CUSTOM, ChatView, Step, UIContext
 
 UI_INTERVAL_S = 0.06  # at most about 16 UI updates a second
@@ -45,9 +45,13 @@ def chatbot_rows(messages: list[Any]) -> list[tuple[Any, bool]]:
     return rows
 
 
-def to_chatbot(messages: list[Any], lang: str | None = None) -> list[dict[str, Any]]:
+def to_chatbot(
+    messages: list[Any], lang: str | None = None, heads: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The chatbot's rows: each message's text, with `◂ n/m ▸` under a message that has versions, and in a
+    group chat (`heads`: chat_tree.speaker_heads) each reply's speaker above it."""
     return [
-        thought_view(m, lang) if thought else {"role": m.role, "content": escape_text(m.content)}
+        thought_view(m, lang) if thought else {"role": m.role, "content": chat_tree.shown(m, heads)}
         for m, thought in chatbot_rows(messages)
     ]
 
@@ -135,17 +139,18 @@ def with_avatars(ctx: UIContext, view: list[dict[str, str]], character: str | No
 
 
 def session_view(ctx: UIContext, session: Session):
-    """The chatbot showing `session`, with its character's avatar (the snapshot's title if it was deleted)."""
+    """The chatbot showing `session`, with its character's avatar (the snapshot's title if it was deleted).
+    A group chat shows each speaker's avatar in their replies, and no avatar of its own."""
+    if session.characters:
+        view = to_chatbot(session.messages, None, chat_tree.speaker_heads(ctx.rt, session))
+        return gr.update(value=view, avatar_images=(user_avatar(ctx.rt), None))
     title = (session.character or {}).get("title")
     return with_avatars(ctx, to_chatbot(session.messages), session.character_name, title)
 
 
-def alt_label(session: Session) -> str:
-    """ "2/3" when the last reply has alternatives to page through."""
-    last = session.messages[-1] if session.messages else None
-    if last is not None and last.role == "assistant" and len(last.alternatives) > 1:
-        return f"{last.version + 1}/{len(last.alternatives)}"
-    return ""
+def chat_of(ctx: UIContext, session: Session) -> list[dict[str, Any]]:
+    """The chatbot's value for `session` (its speakers in a group chat)."""
+    return to_chatbot(session.messages, None, chat_tree.speaker_heads(ctx.rt, session))
 
 
 @dataclass
@@ -166,6 +171,8 @@ class ChatLayout:
     status: gr.Markdown
     details: gr.JSON
     extras: chat_extras.Extras
+    group: chat_group.GroupControls
+    selected: gr.State  # [session id, message index] of the message last clicked
 
 
 def layout(ctx: UIContext) -> ChatLayout:
@@ -178,11 +185,13 @@ def layout(ctx: UIContext) -> ChatLayout:
             scale=3,
             elem_id="character-picker",
         )
+        group_on = chat_group.checkbox()
         new_btn = gr.Button(I18N("chat.new"), scale=1, elem_id="new-chat")
+    group = chat_group.build(ctx, group_on)
     chatbot = gr.Chatbot(
         label="Chat",
         height=520,
-        editable="user",
+        editable="all",  # an edit makes a new version of the message (chat_tree): nothing is lost
         buttons=["copy", "copy_all"],
         sanitize_html=True,
         allow_tags=False,
@@ -233,6 +242,8 @@ def layout(ctx: UIContext) -> ChatLayout:
         status=status,
         details=details,
         extras=extras,
+        group=group,
+        selected=gr.State([None, None]),
     )
 
 
@@ -264,7 +275,7 @@ class TurnStream:
         session: Session,
         lang_value: str | None,
         request: gr.Request,
-        echo: list[dict[str, str]] | None = None,
+        echo: Any = None,
         **kw: Any,
     ) -> Iterator[Any]:
         """Check and begin the turn (EngineError here, before anything is shown), and return its UI
@@ -272,10 +283,15 @@ class TurnStream:
         return self.updates(session, lang_value, self.begin(session, request, **kw), echo)
 
     def updates(
-        self, session: Session, lang_value: str | None, turn: RunAhead[Any], echo: list[dict[str, str]] | None
+        self, session: Session, lang_value: str | None, turn: RunAhead[Any], echo: Any
     ) -> Iterator[Any]:
         ctx = self.ctx
         extra = tr("status.generating", lang_value)
+        heads = chat_tree.speaker_heads(ctx.rt, session)
+
+        def view_of(session: Session) -> list[dict[str, Any]]:
+            return to_chatbot(session.messages, None, heads)
+
         last_ui, cost, interval = 0.0, 0.0, UI_INTERVAL_S
         save_failed = False
         try:
@@ -309,11 +325,8 @@ class TurnStream:
                 unsaved_sessions(ctx)[session.id] = session
             else:
                 unsaved_sessions(ctx).pop(session.id, None)
-        yield view_of(session), session.id, status_line(ctx, session, lang_value, alt_label(session))
-
-
-def view_of(session: Session) -> list[dict[str, str]]:
-    return to_chatbot(session.messages)
+        label = chat_tree.version_label(session, None, lang_value)
+        yield view_of(session), session.id, status_line(ctx, session, lang_value, label)
 
 
 class ChatHandlers:
@@ -334,36 +347,75 @@ class ChatHandlers:
         books: list[str] | None,
         prefix: str | None,
         show_prefix: bool | None,
+        enabled: bool | None,
+        members: list[str] | None,
+        order: str | None,
+        muted: list[str] | None,
+        prompt: str | None,
+        speaker: str | None,
         request: gr.Request,
     ):
+        """The message's turn; a new chat is made first (a group chat when "Group chat" is on, from the
+        group controls' values)."""
         ctx = self.ctx
+        settings = [enabled, members, order, muted, prompt]
         if not text or not text.strip():
             yield gr.skip()
             return
         session = load_session(ctx, session_id)
+        fresh = session is None
         if session is None:
-            try:
-                is_custom = char in (None, CUSTOM)
-                options = chat_extras.options_of(persona, books, prefix, show_prefix)
-                session = new_session(
-                    self.rt,
-                    character=None if is_custom else char,
-                    system_prompt=(custom_prompt or None) if is_custom else None,
-                    options=ChatOptions(**options),
-                )
-            except EngineError as exc:
-                warn(exc.message)
+            options = chat_extras.options_of(persona, books, prefix, show_prefix)
+            session = self.new_chat(char, custom_prompt, options, settings, lang_value)
+            if session is None:
                 yield gr.skip()
                 return
-        echo = to_chatbot(session.messages) + [{"role": "user", "content": escape_text(text)}]
+        echo: Any = chat_of(ctx, session) + [{"role": "user", "content": escape_text(text)}]
+        if fresh and session.characters:
+            echo = gr.update(value=echo, avatar_images=(user_avatar(self.rt), None))
+        who = chat_group.speaker_for(session, speaker)
         try:
-            updates = self.turns.stream(session, lang_value, request, echo=echo, mode="send", user_text=text)
+            updates = self.turns.stream(
+                session, lang_value, request, echo=echo, mode="send", user_text=text, speaker=who
+            )
         except EngineError as exc:  # the message stays in the box
             warn(exc.message)
             yield gr.skip()
             return
         for i, (view, new_id, line) in enumerate(updates):
             yield view, "" if i == 0 else gr.skip(), new_id, line  # the first update clears the box
+
+    def new_chat(
+        self,
+        char: str | None,
+        custom_prompt: str | None,
+        options: dict[str, Any],
+        group: list[Any],
+        lang_value: str | None,
+    ) -> Session | None:
+        """The chat the first message (or Speak now) makes: with the character, or the group's members."""
+        enabled, members, order, muted, prompt = group
+        try:
+            if enabled:
+                if not members:
+                    warn(tr("grp.need_members", lang_value))
+                    return None
+                return new_session(
+                    self.rt,
+                    characters=list(members),
+                    group=chat_group.settings_of(order, muted, prompt),
+                    options=ChatOptions(**options),
+                )
+            is_custom = char in (None, CUSTOM)
+            return new_session(
+                self.rt,
+                character=None if is_custom else char,
+                system_prompt=(custom_prompt or None) if is_custom else None,
+                options=ChatOptions(**options),
+            )
+        except EngineError as exc:
+            warn(exc.message)
+            return None
 
     def on_mode(self, mode: str):
         def handler(session_id: str | None, lang_value: str | None, request: gr.Request):
@@ -385,28 +437,41 @@ class ChatHandlers:
     def on_stop(self, request: gr.Request) -> None:
         self.ctx.cancel_flag(request).set()
 
-    def on_new(self, char: str | None, lang_value: str | None):
+    def on_new(self, char: str | None, lang_value: str | None, group_on: bool | None = False):
         ctx = self.ctx
+        if group_on:  # a group chat starts with the first message or Speak now
+            view = gr.update(value=[], avatar_images=(user_avatar(self.rt), None))
+            return view, None, status_line(ctx, None, lang_value)
         return with_avatars(ctx, greeting_view(ctx, char), char), None, status_line(ctx, None, lang_value)
+
+    def on_group_toggle(self, group_on: bool | None, char: str | None, lang_value: str | None):
+        """Turning "Group chat" on or off starts a new chat (the old one stays in History)."""
+        return (*self.on_new(char, lang_value, group_on), gr.update(visible=bool(group_on)))
 
     def on_new_options(self, lang_value: str | None):
         return chat_extras.option_values(self.ctx, None, lang_value)
 
     def on_session_options(self, session_id: str | None, lang_value: str | None):
-        return chat_extras.option_values(self.ctx, load_session(self.ctx, session_id), lang_value)
+        session = load_session(self.ctx, session_id)
+        return (
+            *chat_extras.option_values(self.ctx, session, lang_value),
+            *chat_group.values(self.ctx, session),
+        )
 
-    def on_character(self, char: str | None, session_id: str | None, lang_value: str | None):
+    def on_character(
+        self, char: str | None, session_id: str | None, lang_value: str | None, group_on: bool | None
+    ):
         session = load_session(self.ctx, session_id)
         current = (session.character_name if session else None) or CUSTOM
-        if session is not None and current == (char or CUSTOM):
+        if session is not None and current == (char or CUSTOM) and not session.characters:
             return gr.skip()
-        return self.on_new(char, lang_value)  # picking another character starts a new chat with its greeting
+        return self.on_new(char, lang_value, group_on)  # another character: a new chat with its greeting
 
     def on_load(self, session_id: str | None, lang_value: str | None):
         ctx = self.ctx
         session = load_session(ctx, session_id)
         choices = ctx.character_choices(lang_value)
-        options = chat_extras.option_values(ctx, session, lang_value)
+        options = (*chat_extras.option_values(ctx, session, lang_value), *chat_group.values(ctx, session))
         if session is None:
             char = self.rt.settings.chat.preset or CUSTOM
             return (
@@ -420,23 +485,27 @@ class ChatHandlers:
             session_view(ctx, session),
             session.id,
             gr.update(choices=choices, value=session.character_name or CUSTOM),
-            status_line(ctx, session, lang_value, alt_label(session)),
+            status_line(ctx, session, lang_value, chat_tree.version_label(session, None, lang_value)),
             *options,
         )
 
     def on_alt(self, step: int):
-        def handler(session_id: str | None, lang_value: str | None):
+        """◀ ▶: the previous or next version of the message clicked last (default: the last message
+        that has versions); the chat then shows that version's branch."""
+
+        def handler(session_id: str | None, selected: Any, lang_value: str | None):
             session = load_session(self.ctx, session_id)
-            if session is None or not session.messages or session.messages[-1].role != "assistant":
+            k = chat_tree.target(session, selected) if session is not None else None
+            if session is None or k is None:
                 return gr.skip()
-            last = session.messages[-1]
-            if len(last.alternatives) < 2:
+            m = session.messages[k]
+            try:
+                session = self.rt.select_version(session.id, k, (m.version + step) % len(m.alternatives))
+            except EngineError as exc:
+                warn(exc.message)
                 return gr.skip()
-            last.select((last.version + step) % len(last.alternatives))
-            self.rt.sessions.save(session)
-            return to_chatbot(session.messages), status_line(
-                self.ctx, session, lang_value, alt_label(session)
-            )
+            label = chat_tree.version_label(session, k, lang_value)
+            return chat_of(self.ctx, session), status_line(self.ctx, session, lang_value, label)
 
         return handler
 
@@ -452,67 +521,137 @@ class ChatHandlers:
             return gr.skip()
         del msgs[cut:]
         self.rt.sessions.save(session, allow_shrink=True)
-        return to_chatbot(msgs), status_line(self.ctx, session, lang_value)
+        return chat_of(self.ctx, session), status_line(self.ctx, session, lang_value)
 
-    def on_edit(self, data: gr.EditData, session_id: str | None, lang_value: str | None, request: gr.Request):
+    def on_edit(
+        self,
+        data: gr.EditData,
+        session_id: str | None,
+        speaker: str | None,
+        lang_value: str | None,
+        request: gr.Request,
+    ):
+        """An edit branches: the message gets a new version and what followed stays with the old one.
+        A user message's new version gets a new reply; an assistant message's is kept as written."""
         session = load_session(self.ctx, session_id)
         index = data.index if isinstance(data.index, int) else data.index[0]
-        visible = [m for m, _ in chatbot_rows(session.messages)] if session else []
-        if session is None or index >= len(visible) or visible[index].role != "user":
+        rows = chatbot_rows(session.messages) if session else []
+        if session is None or index >= len(rows) or rows[index][1]:  # a thought is not edited
             yield gr.skip()
             return
-        try:
-            self.rt.engine.require_backend()  # no model: the chat stays as it was
-        except EngineError as exc:
-            warn(exc.message)
-            yield gr.skip()
+        k = next(i for i, m in enumerate(session.messages) if m is rows[index][0])
+        text = chat_tree.plain_text(str(data.value))  # the edit box shows what the chatbot shows
+        if not text.strip() or text == session.messages[k].content:
+            yield chat_of(self.ctx, session), gr.skip(), gr.skip()
             return
-        cut = session.messages.index(visible[index])
-        del session.messages[cut:]  # an edit truncates: the user asked for it
-        self.rt.sessions.save(session, allow_shrink=True)
-        text = unescape_text(str(data.value))  # the edit box shows the escaped text
+        if session.messages[k].role == "assistant":
+            try:
+                session = self.rt.edit(session.id, k, text)
+            except EngineError as exc:
+                warn(exc.message)
+                session = load_session(self.ctx, session.id) or session
+            label = chat_tree.version_label(session, k, lang_value)
+            yield chat_of(self.ctx, session), session.id, status_line(self.ctx, session, lang_value, label)
+            return
+        who = chat_group.speaker_for(session, speaker)
         try:
-            updates = self.turns.stream(session, lang_value, request, mode="send", user_text=text)
+            updates = self.turns.stream(
+                session, lang_value, request, mode="edit", index=k, user_text=text, speaker=who
+            )
         except EngineError as exc:
             warn(exc.message)
-            yield to_chatbot(session.messages), gr.skip(), gr.skip()
+            yield chat_of(self.ctx, session), gr.skip(), gr.skip()
             return
         yield from updates
 
-    def on_select(self, data: gr.SelectData, session_id: str | None):
+    def on_speak(
+        self,
+        session_id: str | None,
+        speaker: str | None,
+        char: str | None,
+        lang_value: str | None,
+        custom_prompt: str | None,
+        persona: str | None,
+        books: list[str] | None,
+        prefix: str | None,
+        show_prefix: bool | None,
+        enabled: bool | None,
+        members: list[str] | None,
+        order: str | None,
+        muted: list[str] | None,
+        prompt: str | None,
+        request: gr.Request,
+    ):
+        """Speak now: the picked member answers at once, after the last message (a new group chat first,
+        when none is open)."""
+        ctx = self.ctx
+        if not speaker:
+            warn(tr("grp.need_speaker", lang_value))
+            yield gr.skip()
+            return
+        session = load_session(ctx, session_id)
+        if session is None or not session.characters:
+            options = chat_extras.options_of(persona, books, prefix, show_prefix)
+            settings = [True, members, order, muted, prompt]
+            session = self.new_chat(char, custom_prompt, options, settings, lang_value) if enabled else None
+            if session is None:
+                if not enabled:
+                    warn(tr("grp.need_members", lang_value))
+                yield gr.skip()
+                return
+        echo = gr.update(value=chat_of(ctx, session), avatar_images=(user_avatar(self.rt), None))
+        try:
+            updates = self.turns.stream(session, lang_value, request, echo=echo, mode="send", speaker=speaker)
+        except EngineError as exc:
+            warn(exc.message)
+            yield gr.skip()
+            return
+        yield from updates
+
+    def on_select(self, data: gr.SelectData, session_id: str | None, lang_value: str | None):
+        """The clicked message's details; it becomes the message ◀ ▶ move through, and the status line
+        says which of its versions is shown."""
         session = load_session(self.ctx, session_id)
         if session is None:
-            return None
-        visible = [m for m, _ in chatbot_rows(session.messages)]
+            return None, [None, None], gr.skip()
+        rows = chatbot_rows(session.messages)
         index = data.index if isinstance(data.index, int) else data.index[0]
-        if index >= len(visible):
-            return None
-        m = visible[index]
-        return {
+        if index >= len(rows):
+            return None, [None, None], gr.skip()
+        m = rows[index][0]
+        k = next(i for i, x in enumerate(session.messages) if x is m)
+        details = {
             "role": m.role,
+            "name": m.name,
             "time": m.time,
             "metrics": m.metrics,
             "stopped": m.stopped,
             "interrupted": m.interrupted,
             "versions": len(m.alternatives) or 1,
+            "version": m.version + 1,
         }
+        label = chat_tree.version_label(session, k, lang_value)
+        return details, [session.id, k], status_line(self.ctx, session, lang_value, label)
 
 
 def build(ctx: UIContext) -> ChatView:
     """The chat tab, wired; returns what the other tabs use of it."""
     ui, h = layout(ctx), ChatHandlers(ctx)
     sid, lang = ctx.session_id, ctx.lang
-    chatbot, character, status, extras = ui.chatbot, ui.character, ui.status, ui.extras
+    chatbot, character, status, extras, group = ui.chatbot, ui.character, ui.status, ui.extras, ui.group
     outs = [chatbot, ui.message, sid, status]
     turn_outs = [chatbot, sid, status]
-    send_in = [ui.message, sid, character, lang, ctx.custom_prompt, *extras.inputs]  # custom: Characters tab
+    new_in = [character, lang, group.enabled]
+    chat_in = [character, lang, ctx.custom_prompt, *extras.inputs, *group.inputs]  # custom: Characters tab
+    send_in = [ui.message, sid, *chat_in, group.speaker]
     turns: list[Any] = [
         ui.send.click(h.on_send, send_in, outs, concurrency_limit=None),
         ui.message.submit(h.on_send, send_in, outs, concurrency_limit=None),
         ui.regen.click(h.on_mode("regenerate"), [sid, lang], turn_outs, concurrency_limit=None),
         ui.cont.click(h.on_mode("continue"), [sid, lang], turn_outs, concurrency_limit=None),
-        chatbot.edit(h.on_edit, [sid, lang], turn_outs, concurrency_limit=None),
+        chatbot.edit(h.on_edit, [sid, group.speaker, lang], turn_outs, concurrency_limit=None),
         chatbot.retry(h.on_mode("regenerate"), [sid, lang], turn_outs, concurrency_limit=None),
+        group.speak.click(h.on_speak, [sid, group.speaker, *chat_in], turn_outs, concurrency_limit=None),
     ]
     # Stop only sets the turn's cancel flag: the turn ends itself within one token, saves, and its handler
     # sends the saved reply as its last update. Gradio's own `cancels=` raced that end: its /cancel route
@@ -520,23 +659,29 @@ def build(ctx: UIContext) -> ChatView:
     # message box and the status line (the chat blanked), although the saved chat was right.
     ui.stop.click(h.on_stop, None, None, queue=False)
     chat_extras.wire(ctx, extras, character, ui.message, ui.details, load_session)
-    new_ev = ui.new_btn.click(h.on_new, [character, lang], turn_outs)
+    chat_group.wire(ctx, group, load_session)
+    new_ev = ui.new_btn.click(h.on_new, new_in, turn_outs)
     new_ev.then(h.on_new_options, [lang], extras.inputs)
+    toggle_ev = group.enabled.input(
+        h.on_group_toggle, [group.enabled, character, lang], [*turn_outs, group.panel]
+    )
     others = [
         new_ev,
-        chatbot.clear(h.on_new, [character, lang], turn_outs),  # the old chat stays in History
-        character.input(h.on_character, [character, sid, lang], turn_outs),
-        ui.prev_alt.click(h.on_alt(-1), [sid, lang], [chatbot, status]),
-        ui.next_alt.click(h.on_alt(1), [sid, lang], [chatbot, status]),
+        toggle_ev,
+        chatbot.clear(h.on_new, new_in, turn_outs),  # the old chat stays in History
+        character.input(h.on_character, [character, sid, lang, group.enabled], turn_outs),
+        ui.prev_alt.click(h.on_alt(-1), [sid, ui.selected, lang], [chatbot, status]),
+        ui.next_alt.click(h.on_alt(1), [sid, ui.selected, lang], [chatbot, status]),
         ui.delete_last.click(h.on_delete_last, [sid, lang], [chatbot, status]),
     ]
-    chatbot.select(h.on_select, [sid], [ui.details])
+    chatbot.select(h.on_select, [sid, lang], [ui.details, ui.selected, status])
+    shown = [*extras.inputs, *group.outputs]
     return ChatView(
         session_id=sid,
         chatbot=chatbot,
         character=character,
         status=status,
         changed=[*turns, *others],
-        options=Step(h.on_session_options, [sid, lang], extras.inputs),
-        on_load=Step(h.on_load, [sid, lang], [chatbot, sid, character, status, *extras.inputs]),
+        options=Step(h.on_session_options, [sid, lang], shown),
+        on_load=Step(h.on_load, [sid, lang], [chatbot, sid, character, status, *shown]),
     )

@@ -18,7 +18,7 @@ from engine.sampling_presets import GRAMMARS, SamplingPresetStore, param_sources
 from .. import i18n
 from ..i18n import I18N, tr
 from ..markup import notify, plain_md, warn
-from .chat import load_session, status_line, to_chatbot
+from .chat import chat_of, load_session, status_line
 from .context import CUSTOM, ChatView, UIContext
 
 GROUPS = {
@@ -364,7 +364,7 @@ class SamplingHandlers:
             self.target_text(session, char_name, lang_value),
             self.sources_table(char_sampling, session, lang_value),
             session.id,
-            to_chatbot(session.messages),
+            chat_of(self.ctx, session),
             status_line(self.ctx, session, lang_value),
             gr.skip(),
         )
