@@ -43,8 +43,10 @@ def test_edit_the_second_message_and_go_back_to_the_first_version(chat: ChatPage
     assert [m["content"] for m in stored["messages"]] == [old[0], "Edited reply."]
     assert stored["messages"][1]["versions"] == 2 and stored["messages"][1]["version"] == 1
 
+    chat.page.locator("#chatbot [data-testid=user]").first.click()  # a message with no versions
+    chat.wait_for(lambda: "Message 2" not in chat.status(), "the status line to follow the click")
     chat.page.locator("#chatbot [data-testid=bot]").first.click()  # select it, then ◀
-    chat.wait_for(lambda: "2/2" in chat.status(), "the status line to show the clicked message's version")
+    chat.wait_for(lambda: "Message 2: version ◂ 2/2" in chat.status(), "the clicked message's version")
     chat.click("prev-alt")
     chat.wait_for(lambda: chat.bots() == [old[1], old[3]], "version 1 with its old continuation")
     assert chat.users() == [old[0], old[2]]
@@ -53,9 +55,9 @@ def test_edit_the_second_message_and_go_back_to_the_first_version(chat: ChatPage
     assert [m["content"] for m in stored["messages"]] == old  # nothing was lost
 
     _edit(chat, 2, "Name a colour.")  # a user message: a new version, and a new reply after it
-    doc = chat.wait_idle(lambda d: len(d["messages"]) == 4 and d["messages"][2]["content"] == "Name a colour.")
-    assert doc["messages"][2]["versions"] == 2 and "◂ 2/2 ▸" in _message_text(chat, 2)
-    chat.click("prev-alt")  # the last message with versions, or the one clicked: both are message 3
+    doc = chat.wait_idle(lambda d: len(d["messages"]) == 4 and d["messages"][2]["versions"] == 2)
+    assert doc["messages"][2]["content"] == "Name a colour." and "◂ 2/2 ▸" in _message_text(chat, 2)
+    chat.click("prev-alt")  # the edited message is now the one ◀ ▶ move through
     chat.wait_for(lambda: chat.users() == [old[0], old[2]], "the old question back")
     assert chat.bots() == [old[1], old[3]]
 

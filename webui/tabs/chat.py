@@ -564,6 +564,16 @@ class ChatHandlers:
             return
         yield from updates
 
+    def on_edit_select(self, data: gr.EditData, session_id: str | None) -> list[Any]:
+        """The edited message becomes the one ◀ ▶ move through (its index stays: an edit changes only
+        what follows it)."""
+        session = load_session(self.ctx, session_id)
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        rows = chatbot_rows(session.messages) if session else []
+        if session is None or index >= len(rows):
+            return [None, None]
+        return [session.id, next(i for i, m in enumerate(session.messages) if m is rows[index][0])]
+
     def on_speak(
         self,
         session_id: str | None,
@@ -650,6 +660,7 @@ def build(ctx: UIContext) -> ChatView:
         ui.regen.click(h.on_mode("regenerate"), [sid, lang], turn_outs, concurrency_limit=None),
         ui.cont.click(h.on_mode("continue"), [sid, lang], turn_outs, concurrency_limit=None),
         chatbot.edit(h.on_edit, [sid, group.speaker, lang], turn_outs, concurrency_limit=None),
+        chatbot.edit(h.on_edit_select, [sid], [ui.selected], queue=False),  # ◀ ▶ then move through it
         chatbot.retry(h.on_mode("regenerate"), [sid, lang], turn_outs, concurrency_limit=None),
         group.speak.click(h.on_speak, [sid, group.speaker, *chat_in], turn_outs, concurrency_limit=None),
     ]

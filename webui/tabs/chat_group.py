@@ -172,7 +172,13 @@ def wire(ctx: UIContext, g: GroupControls, load_session: Any) -> None:
         who = speaker if speaker in (names or []) else (pairs[0][1] if pairs else None)
         return gr.update(choices=pairs, value=keep), gr.update(choices=pairs, value=who)
 
-    g.members.input(on_members, [g.members, g.muted, g.speaker], [g.muted, g.speaker], show_progress="hidden")
+    g.members.change(
+        on_members,
+        [g.members, g.muted, g.speaker],
+        [g.muted, g.speaker],
+        show_progress="hidden",
+        trigger_mode="always_last",  # each pick fires: the last one knows every member
+    )
 
     def on_setting(session_id: str | None, lang_value: str | None, order: str, muted: list[str], prompt: str):
         session = load_session(ctx, session_id)
