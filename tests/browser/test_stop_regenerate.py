@@ -49,7 +49,7 @@ def test_stop_then_regenerate_then_browse_versions(chat: ChatPage) -> None:
         lambda d: len(d["messages"][-1]["alternatives"]) == 2 and not d["messages"][-1]["stopped"]
     )
     last = doc["messages"][-1]
-    assert last["selected"] == 1 and last["alternatives"][0]["content"] == partial
+    assert last["version"] == 1 and last["alternatives"][0]["content"] == partial
     full = last["content"]
     assert len(full) > len(partial) and last["metrics"]["finish_reason"] in ("stop", "length")
     assert chat.bots() == [full]
@@ -58,10 +58,10 @@ def test_stop_then_regenerate_then_browse_versions(chat: ChatPage) -> None:
     chat.click("prev-alt")
     chat.wait_for(lambda: chat.bots() == [partial], "◀ to show the first version")
     assert "1/2" in chat.status()
-    assert chat.stored()["messages"][-1]["selected"] == 0
+    assert chat.stored()["messages"][-1]["version"] == 0
     chat.click("next-alt")
     chat.wait_for(lambda: chat.bots() == [full], "▶ to show the second version")
-    assert "2/2" in chat.status() and chat.stored()["messages"][-1]["selected"] == 1
+    assert "2/2" in chat.status() and chat.stored()["messages"][-1]["version"] == 1
     chat.click("next-alt")  # wraps around
     chat.wait_for(lambda: chat.bots() == [partial], "▶ to wrap to the first version")
 
