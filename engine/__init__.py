@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from .characters import Character
     from .chat import Notice, Queued, StreamEvent
     from .config import Settings, load_settings
-    from .group_chat import GroupSettings
     from .errors import (
         BackendError,
         ConfigError,
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
         StorageError,
         TooLarge,
     )
+    from .group_chat import GroupSettings
     from .params import SamplingParams
     from .runtime import Runtime
     from .session_formats import ChatMessage, Session
