@@ -136,11 +136,9 @@ def test_a_crash_mid_call_and_a_config_typo_leave_the_chat_working(http: httpx.C
     assert call["name"] == "crash" and call["result"]["is_error"] and call["result"]["content"]
     assert_no_traceback(call["result"]["content"])
     again = http.post("/api/chat", json={**body, "tool_choice": ADD}).json()  # the server is back
-    assert (
-        again["tool_calls"][0]["result"]
-        == {"content": "5", "is_error": False, "ms": again["tool_calls"][0]["result"]["ms"]}
-        or not again["tool_calls"][0]["result"]["is_error"]
-    )
+    result = again["tool_calls"][0]["result"]
+    assert not result["is_error"] and result["content"].isdigit(), again
+    assert again["reply"].strip()
 
 
 def test_bad_tool_fields_are_400s(http: httpx.Client) -> None:
