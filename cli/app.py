@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import signal
@@ -14,7 +15,7 @@ from typing import Any
 
 from engine import EngineError
 
-from .clients import ChatClient, Done, Event, Note, Text, Thought, Waiting
+from .clients import ChatClient, Done, Event, Note, Text, Thought, ToolDone, ToolUse, Waiting
 from .commands import Commands
 from .render import Output
 
@@ -37,6 +38,10 @@ class App:
         self._last_interrupt = 0.0
         self._interrupted_at_prompt = False
         self._worker: threading.Thread | None = None  # the last turn's thread
+        self._asks: queue.Queue[tuple[str, dict[str, Any], queue.Queue[str]]] = queue.Queue()
+        self._streaming = False
+        if interactive and hasattr(client, "approver"):
+            client.approver = self.ask_tool  # direct mode: a tool call waits for your y/N
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -176,6 +181,30 @@ class App:
 
         readline.set_pre_input_hook(hook)
 
+    def ask_tool(self, name: str, arguments: dict[str, Any]) -> str:
+        """Called on the turn's thread: the reply loop asks you (y/N/a), and this waits for the answer."""
+        reply: queue.Queue[str] = queue.Queue()
+        self._asks.put((name, arguments, reply))
+        while self._streaming:
+            try:
+                return reply.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return "deny"
+
+    def _answer_asks(self, view: Any) -> None:
+        while True:
+            try:
+                name, arguments, reply = self._asks.get_nowait()
+            except queue.Empty:
+                return
+            args = json.dumps(arguments, ensure_ascii=False)
+            try:
+                text = view.ask(f"Run tool {name}({args})? [y/N/a=always] ").strip().lower()
+            except (EOFError, KeyboardInterrupt):
+                text = ""
+            reply.put({"y": "allow", "yes": "allow", "a": "always", "always": "always"}.get(text, "deny"))
+
     def stream(
         self,
         start: Callable[[threading.Event], Iterator[Event]],
@@ -212,10 +241,12 @@ class App:
         error: BaseException | None = None
         notes: list[str] = []
         stop_asked = 0.0
+        self._streaming = True
         try:
             with self.out.reply(name or self.assistant_name()) as view:
                 worker.start()
                 while True:
+                    self._answer_asks(view)
                     try:
                         item = items.get(timeout=0.1)
                     except queue.Empty:
@@ -240,9 +271,12 @@ class App:
                         view.status(f"Waiting for the model: {item.position} request(s) ahead…")
                     elif isinstance(item, Note):
                         notes.append(item.message)
+                    elif isinstance(item, ToolUse | ToolDone):
+                        view.think(_tool_line(item))
                     elif isinstance(item, BaseException):
                         error = item
         finally:
+            self._streaming = False
             if main:
                 signal.signal(signal.SIGINT, previous)
         if self.quitting:
@@ -255,3 +289,12 @@ class App:
             self.out.metrics(done.finish_reason, done.metrics)
         elif (cancel.is_set() or done is not None) and saves:
             self.out.info("Stopped; what was generated is saved.")
+
+
+def _tool_line(item: ToolUse | ToolDone) -> str:
+    """A tool call or its result, one line, shown with the thought (dim, above the reply)."""
+    if isinstance(item, ToolUse):
+        return f"\n[tool] {item.name}({json.dumps(item.arguments, ensure_ascii=False)})\n"
+    text = " ".join(item.content.split())
+    text = text if len(text) <= 200 else text[:197] + "…"
+    return f"[{'tool error' if item.is_error else 'result'}] {text}\n"

@@ -4,7 +4,7 @@ HttpClient (a running server) behind it. Both stream the same small events and r
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,7 +47,26 @@ class Done:
     session_id: str | None = None  # the saved chat this turn belongs to, when the client learns it here
 
 
-Event = Text | Thought | Waiting | Note | Done
+@dataclass(frozen=True, slots=True)
+class ToolUse:
+    """The model called a tool (shown before it runs, or is refused)."""
+
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDone:
+    """What the tool call gave back, or why it did not run."""
+
+    content: str
+    is_error: bool = False
+
+
+Event = Text | Thought | Waiting | Note | ToolUse | ToolDone | Done
+
+# Asks the person at the terminal whether a tool call may run: (name, arguments) -> "allow"|"always"|"deny"
+Approver = Callable[[str, dict[str, Any]], str]
 
 
 @dataclass
@@ -108,6 +127,10 @@ class ChatClient(Protocol):
     def personas(self) -> list[dict[str, Any]]: ...
 
     def lorebooks(self) -> list[str]: ...
+
+    def tools(self) -> list[dict[str, Any]]:
+        """The MCP tools: [{"server", "name", "description", "input_schema", "enabled"}]."""
+        ...
 
     def new_chat(self, preset: str | None, system_prompt: str | None, params: dict[str, Any]) -> str | None:
         """Start a new chat, saved on its first message. Returns the preset's greeting, if any.

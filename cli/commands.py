@@ -13,6 +13,8 @@ from engine import InvalidInput, NotFound, Session
 from engine.params import PARAM_NAMES
 from engine.session_formats import is_session_id
 
+from .tools_cmd import list_tools
+
 if TYPE_CHECKING:
     import threading
     from collections.abc import Iterator
@@ -63,6 +65,7 @@ Type a message to chat. Commands:
   /persona [NAME|-]      who you are ({{user}}): list personas, pick one, or - for the default
   /lore [NAME ...|-]     lorebooks for this chat: list them, attach these, or - for none
   /prefix [TEXT]         every reply starts with TEXT (no text: replies start freely)
+  /tools [use NAME]      the MCP tools the model may call (each asks y/N); use: the next reply calls NAME
   /clear                 start a new chat (the old one stays saved)
   /status                model, backend, GPU and context use
   /help                  this list
@@ -122,6 +125,7 @@ class Commands:
             "lore": self.lore,
             "prefix": self.prefix,
             "think": self.think,
+            "tools": lambda arg: list_tools(self.app, arg),
             "clear": self.clear,
             "status": self.status,
             "help": self.help,

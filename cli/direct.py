@@ -17,13 +17,27 @@ from engine import (
     Runtime,
     Session,
     StreamEvent,
+    ToolCall,
+    ToolResult,
     Turn,
 )
 from engine.chat_prompt import ChatOptions
 from engine.conversation import new_session, session_character
 from engine.userdata import lorebooks, personas
 
-from .clients import ChatState, Done, Event, Note, Text, Thought, Waiting, greeting_of
+from .clients import (
+    Approver,
+    ChatState,
+    Done,
+    Event,
+    Note,
+    Text,
+    Thought,
+    ToolDone,
+    ToolUse,
+    Waiting,
+    greeting_of,
+)
 
 
 class DirectClient:
@@ -34,6 +48,8 @@ class DirectClient:
         self.rt = rt
         self.state = ChatState(preset=rt.settings.chat.preset)
         self.session: Session | None = None
+        self.approver: Approver | None = None  # the terminal's y/N prompt; None: calls needing it are refused
+        self.force_tool: str | None = None  # /tools use NAME: the next reply calls it
 
     # --- turns --------------------------------------------------------------------------------------
 
@@ -87,8 +103,33 @@ class DirectClient:
             options=self.state.options,
             cancel=cancel,
             index=index,
+            **self._tools(),
         )
         return self._events(turn)
+
+    def _tools(self) -> dict[str, Any]:
+        """Every enabled MCP tool is offered; each call is asked about as tools.approval says."""
+        hub = self.rt.tools  # started on first use; servers get a moment to come up
+        hub.wait_ready(10)
+        if not hub.list_tools(enabled_only=True):
+            return {}
+        approver = self.approver
+
+        def approve(call: ToolCall) -> Any:
+            answer = approver(call.name, call.arguments) if approver is not None else "deny"
+            return answer if answer in ("allow", "always") else "deny"
+
+        choice, self.force_tool = self.force_tool, None
+        return {
+            "tools": "auto",
+            "approve": approve if approver is not None else None,
+            "tool_choice": {"type": "function", "function": {"name": choice}} if choice else None,
+        }
+
+    def tools(self) -> list[dict[str, Any]]:
+        hub = self.rt.tools
+        hub.wait_ready(10)  # servers that are still starting get a moment
+        return [t.to_dict() for t in hub.list_tools()]
 
     def _events(self, turn: Turn) -> Iterator[Event]:
         try:
@@ -178,4 +219,8 @@ def _convert(event: StreamEvent, session_id: str) -> Event:
         return Waiting(event.position)
     if isinstance(event, Notice):
         return Note(event.message)
+    if isinstance(event, ToolCall):
+        return ToolUse(event.name, event.arguments)
+    if isinstance(event, ToolResult):
+        return ToolDone(event.content, event.is_error)
     raise TypeError(f"unexpected engine event {event!r}")

@@ -13,7 +13,7 @@ from engine import EngineError, InvalidInput, ModelUnavailable, Session
 from engine.params import parse_params
 from engine.session_formats import session_from_doc
 
-from .clients import ChatState, Done, Event, Note, Text, Thought, greeting_of
+from .clients import ChatState, Done, Event, Note, Text, Thought, ToolDone, ToolUse, greeting_of
 
 JSON_BODY = {"Content-Type": "application/json"}
 
@@ -206,6 +206,9 @@ class HttpClient:
     def lorebooks(self) -> list[str]:
         return [str(b["name"]) for b in self._json("GET", "/api/lorebooks")]
 
+    def tools(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api/tools"))
+
     # --- chats --------------------------------------------------------------------------------------
 
     def new_chat(self, preset: str | None, system_prompt: str | None, params: dict[str, Any]) -> str | None:
@@ -282,6 +285,12 @@ def _sse_events(name: str, data: str) -> list[Event]:
         return [Text(str(doc["delta"]))]
     if "reasoning" in doc:
         return [Thought(str(doc["reasoning"]))]
+    if isinstance(doc.get("tool_call"), dict):
+        call = doc["tool_call"]
+        return [ToolUse(str(call.get("name")), dict(call.get("arguments") or {}))]
+    if isinstance(doc.get("tool_result"), dict):
+        res = doc["tool_result"]
+        return [ToolDone(str(res.get("content", "")), bool(res.get("is_error")))]
     if doc.get("done"):
         sid = doc.get("session_id")
         notes: list[Event] = [Note(str(w)) for w in doc.get("warnings") or []]

@@ -110,6 +110,14 @@ class LiveReply:
         if not self.text and not self.thought:
             self.live.update(Text(safe(message), style="dim italic"))
 
+    def ask(self, question: str) -> str:
+        """Stop the live view for a question (a tool call's y/N), then go on."""
+        self.live.stop()
+        try:
+            return self.console.input(Text(safe(question)))  # Text: "[y/N]" is not markup
+        finally:
+            self.live.start()
+
     def __exit__(self, *exc: object) -> None:
         shown = self.text.strip() or self.thought.strip()
         self.live.update(self._view() if shown else Text(""), refresh=False)
@@ -141,6 +149,9 @@ class PlainReply:
 
     def status(self, message: str) -> None:
         self.out.info(message)
+
+    def ask(self, question: str) -> str:
+        return input(safe(question))
 
     def __exit__(self, *exc: object) -> None:
         if self.thought and not self.thought.endswith("\n"):

@@ -2,7 +2,7 @@
 
     rt = Runtime(load_settings()[0])
     turn = rt.turn([{"role": "user", "content": "Hi"}])   # checked now: bad input raises at once
-    for event in turn:                                    # Queued | Reasoning | Delta | Notice | Finished
+    for event in turn:            # Queued | Reasoning | Delta | ToolCall | ToolResult | Notice | Finished
         ...
     turn.text(), turn.finished                            # or the whole reply at once
 
@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .backends.base import Delta, Finished, Message, Metrics, Reasoning
+    from .backends.base import Delta, Finished, Message, Metrics, Reasoning, ToolCall, ToolResult
     from .characters import Character
     from .chat import Notice, Queued, StreamEvent
     from .config import Settings, load_settings
@@ -48,6 +48,8 @@ _WHERE = {
     "Reasoning": "backends.base",
     "Delta": "backends.base",
     "Notice": "chat",
+    "ToolCall": "backends.base",
+    "ToolResult": "backends.base",
     "Finished": "backends.base",
     "Metrics": "backends.base",
     # what a turn reads and writes
@@ -94,6 +96,8 @@ __all__ = [
     "StorageError",
     "StreamEvent",
     "TooLarge",
+    "ToolCall",
+    "ToolResult",
     "Turn",
     "load_settings",
 ]

@@ -6,6 +6,7 @@ Every interface (UI, REST, OpenAI API, terminal) calls `Engine.stream`.
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import threading
 import time
@@ -13,8 +14,9 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from .backends.base import Backend, Delta, Finished, Message, Reasoning
+from .backends.base import Backend, Delta, Finished, Message, Reasoning, ToolCall, ToolResult
 from .errors import InvalidInput, ModelUnavailable
 from .logs import REQUESTS
 from .params import SamplingParams
@@ -22,7 +24,7 @@ from .params import SamplingParams
 log = logging.getLogger("engine.chat")
 request_log = logging.getLogger(REQUESTS)
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +42,12 @@ class Notice:
     message: str
 
 
-StreamEvent = Queued | Delta | Reasoning | Finished | Notice
+StreamEvent = Queued | Delta | Reasoning | ToolCall | ToolResult | Finished | Notice
 
 
 def validate_messages(messages: object) -> list[Message]:
+    """{role, content} messages, checked; an assistant message keeps OpenAI's `tool_calls`, a tool message
+    its `tool_call_id` and `name` (other keys are dropped)."""
     if not isinstance(messages, list) or not messages:
         raise InvalidInput(
             "'messages' must be a non-empty list of {role, content} objects.", field="messages"
@@ -60,12 +64,40 @@ def validate_messages(messages: object) -> list[Message]:
                 f"messages[{i}].role must be one of {', '.join(ROLES)}; got {role!r}.",
                 field=f"messages.{i}.role",
             )
+        if content is None and (m.get("tool_calls") or role == "tool"):
+            content = ""
         if not isinstance(content, str):
             raise InvalidInput(f"messages[{i}].content must be a string.", field=f"messages.{i}.content")
-        item = {"role": role, "content": content}
+        msg: Message = {"role": role, "content": content}
         if isinstance(m.get("name"), str) and m["name"]:
-            item["name"] = m["name"]  # a group chat's speaker
-        out.append(item)
+            msg["name"] = m["name"]  # a group chat's speaker; a tool result's tool
+        if role == "assistant" and m.get("tool_calls"):
+            msg["tool_calls"] = check_tool_calls(m["tool_calls"], i)
+        elif role == "tool" and isinstance(m.get("tool_call_id"), str):
+            msg["tool_call_id"] = m["tool_call_id"]
+        out.append(msg)
+    return out
+
+
+def check_tool_calls(calls: object, i: int) -> list[dict[str, Any]]:
+    """OpenAI's `tool_calls` of message `i`, in its exact shape (arguments as a JSON string)."""
+    where = f"messages.{i}.tool_calls"
+    if not isinstance(calls, list):
+        raise InvalidInput(f"messages[{i}].tool_calls must be a list.", field=where)
+    out = []
+    for call in calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise InvalidInput(f"messages[{i}].tool_calls: each needs a function with a name.", field=where)
+        args = fn.get("arguments")
+        args = args if isinstance(args, str) else json.dumps(args or {}, ensure_ascii=False)
+        out.append(
+            {
+                "id": str(call.get("id") or ""),
+                "type": "function",
+                "function": {"name": fn["name"], "arguments": args},
+            }
+        )
     return out
 
 
@@ -94,7 +126,7 @@ class MessageCosts:
         self._lock = threading.Lock()
 
     def __call__(self, message: Message) -> int | None:
-        key = (message["role"], message["content"])
+        key = (message["role"], message["content"] + json.dumps(message.get("tool_calls") or ""))
         with self._lock:
             if key in self._memo:
                 self._memo.move_to_end(key)
@@ -104,7 +136,7 @@ class MessageCosts:
         try:
             n, base = self.count([self.REF, message, self.LAST]), self._base
         except InvalidInput:  # a strict template (roles must alternate): the content as a lone user turn
-            n = self.count([{"role": "user", "content": message["content"]}])
+            n = self.count([{"role": "user", "content": str(message["content"])}])
             base = self.count([{"role": "user", "content": ""}])
         cost = None if n is None or base is None else max(0, n - base)
         with self._lock:
@@ -292,6 +324,14 @@ class ModelQueue:
             self._cond.notify_all()
 
 
+def _counter(backend: Backend, tools: list[dict[str, Any]] | None) -> Callable[[list[Message]], int | None]:
+    """The backend's token count of a prompt, with the tools offered shown in it."""
+    if not tools:
+        return backend.count_tokens
+    count: Any = backend.count_tokens
+    return lambda messages: count(messages, tools=tools)
+
+
 class Engine:
     """Owns the backend and its lock. Thin interfaces call `stream`."""
 
@@ -326,8 +366,17 @@ class Engine:
             self.queue.leave(ticket)
 
     def stream(
-        self, messages: list[Message], params: SamplingParams, cancel: threading.Event | None = None
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        cancel: threading.Event | None = None,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] = "auto",
+        parallel_tool_calls: bool = False,
     ) -> Iterator[StreamEvent]:
+        """The backend's reply to `messages`, fitted to its context. `tools` (OpenAI's function specs) are
+        offered to the model with `tool_choice`; their description counts against the context too."""
         cancel = cancel or threading.Event()
         backend = self.require_backend()
         messages = validate_messages(messages)
@@ -349,7 +398,7 @@ class Engine:
                 try:
                     messages, dropped = fit_messages(
                         messages,
-                        backend.count_tokens,
+                        _counter(backend, tools),
                         budget,
                         anchor=self._cut_at,
                         headroom=budget // 4,
@@ -360,7 +409,14 @@ class Engine:
                     yield Finished("cancelled")
                     return
                 self._cut_at = next((m for m in messages if m["role"] != "system"), None) if dropped else None
-            for event in backend.stream(messages, params, cancel):
+            extra: dict[str, Any] = {}
+            if tools:
+                extra = {
+                    "tools": tools,
+                    "tool_choice": tool_choice,
+                    "parallel_tool_calls": parallel_tool_calls,
+                }
+            for event in backend.stream(messages, params, cancel, **extra):
                 if isinstance(event, Finished):
                     event.metrics.queue_ms = round(queue_ms, 1)
                     event.metrics.dropped_messages = dropped

@@ -25,7 +25,7 @@ from .userdata import lorebooks, personas
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-Message = dict[str, str]
+Message = dict[str, Any]
 
 
 @dataclass

@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .backends.base import Delta, Finished, Message, Reasoning
 from .characters import Character
@@ -20,6 +20,9 @@ from .params import SamplingParams
 from .prompt import greetings
 from .runtime import Runtime
 from .session_formats import ChatMessage, ModelInfo, Session, now_iso
+
+if TYPE_CHECKING:
+    from .tools.loop import ToolOffer
 
 Mode = Literal["send", "edit", "regenerate", "continue"]
 PARTIAL_SAVE_S = 2.0
@@ -151,7 +154,7 @@ def session_plan(
         return build_prompt(
             rt,
             session_character(session),
-            [{"role": m.role, "content": m.content} for m in turns],
+            [m.to_openai() for m in history if m.role in ("user", "assistant", "tool")],
             session_options(session),
             system_prompt=session.system_prompt,
             mode=mode,
@@ -191,8 +194,11 @@ def run_turn(
     on_prompt: Callable[[list[Message]], None] | None = None,
     index: int | None = None,
     speaker: str | None = None,
+    tools: ToolOffer | None = None,
 ) -> Iterator[StreamEvent]:
     """Stream one assistant turn into `session`, saving as it goes. The session object is updated in place.
+    With `tools`, each round of calls is kept: the reply so far becomes the message that made the calls,
+    the results follow as tool messages, and a new reply starts after them.
 
     Turns on one session run one after the other: a second turn waits (a Queued event) until the first is
     saved, then continues from the session as the first left it, so both replies are kept. `options`
@@ -219,6 +225,7 @@ def run_turn(
             on_prompt=on_prompt,
             index=index,
             speaker=speaker,
+            tools=tools,
         )
     finally:
         lock.release()
@@ -236,6 +243,7 @@ def _run_turn(
     on_prompt: Callable[[list[Message]], None] | None,
     index: int | None,
     speaker: str | None = None,
+    tools: ToolOffer | None = None,
 ) -> Iterator[StreamEvent]:
     if params is not None:
         rt.params_for(session_character(session), params)
@@ -261,39 +269,98 @@ def _run_turn(
     reply.stopped = False
     if plan.prefill and plan.show_prefill:
         yield Delta(plan.prefill)
-    text, last_save = prefix, time.monotonic()
     if mode != "continue":
         reply.reasoning = ""
-    reason = "stop"
-    completed = False
+    w = _ReplyWriter(rt, session, reply, prefix, mode, branched)
     try:
-        for event in rt.engine.stream(messages, sampling, cancel):
+        for event in reply_stream(rt, tools, messages, sampling, cancel, w.next_round):
             if isinstance(event, Reasoning):
-                reply.reasoning += event.text
+                w.reply.reasoning += event.text
             if isinstance(event, Delta | Reasoning):
                 if isinstance(event, Delta):
-                    text += event.text
-                    reply.content = text
-                if time.monotonic() - last_save > PARTIAL_SAVE_S:
-                    reply.stopped = True  # until the turn completes, what is on disk is partial
-                    yield from _save(rt, session, allow_shrink=branched)
-                    reply.stopped = False
-                    last_save = time.monotonic()
+                    w.text += event.text
+                    w.reply.content = w.text
+                yield from w.maybe_save()
             elif isinstance(event, Finished):
-                reason = event.finish_reason
-                reply.metrics = {**event.metrics.to_dict(), "finish_reason": reason}
-                completed = True
-                _finish(session, reply, text, stopped=reason == "cancelled" or cancel.is_set(), mode=mode)
+                w.completed = True
+                w.reply.metrics = {**event.metrics.to_dict(), "finish_reason": event.finish_reason}
+                stopped = event.finish_reason == "cancelled" or cancel.is_set()
+                _finish(session, w.reply, w.text, stopped=stopped, mode=w.mode)
                 yield from _save(rt, session, allow_shrink=True)
             yield event
+            yield from w.notices()
     except BackendError as exc:  # the model process crashed: the reply so far is kept, flagged
-        reply.interrupted = exc.message
+        w.reply.interrupted = exc.message
         raise
     finally:
-        if not completed:  # an error or a client that went away: keep what was generated
-            _finish(session, reply, text, stopped=True, mode=mode)
+        if not w.completed:  # an error or a client that went away: keep what was generated
+            _finish(session, w.reply, w.text, stopped=True, mode=w.mode)
             with contextlib.suppress(StorageError):  # nobody is listening to be told
                 rt.sessions.save(session, allow_shrink=True)
+
+
+def reply_stream(
+    rt: Runtime,
+    tools: ToolOffer | None,
+    messages: list[Message],
+    params: SamplingParams,
+    cancel: threading.Event,
+    on_round: Callable[[Message, list[Message]], None] | None = None,
+) -> Iterator[StreamEvent]:
+    """The model's reply to `messages`: with tools offered, the tool loop's rounds (engine/tools/loop.py)."""
+    if tools is None:
+        return rt.engine.stream(messages, params, cancel)
+    from .tools.loop import run_tools
+
+    return run_tools(rt, tools, messages, params, cancel, on_round)
+
+
+class _ReplyWriter:
+    """The reply being written into a session, and its partial saves. A round of tool calls turns the reply
+    so far into the message that made them; the results follow it, then a new reply."""
+
+    def __init__(
+        self, rt: Runtime, session: Session, reply: ChatMessage, text: str, mode: Mode, branched: bool
+    ) -> None:
+        self.rt, self.session, self.reply, self.text = rt, session, reply, text
+        self.mode, self.branched = mode, branched
+        self.completed = False
+        self.last_save = time.monotonic()
+        self._notices: list[Notice] = []
+
+    def maybe_save(self) -> Iterator[Notice]:
+        if time.monotonic() - self.last_save > PARTIAL_SAVE_S:
+            self.reply.stopped = True  # until the turn completes, what is on disk is partial
+            yield from _save(self.rt, self.session, allow_shrink=self.branched)
+            self.reply.stopped = False
+            self.last_save = time.monotonic()
+
+    def next_round(self, assistant: Message, results: list[Message]) -> None:
+        now = now_iso()
+        self.reply.content = str(assistant.get("content") or "")
+        self.reply.tool_calls = list(assistant.get("tool_calls") or [])
+        self.reply.sync()
+        for r in results:
+            self.session.messages.append(
+                ChatMessage(
+                    role="tool",
+                    content=r["content"],
+                    time=now,
+                    tool_call_id=r["tool_call_id"],
+                    name=r["name"],
+                )
+            )
+        self.reply = ChatMessage(role="assistant", content="", time=now, name=self.reply.name)
+        self.session.messages.append(self.reply)
+        self.text, self.mode = "", "send"  # an empty last reply is dropped, as after a send
+        self.reply.stopped = True
+        self._notices += _save(self.rt, self.session, allow_shrink=True)
+        self.reply.stopped = False
+        self.last_save = time.monotonic()
+
+    def notices(self) -> Iterator[Notice]:
+        yield from self._notices
+        self._notices.clear()
 
 
 _TRIGGERS = {"send": "normal", "edit": "normal", "regenerate": "regenerate", "continue": "continue"}

@@ -109,8 +109,8 @@ def render_outlets(text: str, outlets: dict[str, str]) -> str:
 
 
 def inject_at_depth(
-    history: list[dict[str, str]], depth: dict[tuple[int, str], list[str]], *, continuing: bool = False
-) -> list[dict[str, str]]:
+    history: list[dict[str, Any]], depth: dict[tuple[int, str], list[str]], *, continuing: bool = False
+) -> list[dict[str, Any]]:
     """Insert messages `depth` messages from the end (0: after the last one). At one depth the system
     message goes last, after the user and the assistant ones. A reply being continued stays last, and
     the prompt never ends with an inserted assistant message."""
@@ -192,13 +192,13 @@ def assemble(
     continuing: bool = False,
     rules: TemplateRules = LENIENT,
     system: str | None = None,
-) -> list[dict[str, str]]:
-    """[system, *history (user/assistant only, role + content) with lore at its depths, post-history
+) -> list[dict[str, Any]]:
+    """[system, *history (user/assistant/tool turns; see turn_message) with lore at its depths, post-history
     system note], conformed to the chat template's `rules` (engine/template_rules.py): with a strict
     template, system notes after the first turn go into the last user message instead. `continuing`: the
     last history message is a reply being continued; it stays last. `system`: the system message, made
     elsewhere (a group chat's)."""
-    messages: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
     system = (
         system
         if system is not None
@@ -213,11 +213,7 @@ def assemble(
     )
     if system:
         messages.append({"role": "system", "content": system})
-    turns = [
-        {"role": str(msg.get("role")), "content": content_text(msg.get("content"))}
-        for msg in history
-        if msg.get("role") in ("user", "assistant")
-    ]
+    turns = [turn_message(msg) for msg in history if _is_turn(msg)]
     if placed is not None:
         turns = inject_at_depth(turns, placed.depth, continuing=continuing)
     messages += turns
@@ -230,6 +226,22 @@ def assemble(
         note_msg = messages.pop()
         messages.insert(len(messages) - 1, note_msg)  # keep the reply being continued last
     return conform(messages, rules)
+
+
+def _is_turn(msg: dict[str, Any]) -> bool:
+    """User and assistant messages, and tool results that answer a call (they name its id)."""
+    role = msg.get("role")
+    return role in ("user", "assistant") or (role == "tool" and bool(msg.get("tool_call_id")))
+
+
+def turn_message(msg: dict[str, Any]) -> dict[str, Any]:
+    """A history message as the model gets it: role and content, and a tool call's or result's fields."""
+    out = {"role": str(msg.get("role")), "content": content_text(msg.get("content"))}
+    if msg.get("tool_calls"):
+        out["tool_calls"] = msg["tool_calls"]
+    if out["role"] == "tool":
+        out |= {k: msg[k] for k in ("tool_call_id", "name") if msg.get(k)}
+    return out
 
 
 def content_text(content: Any) -> str:

@@ -25,6 +25,7 @@ from .sessions import SessionStore
 if TYPE_CHECKING:
     from .session_formats import Session
     from .tools.hub import ToolHub
+    from .tools.loop import Approve
     from .turn import Mode, Turn
 
 log = logging.getLogger("engine.runtime")
@@ -136,6 +137,10 @@ class Runtime:
         speaker: str | None = None,
         characters: list[str] | None = None,
         group: dict[str, Any] | None = None,
+        tools: str | list[str] | list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        tool_approval: str | list[str] | None = None,
+        approve: Approve | None = None,
     ) -> Turn:
         """The one way to run a turn. Everything is checked now: a bad request raises at once.
 
@@ -152,6 +157,13 @@ class Runtime:
         `params` are sampling overrides; `options` the chat options (persona, lorebooks, reply_prefix,
         show_reply_prefix). Group chats: `characters` (preset names, in place of `preset`) and `group`
         (engine.group_chat.GroupSettings) start one; `speaker` forces who answers.
+
+        Tools (engine/tools/loop.py): `tools` "auto" (every enabled MCP tool), "none", a list of MCP tool
+        names, or OpenAI function specs that the caller runs itself (the turn then ends at the model's
+        calls, finish_reason "tool_calls"). `tool_choice` as OpenAI's. MCP calls run as `tool_approval`
+        (default: the tools.approval setting) allows; `approve(call)` asks a person ("allow", "always" or
+        "deny"); without it a call that needs asking is refused, and the model reads the refusal. The turn
+        streams `ToolCall` and `ToolResult` events; a session keeps calls and results as messages.
         """
         from .turn import TurnRequest, start_turn
 
@@ -167,6 +179,10 @@ class Runtime:
             speaker=speaker,
             characters=characters,
             group=group,
+            tools=tools,
+            tool_choice=tool_choice,
+            tool_approval=tool_approval,
+            approve=approve,
         )
         return start_turn(self, session, request)
 

@@ -38,8 +38,8 @@ EXPECTED = (
     "or a text-generation-webui history with 'internal'/'visible'."
 )
 WEBUI_GREETING = "<|BEGIN-VISIBLE-CHAT|>"
-Role = Literal["user", "assistant", "system"]
-ROLES: tuple[str, ...] = ("user", "assistant", "system")
+Role = Literal["user", "assistant", "system", "tool"]
+ROLES: tuple[str, ...] = ("user", "assistant", "system", "tool")
 
 
 _clock_lock = threading.Lock()
@@ -117,6 +117,7 @@ class Alternative(_Strict):
     metrics: dict[str, Any] | None = None
     reasoning: str = ""
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
     after: list[ChatMessage] = Field(default_factory=list)
 
 
@@ -133,7 +134,11 @@ class ChatMessage(_Strict):
     time: MaybeTime = ""
     metrics: dict[str, Any] | None = None
     reasoning: str = ""  # a thinking model's thought: kept and shown, never sent back to the model
-    name: str | None = None  # who said it, in a group chat (the speaker's display name)
+    name: str | None = None  # who said it, in a group chat (the speaker's display name); a tool's name
+    # an assistant message that called tools: OpenAI's [{"id", "type": "function", "function": {"name",
+    # "arguments": JSON text}}]; the results follow as role "tool" messages that name their `tool_call_id`
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
     alternatives: list[Alternative] = Field(default_factory=list)
     version: int = 0
     stopped: bool = False  # a partial reply: the user pressed Stop or the client went away
@@ -167,7 +172,7 @@ class ChatMessage(_Strict):
         if self.alternatives:
             alt = self.alternatives[self.version]
             alt.content, alt.time, alt.metrics = self.content, self.time, self.metrics
-            alt.reasoning, alt.name = self.reasoning, self.name
+            alt.reasoning, alt.name, alt.tool_calls = self.reasoning, self.name, self.tool_calls
 
     def branch(self, content: str = "", time: str = "", after: list[ChatMessage] | None = None) -> None:
         """Show a new version with `content`; the shown one becomes a hidden version that keeps `after`
@@ -180,7 +185,7 @@ class ChatMessage(_Strict):
         self.alternatives.append(Alternative(content=content, time=time, name=self.name))
         self.version = len(self.alternatives) - 1
         self.content, self.time, self.metrics, self.stopped = content, time, None, False
-        self.reasoning, self.interrupted = "", None
+        self.reasoning, self.interrupted, self.tool_calls = "", None, None
 
     def new_version(self, time: str = "", after: list[ChatMessage] | None = None) -> None:
         """Start a regenerated version of a reply: an empty one is shown, the old one is kept."""
@@ -201,7 +206,7 @@ class ChatMessage(_Strict):
         self.version = index % n
         alt = self.alternatives[self.version]
         self.content, self.time, self.metrics = alt.content, alt.time, alt.metrics
-        self.reasoning, self.name = alt.reasoning, alt.name
+        self.reasoning, self.name, self.tool_calls = alt.reasoning, alt.name, alt.tool_calls
         rest, alt.after = alt.after, []
         return rest
 
@@ -212,7 +217,17 @@ class ChatMessage(_Strict):
             metrics=self.metrics,
             reasoning=self.reasoning,
             name=self.name,
+            tool_calls=self.tool_calls,
         )
+
+    def to_openai(self) -> dict[str, Any]:
+        """The message as OpenAI's chat format has it (a call's or a tool result's fields included)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = self.tool_calls
+        if self.role == "tool":
+            out |= {"tool_call_id": self.tool_call_id or "", "name": self.name or ""}
+        return out
 
 
 Alternative.model_rebuild()
@@ -390,21 +405,44 @@ def _from_openai(items: list[Any]) -> tuple[list[ChatMessage], str | None]:
             raise InvalidInput(f"{where} must be an object with 'role' and 'content'.")
         role = item.get("role")
         role = "system" if role == "developer" else role
-        if role not in ROLES:
+        if role not in ROLES or (role == "tool" and not isinstance(item.get("tool_call_id"), str)):
             shown = repr(role)[:40]
-            raise InvalidInput(f"{where}.role must be one of {', '.join(ROLES)} (got {shown}).")
+            raise InvalidInput(
+                f"{where}.role must be one of user, assistant, system, or tool with the tool_call_id it "
+                f"answers (got {shown})."
+            )
         thought = item.get("reasoning_content")
+        content = item.get("content")
         out.append(
             ChatMessage(
                 role=cast(Role, role),
-                content=_openai_text(item.get("content"), where),
+                content=_openai_text("" if content is None and item.get("tool_calls") else content, where),
                 reasoning=thought if isinstance(thought, str) and role == "assistant" else "",
+                **_openai_tool_fields(item, role, where),
             )
         )
     system = []
     while out and out[0].role == "system":
         system.append(out.pop(0).content)
     return out, "\n\n".join(system) if system else None
+
+
+def _openai_tool_fields(item: dict[str, Any], role: str, where: str) -> dict[str, Any]:
+    """An assistant message's tool_calls, a tool message's tool_call_id and name, checked."""
+    if role == "tool":
+        fields = {k: item.get(k) for k in ("tool_call_id", "name")}
+        if not all(v is None or isinstance(v, str) for v in fields.values()):
+            raise InvalidInput(f"{where}: tool_call_id and name must be strings.")
+        return fields
+    calls = item.get("tool_calls")
+    if role != "assistant" or not calls:
+        return {}
+    from .chat import check_tool_calls
+
+    try:
+        return {"tool_calls": check_tool_calls(calls, 0)}
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}.tool_calls: {exc.message}") from None
 
 
 def _openai_text(content: Any, where: str) -> str:
@@ -466,7 +504,9 @@ def to_markdown(session: Session) -> str:
         lines += ["", "## System prompt", "", *(f"> {line}" for line in session.system_prompt.splitlines())]
     lines += ["", "---"]
     for m in session.messages:
-        name = {"user": "User", "assistant": assistant, "system": "System"}[m.role]
+        name = {"user": "User", "assistant": assistant, "system": "System", "tool": "Tool"}[m.role]
+        if m.role == "tool" and m.name:
+            name = f"Tool {m.name}"
         head = f"**{name}**"
         if m.time:
             head += f" · {m.time}"
@@ -478,6 +518,9 @@ def to_markdown(session: Session) -> str:
         if m.reasoning:
             lines += ["<details><summary>Thinking</summary>", "", m.reasoning, "", "</details>", ""]
         lines.append(m.content)
+        for call in m.tool_calls or []:
+            fn = call.get("function") or {}
+            lines += ["", f"`{fn.get('name')}({fn.get('arguments')})`"]
         if m.interrupted:
             lines += ["", f"_(interrupted: {m.interrupted})_"]
         elif m.stopped:

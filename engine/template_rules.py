@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import EngineError, InvalidInput
 
-Message = dict[str, str]
+Message = dict[str, Any]
 Render = Callable[[list[Message]], object]
 
 

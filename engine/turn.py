@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from .backends.base import Delta, Finished, Message, Reasoning
+from .backends.base import Delta, Finished, Message, Reasoning, ToolCall, ToolResult
 from .characters import Character
 from .chat import Notice, StreamEvent, validate_messages
 from .chat_prompt import ChatOptions, PromptPlan, check_options
@@ -21,6 +21,7 @@ from .conversation import Mode as SessionMode
 from .conversation import (
     message_index,
     new_session,
+    reply_stream,
     run_turn,
     session_character,
     session_draft,
@@ -36,6 +37,7 @@ from .session_formats import ChatMessage, Session, now_iso
 
 if TYPE_CHECKING:
     from .runtime import Runtime
+    from .tools.loop import Approve, ToolOffer
 
 Mode = Literal["send", "edit", "regenerate", "continue", "impersonate"]
 MODES: tuple[str, ...] = ("send", "edit", "regenerate", "continue", "impersonate")
@@ -43,7 +45,9 @@ MODES: tuple[str, ...] = ("send", "edit", "regenerate", "continue", "impersonate
 
 class Turn:
     """One turn of a chat, ready to run. Iterate it once for its events (`Queued`, `Reasoning`, `Delta`,
-    `Notice`, one `Finished`), or call `.text()` for the whole reply."""
+    `ToolCall`, `ToolResult`, `Notice`, one `Finished`), or call `.text()` for the whole reply.
+    `tool_calls` lists the calls made: {"id", "name", "arguments", "result": {"content", "is_error", "ms"}
+    or None}."""
 
     def __init__(
         self,
@@ -63,6 +67,7 @@ class Turn:
         self.cancel = cancel or threading.Event()
         self.finished: Finished | None = None
         self.warnings: list[str] = []
+        self.tool_calls: list[dict[str, Any]] = []
         self._text: list[str] = []
         self._reasoning: list[str] = []
         self._events: Iterator[StreamEvent] | None = None
@@ -85,9 +90,20 @@ class Turn:
                     self.warnings.append(event.message)
                 elif isinstance(event, Finished):
                     self.finished = event
+                elif isinstance(event, ToolCall):
+                    self.tool_calls.append(
+                        {"id": event.id, "name": event.name, "arguments": event.arguments, "result": None}
+                    )
+                elif isinstance(event, ToolResult):
+                    self._tool_result(event)
                 yield event
         finally:
             self.close()
+
+    def _tool_result(self, event: ToolResult) -> None:
+        for call in self.tool_calls:
+            if call["id"] == event.id:
+                call["result"] = {"content": event.content, "is_error": event.is_error, "ms": event.ms}
 
     def text(self) -> str:
         """The whole reply (runs the turn to its end first, if it has not run)."""
@@ -126,6 +142,11 @@ class TurnRequest:
     speaker: str | None = None
     characters: list[str] | None = None
     group: dict[str, Any] | None = None
+    tools: Any = None
+    tool_choice: Any = None
+    tool_approval: Any = None
+    approve: Approve | None = None
+    offer: ToolOffer | None = None  # the tools offered, checked (made from the four above)
 
 
 def start_turn(rt: Runtime, session: Session | str | None, request: TurnRequest) -> Turn:
@@ -136,6 +157,11 @@ def start_turn(rt: Runtime, session: Session | str | None, request: TurnRequest)
         raise InvalidInput(
             "`characters` starts a group chat; an open chat keeps its own.", field="characters"
         )
+    if request.mode != "impersonate" and request.tools is not None:
+        from .tools.loop import prepare_tools
+
+        r = request
+        request.offer = prepare_tools(rt, r.tools, r.tool_choice, r.tool_approval, r.approve)
     if session is None:
         return _stateless(rt, request)
     if session == "new":
@@ -154,7 +180,7 @@ def _stateless(rt: Runtime, r: TurnRequest) -> Turn:
     msgs = validate_messages(r.messages) if r.messages or r.mode != "impersonate" else []
     if r.characters:
         return _stateless_group(rt, msgs, r)
-    msgs = [{"role": m["role"], "content": m["content"]} for m in msgs]  # speakers' names: groups only
+    msgs = [_without_speaker(m) for m in msgs]  # speakers' names: groups only
     plan, prompt, sampling = stateless_plan(
         rt,
         msgs,
@@ -165,7 +191,7 @@ def _stateless(rt: Runtime, r: TurnRequest) -> Turn:
     )
     rt.engine.require_backend()
     return Turn(
-        lambda c: with_prefill(plan, rt.engine.stream(prompt, sampling, c)),
+        lambda c: with_prefill(plan, reply_stream(rt, r.offer, prompt, sampling, c)),
         params=sampling,
         plan=plan,
         prompt=prompt,
@@ -182,12 +208,16 @@ def _stateless_group(rt: Runtime, msgs: list[Message], r: TurnRequest) -> Turn:
     plan = session_plan(rt, draft, draft.messages, mode=mode, seed=sampling.seed, speaker=who)
     rt.engine.require_backend()
     return Turn(
-        lambda c: with_prefill(plan, rt.engine.stream(plan.messages, sampling, c)),
+        lambda c: with_prefill(plan, reply_stream(rt, r.offer, plan.messages, sampling, c)),
         params=sampling,
         plan=plan,
         prompt=plan.messages,
         cancel=r.cancel,
     )
+
+
+def _without_speaker(m: Message) -> Message:
+    return m if m["role"] == "tool" else {k: v for k, v in m.items() if k != "name"}
 
 
 def _group_draft(rt: Runtime, msgs: list[Message], r: TurnRequest) -> Session:
@@ -213,8 +243,15 @@ def _chat_options(rt: Runtime, options: dict[str, Any] | None) -> dict[str, Any]
 
 
 def _as_chat_message(m: Message) -> ChatMessage:
-    role: Literal["user", "assistant"] = "user" if m["role"] == "user" else "assistant"
-    return ChatMessage(role=role, content=str(m["content"]), time=now_iso(), name=m.get("name") or None)
+    role: Literal["user", "assistant", "tool"] = m["role"] if m["role"] in ("user", "tool") else "assistant"
+    return ChatMessage(
+        role=role,
+        content=str(m["content"]),
+        time=now_iso(),
+        name=m.get("name") or None,
+        tool_calls=m.get("tool_calls"),
+        tool_call_id=m.get("tool_call_id"),
+    )
 
 
 def _last_user_text(messages: list[Message]) -> str:
@@ -293,6 +330,7 @@ def _in_session(rt: Runtime, session: Session, r: TurnRequest) -> Turn:
             on_prompt=lambda prompt: setattr(turn, "prompt", prompt),
             index=r.index,
             speaker=r.speaker,
+            tools=r.offer,
         )
 
     turn = Turn(make, params=sampling, session=session, cancel=r.cancel)

@@ -26,6 +26,7 @@ class ScriptedBackend:
         self.script: deque[tuple[list[str], list[str], str]] = deque()
         self.prompts: list[list[Message]] = []
         self.params: list[SamplingParams] = []
+        self.tools: list[dict[str, Any]] = []  # each reply's tools, tool_choice and parallel_tool_calls
         self.gate: threading.Event | None = None  # when set to an Event, each reply waits for it first
 
     def enqueue(self, *chunks: str, reasoning: tuple[str, ...] = (), finish: str = "stop") -> None:
@@ -33,22 +34,29 @@ class ScriptedBackend:
         self.script.append((list(chunks), list(reasoning), finish))
 
     def model_info(self) -> dict[str, Any]:
-        return {"name": "scripted", "path": None, "n_ctx": self.n_ctx, "backend": self.name}
+        return {
+            "name": "scripted",
+            "path": None,
+            "n_ctx": self.n_ctx,
+            "backend": self.name,
+            "tool_call_format": "json",  # a reply that is one JSON object {"name", "arguments"} is a call
+        }
 
     def health(self) -> dict[str, Any]:
         return {"ok": True}
 
-    def count_tokens(self, messages: list[Message]) -> int | None:
-        return sum(4 + len(str(m["content"]).split()) for m in messages)
+    def count_tokens(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> int | None:
+        return sum(4 + len(str(m["content"]).split()) for m in messages) + 10 * len(tools or [])
 
     def context_size(self) -> int | None:
         return self.n_ctx
 
     def stream(
-        self, messages: list[Message], params: SamplingParams, cancel: threading.Event
+        self, messages: list[Message], params: SamplingParams, cancel: threading.Event, **tools: Any
     ) -> Iterator[Event]:
         self.prompts.append([dict(m) for m in messages])
         self.params.append(params)
+        self.tools.append(tools)
         chunks, thought, finish = self.script.popleft() if self.script else (["ok"], [], "stop")
         if self.gate is not None:
             while not self.gate.wait(0.01):

@@ -22,6 +22,8 @@ from engine import (
     Runtime,
     SamplingParams,
     TooLarge,
+    ToolCall,
+    ToolResult,
     Turn,
 )
 from engine.chat import validate_messages
@@ -84,6 +86,23 @@ class ChatRequest(BaseModel):
         description="A new group chat's settings: order (natural|list|manual), muted, allow_self, prompt.",
     )
     speaker: str | None = Field(None, max_length=200, description="In a group chat: who answers now.")
+    tools: Literal["auto", "none"] | list[str] | None = Field(
+        None,
+        description='MCP tools offered to the model: "auto" (every enabled tool), "none", or their names. '
+        "The server runs the calls it may (tool_approval) and the model answers with the results.",
+    )
+    tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = Field(
+        None,
+        description='As OpenAI\'s: "auto", "none", "required" or {"type": "function", "function": {"name"}}.',
+    )
+    tool_approval: Literal["auto", "ask"] | list[str] | None = Field(
+        None,
+        description='"auto": every call runs; a list: those tools run. The API never waits for a person: '
+        "a call that would be asked about (tools.approval) is refused, and the model is told so.",
+    )
+
+    def tool_args(self) -> dict[str, Any]:
+        return {"tools": self.tools, "tool_choice": self.tool_choice, "tool_approval": self.tool_approval}
 
     def options(self) -> dict[str, Any]:
         """The chat options this request sets (only those given)."""
@@ -108,6 +127,10 @@ class ChatReply(BaseModel):
     metrics: dict[str, Any]
     warnings: list[str] = Field(
         default_factory=list, description="Problems that did not stop the turn, e.g. a failed save."
+    )
+    tool_calls: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description='Calls: [{"id", "name", "arguments", "result": {"content", "is_error", "ms"}}].',
     )
 
 
@@ -209,6 +232,18 @@ def sse_response(turn: Turn) -> StreamingResponse:
                     yield sse({"delta": event.text})
                 elif isinstance(event, Reasoning):
                     yield sse({"reasoning": event.text})
+                elif isinstance(event, ToolCall):
+                    yield sse(
+                        {"tool_call": {"id": event.id, "name": event.name, "arguments": event.arguments}}
+                    )
+                elif isinstance(event, ToolResult):
+                    result = {
+                        "id": event.id,
+                        "content": event.content,
+                        "is_error": event.is_error,
+                        "ms": event.ms,
+                    }
+                    yield sse({"tool_result": result})
                 elif isinstance(event, Notice):
                     if event.message not in warnings:
                         warnings.append(event.message)
@@ -253,6 +288,7 @@ def prepare_turn(rt: Runtime, body: ChatRequest) -> Turn:
         characters=body.characters,
         group=body.group,
         speaker=body.speaker,
+        **body.tool_args(),
     )
 
 
@@ -335,6 +371,7 @@ def build_chat_router(rt: Runtime) -> APIRouter:
             "finish_reason": done.finish_reason,
             "metrics": done.metrics.to_dict(),
             "warnings": turn.warnings,
+            "tool_calls": turn.tool_calls,
         }
         if turn.session_id:
             out["session_id"] = turn.session_id

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from engine import Delta, EngineError, Finished, InvalidInput, Reasoning, Runtime, Turn
+from engine import Delta, EngineError, Finished, InvalidInput, Reasoning, Runtime, ToolCall, Turn
 from engine.reasoning import FORMATS
 
 from .api import check_message_count
@@ -32,8 +32,22 @@ class ContentPart(BaseModel):
 
 class OAIMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant", "developer"]
+    role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[ContentPart] | None = ""
+    tool_calls: list[dict[str, Any]] | None = Field(None, description="An assistant message's calls.")
+    tool_call_id: str | None = Field(None, max_length=200, description="The call a tool message answers.")
+    name: str | None = Field(None, max_length=200)
+
+    def message(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "role": "system" if self.role == "developer" else self.role,
+            "content": self.text(),
+        }
+        if self.role == "assistant" and self.tool_calls:
+            out["tool_calls"] = self.tool_calls
+        if self.role == "tool":
+            out |= {"tool_call_id": self.tool_call_id or "", "name": self.name or ""}
+        return out
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -69,6 +83,12 @@ class ChatCompletionRequest(BaseModel):
     grammar: str | None = Field(
         None, max_length=100_000, description="GBNF grammar, as llama-server takes it."
     )
+    # tools the client runs: the reply may be calls to them (finish_reason "tool_calls")
+    tools: list[dict[str, Any]] | None = Field(
+        None, max_length=128, description='OpenAI function specs: [{"type": "function", "function": {...}}].'
+    )
+    tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     # this server's chat extras (see /api/chat)
     preset: str | None = Field(
         None,
@@ -139,7 +159,7 @@ class ChatCompletionRequest(BaseModel):
 
 
 def _finish_reason(reason: str) -> str:
-    return "length" if reason == "length" else "stop"
+    return reason if reason in ("length", "tool_calls") else "stop"
 
 
 def _usage(done: Finished) -> dict[str, int]:
@@ -156,13 +176,18 @@ def model_id(rt: Runtime) -> str:
 def prepare(rt: Runtime, body: ChatCompletionRequest) -> Turn:
     """The turn, checked before any response is sent."""
     check_message_count(rt, len(body.messages))
-    if body.messages[-1].role not in ("user", "assistant"):
+    if body.messages[-1].role not in ("user", "assistant", "tool"):
         raise InvalidInput("The last message must be from the user.", field="messages")
-    msgs = [
-        {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
-    ]
+    msgs = [m.message() for m in body.messages]
     wanted = {**body.sampling(), **body.thinking_params(rt.settings.model.reasoning_effort_budgets)}
-    return rt.turn(msgs, preset=body.preset, options=body.options(), params=wanted)
+    return rt.turn(
+        msgs,
+        preset=body.preset,
+        options=body.options(),
+        params=wanted,
+        tools=body.tools or None,  # the client runs them: this server never calls MCP for /v1
+        tool_choice=body.tool_choice,
+    )
 
 
 def raw_tags(rt: Runtime) -> tuple[str, str] | None:
@@ -191,6 +216,11 @@ class Completion:
             message["content"] = f"{raw[0]}{turn.reasoning}{raw[1]}" + message["content"]
         elif turn.reasoning:
             message["reasoning_content"] = turn.reasoning
+        if turn.tool_calls:
+            message["tool_calls"] = [
+                ToolCall(c["id"], c["name"], c["arguments"]).to_openai() for c in turn.tool_calls
+            ]
+            message["content"] = message["content"] or None
         return {
             "id": self.cid,
             "object": "chat.completion",
@@ -225,6 +255,7 @@ class Completion:
     async def stream(self, include_usage: bool) -> AsyncIterator[bytes]:
         chunk, raw, cancel = self.chunk, self.raw, self.turn.cancel
         thinking = False  # raw format: inside the thought's tags
+        calls = 0
         try:
             yield chunk({"role": "assistant", "content": ""})
             async for event in run_stream(self.events, cancel):
@@ -236,6 +267,9 @@ class Completion:
                 elif isinstance(event, Delta):
                     yield chunk({"content": (raw[1] if raw and thinking else "") + event.text})
                     thinking = False
+                elif isinstance(event, ToolCall):
+                    yield chunk({"tool_calls": [{"index": calls, **event.to_openai()}]})
+                    calls += 1
                 elif isinstance(event, Finished):
                     yield chunk({}, _finish_reason(event.finish_reason))
                     if include_usage:

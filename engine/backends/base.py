@@ -7,6 +7,7 @@ so a Stop or a client disconnect ends generation within one token.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,7 +15,9 @@ from typing import Any, Protocol
 
 from ..params import SamplingParams
 
-Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+# {"role": "system"|"user"|"assistant"|"tool", "content": str}; an assistant message may carry OpenAI's
+# "tool_calls" list, a tool message its "tool_call_id" and "name"
+Message = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,30 @@ class Reasoning:
     """A piece of the model's thought (see engine/reasoning.py); Delta carries only the answer."""
 
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model calls a tool: `arguments` is the parsed JSON object. A remote backend that returns OpenAI
+    `tool_calls` yields these; the embedded one writes calls as text, which engine/tools/loop.py parses."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+    def to_openai(self) -> dict[str, Any]:
+        args = json.dumps(self.arguments, ensure_ascii=False)
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": args}}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What the tool call `id` gave back (or why it did not run: `is_error`), after `ms` milliseconds."""
+
+    id: str
+    content: str
+    is_error: bool = False
+    ms: float = 0.0
 
 
 @dataclass(slots=True)
@@ -54,11 +81,11 @@ class Metrics:
 
 @dataclass(slots=True)
 class Finished:
-    finish_reason: str  # "stop" | "length" | "cancelled"
+    finish_reason: str  # "stop" | "length" | "cancelled" | "tool_calls" (calls the caller runs)
     metrics: Metrics = field(default_factory=Metrics)
 
 
-Event = Delta | Reasoning | Finished
+Event = Delta | Reasoning | ToolCall | Finished
 
 
 class Backend(Protocol):
@@ -70,13 +97,17 @@ class Backend(Protocol):
     def health(self) -> dict[str, Any]: ...
 
     def count_tokens(self, messages: list[Message]) -> int | None:
-        """Tokens of the rendered prompt, or None when the backend cannot tell."""
+        """Tokens of the rendered prompt, or None when the backend cannot tell. Backends that take
+        tools also accept `tools=` (the tools offered, which the prompt shows)."""
         ...
 
     def context_size(self) -> int | None: ...
 
     def stream(
         self, messages: list[Message], params: SamplingParams, cancel: threading.Event
-    ) -> Iterator[Event]: ...
+    ) -> Iterator[Event]:
+        """Backends that take tools also accept `tools=` (OpenAI's function specs), `tool_choice=` and
+        `parallel_tool_calls=` (see LlamaCppBackend.stream)."""
+        ...
 
     def close(self) -> None: ...

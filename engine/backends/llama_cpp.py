@@ -33,7 +33,7 @@ from ..errors import InvalidInput, ModelUnavailable
 from ..params import SamplingParams
 from ..reasoning import ReasoningSplitter, detect_format, starts_in_thought, template_switch
 from ..tools.formats import detect_call_format, template_renders_tools
-from ..tools.prompt import with_tools
+from ..tools.prompt import history_for_template, with_tools
 from .base import Event, Message
 from .batching import Scheduler, Sequence, Thinking
 from .repack import default_params_patch, repack_allowed
@@ -269,6 +269,7 @@ class LlamaCppBackend:
         kwargs: dict[str, Any] = (
             {"enable_thinking": thinking == "on"} if thinking != "auto" and self.thinking_switch else {}
         )
+        messages = history_for_template(messages, self.tool_format, template_renders=self.renders_tools)
         if tools:
             shown, extra = with_tools(messages, tools, self.tool_format, template_renders=self.renders_tools)
             messages = cast(list[Message], shown)
@@ -305,8 +306,8 @@ class LlamaCppBackend:
             close_text=close,
         )
 
-    def count_tokens(self, messages: list[Message]) -> int:
-        return len(self.render(messages)[0])
+    def count_tokens(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> int:
+        return len(self.render(messages, tools=tools)[0])
 
     def stream(
         self,

@@ -27,7 +27,7 @@ import httpx
 
 from ..errors import BackendError, ConfigError, EngineError, ModelUnavailable
 from ..params import SamplingParams
-from .base import Delta, Event, Finished, Message, Metrics
+from .base import Delta, Event, Finished, Message, Metrics, ToolCall
 
 # llama.cpp-server sampling extras, sent only when they differ from our defaults.
 _EXTRAS = {
@@ -91,12 +91,13 @@ class OpenAIBackend:
             out["error"] = f"HTTP {r.status_code}: {_remote_message(r)}"
         return out
 
-    def count_tokens(self, messages: list[Message]) -> int | None:
+    def count_tokens(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> int | None:
         """Exact count from llama-server's /apply-template + /tokenize; None elsewhere."""
         if not self._can_tokenize:
             return None
+        body: dict[str, Any] = {"messages": messages, **({"tools": tools} if tools else {})}
         try:
-            r = self._client.post("/apply-template", json={"messages": messages}, timeout=_PROBE_TIMEOUT)
+            r = self._client.post("/apply-template", json=body, timeout=_PROBE_TIMEOUT)
             if r.is_success:
                 prompt = r.json()["prompt"]
                 r = self._client.post("/tokenize", json={"content": prompt}, timeout=_PROBE_TIMEOUT)
@@ -160,11 +161,24 @@ class OpenAIBackend:
         return body
 
     def stream(
-        self, messages: list[Message], params: SamplingParams, cancel: threading.Event
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        cancel: threading.Event,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] = "auto",
+        parallel_tool_calls: bool = False,
     ) -> Iterator[Event]:
         """A worker thread does the HTTP; this generator polls its queue, so a cancel ends the turn
-        within `_POLL` even while the remote is still queueing or evaluating the prompt."""
-        pump = _Pump(self, self.request_body(messages, params))
+        within `_POLL` even while the remote is still queueing or evaluating the prompt. `tools` and
+        `tool_choice` go to the server as they are; the `tool_calls` it returns come back as ToolCall
+        events, before Finished."""
+        body = self.request_body(messages, params)
+        if tools and tool_choice != "none":
+            body |= {"tools": tools, "tool_choice": tool_choice, "parallel_tool_calls": parallel_tool_calls}
+        calls: dict[int, dict[str, Any]] = {}  # index -> {"id", "name", "arguments"} as the deltas build it
+        pump = _Pump(self, body)
         m = Metrics(context_size=self._ctx)  # cached; the engine asks context_size() itself
         t0 = time.perf_counter()
         t_first: float | None = None
@@ -187,6 +201,7 @@ class OpenAIBackend:
                 if "error" in chunk:
                     raise BackendError(f"The remote backend failed: {_error_text(chunk['error'])}")
                 for choice in chunk.get("choices") or []:
+                    _add_call_deltas(calls, choice)
                     text = (choice.get("delta") or {}).get("content")
                     if text:
                         chunks += 1
@@ -216,6 +231,8 @@ class OpenAIBackend:
             m.tokens_per_s = (n - 1) / gen_s if n > 1 and gen_s > 0 else None
         if m.prompt_tokens is not None and m.completion_tokens is not None:
             m.context_used = m.prompt_tokens + m.completion_tokens
+        if reason != "cancelled":
+            yield from _tool_calls(calls)
         yield Finished(reason, m)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -306,6 +323,35 @@ class _Pump:
                 self.lines.put(self.backend._unavailable(exc, mid_stream=started))
         finally:
             self.lines.put(None)
+
+
+def _add_call_deltas(calls: dict[int, dict[str, Any]], choice: dict[str, Any]) -> None:
+    """OpenAI streams a call in pieces: its id and name first, then its arguments' JSON text in parts.
+    A whole reply (`message`) has them complete."""
+    source = choice.get("delta") or choice.get("message") or {}
+    for n, part in enumerate(source.get("tool_calls") or []):
+        if not isinstance(part, dict):
+            continue
+        index = part.get("index", n)
+        call = calls.setdefault(
+            index if isinstance(index, int) else n, {"id": "", "name": "", "arguments": ""}
+        )
+        fn = part.get("function") or {}
+        call["id"] = part.get("id") or call["id"]
+        call["name"] = fn.get("name") or call["name"]
+        args = fn.get("arguments")
+        call["arguments"] += args if isinstance(args, str) else json.dumps(args) if args else ""
+
+
+def _tool_calls(calls: dict[int, dict[str, Any]]) -> Iterator[ToolCall]:
+    from ..tools.parse import new_call_id
+
+    for _, call in sorted(calls.items()):
+        try:
+            args = json.loads(call["arguments"]) if call["arguments"].strip() else {}
+        except ValueError:
+            args = {"_unparsed": call["arguments"]}
+        yield ToolCall(call["id"] or new_call_id(), call["name"], args if isinstance(args, dict) else {})
 
 
 def _read_usage(chunk: dict[str, Any], m: Metrics) -> None:

@@ -5,6 +5,7 @@ killer) ends this process and never the server. It talks to the server over the 
 orjson messages framed by `multiprocessing.connection`.
 
     server -> worker   {"op": "load"}, then {"op": "stream"|"count"|"grammar"|"slots"|"cancel"|"close"}
+                       (stream and count may carry "tools"; stream also "tool_choice", "parallel_tool_calls")
     worker -> server   {"op": "ready" | "load_error"}, then {"op": "items", "items": [[id, kind, payload]]}
 
 Item kinds: "d" a delta (answer text), "t" a piece of the thought (reasoning), "f" finished (reason,
@@ -162,7 +163,7 @@ class Worker:
                 if rid in self.cancels:
                     self.cancels[rid].set()
             elif op == "count":
-                self._reply(rid, lambda m=message: self.backend.count_tokens(m["messages"]))
+                self._reply(rid, lambda m=message: self.backend.count_tokens(m["messages"], m.get("tools")))
             elif op == "slots":
                 self._reply(rid, self.backend.slots)
             elif op == "grammar":
@@ -181,7 +182,12 @@ class Worker:
         n = 0
         try:
             params = parse_params(message["params"])
-            for event in self.backend.stream(message["messages"], params, cancel):
+            tools: dict[str, Any] = {}
+            if message.get("tools"):
+                tools = {
+                    k: message[k] for k in ("tools", "tool_choice", "parallel_tool_calls") if k in message
+                }
+            for event in self.backend.stream(message["messages"], params, cancel, **tools):
                 if isinstance(event, Delta):
                     self.out.put([rid, "d", event.text])
                     n += 1

@@ -366,8 +366,9 @@ class WorkerBackend:
     def context_size(self) -> int:
         return self._n_ctx
 
-    def count_tokens(self, messages: list[Message]) -> int:
-        return int(self._ready().call("count", messages=messages))
+    def count_tokens(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> int:
+        extra: dict[str, Any] = {"tools": tools} if tools else {}
+        return int(self._ready().call("count", messages=messages, **extra))
 
     def check_grammar(self, text: str) -> None:
         """Raise InvalidInput (quoting llama.cpp's parse error) unless the worker's llama.cpp accepts it."""
@@ -376,13 +377,34 @@ class WorkerBackend:
             self._good_grammars.add(text)
 
     def stream(
-        self, messages: list[Message], params: SamplingParams, cancel: threading.Event
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        cancel: threading.Event,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] = "auto",
+        parallel_tool_calls: bool = False,
     ) -> Iterator[Event]:
+        """The worker's LlamaCppBackend.stream: `tools` are shown to the model and its calls constrained
+        there (the grammar is built in the worker, the only process that imports llama_cpp)."""
         worker = self._ready(cancel)
         rid, q = worker.open()
         finished = False
+        request: dict[str, Any] = {
+            "op": "stream",
+            "id": rid,
+            "messages": messages,
+            "params": params.model_dump(),
+        }
+        if tools:
+            request |= {
+                "tools": tools,
+                "tool_choice": tool_choice,
+                "parallel_tool_calls": parallel_tool_calls,
+            }
         try:
-            worker.send({"op": "stream", "id": rid, "messages": messages, "params": params.model_dump()})
+            worker.send(request)
             told = False
             while True:
                 if not told and cancel.is_set():

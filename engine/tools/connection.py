@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,8 @@ from .mcp_config import ServerConfig
 from .results import ToolResult, error_result, result_text
 
 log = logging.getLogger("engine.tools")
+# The SDK warns on every health ping (a legacy method it still serves); in the terminal that lands mid-chat.
+warnings.filterwarnings("ignore", message=r"ping is removed")
 
 State = Literal["starting", "ready", "restarting", "failed", "error", "disabled", "stopped"]
 MAX_CRASHES = 5

@@ -90,3 +90,52 @@ def format_call(name: str, arguments: dict[str, Any], fmt: CallFormat) -> str:
     if fmt.name == "harmony":
         template += "<|call|>"
     return template.format(name=name, args=args)
+
+
+def history_for_template(
+    messages: list[dict[str, Any]], fmt: CallFormat, *, template_renders: bool
+) -> list[dict[str, Any]]:
+    """Earlier tool calls and results in the shape the chat template takes.
+
+    A template that renders tools gets OpenAI's messages with each call's arguments as an object (as
+    Hugging Face templates expect). Any other template gets plain turns: a call is written into the
+    assistant's text as the model writes it in `fmt`, and results come back as a user message (the only
+    shape a strict template such as Gemma's accepts), consecutive user messages joined."""
+    if not any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+        return messages
+    if template_renders:
+        return [_with_object_args(m) if m.get("tool_calls") else m for m in messages]
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.get("role") == "tool":
+            name = m.get("name") or "the tool"
+            msg = {"role": "user", "content": f"Result of {name}:\n{m.get('content') or ''}"}
+        elif m.get("tool_calls"):
+            calls = [format_call(*_name_args(c), fmt) for c in m["tool_calls"]]
+            msg = {"role": "assistant", "content": "\n".join([m.get("content") or "", *calls]).strip()}
+        else:
+            msg = {"role": m["role"], "content": m.get("content") or ""}
+        if out and msg["role"] == "user" and out[-1]["role"] == "user":
+            out[-1] = {"role": "user", "content": f"{out[-1]['content']}\n\n{msg['content']}"}
+        else:
+            out.append(msg)
+    return out
+
+
+def _name_args(call: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    fn = call.get("function") or {}
+    args = fn.get("arguments")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except ValueError:
+            args = {}
+    return str(fn.get("name") or ""), args if isinstance(args, dict) else {}
+
+
+def _with_object_args(m: dict[str, Any]) -> dict[str, Any]:
+    calls = []
+    for call in m["tool_calls"]:
+        name, args = _name_args(call)
+        calls.append({**call, "function": {"name": name, "arguments": args}})
+    return {**m, "tool_calls": calls}
