@@ -64,7 +64,8 @@ def test_create_get_and_saved_shape(store: SessionStore) -> None:
     assert list(doc) == [
         "schema_version",
         *("id", "title", "created_at", "updated_at", "model", "character", "character_name"),
-        *("system_prompt", "params", "persona", "lorebooks", "reply_prefix", "show_reply_prefix", "messages"),
+        *("system_prompt", "params", "persona", "lorebooks", "reply_prefix", "show_reply_prefix"),
+        *("characters", "group", "messages"),
     ]
     last = doc["messages"][2]
     assert last["content"] == "second answer" and last["version"] == 1 and last["stopped"] is True
