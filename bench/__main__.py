@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         print(f"error: model not found: {args.model} (run make setup, or pass --model)", file=sys.stderr)
         return 2
-    scenarios = "load,throughput,multi_turn,long_chat,concurrency" + ("" if args.quick else ",browser_chat")
+    scenarios = "load,throughput,multi_turn,long_chat,concurrency,slots" + (
+        "" if args.quick else ",browser_chat"
+    )
     only = set((args.only or scenarios).split(","))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # gradio_client: no telemetry threads
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -102,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         if "concurrency" in only:
             log("concurrency: 1, 2, 4, 8 clients")
             results["concurrency"] = runners.concurrency(bench, short)
+        if "slots" in only:
+            log("slots: two long chats alternating, then a restart")
+            results["slots"] = runners.slots(bench, short)
         if "browser_chat" in only:
             log("browser: a 2- and a 1000-message chat in Chromium")
             results["browser_chat"] = runners.browser_chat(bench, 64)

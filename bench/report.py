@@ -115,10 +115,47 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         "long_chat": long_chat,
         "browser_chat": _browser_chat(results.get("browser_chat", {})),
         "concurrency": conc,
+        "slots": _slots(results.get("slots", {})),
         "memory": memory,
     }
     summary["checks"] = [c.to_dict() for c in checks(summary)]
     return summary
+
+
+def _slots(sl: dict[str, Any]) -> dict[str, Any]:
+    """Cold evaluation of a ~1,500-token chat against returning to it (another chat in between) and
+    reopening it after a restart: TTFT and the prompt tokens actually evaluated."""
+    if not sl:
+        return {}
+    cold, back, reopened = sl["cold"], sl["return"], sl["reopened"]
+    cold_ttft = median([c.get("ttft_ms") for c in cold])
+    return {
+        "cold_ttft_ms": cold_ttft,
+        "cold_prompt_tokens": median([c.get("prompt_tokens") for c in cold]),
+        "return_ttft_ms": median([c.get("ttft_ms") for c in back]),
+        "return_eval_tokens": median([c.get("prompt_eval_tokens") for c in back]),
+        "reopened_ttft_ms": reopened.get("ttft_ms"),
+        "reopened_eval_tokens": reopened.get("prompt_eval_tokens"),
+        "return_x_cold": _ratio(median([c.get("ttft_ms") for c in back]), cold_ttft),
+        "reopened_x_cold": _ratio(reopened.get("ttft_ms"), cold_ttft),
+    }
+
+
+def _md_slots(sl: dict[str, Any]) -> list[str]:
+    if not sl:
+        return []
+    return [
+        "### KV slots and the prompt cache (two ~1,500-token chats, parallel 4)",
+        "",
+        "| | TTFT ms (median) | prompt tokens evaluated | x cold |",
+        "|---|---:|---:|---:|",
+        f"| cold: a new chat's first turn | {_f(sl['cold_ttft_ms'])} | {_f(sl['cold_prompt_tokens'])} | 1 |",
+        f"| returning after the other chat | {_f(sl['return_ttft_ms'])} | {_f(sl['return_eval_tokens'])} "
+        f"| {_f(sl['return_x_cold'], 3)} |",
+        f"| reopened after a server restart | {_f(sl['reopened_ttft_ms'])} | "
+        f"{_f(sl['reopened_eval_tokens'])} | {_f(sl['reopened_x_cold'], 3)} |",
+        "",
+    ]
 
 
 def _turns(mt: dict[str, list[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
@@ -274,6 +311,11 @@ def checks(summary: dict[str, Any]) -> list[Check]:
             )
         if r["clients"] == 8 and r.get("ttft_x_native") is not None:
             out.append(Check("median TTFT at 8 clients vs llama-server (x)", r["ttft_x_native"], 1.2, False))
+    sl = summary.get("slots") or {}
+    if sl.get("return_x_cold") is not None:
+        out.append(Check("returning to a 1,500-token chat: TTFT x cold", sl["return_x_cold"], 0.2, False))
+    if sl.get("reopened_x_cold") is not None:
+        out.append(Check("reopening it after a restart: TTFT x cold", sl["reopened_x_cold"], 0.3, False))
     mem = summary["memory"]
     out.append(
         Check("start-up to /api/health 200 (s)", mem["servers"].get("ours", {}).get("startup_s"), 10.0, False)
@@ -362,6 +404,7 @@ def markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
     lines += _md_turns(summary["multi_turn"])
     lines += _md_long_chat(summary["long_chat"])
     lines += _md_concurrency(summary["concurrency"])
+    lines += _md_slots(summary.get("slots") or {})
     lines += _md_browser_chat(summary.get("browser_chat", {}))
     lines += [
         "### Targets",

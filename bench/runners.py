@@ -412,3 +412,45 @@ def idle_memory(b: Bench) -> dict[str, Any]:
 def median(values: list[Any]) -> Any:
     vals = [v for v in values if isinstance(v, int | float)]
     return round(statistics.median(vals), 2) if vals else None
+
+
+LONG_TOPICS = ("lighthouses", "tea")
+
+
+def _long_message(topic: str, words: int = 620) -> str:
+    """About 1,500 tokens of varied text on `topic` (nonce-free: the two chats differ from the first word)."""
+    base = f"Notes on {topic}, to keep in mind for this conversation. "
+    lines = [
+        f"{base}Point {i}: {topic} matter because of reason number {i * 7 % 97}." for i in range(words // 12)
+    ]
+    return " ".join(lines) + f" Now, in one sentence, what is the most important thing about {topic}?"
+
+
+def slots(b: Bench, max_tokens: int) -> dict[str, Any]:
+    """KV slots and the prompt cache on our server (parallel 4): two chats of about 1,500 tokens, turns
+    alternating between them (TTFT on return vs a cold evaluation of the same chat), then a restart and
+    one more turn of the first chat (restored from the cache on disk)."""
+    data_dir = b.data_dir / "slots"
+    srv = b._start(servers.ours(b.setup, data_dir, parallel=4))
+    p = params(max_tokens)
+    try:
+        sids: dict[str, str] = {}
+        cold: list[dict[str, Any]] = []
+        for topic in LONG_TOPICS:
+            first = [{"role": "user", "content": _long_message(topic)}]
+            s = clients.sse(b.http, srv.url, first, p, session_id="new")
+            sids[topic] = s.session_id or ""
+            cold.append(s.to_dict())
+        back: list[dict[str, Any]] = []
+        turns = 2 if b.opts.quick else 5
+        for i in range(turns):
+            for topic in LONG_TOPICS:
+                ask = [{"role": "user", "content": f"And point {i + 2}? One sentence."}]
+                back.append(clients.sse(b.http, srv.url, ask, p, session_id=sids[topic]).to_dict())
+        srv.stop()
+        srv = b._start(servers.ours(b.setup, data_dir, parallel=4))
+        again = [{"role": "user", "content": "To sum up, in one sentence?"}]
+        reopened = clients.sse(b.http, srv.url, again, p, session_id=sids[LONG_TOPICS[0]]).to_dict()
+        return {"cold": cold, "return": back, "reopened": reopened}
+    finally:
+        srv.stop()
