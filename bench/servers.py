@@ -84,7 +84,10 @@ class ServerProcess:
             return ""
 
     def rss_mb(self) -> float | None:
-        return machine.proc_status_mb(self.pid, "VmRSS")
+        """RSS of the server and its children (ours runs the model in a worker process)."""
+        sizes = [machine.proc_status_mb(p, "VmRSS") for p in machine.tree_pids(self.pid)]
+        known = [m for m in sizes if m is not None]
+        return round(sum(known), 1) if known else None
 
     def cpu_s(self) -> float:
         return machine.cpu_seconds(self.pid)
