@@ -71,7 +71,8 @@ def readme_with_table(text: str) -> str:
 
 def main(argv: list[str]) -> int:
     if "--write" in argv:
-        atomic_write(README, readme_with_table(README.read_text(encoding="utf-8")).encode("utf-8"))
+        text = readme_with_table(README.read_text(encoding="utf-8"))
+        atomic_write(README, text.encode("utf-8"), keep_backup=False)  # git keeps the old one
         return 0
     print(config_table())
     return 0
