@@ -15,6 +15,7 @@ of an answer is quoting it). A thought that never closes stays reasoning and is 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -137,7 +138,7 @@ class ReasoningSplitter:
                 self.opened = True
             if to is not None:
                 self.part = to
-        keep = _partial_tail(self.buf, [m for m, _ in self._active()])
+        keep = partial_tail(self.buf, [m for m, _ in self._active()])
         self._emit(out, self.buf[: len(self.buf) - keep])
         self.buf = self.buf[len(self.buf) - keep :]
         return out
@@ -168,7 +169,7 @@ class ReasoningSplitter:
             out.append((self.part, text))
 
 
-def _partial_tail(text: str, markers: list[str]) -> int:
+def partial_tail(text: str, markers: Sequence[str]) -> int:
     """Length of the longest tail of `text` that is a proper prefix of some marker."""
     best = 0
     for m in markers:

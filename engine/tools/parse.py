@@ -18,6 +18,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..reasoning import partial_tail
 from .formats import CallFormat
 
 MAX_CALL_CHARS = 1_000_000  # a call longer than this is cut off and reported as an error
@@ -111,7 +112,7 @@ class ToolCallParser:
         markers = self._markers()
         hit = min(((i, m) for m in markers if (i := self.buf.find(m)) != -1), default=None)
         if hit is None:  # hold back a marker's start, and the whitespace before it
-            ready = self.buf[: len(self.buf) - _partial_tail(self.buf, markers)].rstrip()
+            ready = self.buf[: len(self.buf) - partial_tail(self.buf, markers)].rstrip()
             self._text(out, ready)
             self.buf = self.buf[len(ready) :]
             return False
@@ -378,17 +379,6 @@ def _call(name: str, args: Any) -> ToolCall:
 def _guess_name(body: str) -> str:
     found = re.search(r'"name"\s*:\s*"([^"]{1,128})"', body)
     return found.group(1) if found else ""
-
-
-def _partial_tail(text: str, markers: tuple[str, ...]) -> int:
-    """Length of the longest tail of `text` that is a proper prefix of some marker."""
-    best = 0
-    for m in markers:
-        for n in range(min(len(m) - 1, len(text)), best, -1):
-            if text.endswith(m[:n]):
-                best = n
-                break
-    return best
 
 
 def parse_text(fmt: CallFormat, text: str) -> tuple[str, list[ToolCall]]:
