@@ -6,6 +6,7 @@ was sent. It never stands in for the real-model tests; it makes the logic around
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -87,3 +88,14 @@ def scripted_runtime(data_dir: Path, backend: ScriptedBackend | None = None, **c
     rt = Runtime(settings, load=False)
     rt.engine.replace_backend(backend or ScriptedBackend())
     return rt
+
+
+@contextlib.contextmanager
+def scripted_client(rt: Runtime) -> Iterator[Any]:
+    """The whole app (create_app: /api, /v1 and the UI) on `rt`, as a TestClient on loopback."""
+    from fastapi.testclient import TestClient
+
+    from webui.app import create_app
+
+    with TestClient(create_app(rt.settings, runtime=rt), base_url="http://127.0.0.1") as client:
+        yield client

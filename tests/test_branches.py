@@ -21,7 +21,7 @@ from engine import ChatMessage, InvalidInput, Runtime, Session
 from engine.conversation import branch_at, select_version
 from engine.session_formats import encode, session_from_doc
 from engine.sessions import SessionStore
-from tests.scripted import ScriptedBackend, scripted_runtime
+from tests.scripted import ScriptedBackend, scripted_client, scripted_runtime
 
 V1 = Path(__file__).parent / "fixtures" / "sessions_v1"
 
@@ -227,11 +227,9 @@ def test_a_user_message_can_have_versions_and_a_shown_version_has_no_hidden_tail
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[tuple[TestClient, Runtime, ScriptedBackend]]:
-    from webui.app import create_app
-
     backend = ScriptedBackend()
     rt = scripted_runtime(tmp_path / "data", backend)
-    with TestClient(create_app(rt.settings, runtime=rt), base_url="http://127.0.0.1") as client:
+    with scripted_client(rt) as client:
         yield client, rt, backend
 
 

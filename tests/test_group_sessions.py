@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from engine import EngineError, Runtime
 from engine.st_chat import parse_st_jsonl
-from tests.scripted import ScriptedBackend, scripted_runtime
+from tests.scripted import ScriptedBackend, scripted_client, scripted_runtime
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PAIR = ["friendly", "teacher"]  # "Friendly Assistant" and "Patient Teacher"
@@ -21,11 +21,9 @@ PAIR = ["friendly", "teacher"]  # "Friendly Assistant" and "Patient Teacher"
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[tuple[TestClient, Runtime, ScriptedBackend]]:
-    from webui.app import create_app
-
     backend = ScriptedBackend()
     rt = scripted_runtime(tmp_path / "data", backend)
-    with TestClient(create_app(rt.settings, runtime=rt), base_url="http://127.0.0.1") as client:
+    with scripted_client(rt) as client:
         yield client, rt, backend
 
 

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engine import Runtime
-from tests.scripted import ScriptedBackend, scripted_runtime
+from tests.scripted import ScriptedBackend, scripted_client, scripted_runtime
 
 CHAT = [
     {"role": "system", "content": "Keep it short."},
@@ -33,10 +33,8 @@ def backend() -> ScriptedBackend:
 def app(
     tmp_path_factory: pytest.TempPathFactory, backend: ScriptedBackend
 ) -> Iterator[tuple[TestClient, Runtime]]:
-    from webui.app import create_app
-
     rt = scripted_runtime(tmp_path_factory.mktemp("turn_http") / "data", backend, chat={"user_name": "Aiko"})
-    with TestClient(create_app(rt.settings, runtime=rt), base_url="http://127.0.0.1") as client:
+    with scripted_client(rt) as client:
         yield client, rt
 
 
