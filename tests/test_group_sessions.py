@@ -134,7 +134,9 @@ def test_a_stateless_group_turn_sends_what_a_saved_one_would(
     chat = [{"role": "user", "content": "Hello, Patient Teacher."}]
     client.post("/api/chat", json={"messages": chat, "characters": PAIR})
     start(client, "Hello, Patient Teacher.")
-    assert backend.prompts[0] == backend.prompts[1]
+    v1 = client.post("/v1/chat/completions", json={"model": "x", "messages": chat, "characters": PAIR})
+    assert v1.status_code == 200, v1.text
+    assert backend.prompts[0] == backend.prompts[1] == backend.prompts[2]
 
 
 def test_sillytavern_group_chat_imports_and_exports(api: tuple[TestClient, Runtime, ScriptedBackend]) -> None:

@@ -45,6 +45,8 @@ class OAIMessage(BaseModel):
         }
         if self.role == "assistant" and self.tool_calls:
             out["tool_calls"] = self.tool_calls
+        if self.role == "assistant" and self.name:
+            out["name"] = self.name  # a group chat's speaker
         if self.role == "tool":
             out |= {"tool_call_id": self.tool_call_id or "", "name": self.name or ""}
         return out
@@ -99,6 +101,11 @@ class ChatCompletionRequest(BaseModel):
     lorebooks: list[str] | None = Field(None, max_length=50)
     reply_prefix: str | None = Field(None, max_length=10_000)
     show_reply_prefix: bool | None = None
+    characters: list[str] | None = Field(
+        None, min_length=1, max_length=16, description="Preset names, in place of `preset`: a group chat."
+    )
+    group: dict[str, Any] | None = Field(None, description="A group chat's settings, as in /api/chat.")
+    speaker: str | None = Field(None, max_length=200, description="In a group chat: who answers now.")
 
     def options(self) -> dict[str, Any]:
         return self.model_dump(
@@ -180,11 +187,16 @@ def prepare(rt: Runtime, body: ChatCompletionRequest) -> Turn:
         raise InvalidInput("The last message must be from the user.", field="messages")
     msgs = [m.message() for m in body.messages]
     wanted = {**body.sampling(), **body.thinking_params(rt.settings.model.reasoning_effort_budgets)}
+    if body.characters and body.preset:
+        raise InvalidInput("Give `preset` or `characters` (a group chat), not both.", field="characters")
     return rt.turn(
         msgs,
         preset=body.preset,
         options=body.options(),
         params=wanted,
+        characters=body.characters,
+        group=body.group,
+        speaker=body.speaker,
         tools=body.tools or None,  # the client runs them: this server never calls MCP for /v1
         tool_choice=body.tool_choice,
     )
