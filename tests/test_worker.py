@@ -56,6 +56,11 @@ def ready_pid(server: ServerProcess) -> int | None:
     return worker.get("pid") if worker.get("state") == "ready" else None
 
 
+def next_ready_pid(server: ServerProcess, old: int | None) -> int:
+    """A ready worker other than `old`, which health still reports until the supervisor sees it exit."""
+    return int(wait_for(lambda: (pid := ready_pid(server)) not in (None, old) and pid, what="a new worker"))
+
+
 def stream(server: ServerProcess, body: dict[str, Any]) -> list[tuple[str, Any]]:
     with server.client() as c:
         resp = c.post("/api/chat/stream", json=body)
@@ -119,8 +124,7 @@ def test_a_crash_mid_reply_keeps_the_turns_and_the_partial_reply(
     assert not saved[1].get("interrupted")
     assert saved[3]["stopped"] and sig in saved[3]["interrupted"] and saved[3]["content"]
 
-    after = wait_for(lambda: ready_pid(server), what="the restarted worker")
-    assert after != before
+    next_ready_pid(server, before)
     worker = health(server)["worker"]
     assert worker["restarts"] == 1 and worker["last_exit"]["reason"] == sig
 
@@ -163,7 +167,7 @@ def test_kill_9_of_the_worker_20_times_under_4_clients_loses_no_completed_turn(
             time.sleep(rng.uniform(0.05, 0.8))
             os.kill(pid, signal.SIGKILL)
             try:
-                wait_for(lambda p=pid: ready_pid(server) not in (None, p), what="a new worker")
+                next_ready_pid(server, pid)
             except AssertionError:
                 raise AssertionError(f"{health(server)}\n{server.log_text()[-3000:]}") from None
     finally:
@@ -184,8 +188,9 @@ def test_crashes_past_the_limit_turn_health_degraded_with_the_reason(
 ) -> None:
     env = {"LLM_WORKER__MAX_CRASHES": "2", "LLM_WORKER__MAX_BACKOFF_S": "0.3"}
     with ServerProcess(tmp_path / "data", model=model_path, env=env) as server:
-        os.kill(wait_for(lambda: ready_pid(server)), signal.SIGKILL)
-        os.kill(wait_for(lambda: ready_pid(server)), signal.SIGKILL)
+        first = wait_for(lambda: ready_pid(server))
+        os.kill(first, signal.SIGKILL)
+        os.kill(next_ready_pid(server, first), signal.SIGKILL)
         state = wait_for(
             lambda: health(server)["worker"]["state"] == "failed" and health(server), what="failed"
         )
