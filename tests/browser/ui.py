@@ -262,9 +262,16 @@ class ChatPage:
         box = self.page.locator(
             f"#{elem_id} :is(textarea, input:not([type=range]):not([type=checkbox]))"
         ).first
-        box.fill(text)
-        box.dispatch_event("input")
-        box.blur()
+        for _ in range(3):
+            box.fill(text)
+            box.dispatch_event("input")
+            box.blur()
+            # A box just shown (an accordion opened) can take its pending server value a frame after it
+            # mounts, over what was typed; a person types later than that, so type again then.
+            self.page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+            if box.input_value() == text:
+                return
+        raise AssertionError(f"#{elem_id} did not keep {text!r}")
 
     def value(self, elem_id: str) -> str:
         box = self.page.locator(
