@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 ECHO = str(ROOT / "tests" / "mcp_servers" / "echo_server.py")
 MAX_CHARS = 16_000
+TIME_ENTRY = {"command": sys.executable, "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"]}
 
 
 def echo_entry() -> dict[str, Any]:
@@ -69,7 +70,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToolHub]:
     tmp = tmp_path_factory.mktemp("hub")
     servers = {
         "echo": echo_entry(),
-        "time": {"command": sys.executable, "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"]},
+        "time": TIME_ENTRY,
         "typo": {"comand": sys.executable, "args": [ECHO]},
         "missing": {"command": str(tmp / "no-such-program")},
         "dies": {
@@ -213,6 +214,26 @@ def test_close_ends_the_server_processes(tmp_path: Path) -> None:
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(pid)
+
+
+def test_health_pings_keep_servers_that_dropped_ping_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MCP 2026-07-28 removed ping: the SDK's own servers answer it "Method not found". An answer is an
+    answer; only silence or a closed pipe is a dead server."""
+    from engine.tools import connection
+
+    monkeypatch.setattr(connection, "PING_EVERY_S", 0.2)
+    hub = make_hub(tmp_path, {"echo": echo_entry(), "time": TIME_ENTRY})
+    try:
+        pids = pid_of(hub, "echo")
+        time.sleep(2)  # about ten pings each
+        for s in hub.servers():
+            assert s["state"] == "ready" and s["restarts"] == 0, s
+        assert pid_of(hub, "echo") == pids
+        assert hub.call("echo", {"text": "still here"}).content == "still here"
+    finally:
+        hub.close()
 
 
 @pytest.fixture()

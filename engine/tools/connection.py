@@ -170,6 +170,8 @@ class Connection:
                 async with asyncio.timeout(10):
                     await client.send_ping()
             except Exception as exc:
+                if _answered(exc):
+                    continue  # an error reply is a reply: servers of MCP 2026-07-28 on dropped ping
                 raise ConnectionError(f"it stopped answering ({_describe(exc)})") from None
         if self._dead.is_set() and not self._stop.is_set():
             raise ConnectionError("it stopped during a call")
@@ -254,6 +256,13 @@ class Connection:
                 return f.read().decode("utf-8", "replace").strip()
         except OSError:
             return ""
+
+
+def _answered(exc: BaseException) -> bool:
+    """The server sent an error reply (such as "Method not found"): it is alive."""
+    from mcp.shared.exceptions import MCPError
+
+    return isinstance(exc, MCPError)
 
 
 async def _list_tools(client: Any) -> list[Any]:
