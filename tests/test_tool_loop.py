@@ -136,22 +136,28 @@ def test_the_api_never_waits_a_call_that_needs_asking_is_refused(
     assert next(e for e in events if isinstance(e, ToolResult)).content == "5"
 
 
-def test_a_person_is_asked_and_always_holds_for_the_turn(rt: Runtime, backend: ScriptedBackend) -> None:
+def test_a_person_is_asked_once_per_tool_deny_and_always_hold_for_the_turn(
+    rt: Runtime, backend: ScriptedBackend
+) -> None:
     asked: list[str] = []
-    answers = iter(["deny", "always"])
+    answers: list[Any] = []
 
     def approve(call: ToolCall) -> Any:
         asked.append(f"{call.name}{call.arguments}")
-        return next(answers)
+        return answers.pop(0)
 
-    for _ in range(3):
-        backend.enqueue(ADD_CALL)
-    backend.enqueue("done")
-    turn = rt.turn(ASK, tools="auto", tool_approval="ask", approve=approve)
-    results = [e for e in turn if isinstance(e, ToolResult)]
-    assert [r.is_error for r in results] == [True, False, False]
-    assert len(asked) == 2  # deny, then always: the third call runs unasked
-    assert "The user did not allow" in results[0].content
+    for answer in ("deny", "always"):
+        answers.append(answer)
+        asked.clear()
+        for _ in range(3):
+            backend.enqueue(ADD_CALL)
+        backend.enqueue("done")
+        turn = rt.turn(ASK, tools="auto", tool_approval="ask", approve=approve)
+        results = [e for e in turn if isinstance(e, ToolResult)]
+        assert len(asked) == 1  # the later calls are not asked about again
+        assert [r.is_error for r in results] == [answer == "deny"] * 3
+        if answer == "deny":
+            assert all("The user did not allow" in r.content for r in results)
 
 
 def test_rounds_are_limited_and_the_last_one_offers_no_tools(rt: Runtime, backend: ScriptedBackend) -> None:

@@ -169,7 +169,7 @@ def test_approval_policy() -> None:
     ask = ApprovalPolicy.from_setting("ask")
     assert ask.decide("add") == "ask"
     assert ask.answer("add", "always") and ask.decide("add") == "allow"
-    assert not ask.answer("echo", "deny") and ask.decide("echo") == "ask"
+    assert not ask.answer("echo", "deny") and ask.decide("echo") == "deny"  # not asked again this turn
     api = ApprovalPolicy.from_setting(["add"], interactive=False)  # the API never waits for a person
     assert (api.decide("add"), api.decide("echo")) == ("allow", "deny")
     assert ApprovalPolicy.from_setting("auto", interactive=False).decide("anything") == "allow"

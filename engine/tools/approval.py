@@ -22,6 +22,7 @@ class ApprovalPolicy:
     mode: Literal["ask", "auto"] = "ask"
     allowed: set[str] = field(default_factory=set)  # tools that run without asking
     interactive: bool = True  # a person can be asked (the UI, the terminal); the API never waits
+    denied: set[str] = field(default_factory=set)  # said no to in this turn: not asked again
 
     @classmethod
     def from_setting(cls, value: Any, *, interactive: bool = True) -> ApprovalPolicy:
@@ -37,12 +38,14 @@ class ApprovalPolicy:
     def decide(self, tool: str) -> Decision:
         if self.mode == "auto" or tool in self.allowed:
             return "allow"
-        return "ask" if self.interactive else "deny"
+        return "ask" if self.interactive and tool not in self.denied else "deny"
 
     def answer(self, tool: str, answer: Answer) -> bool:
         """A person's answer to the approval prompt; "always" also lets later calls of `tool` through."""
         if answer == "always":
             self.allowed.add(tool)
+        elif answer == "deny":
+            self.denied.add(tool)  # a model that calls it again in this turn is refused unasked
         return answer in ("allow", "always")
 
     def allow(self, tools: Iterable[str]) -> None:

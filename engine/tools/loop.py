@@ -281,6 +281,7 @@ def _run_call(rt: Runtime, offer: ToolOffer, call: ParsedCall, cancel: threading
         if not offer.policy.answer(call.name, answer):
             return ToolResult(call.id, refusal(call.name), is_error=True)
     elif decision == "deny":
-        return ToolResult(call.id, refusal(call.name, asked=False), is_error=True)
+        asked = call.name in offer.policy.denied
+        return ToolResult(call.id, refusal(call.name, asked=asked), is_error=True)
     result = rt.tools.call(call.name, call.arguments, timeout=offer.timeout)
     return ToolResult(call.id, result.content, result.is_error, round(result.ms, 1))
