@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from .backends.base import Delta, Finished, Message, Reasoning
+from .backends.base import Delta, Finished, Message, Reasoning, ToolResult
 from .characters import Character
 from .chat import Notice, Queued, StreamEvent
 from .chat_prompt import ChatOptions, GroupPrompt, PromptPlan, build_prompt, check_options, resolve_persona
@@ -281,6 +281,8 @@ def _run_turn(
                     w.text += event.text
                     w.reply.content = w.text
                 yield from w.maybe_save()
+            elif isinstance(event, ToolResult):
+                w.results[event.id] = event  # its time and error flag, kept with the tool message
             elif isinstance(event, Finished):
                 w.completed = True
                 w.reply.metrics = {**event.metrics.to_dict(), "finish_reason": event.finish_reason}
@@ -327,6 +329,7 @@ class _ReplyWriter:
         self.completed = False
         self.last_save = time.monotonic()
         self._notices: list[Notice] = []
+        self.results: dict[str, ToolResult] = {}  # this round's, by call id
 
     def maybe_save(self) -> Iterator[Notice]:
         if time.monotonic() - self.last_save > PARTIAL_SAVE_S:
@@ -341,6 +344,7 @@ class _ReplyWriter:
         self.reply.tool_calls = list(assistant.get("tool_calls") or [])
         self.reply.sync()
         for r in results:
+            done = self.results.pop(r["tool_call_id"], None)
             self.session.messages.append(
                 ChatMessage(
                     role="tool",
@@ -348,6 +352,7 @@ class _ReplyWriter:
                     time=now,
                     tool_call_id=r["tool_call_id"],
                     name=r["name"],
+                    metrics={"ms": done.ms, "is_error": done.is_error} if done is not None else None,
                 )
             )
         self.reply = ChatMessage(role="assistant", content="", time=now, name=self.reply.name)

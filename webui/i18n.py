@@ -46,6 +46,32 @@ EN: dict[str, str] = {
     "chat.show_prefix": "Show the prefix in the message",
     "chat.preview": "Preview the prompt",
     "chat.options_saved": "This chat now uses these settings.",
+    "tools.section": "Tools",
+    "tools.mode": "Tools for the next replies",
+    "tools.mode_info": "The MCP tools of config/mcp.json that are on in the Tools tab. "
+    "Each call asks you first.",
+    "tools.mode_auto": "The model decides",
+    "tools.mode_off": "No tools",
+    "tools.mode_force": "Always call {name}",
+    "tools.arguments": "Arguments",
+    "tools.result": "Result",
+    "tools.done": "done",
+    "tools.failed": "failed",
+    "tools.ask_title": "{name}: allow this call?",
+    "tools.ask_text": "The model wants to run this tool. Allow runs it once, Allow always also runs its "
+    "later calls unasked until you close this page, Deny tells the model it may not.",
+    "tools.allow": "Allow",
+    "tools.always": "Allow always",
+    "tools.deny": "Deny",
+    "tab.tools": "Tools",
+    "tools.servers": "Servers",
+    "tools.list": "Tools the model may call",
+    "tools.list_info": "Turn a tool off and the model is not offered it. Remembered.",
+    "tools.reload": "Reload config",
+    "tools.none": "No MCP servers: put them in {path} (the mcpServers format of Claude Desktop, LM Studio "
+    "and Jan), then press Reload config.",
+    "tools.approval": "Approval (tools.approval): {mode}",
+    "tools.reloaded": "Read {path} again.",
 }
 
 JA: dict[str, str] = {
@@ -87,6 +113,34 @@ JA: dict[str, str] = {
     "chat.show_prefix": "書き出しをメッセージに表示する",
     "chat.preview": "プロンプトをプレビュー",
     "chat.options_saved": "このチャットはこの設定を使います。",
+    "tools.section": "ツール",
+    "tools.mode": "次の返信で使うツール",
+    "tools.mode_info": "config/mcp.json の MCP ツールのうち、ツールタブでオンのもの。"
+    "呼び出しは毎回確認します。",
+    "tools.mode_auto": "モデルが判断",
+    "tools.mode_off": "ツールを使わない",
+    "tools.mode_force": "必ず {name} を呼ぶ",
+    "tools.arguments": "引数",
+    "tools.result": "結果",
+    "tools.done": "完了",
+    "tools.failed": "失敗",
+    "tools.ask_title": "{name}：この呼び出しを許可しますか？",
+    "tools.ask_text": "モデルがこのツールを実行しようとしています。「許可」は今回だけ、"
+    "「常に許可」はこのページを閉じるまで以後の呼び出しも確認なしで実行し、"
+    "「拒否」はモデルに使えないことを伝えます。",
+    "tools.allow": "許可",
+    "tools.always": "常に許可",
+    "tools.deny": "拒否",
+    "tab.tools": "ツール",
+    "tools.servers": "サーバー",
+    "tools.list": "モデルが呼べるツール",
+    "tools.list_info": "オフにしたツールはモデルに提示されません。設定は保存されます。",
+    "tools.reload": "設定を再読み込み",
+    "tools.none": "MCP サーバーがありません。{path} に"
+    "（Claude Desktop・LM Studio・Jan と同じ mcpServers 形式で）"
+    "書いてから「設定を再読み込み」を押してください。",
+    "tools.approval": "承認（tools.approval）：{mode}",
+    "tools.reloaded": "{path} を読み直しました。",
 }
 
 STRINGS = {"en": EN, "ja": JA}

@@ -139,6 +139,13 @@ class RunAhead(Generic[T]):
                 self._finished = True
             self._wake.set()
 
+    def put(self, item: T) -> None:
+        """Add an item from another thread (the turn's own, while it waits on something), and wake the
+        consumer for it."""
+        with self._lock:
+            self._items.append(item)
+        self._wake.set()
+
     @property
     def done(self) -> bool:
         """The worker has ended, and every item (and its exception, if any) was taken."""

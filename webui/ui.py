@@ -12,7 +12,7 @@ from engine import Runtime, StorageError
 from engine.fsutil import atomic_write
 
 from .i18n import I18N, language_radio, wire_language
-from .tabs import characters, chat, chat_files, gpu, history, lore, sampling
+from .tabs import characters, chat, chat_files, gpu, history, lore, sampling, tools
 from .tabs.context import UIContext
 
 
@@ -53,6 +53,8 @@ def build_ui(rt: Runtime) -> gr.Blocks:
                 characters.build(ctx, characters_tab, chat_view)
             with gr.Tab(I18N("tab.lore"), id="lore") as lore_tab:
                 lore.build(ctx, lore_tab)
+            with gr.Tab(I18N("tab.tools"), id="tools") as tools_tab:
+                tools.build(ctx, tools_tab)
             with gr.Tab(I18N("tab.sampling"), id="sampling") as sampling_tab:
                 sampling.build(ctx, sampling_tab, chat_view)
             with gr.Tab(I18N("tab.history"), id="history") as history_tab:
@@ -63,6 +65,7 @@ def build_ui(rt: Runtime) -> gr.Blocks:
             (chat_tab, "tab.chat"),
             (characters_tab, "tab.characters"),
             (lore_tab, "tab.lore"),
+            (tools_tab, "tab.tools"),
             (sampling_tab, "tab.sampling"),
             (history_tab, "tab.history"),
             (gpu_tab, "tab.gpu"),

@@ -19,7 +19,7 @@ from ..chatview import memoize
 from ..i18n import I18N, tr
 from ..markup import escape_text, warn
 from ..streaming import RunAhead
-from . import chat_extras, chat_group, chat_tree
+from . import chat_extras, chat_group, chat_tools, chat_tree
 from .context import CUSTOM, ChatView, Step, UIContext
 
 UI_INTERVAL_S = 0.06  # at most about 16 UI updates a second
@@ -30,18 +30,20 @@ UI_COST_RATIO = 6.0
 UI_MAX_INTERVAL_S = 0.5
 
 
-def chatbot_rows(messages: list[Any]) -> list[tuple[Any, bool]]:
-    """(session message, is its thought) for each row the Chatbot shows: an index from a Chatbot event
-    maps back to its message through this list."""
-    rows: list[tuple[Any, bool]] = []
+def chatbot_rows(messages: list[Any]) -> list[tuple[Any, Any]]:
+    """(session message, what of it) for each row the Chatbot shows: "" its text, "thought" its thought,
+    an int its tool call of that index (the results, role "tool", show inside the calls). An index from a
+    Chatbot event maps back to its message through this list; only "" rows are edited."""
+    rows: list[tuple[Any, Any]] = []
     for m in messages:
         if m.role not in ("user", "assistant"):
             continue
+        calls = (getattr(m, "tool_calls", None) or []) if m.role == "assistant" else []
         if m.role == "assistant" and getattr(m, "reasoning", ""):
-            rows.append((m, True))
-            if not m.content:
-                continue
-        rows.append((m, False))
+            rows.append((m, "thought"))
+        if m.content or not (calls or getattr(m, "reasoning", "")):
+            rows.append((m, ""))
+        rows += [(m, i + 1) for i in range(len(calls))]  # 1-based: a row kind is truthy unless text
     return rows
 
 
@@ -49,11 +51,19 @@ def to_chatbot(
     messages: list[Any], lang: str | None = None, heads: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
     """The chatbot's rows: each message's text, with `◂ n/m ▸` under a message that has versions, and in a
-    group chat (`heads`: chat_tree.speaker_heads) each reply's speaker above it."""
-    return [
-        thought_view(m, lang) if thought else {"role": m.role, "content": chat_tree.shown(m, heads)}
-        for m, thought in chatbot_rows(messages)
-    ]
+    group chat (`heads`: chat_tree.speaker_heads) each reply's speaker above it; thoughts and tool calls
+    as collapsible blocks."""
+    results = chat_tools.session_results(messages)
+    rows = []
+    for m, kind in chatbot_rows(messages):
+        if kind == "thought":
+            rows.append(thought_view(m, lang))
+        elif kind:
+            call = m.tool_calls[kind - 1]
+            rows.append(chat_tools.call_row(call, results.get(call.get("id")), lang))
+        else:
+            rows.append({"role": m.role, "content": chat_tree.shown(m, heads)})
+    return rows
 
 
 def thought_view(m: Any, lang: str | None) -> dict[str, Any]:
@@ -173,6 +183,7 @@ class ChatLayout:
     extras: chat_extras.Extras
     group: chat_group.GroupControls
     selected: gr.State  # [session id, message index] of the message last clicked
+    tool_mode: gr.Dropdown
 
 
 def layout(ctx: UIContext) -> ChatLayout:
@@ -227,6 +238,8 @@ def layout(ctx: UIContext) -> ChatLayout:
         preview_btn = gr.Button(I18N("chat.preview"), size="sm", elem_id="preview-prompt")
         details = gr.JSON(label=None, elem_id="message-details")
     extras = chat_extras.build(ctx, impersonate, preview_btn)
+    with gr.Accordion(I18N("tools.section"), open=False, elem_id="chat-tools"):
+        tool_mode = chat_tools.build(ctx)
     return ChatLayout(
         character=character,
         new_btn=new_btn,
@@ -244,6 +257,7 @@ def layout(ctx: UIContext) -> ChatLayout:
         extras=extras,
         group=group,
         selected=gr.State([None, None]),
+        tool_mode=tool_mode,
     )
 
 
@@ -267,8 +281,11 @@ class TurnStream:
                 seen_text = True
             return True
 
+        ahead: list[RunAhead[Any]] = []  # the approval prompt is put into the stream this becomes
+        kw = {**chat_tools.turn_args(self.ctx, request, cancel, ahead), **kw}
         turn = self.ctx.rt.turn(session=session, cancel=cancel, **kw)
-        return RunAhead(iter(turn), cancel, urgent)
+        ahead.append(RunAhead(iter(turn), cancel, urgent))
+        return ahead[0]
 
     def stream(
         self,
@@ -289,8 +306,12 @@ class TurnStream:
         extra = tr("status.generating", lang_value)
         heads = chat_tree.speaker_heads(ctx.rt, session)
 
+        live: dict[str, chat_tools.LiveCall] = {}  # this round's tool calls, until the session has them
+
         def view_of(session: Session) -> list[dict[str, Any]]:
-            return to_chatbot(session.messages, None, heads)
+            return to_chatbot(session.messages, lang_value, heads) + chat_tools.live_rows(
+                session, live, lang_value
+            )
 
         last_ui, cost, interval = 0.0, 0.0, UI_INTERVAL_S
         save_failed = False
@@ -310,6 +331,8 @@ class TurnStream:
                         warn(event.message)
                     elif isinstance(event, Delta | Reasoning):
                         pending = True
+                    elif chat_tools.track(live, event):  # a call, its approval prompt, its result
+                        pending, last_ui = True, 0.0
                 now = time.perf_counter()
                 if pending and now - last_ui >= interval:
                     pending = False
@@ -364,8 +387,9 @@ class ChatHandlers:
             return
         session = load_session(ctx, session_id)
         fresh = session is None
+        # The options as shown go with the message: their own save (on input) may not have run yet.
+        options = chat_extras.options_of(persona, books, prefix, show_prefix)
         if session is None:
-            options = chat_extras.options_of(persona, books, prefix, show_prefix)
             session = self.new_chat(char, custom_prompt, options, settings, lang_value)
             if session is None:
                 yield gr.skip()
@@ -376,7 +400,14 @@ class ChatHandlers:
         who = chat_group.speaker_for(session, speaker)
         try:
             updates = self.turns.stream(
-                session, lang_value, request, echo=echo, mode="send", user_text=text, speaker=who
+                session,
+                lang_value,
+                request,
+                echo=echo,
+                mode="send",
+                user_text=text,
+                speaker=who,
+                options=options,
             )
         except EngineError as exc:  # the message stays in the box
             warn(exc.message)
@@ -600,8 +631,8 @@ class ChatHandlers:
             yield gr.skip()
             return
         session = load_session(ctx, session_id)
+        options = chat_extras.options_of(persona, books, prefix, show_prefix)
         if session is None or not session.characters:
-            options = chat_extras.options_of(persona, books, prefix, show_prefix)
             settings = [True, members, order, muted, prompt]
             session = self.new_chat(char, custom_prompt, options, settings, lang_value) if enabled else None
             if session is None:
@@ -611,7 +642,9 @@ class ChatHandlers:
                 return
         echo = gr.update(value=chat_of(ctx, session), avatar_images=(user_avatar(self.rt), None))
         try:
-            updates = self.turns.stream(session, lang_value, request, echo=echo, mode="send", speaker=speaker)
+            updates = self.turns.stream(
+                session, lang_value, request, echo=echo, mode="send", speaker=speaker, options=options
+            )
         except EngineError as exc:
             warn(exc.message)
             yield gr.skip()
@@ -670,6 +703,7 @@ def build(ctx: UIContext) -> ChatView:
     # message box and the status line (the chat blanked), although the saved chat was right.
     ui.stop.click(h.on_stop, None, None, queue=False)
     chat_extras.wire(ctx, extras, character, ui.message, ui.details, load_session)
+    chat_tools.wire(ctx, ui.tool_mode, chatbot, lang)
     chat_group.wire(ctx, group, load_session)
     new_ev = ui.new_btn.click(h.on_new, new_in, turn_outs)
     new_ev.then(h.on_new_options, [lang], extras.inputs)
