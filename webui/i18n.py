@@ -46,6 +46,8 @@ EN: dict[str, str] = {
     "chat.show_prefix": "Show the prefix in the message",
     "chat.preview": "Preview the prompt",
     "chat.options_saved": "This chat now uses these settings.",
+    "chat.earlier": "Show earlier",
+    "chat.hidden": "{n} earlier rows hidden (Show earlier)",
     "tools.section": "Tools",
     "tools.mode": "Tools for the next replies",
     "tools.mode_info": "The MCP tools of config/mcp.json that are on in the Tools tab. "
@@ -113,6 +115,8 @@ JA: dict[str, str] = {
     "chat.show_prefix": "書き出しをメッセージに表示する",
     "chat.preview": "プロンプトをプレビュー",
     "chat.options_saved": "このチャットはこの設定を使います。",
+    "chat.earlier": "以前を表示",
+    "chat.hidden": "以前の {n} 件を非表示（「以前を表示」で表示）",
     "tools.section": "ツール",
     "tools.mode": "次の返信で使うツール",
     "tools.mode_info": "config/mcp.json の MCP ツールのうち、ツールタブでオンのもの。"

@@ -47,15 +47,41 @@ def chatbot_rows(messages: list[Any]) -> list[tuple[Any, Any]]:
     return rows
 
 
+WINDOW, WINDOW_STEP = 120, 20  # a long chat shows its last rows; "Show earlier" adds WINDOW more
+
+
+def window_start(total: int, limit: int | None) -> int:
+    """The first row shown of `total`, showing at least `limit` (all when None). The start moves in steps,
+    so a new message rarely shifts every row the browser has drawn."""
+    if limit is None or total <= limit:
+        return 0
+    start = total - limit
+    return start - start % WINDOW_STEP
+
+
+def shown_limit(ctx: UIContext, session: Session | None) -> int:
+    return ctx.shown.get(session.id, WINDOW) if session is not None else WINDOW
+
+
+def visible_rows(ctx: UIContext, session: Session) -> list[tuple[Any, Any]]:
+    """The rows the chatbot shows, in order: a Chatbot event's index maps to its message through this."""
+    rows = chatbot_rows(session.messages)
+    return rows[window_start(len(rows), shown_limit(ctx, session)) :]
+
+
 def to_chatbot(
-    messages: list[Any], lang: str | None = None, heads: dict[str, str] | None = None
+    messages: list[Any],
+    lang: str | None = None,
+    heads: dict[str, str] | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """The chatbot's rows: each message's text, with `◂ n/m ▸` under a message that has versions, and in a
     group chat (`heads`: chat_tree.speaker_heads) each reply's speaker above it; thoughts and tool calls
-    as collapsible blocks."""
+    as collapsible blocks. With `limit`, only the last rows (window_start)."""
     results = chat_tools.session_results(messages)
+    all_rows = chatbot_rows(messages)
     rows = []
-    for m, kind in chatbot_rows(messages):
+    for m, kind in all_rows[window_start(len(all_rows), limit) :]:
         if kind == "thought":
             rows.append(thought_view(m, lang))
         elif kind:
@@ -105,6 +131,10 @@ def status_line(ctx: UIContext, session: Session | None, lang: str | None, extra
         if metrics.get("dropped_messages"):
             parts.append("⚠ " + tr("status.dropped", lang, n=metrics["dropped_messages"]))
     if session:
+        rows = chatbot_rows(session.messages)
+        hidden = window_start(len(rows), shown_limit(ctx, session))
+        if hidden:
+            parts.append("⋯ " + tr("chat.hidden", lang, n=hidden))
         title = escape_text(session.title or session.id)
         parts.append(f"{tr('status.session', lang)}: {title} (`{session.id}`)")
     else:
@@ -152,15 +182,15 @@ def session_view(ctx: UIContext, session: Session):
     """The chatbot showing `session`, with its character's avatar (the snapshot's title if it was deleted).
     A group chat shows each speaker's avatar in their replies, and no avatar of its own."""
     if session.characters:
-        view = to_chatbot(session.messages, None, chat_tree.speaker_heads(ctx.rt, session))
-        return gr.update(value=view, avatar_images=(user_avatar(ctx.rt), None))
+        return gr.update(value=chat_of(ctx, session), avatar_images=(user_avatar(ctx.rt), None))
     title = (session.character or {}).get("title")
-    return with_avatars(ctx, to_chatbot(session.messages), session.character_name, title)
+    return with_avatars(ctx, chat_of(ctx, session), session.character_name, title)
 
 
 def chat_of(ctx: UIContext, session: Session) -> list[dict[str, Any]]:
-    """The chatbot's value for `session` (its speakers in a group chat)."""
-    return to_chatbot(session.messages, None, chat_tree.speaker_heads(ctx.rt, session))
+    """The chatbot's value for `session` (its speakers in a group chat; the last rows of a long chat)."""
+    heads = chat_tree.speaker_heads(ctx.rt, session)
+    return to_chatbot(session.messages, None, heads, shown_limit(ctx, session))
 
 
 @dataclass
@@ -184,6 +214,7 @@ class ChatLayout:
     group: chat_group.GroupControls
     selected: gr.State  # [session id, message index] of the message last clicked
     tool_mode: gr.Dropdown
+    earlier: gr.Button
 
 
 def layout(ctx: UIContext) -> ChatLayout:
@@ -233,6 +264,7 @@ def layout(ctx: UIContext) -> ChatLayout:
         next_alt = gr.Button(I18N("chat.next"), size="sm", elem_id="next-alt", min_width=40)
         delete_last = gr.Button(I18N("chat.delete_last"), size="sm", elem_id="delete-last")
         impersonate = gr.Button(I18N("chat.impersonate"), size="sm", elem_id="impersonate")
+        earlier = gr.Button(I18N("chat.earlier"), size="sm", elem_id="show-earlier")
     status = gr.Markdown(elem_classes=["status-line"], elem_id="status-line")
     with gr.Accordion(I18N("chat.details"), open=False):
         preview_btn = gr.Button(I18N("chat.preview"), size="sm", elem_id="preview-prompt")
@@ -258,6 +290,7 @@ def layout(ctx: UIContext) -> ChatLayout:
         group=group,
         selected=gr.State([None, None]),
         tool_mode=tool_mode,
+        earlier=earlier,
     )
 
 
@@ -309,9 +342,8 @@ class TurnStream:
         live: dict[str, chat_tools.LiveCall] = {}  # this round's tool calls, until the session has them
 
         def view_of(session: Session) -> list[dict[str, Any]]:
-            return to_chatbot(session.messages, lang_value, heads) + chat_tools.live_rows(
-                session, live, lang_value
-            )
+            rows = to_chatbot(session.messages, lang_value, heads, shown_limit(ctx, session))
+            return rows + chat_tools.live_rows(session, live, lang_value)
 
         last_ui, cost, interval = 0.0, 0.0, UI_INTERVAL_S
         save_failed = False
@@ -566,7 +598,7 @@ class ChatHandlers:
         A user message's new version gets a new reply; an assistant message's is kept as written."""
         session = load_session(self.ctx, session_id)
         index = data.index if isinstance(data.index, int) else data.index[0]
-        rows = chatbot_rows(session.messages) if session else []
+        rows = visible_rows(self.ctx, session) if session else []
         if session is None or index >= len(rows) or rows[index][1]:  # a thought is not edited
             yield gr.skip()
             return
@@ -600,7 +632,7 @@ class ChatHandlers:
         what follows it)."""
         session = load_session(self.ctx, session_id)
         index = data.index if isinstance(data.index, int) else data.index[0]
-        rows = chatbot_rows(session.messages) if session else []
+        rows = visible_rows(self.ctx, session) if session else []
         if session is None or index >= len(rows):
             return [None, None]
         return [session.id, next(i for i, m in enumerate(session.messages) if m is rows[index][0])]
@@ -651,19 +683,28 @@ class ChatHandlers:
             return
         yield from updates
 
+    def on_earlier(self, session_id: str | None, lang_value: str | None):
+        """Show WINDOW more of a long chat's earlier rows (remembered for the chat until a restart)."""
+        session = load_session(self.ctx, session_id)
+        if session is None:
+            return gr.skip(), gr.skip()
+        self.ctx.shown[session.id] = shown_limit(self.ctx, session) + WINDOW
+        return chat_of(self.ctx, session), status_line(self.ctx, session, lang_value)
+
     def on_select(self, data: gr.SelectData, session_id: str | None, lang_value: str | None):
         """The clicked message's details; it becomes the message ◀ ▶ move through, and the status line
         says which of its versions is shown."""
         session = load_session(self.ctx, session_id)
         if session is None:
             return None, [None, None], gr.skip()
-        rows = chatbot_rows(session.messages)
+        rows = visible_rows(self.ctx, session)
         index = data.index if isinstance(data.index, int) else data.index[0]
         if index >= len(rows):
             return None, [None, None], gr.skip()
         m = rows[index][0]
         k = next(i for i, x in enumerate(session.messages) if x is m)
         details = {
+            "message": k + 1,  # its number in the chat (the chatbot may show only the last ones)
             "role": m.role,
             "name": m.name,
             "time": m.time,
@@ -704,6 +745,7 @@ def build(ctx: UIContext) -> ChatView:
     ui.stop.click(h.on_stop, None, None, queue=False)
     chat_extras.wire(ctx, extras, character, ui.message, ui.details, load_session)
     chat_tools.wire(ctx, ui.tool_mode, chatbot, lang)
+    ui.earlier.click(h.on_earlier, [sid, lang], [chatbot, status])
     chat_group.wire(ctx, group, load_session)
     new_ev = ui.new_btn.click(h.on_new, new_in, turn_outs)
     new_ev.then(h.on_new_options, [lang], extras.inputs)

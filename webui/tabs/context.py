@@ -35,6 +35,7 @@ class UIContext:
     custom_prompt: gr.BrowserState
     # chats whose last turn could not be saved (disk full, read-only): they stay open in memory
     unsaved: dict[str, Session] = field(default_factory=dict)
+    shown: dict[str, int] = field(default_factory=dict)  # rows a long chat shows, by chat ("Show earlier")
     tool_choices: ToolChoices = field(default_factory=ToolChoices)  # per browser tab (chat_tools)
     _cancels: dict[str, threading.Event] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
