@@ -49,6 +49,7 @@ def build_ui(rt: Runtime) -> gr.Blocks:
             with gr.Tab(I18N("tab.chat"), id="chat") as chat_tab:
                 chat_view = chat.build(ctx)
                 files = chat_files.build(ctx, chat_view)
+            chat_tab.select(*chat_view.thinking, show_progress="hidden")  # Sampling may have changed it
             with gr.Tab(I18N("tab.characters"), id="characters") as characters_tab:
                 characters.build(ctx, characters_tab, chat_view)
             with gr.Tab(I18N("tab.lore"), id="lore") as lore_tab:

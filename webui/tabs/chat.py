@@ -19,7 +19,7 @@ from ..chatview import memoize
 from ..i18n import I18N, tr
 from ..markup import escape_text, warn
 from ..streaming import RunAhead
-from . import chat_extras, chat_group, chat_tools, chat_tree
+from . import chat_extras, chat_group, chat_thinking, chat_tools, chat_tree
 from .context import CUSTOM, ChatView, Step, UIContext
 
 UI_INTERVAL_S = 0.06  # at most about 16 UI updates a second
@@ -330,6 +330,8 @@ class TurnStream:
     ) -> Iterator[Any]:
         """Check and begin the turn (EngineError here, before anything is shown), and return its UI
         updates: `echo` first, while the prompt is evaluated, then at most one per interval."""
+        for hook in self.ctx.before_turn:  # chat_thinking: a choice made before the chat existed
+            hook(session, request)
         return self.updates(session, lang_value, self.begin(session, request, **kw), echo)
 
     def updates(
@@ -721,6 +723,7 @@ class ChatHandlers:
 def build(ctx: UIContext) -> ChatView:
     """The chat tab, wired; returns what the other tabs use of it."""
     ui, h = layout(ctx), ChatHandlers(ctx)
+    thinking = chat_thinking.build(ctx)  # the Thinking row, under the chat options
     sid, lang = ctx.session_id, ctx.lang
     chatbot, character, status, extras, group = ui.chatbot, ui.character, ui.status, ui.extras, ui.group
     outs = [chatbot, ui.message, sid, status]
@@ -762,6 +765,7 @@ def build(ctx: UIContext) -> ChatView:
         ui.delete_last.click(h.on_delete_last, [sid, lang], [chatbot, status]),
     ]
     chatbot.select(h.on_select, [sid, lang], [ui.details, ui.selected, status])
+    thinking_step = chat_thinking.wire(ctx, thinking, character, load_session, others, new_ev)
     shown = [*extras.inputs, *group.outputs]
     return ChatView(
         session_id=sid,
@@ -771,4 +775,5 @@ def build(ctx: UIContext) -> ChatView:
         changed=[*turns, *others],
         options=Step(h.on_session_options, [sid, lang], shown),
         on_load=Step(h.on_load, [sid, lang], [chatbot, sid, character, status, *shown]),
+        thinking=thinking_step,
     )

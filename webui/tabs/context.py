@@ -37,6 +37,9 @@ class UIContext:
     unsaved: dict[str, Session] = field(default_factory=dict)
     shown: dict[str, int] = field(default_factory=dict)  # rows a long chat shows, by chat ("Show earlier")
     tool_choices: ToolChoices = field(default_factory=ToolChoices)  # per browser tab (chat_tools)
+    # called with (session, request) as a chat-tab turn begins (chat_thinking: a choice made before the chat
+    # existed goes into it)
+    before_turn: list[Callable[[Session, Any], None]] = field(default_factory=list)
     _cancels: dict[str, threading.Event] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,6 +69,7 @@ class ChatView:
     changed: list[Any]  # events after which the open chat may differ
     options: Step  # the chat options of the open session (History's Open runs it)
     on_load: Step  # the page load: the open chat, its character, status and options
+    thinking: Step  # the Thinking row's values for the open chat (chat_thinking)
 
     @property
     def shows(self) -> list[Any]:
