@@ -23,7 +23,6 @@ from engine import (
 )
 from engine.chat_prompt import ChatOptions
 from engine.conversation import new_session, session_character
-from engine.userdata import lorebooks, personas
 
 from .clients import (
     Approver,
@@ -157,12 +156,12 @@ class DirectClient:
         return (_convert(e, "") for e in turn)
 
     def personas(self) -> list[dict[str, Any]]:
-        store = personas(self.rt)
+        store = self.rt.personas
         default = store.default_name()
         return [{**p.model_dump(), "default": p.name == default} for p in store.list()]
 
     def lorebooks(self) -> list[str]:
-        return lorebooks(self.rt).names()
+        return self.rt.lorebooks.names()
 
     # --- chats --------------------------------------------------------------------------------------
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
@@ -23,6 +23,8 @@ from .preset_store import PresetStore
 from .sessions import SessionStore
 
 if TYPE_CHECKING:
+    from .lore_store import LorebookStore
+    from .personas import PersonaStore
     from .session_formats import Session
     from .tools.hub import ToolHub
     from .tools.loop import Approve
@@ -71,6 +73,8 @@ class Runtime:
         self.gpu_history = GpuHistory()
         self.started_at = time.time()
         self._switch_lock = threading.Lock()
+        self._members: dict[str, Any] = {}  # the stores and services made on first use (`_member`)
+        self._members_lock = threading.Lock()
         if load:
             self.load()
 
@@ -199,6 +203,15 @@ class Runtime:
 
         return show_version(self, session_id, index, version)
 
+    def lore_activation(self, book: str, text: str) -> list[dict[str, Any]]:
+        """Which entries of lorebook `book` fire for `text`, and why; nothing is generated. Each paragraph of
+        `text` is one message, the last the newest."""
+        from .chat_prompt import TokenCounter
+        from .lore_form import test_activation
+
+        books = [(book, self.lorebooks.get(book))]
+        return test_activation(books, text, self.settings.lore, TokenCounter(self))
+
     # --- helpers shared by every interface ---------------------------------------------------------
 
     def character(self, name: str | None) -> Character | None:
@@ -248,6 +261,29 @@ class Runtime:
             if not ok and worker.get("reason"):
                 out["reason"] = worker["reason"]
         return out
+
+    # --- stores and services, made on first use --------------------------------------------------------
+
+    def _member(self, name: str, make: Callable[[], Any]) -> Any:
+        """The runtime's one `name`, made by `make` the first time it is asked for."""
+        with self._members_lock:
+            if name not in self._members:
+                self._members[name] = make()
+            return self._members[name]
+
+    @property
+    def personas(self) -> PersonaStore:
+        """The user's personas (who {{user}} is), in <data_dir>/personas."""
+        from .personas import PersonaStore
+
+        return cast("PersonaStore", self._member("personas", lambda: PersonaStore(self.data_dir)))
+
+    @property
+    def lorebooks(self) -> LorebookStore:
+        """The lorebooks (SillyTavern world info), in <data_dir>/lorebooks."""
+        from .lore_store import LorebookStore
+
+        return cast("LorebookStore", self._member("lorebooks", lambda: LorebookStore(self.data_dir)))
 
     @property
     def tools(self) -> ToolHub:

@@ -21,7 +21,7 @@ CORE = ("engine.runtime", "engine.turn", "engine.backends", "engine.errors", "en
 NOT_YET_PUBLIC: dict[str, set[str]] = {
     "character_form": {"character_from_form", "FORM_FIELDS", "form_from_character", "unique_name"},
     "chat": {"validate_messages"},
-    "chat_prompt": {"PromptPlan", "TokenCounter", "resolve_persona", "ChatOptions", "build_prompt"},
+    "chat_prompt": {"PromptPlan", "resolve_persona", "ChatOptions", "build_prompt"},
     "config": {"KV_TYPES", "ServerSettings"},
     "conversation": {
         "session_draft",
@@ -37,30 +37,16 @@ NOT_YET_PUBLIC: dict[str, set[str]] = {
     "gpu": {"gpu_status"},
     "gpu_required": {"refusal"},
     "hub": {"parse_ref", "list_repo", "pick"},
-    "lore_form": {
-        "entry_from_form",
-        "POSITION_CHOICES",
-        "test_activation",
-        "FORM_FIELDS",
-        "new_entry",
-        "ROLE_CHOICES",
-        "LOGIC_CHOICES",
-        "form_from_entry",
-    },
-    "lore_store": {"check_book_name"},
-    "lorebook": {"MAX_BYTES", "book_from_obj", "Book"},
     "memory_estimate": {"gib", "Estimate"},
     "model_manager": {"models_for", "ModelManager"},
     "models": {"list_models", "ModelFile"},
     "params": {"PARAM_NAMES", "parse_params"},
-    "personas": {"Persona", "check_persona_name"},
     "prompt": {"greetings"},
     "prompt_view": {"preview"},
     "reasoning": {"FORMATS"},
     "sampling_presets": {"GRAMMARS", "param_sources", "SamplingPresetStore", "session_overrides"},
     "session_formats": {"session_from_doc", "is_session_id"},
     "sysinfo": {"ProcessHistory", "process_memory"},
-    "userdata": {"personas", "lorebooks"},
 }
 
 

@@ -19,7 +19,6 @@ from engine.chat_prompt import ChatOptions
 from engine.conversation import session_draft, session_options, stateless_plan, update_options
 from engine.prompt import greetings
 from engine.prompt_view import preview
-from engine.userdata import lorebooks, personas
 
 from ..i18n import I18N, tr
 from ..markup import warn
@@ -43,11 +42,11 @@ class Extras:
 
 
 def persona_choices(ctx: UIContext, lang: str | None) -> list[tuple[str, str]]:
-    return [(tr("chat.persona_default", lang), "")] + [(p.name, p.name) for p in personas(ctx.rt).list()]
+    return [(tr("chat.persona_default", lang), "")] + [(p.name, p.name) for p in ctx.rt.personas.list()]
 
 
 def book_choices(ctx: UIContext) -> list[str]:
-    return lorebooks(ctx.rt).names()
+    return ctx.rt.lorebooks.names()
 
 
 def options_of(
@@ -191,7 +190,7 @@ def wire(
         """A chat not started yet: the custom system prompt, or the character's greeting."""
         if char in (None, CUSTOM):
             return [{"role": "system", "content": custom_prompt}] if custom_prompt else []
-        user = opts["persona"] or (personas(rt).default_name() or rt.settings.chat.user_name)
+        user = opts["persona"] or (rt.personas.default_name() or rt.settings.chat.user_name)
         return [{"role": "assistant", "content": g} for g in greetings(rt.character(char), user)[:1]]
 
     def on_preview(
