@@ -166,7 +166,6 @@ def greeting_of(preset: dict[str, Any] | None, user_name: str = "User") -> str |
     if not preset:
         return None
     from engine import Character
-    from engine.prompt import greetings
 
-    texts = greetings(Character.model_validate(preset), user_name)
+    texts = Character.model_validate(preset).greetings(user_name)
     return texts[0] if texts else None

@@ -23,8 +23,10 @@ from .preset_store import PresetStore
 from .sessions import SessionStore
 
 if TYPE_CHECKING:
+    from .chat_prompt import ChatOptions
     from .lore_store import LorebookStore
     from .personas import PersonaStore
+    from .prompt_view import Draft
     from .session_formats import Session
     from .tools.hub import ToolHub
     from .tools.loop import Approve
@@ -202,6 +204,91 @@ class Runtime:
         from .conversation import show_version
 
         return show_version(self, session_id, index, version)
+
+    # --- chats -----------------------------------------------------------------------------------------
+
+    def new_session(
+        self,
+        *,
+        character: str | None = None,
+        system_prompt: str | None = None,
+        params: dict[str, Any] | None = None,
+        greeting: bool = True,
+        options: dict[str, Any] | None = None,
+        characters: list[str] | None = None,
+        group: dict[str, Any] | None = None,
+    ) -> Session:
+        """A new saved chat with preset `character` (its snapshot, its sampling under `params`, its greeting)
+        or a custom `system_prompt`, and the chat `options` (persona, lorebooks, reply_prefix,
+        show_reply_prefix). `characters` (preset names, in place of `character`) makes a group chat with
+        `group` settings. Everything is checked first, the model too: no chat file for a model not there."""
+        from .chat_prompt import ChatOptions
+        from .conversation import new_session
+
+        return new_session(
+            self,
+            character=character,
+            system_prompt=system_prompt,
+            params=params,
+            greeting=greeting,
+            options=ChatOptions(**(options or {})),
+            characters=characters,
+            group=group,
+        )
+
+    def chat_options(self, session: Session | None) -> ChatOptions:
+        """The chat options of `session` (persona, lorebooks, reply_prefix, show_reply_prefix), or a new
+        chat's."""
+        from .chat_prompt import ChatOptions
+        from .conversation import session_options
+
+        return session_options(session) if session is not None else ChatOptions()
+
+    def update_options(self, session: Session, changes: dict[str, Any]) -> None:
+        """Check the chat options in `changes` (only those given) and set them on `session` (not saved)."""
+        from .conversation import update_options
+
+        update_options(self, session, changes)
+
+    def draft(
+        self,
+        messages: Sequence[Message] | None = None,
+        *,
+        session: Session | str | None = None,
+        user_text: str | None = None,
+        preset: str | Character | None = None,
+        params: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Draft:
+        """The prompt a turn would send, built and not sent: nothing is generated or saved. The arguments
+        are `turn`'s: no `session`, `messages` is the whole conversation (with no preset and no options, sent
+        as it is); `session="new"`, the first turn of a new chat with them; a session (or its id), its next
+        turn, with `user_text` sent. `.messages`, `.params`, `.lore` (the lore that fired), `.plan`."""
+        from .prompt_view import draft
+
+        msgs = list(messages or [])
+        return draft(
+            self, msgs, session=session, user_text=user_text, preset=preset, params=params, options=options
+        )
+
+    def preview(
+        self,
+        messages: Sequence[Message] | None = None,
+        *,
+        session: Session | str | None = None,
+        user_text: str | None = None,
+        preset: str | Character | None = None,
+        params: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """`draft` as the model would see it: the messages after context fitting, the templated prompt, its
+        tokens, the persona, and which lore fired, why and where."""
+        from .prompt_view import preview
+
+        d = self.draft(
+            messages, session=session, user_text=user_text, preset=preset, params=params, options=options
+        )
+        return preview(self, d.messages, d.plan, d.params)
 
     def lore_activation(self, book: str, text: str) -> list[dict[str, Any]]:
         """Which entries of lorebook `book` fire for `text`, and why; nothing is generated. Each paragraph of

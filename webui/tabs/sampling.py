@@ -11,7 +11,6 @@ from typing import Any
 import gradio as gr
 
 from engine import EngineError, SamplingParams, Session
-from engine.conversation import new_session, session_character
 from engine.params import PARAM_NAMES, parse_params
 from engine.sampling_presets import GRAMMARS, SamplingPresetStore, param_sources, session_overrides
 
@@ -291,7 +290,7 @@ class SamplingHandlers:
         """The open session (or None) and the character sampling that applies."""
         session = load_session(self.ctx, session_id)
         if session is not None:
-            char = session_character(session)
+            char = session.character_snapshot()
         else:
             try:
                 char = self.rt.character(None if char_name in (None, CUSTOM) else char_name)
@@ -350,7 +349,7 @@ class SamplingHandlers:
             if session is None:
                 character = None if char_name in (None, CUSTOM) else char_name
                 system = (custom_prompt or None) if character is None else None
-                session = new_session(self.rt, character=character, system_prompt=system, params=overrides)
+                session = self.rt.new_session(character=character, system_prompt=system, params=overrides)
                 note = tr("sp.started", lang_value)
             else:
                 session.params = overrides
