@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .lore_store import LorebookStore
     from .personas import PersonaStore
     from .prompt_view import Draft
+    from .sampling_presets import SamplingPresetStore
     from .session_formats import Session
     from .tools.hub import ToolHub
     from .tools.loop import Approve
@@ -371,6 +372,14 @@ class Runtime:
         from .lore_store import LorebookStore
 
         return cast("LorebookStore", self._member("lorebooks", lambda: LorebookStore(self.data_dir)))
+
+    @property
+    def sampling_presets(self) -> SamplingPresetStore:
+        """Sampling presets: the built-in ones and the user's (<data_dir>/sampling_presets.json)."""
+        from .sampling_presets import SamplingPresetStore
+
+        store = self._member("sampling_presets", lambda: SamplingPresetStore(self.data_dir))
+        return cast("SamplingPresetStore", store)
 
     @property
     def tools(self) -> ToolHub:

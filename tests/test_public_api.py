@@ -28,10 +28,7 @@ NOT_YET_PUBLIC: dict[str, set[str]] = {
     "memory_estimate": {"gib", "Estimate"},
     "model_manager": {"models_for", "ModelManager"},
     "models": {"list_models", "ModelFile"},
-    "params": {"PARAM_NAMES", "parse_params"},
     "reasoning": {"FORMATS"},
-    "sampling_presets": {"GRAMMARS", "param_sources", "SamplingPresetStore", "session_overrides"},
-    "session_formats": {"session_from_doc", "is_session_id"},
     "sysinfo": {"ProcessHistory", "process_memory"},
 }
 
