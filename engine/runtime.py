@@ -25,6 +25,7 @@ from .sessions import SessionStore
 if TYPE_CHECKING:
     from .chat_prompt import ChatOptions
     from .lore_store import LorebookStore
+    from .model_manager import ModelManager
     from .personas import PersonaStore
     from .prompt_view import Draft
     from .sampling_presets import SamplingPresetStore
@@ -372,6 +373,13 @@ class Runtime:
         from .lore_store import LorebookStore
 
         return cast("LorebookStore", self._member("lorebooks", lambda: LorebookStore(self.data_dir)))
+
+    @property
+    def models(self) -> ModelManager:
+        """The model files in models/: estimates, remembered settings, loading one, and downloads."""
+        from .model_manager import ModelManager
+
+        return cast("ModelManager", self._member("models", lambda: ModelManager(self)))
 
     @property
     def sampling_presets(self) -> SamplingPresetStore:

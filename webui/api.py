@@ -27,7 +27,6 @@ from engine import (
     Turn,
 )
 from engine.gpu import gpu_status
-from engine.model_manager import models_for
 
 from .hub_api import build_hub_router
 from .limits import MAX_BODY
@@ -540,7 +539,7 @@ def build_model_router(rt: Runtime) -> APIRouter:
 
     @api.get("/models", summary="GGUF files in models/ (with remembered settings and a memory estimate)")
     def models() -> dict[str, Any]:
-        return {"loaded": rt.model_info(), "available": models_for(rt).catalog()}
+        return {"loaded": rt.model_info(), "available": rt.models.catalog()}
 
     @api.post(
         "/models/load",
@@ -548,7 +547,7 @@ def build_model_router(rt: Runtime) -> APIRouter:
     )
     def load_model(body: LoadModelRequest) -> dict[str, Any]:
         overrides = body.model_dump(exclude_none=True, exclude={"path"})
-        return models_for(rt).load(body.path, **overrides)
+        return rt.models.load(body.path, **overrides)
 
     return api
 

@@ -12,10 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from engine import EngineError
-from engine.config import KV_TYPES
 from engine.gpu import gpu_status
-from engine.model_manager import models_for
-from engine.models import ModelFile, list_models
 from engine.sysinfo import ProcessHistory, process_memory
 
 from .. import i18n
@@ -170,7 +167,8 @@ def _size(n: int) -> str:
     return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
 
 
-def model_label(m: ModelFile) -> str:
+def model_label(m: Any) -> str:
+    """A model file (engine/models.py) in the picker: name, size, quant, parameters."""
     parts = [m.name, _size(m.size_bytes)]
     parts += [p for p in (m.quantization, m.size_label) if p]
     return " · ".join(parts)
@@ -446,10 +444,10 @@ class ModelPanel:
                     model_cfg.flash_attn, label=I18N("gpu.flash_attn"), elem_id="gpu-flash"
                 )
                 self.cache_k = gr.Dropdown(
-                    list(KV_TYPES), value=model_cfg.cache_type_k, label=I18N("gpu.cache_k")
+                    list(model_cfg.kv_types), value=model_cfg.cache_type_k, label=I18N("gpu.cache_k")
                 )
                 self.cache_v = gr.Dropdown(
-                    list(KV_TYPES), value=model_cfg.cache_type_v, label=I18N("gpu.cache_v")
+                    list(model_cfg.kv_types), value=model_cfg.cache_type_v, label=I18N("gpu.cache_v")
                 )
             fields = (self.n_gpu_layers, self.n_ctx, self.flash, self.cache_k, self.cache_v)
             downloads.build_estimate(ctx, picker=self.picker, fields=fields)
@@ -459,7 +457,7 @@ class ModelPanel:
 
     def models(self, current: str | None, lang_value: str | None):
         rt = self.rt
-        files = list_models(rt.models_dir)
+        files = rt.models.files()
         loaded = rt.model_info().get("name") if rt.model_info().get("loaded") else None
         names = [m.name for m in files]
         value = (
@@ -472,7 +470,7 @@ class ModelPanel:
 
     def describe(self, name: str | None, lang_value: str | None) -> str:
         rt = self.rt
-        files = {m.name: m for m in list_models(rt.models_dir)}
+        files = {m.name: m for m in rt.models.files()}
         m = files.get(name or "")
         if m is None:
             return tr("gpu.no_files", lang_value, dir=rt.models_dir) if not files else ""
@@ -506,7 +504,7 @@ class ModelPanel:
         }
         overrides = {k: int(v) if isinstance(v, float) else v for k, v in overrides.items() if v is not None}
         try:
-            info = models_for(rt).load(name, **overrides)  # remembers the settings when it loads
+            info = rt.models.load(name, **overrides)  # remembers the settings when it loads
         except EngineError as exc:
             warn(exc.message)
             yield tr("gpu.failed", lang_value, message=exc.message), gr.skip(), gr.skip()
