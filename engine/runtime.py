@@ -1,4 +1,6 @@
-"""The composition root: settings -> backend, engine, session and preset stores. UI, API and CLI share it."""
+"""The composition root: settings -> backend, engine, and the stores and services (sessions, presets,
+personas, lorebooks, models, ...). UI, API and CLI share it and reach the engine only through it and the
+public types (engine/__init__.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from .prompt_view import Draft
     from .sampling_presets import SamplingPresetStore
     from .session_formats import Session
+    from .sysinfo import ProcessHistory
     from .tools.hub import ToolHub
     from .tools.loop import Approve
     from .turn import Mode, Turn
@@ -321,6 +324,15 @@ class Runtime:
             check(params.grammar)  # llama.cpp's own parser, in the worker: a bad grammar is a 400 here
         return params
 
+    def secret(self, name: str) -> str:
+        """A random key kept in <data_dir>/`name`, made on first use (with an unwritable data dir, a new one
+        each call)."""
+        from .fsutil import kept_secret
+
+        return kept_secret(self.data_dir / name)
+
+    # --- the model and the machine ------------------------------------------------------------------
+
     def model_info(self) -> dict[str, Any]:
         backend = self.engine.backend
         if backend is None:
@@ -330,6 +342,13 @@ class Runtime:
         if worker_status is not None:
             info["worker"] = worker_status()
         return info
+
+    def reasoning_tags(self) -> tuple[str, str]:
+        """The loaded model's thinking tags (open, close), as its reasoning format writes them."""
+        from .reasoning import FORMATS
+
+        fmt = FORMATS.get(str(self.model_info().get("reasoning_format") or "think"), FORMATS["think"])
+        return fmt.open, fmt.close
 
     def health(self) -> dict[str, Any]:
         backend = self.engine.backend
@@ -350,6 +369,25 @@ class Runtime:
             if not ok and worker.get("reason"):
                 out["reason"] = worker["reason"]
         return out
+
+    def gpu_status(self) -> dict[str, Any]:
+        """GPU devices, VRAM, use and processes, or why there is none (engine/gpu.py); never raises."""
+        from .gpu import gpu_status
+
+        return gpu_status()
+
+    def gpu_refusal(self) -> str | None:
+        """With gpu.required, one line saying why this process must not start (no usable GPU, nothing
+        offloaded, the model not loaded) and how to fix it; None when the model runs on a GPU, or may not."""
+        from .gpu_required import refusal
+
+        return refusal(self)
+
+    def process_memory(self) -> dict[str, float | None]:
+        """This process's memory: rss_mb and peak_mb (None where the system does not say)."""
+        from .sysinfo import process_memory
+
+        return process_memory()
 
     # --- stores and services, made on first use --------------------------------------------------------
 
@@ -388,6 +426,13 @@ class Runtime:
 
         store = self._member("sampling_presets", lambda: SamplingPresetStore(self.data_dir))
         return cast("SamplingPresetStore", store)
+
+    @property
+    def process_history(self) -> ProcessHistory:
+        """Recent CPU and memory samples of the server's and the model's processes, for a plot."""
+        from .sysinfo import ProcessHistory
+
+        return cast("ProcessHistory", self._member("process_history", ProcessHistory))
 
     @property
     def tools(self) -> ToolHub:

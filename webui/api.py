@@ -26,7 +26,6 @@ from engine import (
     ToolResult,
     Turn,
 )
-from engine.gpu import gpu_status
 
 from .hub_api import build_hub_router
 from .limits import MAX_BODY
@@ -535,7 +534,7 @@ def build_model_router(rt: Runtime) -> APIRouter:
 
     @api.get("/gpu", summary="GPU devices and VRAM, or why there is none")
     def gpu() -> dict[str, Any]:
-        return gpu_status()
+        return rt.gpu_status()
 
     @api.get("/models", summary="GGUF files in models/ (with remembered settings and a memory estimate)")
     def models() -> dict[str, Any]:
