@@ -74,7 +74,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def direct_client(args: argparse.Namespace, out: Output) -> ChatClient:
     from engine import ConfigError, Runtime, load_settings
-    from engine.gpu_required import refusal
 
     from .direct import DirectClient
 
@@ -91,7 +90,7 @@ def direct_client(args: argparse.Namespace, out: Output) -> ChatClient:
     for warning in warnings:
         out.hint(f"warning: {warning}")
     rt = Runtime(settings, warnings=warnings)
-    refused = refusal(rt)
+    refused = rt.gpu_refusal()
     if refused:  # gpu.required: never on the CPU
         rt.close()
         raise ConfigError(refused)

@@ -8,8 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engine import Session
-from engine.params import parse_params
+from engine import SamplingParams, Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +90,7 @@ class ChatState:
     def set_params(self, changes: dict[str, Any]) -> None:
         """Validate with the engine's bounds (InvalidInput names the field), then apply."""
         merged = {**self.params, **changes}
-        parse_params(merged)
+        SamplingParams.parse(merged)
         self.params = merged
 
 
@@ -166,7 +165,6 @@ def greeting_of(preset: dict[str, Any] | None, user_name: str = "User") -> str |
     if not preset:
         return None
     from engine import Character
-    from engine.prompt import greetings
 
-    texts = greetings(Character.model_validate(preset), user_name)
+    texts = Character.model_validate(preset).greetings(user_name)
     return texts[0] if texts else None

@@ -9,9 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine import InvalidInput, NotFound, Session
-from engine.params import PARAM_NAMES
-from engine.session_formats import is_session_id
+from engine import InvalidInput, NotFound, SamplingParams, Session
 
 from .tools_cmd import list_tools
 
@@ -21,6 +19,8 @@ if TYPE_CHECKING:
 
     from .clients import ChatClient, Event
     from .render import Output
+
+PARAM_NAMES = tuple(SamplingParams.model_fields)
 
 
 class App(Protocol):
@@ -166,7 +166,7 @@ class Commands:
         self.show_session(self.client.open(self.resolve(arg)))
 
     def resolve(self, ref: str) -> str:
-        if is_session_id(ref):
+        if Session.is_id(ref):
             return ref
         if ref.isdigit() and self.listed and 1 <= int(ref) <= len(self.listed):
             return self.listed[int(ref) - 1]

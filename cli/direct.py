@@ -21,9 +21,6 @@ from engine import (
     ToolResult,
     Turn,
 )
-from engine.chat_prompt import ChatOptions
-from engine.conversation import new_session, session_character
-from engine.userdata import lorebooks, personas
 
 from .clients import (
     Approver,
@@ -58,12 +55,11 @@ class DirectClient:
             raise InvalidInput("The message is empty.")
         if self.session is None:
             st = self.state
-            self.session = new_session(
-                self.rt,
+            self.session = self.rt.new_session(
                 character=st.preset,
                 system_prompt=st.system_prompt,
                 params=st.params,
-                options=ChatOptions(**st.options),
+                options=st.options,
             )
             self.state.adopt(self.session)
         return self._turn("send", text, cancel)
@@ -157,12 +153,12 @@ class DirectClient:
         return (_convert(e, "") for e in turn)
 
     def personas(self) -> list[dict[str, Any]]:
-        store = personas(self.rt)
+        store = self.rt.personas
         default = store.default_name()
         return [{**p.model_dump(), "default": p.name == default} for p in store.list()]
 
     def lorebooks(self) -> list[str]:
-        return lorebooks(self.rt).names()
+        return self.rt.lorebooks.names()
 
     # --- chats --------------------------------------------------------------------------------------
 
@@ -196,7 +192,7 @@ class DirectClient:
 
     def effective_params(self) -> tuple[dict[str, Any], bool]:
         if self.session is not None:
-            character = session_character(self.session)
+            character = self.session.character_snapshot()
         else:
             character = self.rt.character(self.state.preset)
         return self.rt.params_for(character, self.state.params).model_dump(), True

@@ -24,15 +24,15 @@ POLL_S = 0.2
 
 
 class _Direct:
-    """Downloads with the engine's DownloadManager, into the config's models folder."""
+    """Downloads with the engine's (no model loaded), into the config's models folder."""
 
     def __init__(self, config: str | None) -> None:
-        from engine import load_settings
-        from engine.downloads import DownloadManager
+        from engine import Runtime, load_settings
 
-        settings, _ = load_settings(config)
-        self.where = settings.resolve(settings.models_dir)
-        self.manager = DownloadManager(self.where)
+        settings, warnings = load_settings(config)
+        rt = Runtime(settings, warnings=warnings, load=False)
+        self.where = rt.models_dir
+        self.manager = rt.models.downloads
 
     def start(self, ref: str, mmproj: bool) -> dict[str, Any]:
         return self.manager.start(ref, mmproj=mmproj or None).model_dump()

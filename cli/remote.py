@@ -9,9 +9,7 @@ from typing import Any
 
 import httpx
 
-from engine import EngineError, InvalidInput, ModelUnavailable, Session
-from engine.params import parse_params
-from engine.session_formats import session_from_doc
+from engine import EngineError, InvalidInput, ModelUnavailable, SamplingParams, Session
 
 from .clients import ChatState, Done, Event, Note, Text, Thought, ToolDone, ToolUse, greeting_of
 
@@ -147,7 +145,7 @@ class HttpClient:
             for summary in new[:5]:
                 doc = self._json("GET", f"/api/sessions/{summary['id']}")
                 if any(m.get("role") == "user" and m.get("content") == text for m in doc.get("messages", [])):
-                    self.state.adopt(session_from_doc(doc, summary["id"]))
+                    self.state.adopt(Session.from_doc(doc, summary["id"]))
                     self._greeting = None
                     return
         except EngineError:
@@ -179,11 +177,11 @@ class HttpClient:
         if sid is None:
             raise InvalidInput("There is nothing to choose from yet.")
         doc = self._json("POST", f"/api/sessions/{sid}/select", json={"index": index, "version": version})
-        return session_from_doc(doc, sid)
+        return Session.from_doc(doc, sid)
 
     def current(self) -> Session | None:
         sid = self.state.session_id
-        return None if sid is None else session_from_doc(self._json("GET", f"/api/sessions/{sid}"), sid)
+        return None if sid is None else Session.from_doc(self._json("GET", f"/api/sessions/{sid}"), sid)
 
     def impersonate(self, cancel: threading.Event) -> Iterator[Event]:
         st = self.state
@@ -222,7 +220,7 @@ class HttpClient:
         return self._greeting
 
     def open(self, session_id: str) -> Session:
-        session = session_from_doc(self._json("GET", f"/api/sessions/{session_id}"), session_id)
+        session = Session.from_doc(self._json("GET", f"/api/sessions/{session_id}"), session_id)
         self._epoch += 1
         self.state = ChatState()
         self.state.adopt(session)
@@ -263,7 +261,7 @@ class HttpClient:
                 sampling = self._json("GET", f"/api/presets/{self.state.preset}").get("sampling") or {}
             except EngineError:
                 sampling = {}
-        return parse_params({**sampling, **self.state.params}).model_dump(), False
+        return SamplingParams.parse({**sampling, **self.state.params}).model_dump(), False
 
     def health(self) -> dict[str, Any]:
         return dict(self._json("GET", "/api/health"))

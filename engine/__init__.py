@@ -1,10 +1,24 @@
-"""The engine's public API. The web UI, the REST and OpenAI APIs and the terminal import from here.
+"""The engine's public API, all of it in this file. The web UI, the REST and OpenAI APIs and the terminal
+import only these names (`from engine import ...`; tests/test_public_api.py holds them to it); every
+engine module is private.
 
     rt = Runtime(load_settings()[0])
     turn = rt.turn([{"role": "user", "content": "Hi"}])   # checked now: bad input raises at once
     for event in turn:            # Queued | Reasoning | Delta | ToolCall | ToolResult | Notice | Finished
         ...
     turn.text(), turn.finished                            # or the whole reply at once
+
+Everything else is reached through the Runtime (engine/runtime.py) and the public types, never by import:
+- chats: rt.turn, rt.edit, rt.select_version, rt.new_session, rt.chat_options, rt.update_options;
+  rt.draft and rt.preview build a turn's prompt without sending it
+- stores and services: rt.sessions, rt.presets (characters), and, made on first use, rt.personas,
+  rt.lorebooks (and rt.lore_activation), rt.sampling_presets, rt.models (files, estimates, loading;
+  .downloads), rt.tools (the MCP servers)
+- the model and the machine: rt.settings, rt.model_info, rt.health, rt.params_for, rt.reasoning_tags,
+  rt.engine (.backend, .load_error), rt.gpu_status, rt.gpu_refusal, rt.gpu_history, rt.process_memory,
+  rt.process_history, rt.secret
+- the types' own methods: Character.greetings, .to_form, .from_form, .form_fields; Session.character_snapshot,
+  .is_id, .from_doc; SamplingParams.parse, .sources, .session_overrides
 
 Names load on first use (PEP 562), so the model worker process, which imports `engine.backends`, does not
 pay for the rest of the engine.

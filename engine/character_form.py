@@ -15,7 +15,7 @@ import yaml
 from .characters import TEXT_FIELDS, Character, check_name, load_yaml, safe_name, type_name
 from .errors import InvalidInput
 
-FORM_FIELDS = ("name", *TEXT_FIELDS, "alternate_greetings", "tags", "sampling")
+FORM_FIELDS = Character.form_fields
 _SEPARATOR = re.compile(r"^[ \t]*---[ \t]*$", re.MULTILINE)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -123,9 +123,34 @@ class Character(BaseModel):
                 )
         return v
 
+    # The fields of a character editor's form, as text (engine/character_form.py; `to_form`, `from_form`).
+    form_fields: ClassVar[tuple[str, ...]] = ("name", *TEXT_FIELDS, "alternate_greetings", "tags", "sampling")
+
     @property
     def display_name(self) -> str:
         return self.title or self.name
+
+    def greetings(self, user_name: str = "User") -> list[str]:
+        """The greeting, then the alternate greetings, with {{char}} and {{user}} rendered; empty ones left
+        out."""
+        from .prompt import greetings
+
+        return greetings(self, user_name)
+
+    def to_form(self) -> dict[str, str]:
+        """Every `form_fields` entry as text: greetings split by `---` lines, tags by commas, sampling as
+        YAML."""
+        from .character_form import form_from_character
+
+        return form_from_character(self)
+
+    @classmethod
+    def from_form(cls, fields: dict[str, Any], base: Character | None = None) -> Character:
+        """A character from an editor's text fields (`to_form`'s shape); `base` supplies what a form does not
+        show (avatar, card data). Raises InvalidInput naming the field."""
+        from .character_form import character_from_form
+
+        return character_from_form(fields, base)
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "preset") -> Character:

@@ -20,7 +20,6 @@ from .lorebook import character_book_of
 from .personas import Persona
 from .prompt import assemble, place, render_macros
 from .template_rules import conform, rules_for
-from .userdata import lorebooks, personas
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -54,14 +53,14 @@ class PromptPlan:
 def check_options(rt: Runtime, options: ChatOptions) -> None:
     """Refuse unknown personas and books before anything is saved or generated."""
     if isinstance(options.persona, str):
-        personas(rt).get(options.persona)
+        rt.personas.get(options.persona)
     elif isinstance(options.persona, dict):
         inline_persona(options.persona)
     if not isinstance(options.lorebooks, list) or len(options.lorebooks) > 50:
         raise InvalidInput("'lorebooks' must be a list of at most 50 lorebook names.", field="lorebooks")
     for name in options.lorebooks:
         check_book_name(name)
-        if not lorebooks(rt).exists(name):
+        if not rt.lorebooks.exists(name):
             raise NotFound(
                 f"There is no lorebook named {name!r}. Import it first (POST /api/lorebooks/import)."
             )
@@ -77,8 +76,8 @@ def resolve_persona(rt: Runtime, choice: str | dict[str, str] | None) -> Persona
     """The chat's persona; a stored one that is gone falls back to the default, then to chat.user_name."""
     if isinstance(choice, dict):
         return inline_persona(choice)
-    found = personas(rt).find(choice) if choice else None
-    found = found or personas(rt).find(personas(rt).default_name())
+    found = rt.personas.find(choice) if choice else None
+    found = found or rt.personas.find(rt.personas.default_name())
     return found or Persona(name=rt.settings.chat.user_name)
 
 
@@ -96,7 +95,7 @@ def lore_sources(
             sources.append(Source(f"{character.display_name} (character)", book, character=True))
     for name in dict.fromkeys(names):
         try:
-            sources.append(Source(name, lorebooks(rt).get(name)))
+            sources.append(Source(name, rt.lorebooks.get(name)))
         except (NotFound, InvalidInput) as exc:
             warnings.append(f"Lorebook {name!r} was skipped: {exc.message}")
     return sources

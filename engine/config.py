@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -48,6 +48,7 @@ class ModelSettings(_Section):
     use_mmap: bool = Field(True, description="Map the model file into memory instead of reading it.")
     use_mlock: bool = Field(False, description="Lock the model in RAM so the OS never swaps it out.")
     flash_attn: bool = Field(False, description="Flash attention (less KV memory, faster on most GPUs).")
+    kv_types: ClassVar[tuple[str, ...]] = KV_TYPES  # what cache_type_k and cache_type_v take
     cache_type_k: str = Field("f16", pattern="^(" + "|".join(KV_TYPES) + ")$", description="KV cache type.")
     cache_type_v: str = Field("f16", pattern="^(" + "|".join(KV_TYPES) + ")$", description="KV cache type.")
     seed: int = Field(-1, ge=-1, le=2**32 - 1, description="The context's seed; -1 picks one at load.")

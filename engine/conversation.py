@@ -29,7 +29,7 @@ PARTIAL_SAVE_S = 2.0
 
 
 def session_character(session: Session) -> Character | None:
-    return Character.model_validate(session.character) if session.character else None
+    return session.character_snapshot()
 
 
 def new_session(

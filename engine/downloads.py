@@ -27,7 +27,17 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 
 from .errors import Conflict, EngineError, HubAccessDenied, InvalidInput, NotFound, StorageError
-from .hub import HubModel, RemoteFile, check_repo_path, hub_endpoint, hub_error, list_repo, parse_ref, pick
+from .hub import (
+    HubModel,
+    RemoteFile,
+    RepoListing,
+    check_repo_path,
+    hub_endpoint,
+    hub_error,
+    list_repo,
+    parse_ref,
+    pick,
+)
 
 log = logging.getLogger("engine.downloads")
 
@@ -160,6 +170,18 @@ class DownloadManager:
         self._lock = threading.Lock()
 
     # --- public -------------------------------------------------------------------------------------
+
+    def browse(
+        self, repo: str, revision: str | None = None, *, token: str | None = None
+    ) -> tuple[RepoListing, str | None]:
+        """A repo's GGUF files (`repo`: owner/name or a huggingface.co link, maybe naming a file or quant),
+        and the name of the one `start` would pick for it, or None when it cannot pick one."""
+        ref = parse_ref(repo)
+        listing = list_repo(ref.repo, revision or ref.revision, token=token, endpoint=self.endpoint)
+        try:
+            return listing, pick(listing, ref.file).name
+        except EngineError:
+            return listing, None
 
     def start(
         self,

@@ -1,8 +1,11 @@
-"""Atomic file writes: temp file in the same folder, fsync, keep the previous version as .bak, os.replace."""
+"""Atomic file writes: temp file in the same folder, fsync, keep the previous version as .bak, os.replace.
+Also a random key kept in a file (`kept_secret`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -60,3 +63,18 @@ def move_to(folder: Path, path: Path) -> Path:
     except OSError as exc:
         raise StorageError(f"Could not move {path.name} to {folder}: {exc.strerror or exc}") from exc
     return target
+
+
+def kept_secret(path: Path) -> str:
+    """The random key kept in `path`, made on first use. With an unwritable folder, a new key each call."""
+    try:
+        return path.read_text("utf-8").strip() or _new_secret(path)
+    except OSError:
+        return _new_secret(path)
+
+
+def _new_secret(path: Path) -> str:
+    secret = secrets.token_hex(16)
+    with contextlib.suppress(StorageError):  # unwritable: the key lasts as long as the caller keeps it
+        atomic_write(path, secret.encode(), keep_backup=False)
+    return secret

@@ -11,7 +11,9 @@ from pathlib import Path, PurePosixPath
 
 from .errors import InvalidInput, NotFound, StorageError, TooLarge
 from .fsutil import atomic_write, move_to
-from .lorebook import MAX_BYTES, Book, parse_book, world_info_json
+from .lore_form import FORM_FIELDS, LOGIC_CHOICES, POSITION_CHOICES, ROLE_CHOICES, entry_from_form, new_entry
+from .lore_form import form_from_entry as entry_form
+from .lorebook import MAX_BYTES, Book, Entry, book_from_obj, parse_book, world_info_json
 
 FORBIDDEN = set('/\\:*?"<>|')
 NAME_RULE = "1-100 characters, none of / \\ : * ? \" < > | or control characters, not starting with '.'"
@@ -42,6 +44,13 @@ def name_from(text: str, fallback: str = "lorebook") -> str:
 
 
 class LorebookStore:
+    check_name = staticmethod(check_book_name)  # raises InvalidInput naming the rule; returns the name
+    max_bytes = MAX_BYTES  # the largest book file read or imported
+    # Editors (the Lorebooks tab): an entry as form fields (engine/lore_form.py), in this order.
+    form_fields = FORM_FIELDS
+    form_choices = {"selectiveLogic": LOGIC_CHOICES, "position": POSITION_CHOICES, "role": ROLE_CHOICES}
+    entry_form = staticmethod(entry_form)  # an entry as form values
+
     def __init__(self, data_dir: Path) -> None:
         self.folder = Path(data_dir) / "lorebooks"
         self.trash = Path(data_dir) / "trash" / "lorebooks"
@@ -90,6 +99,43 @@ class LorebookStore:
     def save(self, name: str, book: Book) -> None:
         with self._lock:
             atomic_write(self._path(name), world_info_json(book))
+
+    def put(self, name: str, obj: object, source: str = "request body") -> Book:
+        """Create or replace book `name` from world-info JSON (parsed), or a character book."""
+        book = book_from_obj(obj, source)
+        self.save(name, book)
+        return book
+
+    def create(self, name: str) -> str:
+        """An empty book named `name`, unless that book exists; returns the name."""
+        with self._lock:
+            if not self.exists(check_book_name(name)):
+                self.save(name, Book())
+        return name
+
+    def add_entry(self, name: str) -> Entry:
+        """A new, empty entry at the end of book `name`."""
+        with self._lock:
+            book = self.get(name)
+            entry = new_entry(book)
+            book.entries[str(entry.uid)] = entry
+            self.save(name, book)
+        return entry
+
+    def save_entry(self, name: str, key: str, values: dict[str, object]) -> Entry:
+        """Entry `key` of book `name` with the form's `values` (FORM_FIELDS); KeyError if it is gone."""
+        with self._lock:
+            book = self.get(name)
+            entry = entry_from_form(values, book.entries[key])
+            book.entries[key] = entry
+            self.save(name, book)
+        return entry
+
+    def delete_entry(self, name: str, key: str) -> None:
+        with self._lock:
+            book = self.get(name)
+            book.entries.pop(key, None)
+            self.save(name, book)
 
     def delete(self, name: str) -> None:
         with self._lock:

@@ -8,8 +8,6 @@ config file's value. `n_gpu_layers: "auto"` becomes the most layers that fit in 
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +16,7 @@ from .downloads import DownloadManager
 from .errors import EngineError, InvalidInput
 from .memory_estimate import Estimate, FreeMemory, estimate, free_memory
 from .model_settings import LOAD_KEYS, ModelSettingsStore, check_load_settings
-from .models import GgufError, list_models, model_in_folder
+from .models import GgufError, ModelFile, list_models, model_in_folder
 from .params import SamplingParams
 
 if TYPE_CHECKING:
@@ -26,20 +24,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("engine.models")
 
-_managers: weakref.WeakKeyDictionary[Any, ModelManager] = weakref.WeakKeyDictionary()
-_managers_lock = threading.Lock()
-
-
-def models_for(rt: Runtime) -> ModelManager:
-    """The runtime's one ModelManager (created on first use)."""
-    with _managers_lock:
-        manager = _managers.get(rt)
-        if manager is None:
-            manager = _managers[rt] = ModelManager(rt)
-        return manager
-
 
 class ModelManager:
+    """A runtime's models (`Runtime.models`): the files in models/, their memory estimates and remembered
+    settings, loading one, and `downloads` from Hugging Face."""
+
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.store = ModelSettingsStore(rt.data_dir)
@@ -111,6 +100,10 @@ class ModelManager:
         own = self.store.get(name)["sampling"]
         base = self.config_generation.model_dump(exclude_unset=True)
         self.rt.settings.generation = SamplingParams.model_validate({**base, **own})
+
+    def files(self) -> list[ModelFile]:
+        """The GGUF files in models/, with what their headers say (or why they cannot be read)."""
+        return list_models(self.rt.models_dir)
 
     def catalog(self) -> list[dict[str, Any]]:
         """Every model file with its header facts, remembered settings and memory estimate."""

@@ -58,6 +58,28 @@ class SamplingParams(BaseModel):
     def _stop_strings(cls, v: list[str]) -> list[str]:
         return [s for s in v if s]
 
+    @classmethod
+    def parse(cls, data: Any) -> SamplingParams:
+        """Validate a dict of params (None: the defaults), raising InvalidInput that names the first bad
+        field."""
+        return parse_params(data)
+
+    def sources(
+        self, character: dict[str, Any] | None, session: dict[str, Any] | None
+    ) -> list[tuple[str, Any, str]]:
+        """With these as the config's values: (name, effective value, where it came from: "session",
+        "character", "config" or "default") for every parameter, the session's over the character's."""
+        from .sampling_presets import param_sources
+
+        return param_sources(self, character, session)
+
+    def session_overrides(self, character: dict[str, Any] | None, values: dict[str, Any]) -> dict[str, Any]:
+        """With these as the config's values: what a session stores so that they, the character's sampling
+        and it give `values` (checked first)."""
+        from .sampling_presets import session_overrides
+
+        return session_overrides(self, character, values)
+
     def merged(self, overrides: dict[str, Any] | None) -> SamplingParams:
         """A copy with `overrides` applied and validated."""
         if not overrides:

@@ -104,6 +104,8 @@ class _File(BaseModel):
 class PersonaStore:
     """All personas in one file; a file that cannot be read is set aside (never overwritten)."""
 
+    check_name = staticmethod(check_persona_name)  # raises InvalidInput naming the rule; returns the name
+
     def __init__(self, data_dir: Path) -> None:
         self.folder = Path(data_dir) / "personas"
         self.path = self.folder / "personas.json"
@@ -168,6 +170,15 @@ class PersonaStore:
                 data.default = None
             self._write(data)
             return persona
+
+    def put(
+        self, name: str, description: str = "", avatar: str | None = None, *, make_default: bool | None = None
+    ) -> Persona:
+        """Create or replace persona `name`. `avatar` is a file name `store_avatar` returned."""
+        persona = Persona.from_dict({"name": name, "description": description, "avatar": avatar})
+        if persona.avatar and self.avatar_path(persona) is None:
+            raise InvalidInput(f"There is no stored avatar {persona.avatar!r}.", field="avatar")
+        return self.save(persona, make_default=make_default)
 
     def delete(self, name: str) -> None:
         with self._lock:

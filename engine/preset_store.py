@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from . import cards
+from .character_form import unique_name
 from .characters import (
     AVATAR_EXTS,
     MAX_FILE_BYTES,
@@ -130,6 +131,10 @@ class PresetStore:
                     (self.user_dir / avatar).unlink(missing_ok=True)
                 raise
         return character
+
+    def unique_name(self, base: str) -> str:
+        """`base` made a valid preset name, with -2, -3 ... added until no preset (any case) has it."""
+        return unique_name([c.name for c in self.list()], base)
 
     def _unique_name(self, base: str) -> str:
         base = safe_name(base)[:56]

@@ -2,16 +2,58 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .backends.base import Message
-from .chat import fit_messages
+from .chat import fit_messages, validate_messages
 from .params import SamplingParams
 from .template_text import render_text
 
 if TYPE_CHECKING:
     from .chat_prompt import PromptPlan
     from .runtime import Runtime
+    from .session_formats import Session
+
+
+@dataclass
+class Draft:
+    """The prompt a turn would send, built and not sent: the messages for the model, the sampling, and the
+    plan behind them (None: the messages go to the model as they are)."""
+
+    plan: PromptPlan | None
+    messages: list[Message]
+    params: SamplingParams
+
+    @property
+    def lore(self) -> list[dict[str, Any]]:
+        """The lore entries that fired: book, uid, comment, why and where."""
+        return self.plan.lore if self.plan is not None else []
+
+
+def draft(
+    rt: Runtime,
+    messages: list[Message],
+    *,
+    session: Session | str | None,
+    user_text: str | None = None,
+    preset: Any = None,
+    params: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+) -> Draft:
+    """See `Runtime.draft`."""
+    from .conversation import session_draft, stateless_plan
+
+    if session is None or session == "new":
+        msgs = validate_messages(messages) if messages or session is None else []
+        plan, prompt, sampling = stateless_plan(
+            rt, msgs, preset=preset, options=options, params=params, always=session == "new"
+        )
+        return Draft(plan, prompt, sampling)
+    if isinstance(session, str):
+        session = rt.sessions.get(session)
+    plan, sampling = session_draft(rt, session, user_text=user_text, options=options, params=params)
+    return Draft(plan, plan.messages, sampling)
 
 
 def rendered_prompt(backend: Any, messages: list[Message]) -> tuple[str, int | None]:

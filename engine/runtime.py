@@ -1,13 +1,15 @@
-"""The composition root: settings -> backend, engine, session and preset stores. UI, API and CLI share it."""
+"""The composition root: settings -> backend, engine, and the stores and services (sessions, presets,
+personas, lorebooks, models, ...). UI, API and CLI share it and reach the engine only through it and the
+public types (engine/__init__.py)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
@@ -23,7 +25,14 @@ from .preset_store import PresetStore
 from .sessions import SessionStore
 
 if TYPE_CHECKING:
+    from .chat_prompt import ChatOptions
+    from .lore_store import LorebookStore
+    from .model_manager import ModelManager
+    from .personas import PersonaStore
+    from .prompt_view import Draft
+    from .sampling_presets import SamplingPresetStore
     from .session_formats import Session
+    from .sysinfo import ProcessHistory
     from .tools.hub import ToolHub
     from .tools.loop import Approve
     from .turn import Mode, Turn
@@ -71,6 +80,8 @@ class Runtime:
         self.gpu_history = GpuHistory()
         self.started_at = time.time()
         self._switch_lock = threading.Lock()
+        self._members: dict[str, Any] = {}  # the stores and services made on first use (`_member`)
+        self._members_lock = threading.Lock()
         if load:
             self.load()
 
@@ -199,6 +210,100 @@ class Runtime:
 
         return show_version(self, session_id, index, version)
 
+    # --- chats -----------------------------------------------------------------------------------------
+
+    def new_session(
+        self,
+        *,
+        character: str | None = None,
+        system_prompt: str | None = None,
+        params: dict[str, Any] | None = None,
+        greeting: bool = True,
+        options: dict[str, Any] | None = None,
+        characters: list[str] | None = None,
+        group: dict[str, Any] | None = None,
+    ) -> Session:
+        """A new saved chat with preset `character` (its snapshot, its sampling under `params`, its greeting)
+        or a custom `system_prompt`, and the chat `options` (persona, lorebooks, reply_prefix,
+        show_reply_prefix). `characters` (preset names, in place of `character`) makes a group chat with
+        `group` settings. Everything is checked first, the model too: no chat file for a model not there."""
+        from .chat_prompt import ChatOptions
+        from .conversation import new_session
+
+        return new_session(
+            self,
+            character=character,
+            system_prompt=system_prompt,
+            params=params,
+            greeting=greeting,
+            options=ChatOptions(**(options or {})),
+            characters=characters,
+            group=group,
+        )
+
+    def chat_options(self, session: Session | None) -> ChatOptions:
+        """The chat options of `session` (persona, lorebooks, reply_prefix, show_reply_prefix), or a new
+        chat's."""
+        from .chat_prompt import ChatOptions
+        from .conversation import session_options
+
+        return session_options(session) if session is not None else ChatOptions()
+
+    def update_options(self, session: Session, changes: dict[str, Any]) -> None:
+        """Check the chat options in `changes` (only those given) and set them on `session` (not saved)."""
+        from .conversation import update_options
+
+        update_options(self, session, changes)
+
+    def draft(
+        self,
+        messages: Sequence[Message] | None = None,
+        *,
+        session: Session | str | None = None,
+        user_text: str | None = None,
+        preset: str | Character | None = None,
+        params: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Draft:
+        """The prompt a turn would send, built and not sent: nothing is generated or saved. The arguments
+        are `turn`'s: no `session`, `messages` is the whole conversation (with no preset and no options, sent
+        as it is); `session="new"`, the first turn of a new chat with them; a session (or its id), its next
+        turn, with `user_text` sent. `.messages`, `.params`, `.lore` (the lore that fired), `.plan`."""
+        from .prompt_view import draft
+
+        msgs = list(messages or [])
+        return draft(
+            self, msgs, session=session, user_text=user_text, preset=preset, params=params, options=options
+        )
+
+    def preview(
+        self,
+        messages: Sequence[Message] | None = None,
+        *,
+        session: Session | str | None = None,
+        user_text: str | None = None,
+        preset: str | Character | None = None,
+        params: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """`draft` as the model would see it: the messages after context fitting, the templated prompt, its
+        tokens, the persona, and which lore fired, why and where."""
+        from .prompt_view import preview
+
+        d = self.draft(
+            messages, session=session, user_text=user_text, preset=preset, params=params, options=options
+        )
+        return preview(self, d.messages, d.plan, d.params)
+
+    def lore_activation(self, book: str, text: str) -> list[dict[str, Any]]:
+        """Which entries of lorebook `book` fire for `text`, and why; nothing is generated. Each paragraph of
+        `text` is one message, the last the newest."""
+        from .chat_prompt import TokenCounter
+        from .lore_form import test_activation
+
+        books = [(book, self.lorebooks.get(book))]
+        return test_activation(books, text, self.settings.lore, TokenCounter(self))
+
     # --- helpers shared by every interface ---------------------------------------------------------
 
     def character(self, name: str | None) -> Character | None:
@@ -219,6 +324,15 @@ class Runtime:
             check(params.grammar)  # llama.cpp's own parser, in the worker: a bad grammar is a 400 here
         return params
 
+    def secret(self, name: str) -> str:
+        """A random key kept in <data_dir>/`name`, made on first use (with an unwritable data dir, a new one
+        each call)."""
+        from .fsutil import kept_secret
+
+        return kept_secret(self.data_dir / name)
+
+    # --- the model and the machine ------------------------------------------------------------------
+
     def model_info(self) -> dict[str, Any]:
         backend = self.engine.backend
         if backend is None:
@@ -228,6 +342,13 @@ class Runtime:
         if worker_status is not None:
             info["worker"] = worker_status()
         return info
+
+    def reasoning_tags(self) -> tuple[str, str]:
+        """The loaded model's thinking tags (open, close), as its reasoning format writes them."""
+        from .reasoning import FORMATS
+
+        fmt = FORMATS.get(str(self.model_info().get("reasoning_format") or "think"), FORMATS["think"])
+        return fmt.open, fmt.close
 
     def health(self) -> dict[str, Any]:
         backend = self.engine.backend
@@ -248,6 +369,70 @@ class Runtime:
             if not ok and worker.get("reason"):
                 out["reason"] = worker["reason"]
         return out
+
+    def gpu_status(self) -> dict[str, Any]:
+        """GPU devices, VRAM, use and processes, or why there is none (engine/gpu.py); never raises."""
+        from .gpu import gpu_status
+
+        return gpu_status()
+
+    def gpu_refusal(self) -> str | None:
+        """With gpu.required, one line saying why this process must not start (no usable GPU, nothing
+        offloaded, the model not loaded) and how to fix it; None when the model runs on a GPU, or may not."""
+        from .gpu_required import refusal
+
+        return refusal(self)
+
+    def process_memory(self) -> dict[str, float | None]:
+        """This process's memory: rss_mb and peak_mb (None where the system does not say)."""
+        from .sysinfo import process_memory
+
+        return process_memory()
+
+    # --- stores and services, made on first use --------------------------------------------------------
+
+    def _member(self, name: str, make: Callable[[], Any]) -> Any:
+        """The runtime's one `name`, made by `make` the first time it is asked for."""
+        with self._members_lock:
+            if name not in self._members:
+                self._members[name] = make()
+            return self._members[name]
+
+    @property
+    def personas(self) -> PersonaStore:
+        """The user's personas (who {{user}} is), in <data_dir>/personas."""
+        from .personas import PersonaStore
+
+        return cast("PersonaStore", self._member("personas", lambda: PersonaStore(self.data_dir)))
+
+    @property
+    def lorebooks(self) -> LorebookStore:
+        """The lorebooks (SillyTavern world info), in <data_dir>/lorebooks."""
+        from .lore_store import LorebookStore
+
+        return cast("LorebookStore", self._member("lorebooks", lambda: LorebookStore(self.data_dir)))
+
+    @property
+    def models(self) -> ModelManager:
+        """The model files in models/: estimates, remembered settings, loading one, and downloads."""
+        from .model_manager import ModelManager
+
+        return cast("ModelManager", self._member("models", lambda: ModelManager(self)))
+
+    @property
+    def sampling_presets(self) -> SamplingPresetStore:
+        """Sampling presets: the built-in ones and the user's (<data_dir>/sampling_presets.json)."""
+        from .sampling_presets import SamplingPresetStore
+
+        store = self._member("sampling_presets", lambda: SamplingPresetStore(self.data_dir))
+        return cast("SamplingPresetStore", store)
+
+    @property
+    def process_history(self) -> ProcessHistory:
+        """Recent CPU and memory samples of the server's and the model's processes, for a plot."""
+        from .sysinfo import ProcessHistory
+
+        return cast("ProcessHistory", self._member("process_history", ProcessHistory))
 
     @property
     def tools(self) -> ToolHub:

@@ -55,6 +55,8 @@ def check_preset_name(name: Any) -> str:
 class SamplingPresetStore:
     """User presets as {name: {param: value}} in one JSON file, written atomically."""
 
+    grammars = GRAMMARS  # example GBNF grammars, by title
+
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / FILE_NAME
         self.problems: list[str] = []

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import orjson
 from pydantic import (
@@ -29,6 +29,9 @@ from pydantic import (
 from .errors import InvalidInput, TooLarge
 from .reasoning import FORMATS, split_text
 from .text import clean_line
+
+if TYPE_CHECKING:
+    from .characters import Character
 
 SCHEMA_VERSION = 2
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
@@ -256,6 +259,22 @@ class Session(_Strict):
     @classmethod
     def _one_clean_line(cls, v: str) -> str:
         return clean_line(v)
+
+    def character_snapshot(self) -> Character | None:
+        """The character the chat keeps (its snapshot from when the chat began), or None."""
+        from .characters import Character
+
+        return Character.model_validate(self.character) if self.character else None
+
+    @staticmethod
+    def is_id(value: object) -> bool:
+        """Whether `value` has the shape of a session id (s-YYYYMMDD-HHMMSS-xxxxxx)."""
+        return is_session_id(value)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any], session_id: str) -> Session:
+        """One of our session documents (as the API returns it; older schema versions too), checked."""
+        return session_from_doc(doc, session_id)
 
 
 class SessionSummary(_Strict):

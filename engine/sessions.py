@@ -158,6 +158,13 @@ class SessionStore:
     def to_markdown(self, session: Session) -> str:
         return to_markdown(session)
 
+    def export_files(self, session_id: str, folder: Path) -> tuple[Path, Path]:
+        """<id>.json holding exactly `export_bytes`, and <id>.md (`to_markdown`), written into `folder`."""
+        json_path, md_path = folder / f"{session_id}.json", folder / f"{session_id}.md"
+        atomic_write(json_path, self.export_bytes(session_id), keep_backup=False)
+        atomic_write(md_path, self.to_markdown(self.get(session_id)).encode("utf-8"), keep_backup=False)
+        return json_path, md_path
+
     def pop_problems(self) -> builtins.list[str]:
         with self._lock:
             out, self.problems = self.problems, []

@@ -17,7 +17,6 @@ from engine.lore_scan import Fired
 from engine.personas import Persona, PersonaStore
 from engine.prompt import inject_at_depth, place
 from engine.runtime import Runtime
-from engine.userdata import lorebooks, personas
 
 DATA = Path(__file__).parent / "data" / "lore"
 
@@ -25,7 +24,7 @@ DATA = Path(__file__).parent / "data" / "lore"
 @pytest.fixture()
 def rt(tmp_path: Path) -> Runtime:
     runtime = Runtime(Settings(data_dir=str(tmp_path / "data")), load=False)
-    lorebooks(runtime).import_bytes("Eldoria.json", (DATA / "eldoria_world_info.json").read_bytes())
+    runtime.lorebooks.import_bytes("Eldoria.json", (DATA / "eldoria_world_info.json").read_bytes())
     return runtime
 
 
@@ -67,7 +66,7 @@ def test_persona_names_are_checked(bad: str) -> None:
 def test_persona_replaces_user_everywhere_and_its_description_goes_into_the_system_prompt(
     rt: Runtime,
 ) -> None:
-    personas(rt).save(Persona(name="Ken", description="{{user}} is a sailor who fears {{char}}."))
+    rt.personas.save(Persona(name="Ken", description="{{user}} is a sailor who fears {{char}}."))
     char = Character(name="mira", title="Mira", description="{{char}} waits for {{user}}.")
     plan = build_prompt(rt, char, [{"role": "user", "content": "hi"}], ChatOptions(persona="Ken"))
     system = plan.messages[0]["content"]
@@ -78,7 +77,7 @@ def test_persona_replaces_user_everywhere_and_its_description_goes_into_the_syst
 
 def test_persona_resolution_falls_back_to_default_then_user_name(rt: Runtime) -> None:
     assert resolve_persona(rt, None).name == "User"
-    personas(rt).save(Persona(name="Ken"))
+    rt.personas.save(Persona(name="Ken"))
     assert resolve_persona(rt, None).name == "Ken"  # the default
     assert resolve_persona(rt, "gone").name == "Ken"
     assert resolve_persona(rt, {"name": "Ann", "description": "x"}).name == "Ann"
@@ -179,7 +178,7 @@ def test_a_session_remembers_its_options(rt: Runtime) -> None:
     from tests.scripted import ScriptedBackend
 
     rt.engine.replace_backend(ScriptedBackend())  # a chat is only made while a model is loaded
-    personas(rt).save(Persona(name="Ken"))
+    rt.personas.save(Persona(name="Ken"))
     session = new_session(rt, options=ChatOptions(persona="Ken", lorebooks=["Eldoria"], reply_prefix="Ah,"))
     stored = rt.sessions.get(session.id)
     assert session_options(stored) == ChatOptions(persona="Ken", lorebooks=["Eldoria"], reply_prefix="Ah,")

@@ -12,7 +12,7 @@ import pytest
 
 from engine.config import load_settings
 from engine.errors import InvalidInput
-from engine.model_manager import ModelManager, models_for
+from engine.model_manager import ModelManager
 from engine.model_settings import FILE_NAME, ModelSettingsStore
 from engine.runtime import Runtime
 
@@ -77,8 +77,8 @@ def runtime(model_path: Path, tmp_path: Path) -> Iterator[Runtime]:
 
 
 def test_a_model_loaded_again_opens_with_its_last_settings(runtime: Runtime) -> None:
-    manager = models_for(runtime)
-    assert models_for(runtime) is manager
+    manager = runtime.models
+    assert runtime.models is manager
     assert manager.load("second.gguf", n_ctx=768)["n_ctx"] == 768
     assert manager.store.get("second.gguf")["load"]["n_ctx"] == 768
     assert manager.load("first.gguf")["n_ctx"] == 1024  # the config's value: nothing remembered yet
@@ -88,7 +88,7 @@ def test_a_model_loaded_again_opens_with_its_last_settings(runtime: Runtime) -> 
 
 
 def test_a_failed_load_remembers_nothing(runtime: Runtime) -> None:
-    manager = models_for(runtime)
+    manager = runtime.models
     with pytest.raises(InvalidInput):
         manager.load("broken.gguf", n_ctx=512)
     assert manager.store.get("broken.gguf") == {"load": {}, "sampling": {}}
@@ -96,7 +96,7 @@ def test_a_failed_load_remembers_nothing(runtime: Runtime) -> None:
 
 
 def test_sampling_defaults_follow_the_model(runtime: Runtime) -> None:
-    manager = models_for(runtime)
+    manager = runtime.models
     manager.store.set_sampling("second.gguf", {"temperature": 0.2})
     manager.load("second.gguf")
     assert runtime.params_for(None).temperature == 0.2

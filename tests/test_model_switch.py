@@ -62,9 +62,7 @@ def test_switch_between_two_files_then_a_failed_load_keeps_the_second(runtime: R
 def test_a_load_that_cannot_fit_is_refused_before_it_starts(runtime: Runtime) -> None:
     """An n_ctx up to 1,048,576 is accepted by the config, but the memory estimate refuses a load that
     needs more than is free, naming what it needs; the loaded model stays, and force overrides it."""
-    from engine.model_manager import models_for
-
-    manager = models_for(runtime)
+    manager = runtime.models
     with pytest.raises(EngineError) as err:
         manager.load("second.gguf", n_ctx=1_048_576, n_gpu_layers=0)
     assert "Not loaded" in err.value.message and "GB" in err.value.message and "force" in err.value.message

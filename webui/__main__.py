@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from engine import ConfigError
 
 if TYPE_CHECKING:
-    from engine.config import ServerSettings
+    from engine import Settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,8 +97,9 @@ LAN_HELP = (
 LAN_RISK = "Anyone who can reach this machine can use the model and read or change your chats."
 
 
-def exposure_problem(server: ServerSettings) -> str | None:
+def exposure_problem(settings: Settings) -> str | None:
     """Why binding `server.host` exposes the chat, or None (a loopback bind, or both credentials set)."""
+    server = settings.server
     if is_loopback(server.host) or (server.auth and server.api_key):
         return None
     missing = " and ".join(
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             settings.model.path = str(settings.resolve(settings.models_dir) / m.name)
     host = settings.server.host
-    problem = exposure_problem(settings.server)
+    problem = exposure_problem(settings)
     if problem and not settings.server.insecure_lan:
         print(f"error: {problem}\n  {LAN_HELP}", file=sys.stderr)
         return 2
@@ -142,13 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from engine import Runtime
-    from engine.gpu_required import refusal
 
     rt = Runtime(settings, warnings=warnings)
     ui_import.join()
     from .app import create_app
 
-    refused = refusal(rt)
+    refused = rt.gpu_refusal()
     if refused:  # the seed's "never on the CPU" rule: no server that would answer every request with an error
         rt.close()
         print(f"error: {refused}", file=sys.stderr)

@@ -26,14 +26,6 @@ from engine import (
     ToolResult,
     Turn,
 )
-from engine.chat import validate_messages
-from engine.conversation import (
-    prompt_messages,
-    session_draft,
-    stateless_plan,
-)
-from engine.gpu import gpu_status
-from engine.model_manager import models_for
 
 from .hub_api import build_hub_router
 from .limits import MAX_BODY
@@ -292,33 +284,18 @@ def prepare_turn(rt: Runtime, body: ChatRequest) -> Turn:
     )
 
 
-def prepare_draft(
-    rt: Runtime, body: DraftRequest, mode: str
-) -> tuple[Any, list[dict[str, str]], SamplingParams]:
-    """The plan of a turn that is not taken: for a preview (mode normal) or an impersonation."""
-    overrides = body.params.model_dump(exclude_unset=True) if body.params else None
+def preview_chat(rt: Runtime, body: DraftRequest) -> dict[str, Any]:
+    """What a chat request would send: a stateless one's messages, or a session's next turn (with the last
+    user message in `messages` sent)."""
     msgs = [m.model_dump() for m in body.messages]
-    if body.session_id in (None, "new"):
-        return stateless_plan(
-            rt,
-            validate_messages(msgs),
-            preset=body.preset,
-            options=body.options(),
-            params=overrides,
-            mode=mode,
-            always=body.session_id == "new",
-        )
-    session = rt.sessions.get(body.session_id)
-    user_text = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), None)
-    plan, params = session_draft(
-        rt,
-        session,
-        user_text=user_text if mode == "normal" else None,
+    return rt.preview(
+        msgs,
+        session=body.session_id,
+        user_text=next((m["content"] for m in reversed(msgs) if m["role"] == "user"), None),
+        preset=body.preset,
+        params=body.params.model_dump(exclude_unset=True) if body.params else None,
         options=body.options(),
-        params=overrides,
-        mode=mode,
     )
-    return plan, plan.messages, params
 
 
 def build_chat_router(rt: Runtime) -> APIRouter:
@@ -327,10 +304,7 @@ def build_chat_router(rt: Runtime) -> APIRouter:
 
     @api.post("/chat/preview", summary="The prompt a chat request would send, with the lore that fired")
     def chat_preview(body: DraftRequest) -> dict[str, Any]:
-        from engine.prompt_view import preview
-
-        plan, messages, params = prepare_draft(rt, body, "normal")
-        return preview(rt, messages, plan, params)
+        return preview_chat(rt, body)
 
     @api.post(
         "/chat/impersonate",
@@ -487,8 +461,7 @@ def build_session_router(rt: Runtime) -> APIRouter:
 
     @api.get("/sessions/{session_id}/prompt", summary="The exact messages the model gets for this session")
     def session_prompt(session_id: str) -> list[dict[str, str]]:
-        s = rt.sessions.get(session_id)
-        return prompt_messages(rt, s, s.messages)
+        return rt.draft(session=session_id).messages
 
     return api
 
@@ -561,11 +534,11 @@ def build_model_router(rt: Runtime) -> APIRouter:
 
     @api.get("/gpu", summary="GPU devices and VRAM, or why there is none")
     def gpu() -> dict[str, Any]:
-        return gpu_status()
+        return rt.gpu_status()
 
     @api.get("/models", summary="GGUF files in models/ (with remembered settings and a memory estimate)")
     def models() -> dict[str, Any]:
-        return {"loaded": rt.model_info(), "available": models_for(rt).catalog()}
+        return {"loaded": rt.model_info(), "available": rt.models.catalog()}
 
     @api.post(
         "/models/load",
@@ -573,7 +546,7 @@ def build_model_router(rt: Runtime) -> APIRouter:
     )
     def load_model(body: LoadModelRequest) -> dict[str, Any]:
         overrides = body.model_dump(exclude_none=True, exclude={"path"})
-        return models_for(rt).load(body.path, **overrides)
+        return rt.models.load(body.path, **overrides)
 
     return api
 

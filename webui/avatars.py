@@ -18,7 +18,6 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from engine import EngineError
-from engine.fsutil import atomic_write
 
 AVATAR_DIR = Path(tempfile.mkdtemp(prefix="llmchat-avatars-"))
 
@@ -41,9 +40,9 @@ def placeholder_file(name: str) -> str:
     digest = hashlib.sha256(name.encode()).hexdigest()[:16]
     path = AVATAR_DIR / f"letter-{digest}.png"
     if not path.is_file():
-        png = io.BytesIO()
-        placeholder(name).resize((96, 96)).save(png, format="PNG")
-        atomic_write(path, png.getvalue(), keep_backup=False)
+        with tempfile.NamedTemporaryFile(dir=AVATAR_DIR, suffix=".tmp", delete=False) as tmp:
+            placeholder(name).resize((96, 96)).save(tmp, format="PNG")
+        os.replace(tmp.name, path)  # whole or not there: a reader never gets half a file
     return str(path)
 
 

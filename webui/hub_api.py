@@ -9,8 +9,6 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import Runtime
-from engine.hub import list_repo, parse_ref
-from engine.model_manager import models_for
 
 TOKEN_HELP = "A Hugging Face token for a gated or private repo. Used for this request only; never stored."
 
@@ -33,7 +31,7 @@ class SamplingDefaults(BaseModel):
 
 def build_hub_router(rt: Runtime) -> APIRouter:
     api = APIRouter()
-    manager = models_for(rt)
+    models = rt.models  # made now: it keeps the config's model settings from before any switch
 
     @api.get("/hub/files", summary="A Hugging Face repo's GGUF files with sizes, quants and split sets")
     def hub_files(
@@ -41,28 +39,27 @@ def build_hub_router(rt: Runtime) -> APIRouter:
         revision: str | None = Query(None, max_length=200),
         x_hf_token: str | None = Header(None, description=TOKEN_HELP),
     ) -> dict[str, Any]:
-        ref = parse_ref(repo)
-        listing = list_repo(ref.repo, revision or ref.revision, token=x_hf_token)
+        listing, _ = models.downloads.browse(repo, revision, token=x_hf_token)
         return listing.model_dump()
 
     @api.post("/models/download", summary="Start downloading a model; poll /api/models/downloads/{id}")
     def download(body: DownloadRequest) -> dict[str, Any]:
-        status = manager.downloads.start(
+        status = models.downloads.start(
             body.repo, body.file, body.revision, token=body.token, mmproj=body.mmproj
         )
         return status.model_dump()
 
     @api.get("/models/downloads", summary="Downloads since the server started")
     def downloads() -> list[dict[str, Any]]:
-        return [s.model_dump() for s in manager.downloads.all()]
+        return [s.model_dump() for s in models.downloads.all()]
 
     @api.get("/models/downloads/{download_id}", summary="A download's progress: bytes, speed, time left")
     def download_status(download_id: str) -> dict[str, Any]:
-        return manager.downloads.get(download_id).model_dump()
+        return models.downloads.get(download_id).model_dump()
 
     @api.delete("/models/downloads/{download_id}", summary="Cancel a download (its partial files go)")
     def cancel_download(download_id: str) -> dict[str, Any]:
-        return manager.downloads.cancel(download_id).model_dump()
+        return models.downloads.cancel(download_id).model_dump()
 
     @api.get("/models/estimate", summary="Memory a load would take, and whether it fits (before loading)")
     def estimate(
@@ -82,19 +79,19 @@ def build_hub_router(rt: Runtime) -> APIRouter:
             "cache_type_k": cache_type_k,
             "cache_type_v": cache_type_v,
         }
-        return manager.estimate(name, overrides).model_dump()
+        return models.estimate(name, overrides).model_dump()
 
     @api.get("/models/{name}/settings", summary="A model's remembered load settings and sampling defaults")
     def model_settings(name: str) -> dict[str, Any]:
         rt.resolve_model(name)
-        return manager.store.get(name)
+        return models.store.get(name)
 
     @api.put("/models/{name}/settings", summary="Set a model's own sampling defaults")
     def put_model_settings(name: str, body: SamplingDefaults) -> dict[str, Any]:
         path = rt.resolve_model(name)
-        manager.store.set_sampling(path.name, body.sampling)
-        if manager.loaded_name() == path.name:
-            manager.apply_sampling(path.name)
-        return manager.store.get(path.name)
+        models.store.set_sampling(path.name, body.sampling)
+        if models.loaded_name() == path.name:
+            models.apply_sampling(path.name)
+        return models.store.get(path.name)
 
     return api

@@ -10,10 +10,6 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import InvalidInput, Runtime, TooLarge
-from engine.lore_store import check_book_name
-from engine.lorebook import MAX_BYTES, book_from_obj
-from engine.personas import Persona, check_persona_name
-from engine.userdata import lorebooks, personas
 
 
 class PersonaBody(BaseModel):
@@ -24,8 +20,9 @@ class PersonaBody(BaseModel):
     default: bool | None = Field(None, description="true: new chats use this persona; false: not any more.")
 
 
-def persona_dict(rt: Runtime, p: Persona) -> dict[str, Any]:
-    return {**p.model_dump(), "default": personas(rt).default_name() == p.name}
+def persona_dict(rt: Runtime, p: Any) -> dict[str, Any]:
+    """A persona (engine/personas.py) as the API shows it."""
+    return {**p.model_dump(), "default": rt.personas.default_name() == p.name}
 
 
 def build_lore_router(rt: Runtime, read_limited: Any) -> APIRouter:
@@ -33,51 +30,48 @@ def build_lore_router(rt: Runtime, read_limited: Any) -> APIRouter:
 
     @api.get("/personas", summary="User personas (who {{user}} is)")
     def list_personas() -> list[dict[str, Any]]:
-        return [persona_dict(rt, p) for p in personas(rt).list()]
+        return [persona_dict(rt, p) for p in rt.personas.list()]
 
     @api.get("/personas/{name}", summary="One persona")
     def get_persona(name: str) -> dict[str, Any]:
-        return persona_dict(rt, personas(rt).get(name))
+        return persona_dict(rt, rt.personas.get(name))
 
     @api.put("/personas/{name}", summary="Create or replace a persona")
     def put_persona(name: str, body: PersonaBody) -> dict[str, Any]:
-        check_persona_name(name)
+        rt.personas.check_name(name)
         if body.name is not None and body.name != name:
             raise InvalidInput(
                 f"The body's name {body.name!r} differs from the path's {name!r}.", field="name"
             )
-        persona = Persona.from_dict({"name": name, "description": body.description, "avatar": body.avatar})
-        if persona.avatar and personas(rt).avatar_path(persona) is None:
-            raise InvalidInput(f"There is no stored avatar {persona.avatar!r}.", field="avatar")
-        personas(rt).save(persona, make_default=body.default)
+        persona = rt.personas.put(name, body.description, body.avatar, make_default=body.default)
         return persona_dict(rt, persona)
 
     @api.delete("/personas/{name}", summary="Delete a persona")
     def delete_persona(name: str) -> dict[str, Any]:
-        personas(rt).delete(name)
+        rt.personas.delete(name)
         return {"deleted": name}
 
     @api.get("/lorebooks", summary="Lorebooks (SillyTavern world info)")
     def list_books() -> list[dict[str, Any]]:
         return [
             {"name": name, "entries": len(book.entries), "description": book.description or ""}
-            for name, book in lorebooks(rt).list()
+            for name, book in rt.lorebooks.list()
         ]
 
     @api.post("/lorebooks/import", summary="Import a world-info JSON, or the lorebook of a character card")
     async def import_book(file: UploadFile = File(...), name: str | None = Form(None)) -> dict[str, Any]:
-        data = await file.read(MAX_BYTES + 1)
-        if len(data) > MAX_BYTES:
+        data = await file.read(rt.lorebooks.max_bytes + 1)
+        if len(data) > rt.lorebooks.max_bytes:
             raise TooLarge("The file is over 10 MB.")
         if name is not None:
-            check_book_name(name)
-        saved, book = lorebooks(rt).import_bytes(file.filename or "lorebook.json", data, name)
+            rt.lorebooks.check_name(name)
+        saved, book = rt.lorebooks.import_bytes(file.filename or "lorebook.json", data, name)
         return {"name": saved, "entries": len(book.entries)}
 
     @api.get("/lorebooks/{name}", summary="A lorebook as SillyTavern world-info JSON")
     def get_book(name: str) -> Response:
         return Response(
-            lorebooks(rt).export_bytes(name),
+            rt.lorebooks.export_bytes(name),
             media_type="application/json",
             headers={"Content-Disposition": "attachment; filename=lorebook.json"},
         )
@@ -88,18 +82,17 @@ def build_lore_router(rt: Runtime, read_limited: Any) -> APIRouter:
         openapi_extra={"requestBody": {"content": {"application/json": {"schema": {}}}, "required": True}},
     )
     async def put_book(name: str, request: Request) -> dict[str, Any]:
-        check_book_name(name)
+        rt.lorebooks.check_name(name)
         try:
             data = orjson.loads(await read_limited(request))
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"The body is not valid JSON: {exc}.") from None
-        book = book_from_obj(data, "request body")
-        lorebooks(rt).save(name, book)
+        book = rt.lorebooks.put(name, data, "request body")
         return {"name": name, "entries": len(book.entries)}
 
     @api.delete("/lorebooks/{name}", summary="Move a lorebook to the trash")
     def delete_book(name: str) -> dict[str, Any]:
-        lorebooks(rt).delete(name)
+        rt.lorebooks.delete(name)
         return {"deleted": name}
 
     return api

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from engine import Delta, EngineError, Finished, InvalidInput, Reasoning, Runtime, ToolCall, Turn
-from engine.reasoning import FORMATS
 
 from .api import check_message_count
 from .streaming import cancel_on_disconnect, run_stream
@@ -204,8 +203,7 @@ def prepare(rt: Runtime, body: ChatCompletionRequest) -> Turn:
 
 def raw_tags(rt: Runtime) -> tuple[str, str] | None:
     """The format's tags, for reasoning_format "none" (the thought stays in content)."""
-    fmt = FORMATS.get(str(rt.model_info().get("reasoning_format") or "think"), FORMATS["think"])
-    return fmt.open, fmt.close
+    return rt.reasoning_tags()
 
 
 class Completion:

@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import secrets
-from pathlib import Path
-
 import gradio as gr
 
-from engine import Runtime, StorageError
-from engine.fsutil import atomic_write
+from engine import Runtime
 
 from .i18n import I18N, language_radio, wire_language
 from .tabs import characters, chat, chat_files, gpu, history, lore, sampling, tools
 from .tabs.context import UIContext
 
 
-def browser_state_secret(data_dir: Path) -> str:
-    """A stable key for the browser's stored state, so the open chat survives a server restart."""
-    path = data_dir / "ui_secret"
-    try:
-        return path.read_text("utf-8").strip() or _new_secret(path)
-    except OSError:
-        return _new_secret(path)
-
-
-def _new_secret(path: Path) -> str:
-    secret = secrets.token_hex(16)
-    with contextlib.suppress(StorageError):  # unwritable data dir: the state lasts until the next restart
-        atomic_write(path, secret.encode(), keep_backup=False)
-    return secret
-
-
 def build_ui(rt: Runtime) -> gr.Blocks:
     """The tabs, built in order: each gets the pieces of the earlier ones it uses, by name."""
-    secret = browser_state_secret(rt.data_dir)
+    secret = rt.secret("ui_secret")  # the browser's stored state survives a server restart
     with gr.Blocks(title="Local LLM Chat", analytics_enabled=False) as demo:
         ctx = UIContext(
             rt=rt,

@@ -10,9 +10,6 @@ from typing import Any
 import gradio as gr
 
 from engine import Delta, EngineError, NotFound, Notice, Queued, Reasoning, Session
-from engine.chat_prompt import ChatOptions
-from engine.conversation import new_session
-from engine.prompt import greetings
 
 from ..avatars import avatar_pair, user_avatar
 from ..chatview import memoize
@@ -168,7 +165,7 @@ def greeting_view(ctx: UIContext, character: str | None) -> list[dict[str, str]]
         char = ctx.rt.presets.get(character)
     except EngineError:
         return []
-    opening = greetings(char, ctx.rt.settings.chat.user_name)
+    opening = char.greetings(ctx.rt.settings.chat.user_name)
     return [{"role": "assistant", "content": escape_text(opening[0])}] if opening and opening[0] else []
 
 
@@ -465,18 +462,16 @@ class ChatHandlers:
                 if not members:
                     warn(tr("grp.need_members", lang_value))
                     return None
-                return new_session(
-                    self.rt,
+                return self.rt.new_session(
                     characters=list(members),
                     group=chat_group.settings_of(order, muted, prompt),
-                    options=ChatOptions(**options),
+                    options=options,
                 )
             is_custom = char in (None, CUSTOM)
-            return new_session(
-                self.rt,
+            return self.rt.new_session(
                 character=None if is_custom else char,
                 system_prompt=(custom_prompt or None) if is_custom else None,
-                options=ChatOptions(**options),
+                options=options,
             )
         except EngineError as exc:
             warn(exc.message)

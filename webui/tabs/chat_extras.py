@@ -15,11 +15,6 @@ from typing import Any
 import gradio as gr
 
 from engine import Delta, EngineError, Session, Turn
-from engine.chat_prompt import ChatOptions
-from engine.conversation import session_draft, session_options, stateless_plan, update_options
-from engine.prompt import greetings
-from engine.prompt_view import preview
-from engine.userdata import lorebooks, personas
 
 from ..i18n import I18N, tr
 from ..markup import warn
@@ -43,11 +38,11 @@ class Extras:
 
 
 def persona_choices(ctx: UIContext, lang: str | None) -> list[tuple[str, str]]:
-    return [(tr("chat.persona_default", lang), "")] + [(p.name, p.name) for p in personas(ctx.rt).list()]
+    return [(tr("chat.persona_default", lang), "")] + [(p.name, p.name) for p in ctx.rt.personas.list()]
 
 
 def book_choices(ctx: UIContext) -> list[str]:
-    return lorebooks(ctx.rt).names()
+    return ctx.rt.lorebooks.names()
 
 
 def options_of(
@@ -63,7 +58,7 @@ def options_of(
 
 def option_values(ctx: UIContext, session: Session | None, lang: str | None) -> tuple[Any, ...]:
     """Updates for the four option components: the session's choices, or the defaults for a new chat."""
-    opts = session_options(session) if session is not None else ChatOptions()
+    opts = ctx.rt.chat_options(session)
     persona = opts.persona if isinstance(opts.persona, str) else ""
     return (
         gr.update(choices=persona_choices(ctx, lang), value=persona),
@@ -124,33 +119,13 @@ def wire(
         if session is None:
             return  # used when the first message creates the chat
         try:
-            update_options(rt, session, options_of(*values))
+            rt.update_options(session, options_of(*values))
             rt.sessions.save(session)
         except EngineError as exc:
             warn(exc.message)
 
     for comp in ex.inputs:
         comp.input(on_option, [sid, lang, *ex.inputs], None, show_progress="hidden")
-
-    def draft_plan(
-        text: str,
-        session_id: str | None,
-        char: str | None,
-        custom_prompt: str | None,
-        opts: dict[str, Any],
-        mode: str,
-    ) -> tuple[Any, list[dict[str, str]], Any]:
-        session = load_session(ctx, session_id)
-        if session is not None:
-            plan, params = session_draft(rt, session, user_text=text or None, mode=mode)
-            return plan, plan.messages, params
-        is_custom = char in (None, CUSTOM)
-        msgs = new_chat_messages(char, custom_prompt, opts)
-        if text and mode != "impersonate":
-            msgs.append({"role": "user", "content": text})
-        return stateless_plan(
-            rt, msgs, preset=None if is_custom else char, options=opts, mode=mode, always=True
-        )
 
     def on_impersonate(request: gr.Request, *args: Any) -> Iterator[Any]:
         _text, session_id, char, custom_prompt, *values = args
@@ -191,17 +166,24 @@ def wire(
         """A chat not started yet: the custom system prompt, or the character's greeting."""
         if char in (None, CUSTOM):
             return [{"role": "system", "content": custom_prompt}] if custom_prompt else []
-        user = opts["persona"] or (personas(rt).default_name() or rt.settings.chat.user_name)
-        return [{"role": "assistant", "content": g} for g in greetings(rt.character(char), user)[:1]]
+        user = opts["persona"] or (rt.personas.default_name() or rt.settings.chat.user_name)
+        character = rt.character(char)
+        opening = character.greetings(user)[:1] if character else []
+        return [{"role": "assistant", "content": g} for g in opening]
 
     def on_preview(
         text: str, session_id: str | None, char: str | None, custom_prompt: str | None, *values: Any
     ) -> dict[str, Any] | None:
         try:
-            plan, messages, params = draft_plan(
-                text, session_id, char, custom_prompt, options_of(*values), "normal"
-            )
-            return preview(rt, messages, plan, params)
+            session = load_session(ctx, session_id)
+            if session is not None:
+                return rt.preview(session=session, user_text=text or None)
+            opts = options_of(*values)
+            msgs = new_chat_messages(char, custom_prompt, opts)
+            if text:
+                msgs.append({"role": "user", "content": text})
+            preset = None if char in (None, CUSTOM) else char
+            return rt.preview(msgs, session="new", preset=preset, options=opts)
         except EngineError as exc:
             warn(exc.message)
             return None

@@ -10,7 +10,6 @@ from typing import Any
 import gradio as gr
 
 from engine import EngineError, Session
-from engine.fsutil import atomic_write
 
 from .. import i18n
 from ..i18n import i18n_label, tr
@@ -40,11 +39,7 @@ i18n.add(
 
 def export_files(ctx: UIContext, session_id: str) -> tuple[Path, Path]:
     """<id>.json holding exactly SessionStore.export_bytes, and <id>.md, in EXPORT_DIR."""
-    store = ctx.rt.sessions
-    json_path, md_path = EXPORT_DIR / f"{session_id}.json", EXPORT_DIR / f"{session_id}.md"
-    atomic_write(json_path, store.export_bytes(session_id), keep_backup=False)
-    atomic_write(md_path, store.to_markdown(store.get(session_id)).encode("utf-8"), keep_backup=False)
-    return json_path, md_path
+    return ctx.rt.sessions.export_files(session_id, EXPORT_DIR)
 
 
 def download_updates(ctx: UIContext, session_id: str | None) -> tuple[Any, Any]:

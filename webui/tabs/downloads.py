@@ -9,10 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine import EngineError
-from engine.memory_estimate import Estimate, gib
-from engine.model_manager import ModelManager, models_for
-from engine.models import list_models
+from engine import EngineError, Runtime
 
 from .. import i18n
 from ..i18n import I18N, tr
@@ -104,8 +101,15 @@ i18n.add(
 )
 
 
-def estimate_text(est: Estimate, lang: str | None) -> str:
-    """The verdict in the user's language, with the numbers behind it."""
+def gib(n: int) -> str:
+    """Bytes for people: 1.2 GB, 34 MB, 300 KB (as the engine's estimate messages write them)."""
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GB"
+    return f"{n / 2**20:.0f} MB" if n >= 2**20 else f"{n / 1024:.0f} KB"
+
+
+def estimate_text(est: Any, lang: str | None) -> str:
+    """A memory estimate's verdict in the user's language, with the numbers behind it."""
 
     def size(n: int | None) -> str:
         return tr("est.unknown", lang) if n is None else gib(n)
@@ -158,36 +162,36 @@ def _overrides(values: tuple[Any, ...]) -> dict[str, Any]:
     return {k: int(v) if isinstance(v, float) else v for k, v in zip(FIELD_KEYS, values, strict=True)}
 
 
-def show_estimate(manager: ModelManager, name: str | None, *rest: Any) -> str:
+def show_estimate(rt: Runtime, name: str | None, *rest: Any) -> str:
     """The estimate for the picked file with the fields' values (`rest`: the fields, then the language)."""
     *values, lang = rest
     if not name:
         return ""
     try:
-        return estimate_text(manager.estimate(name, _overrides(tuple(values))), lang)
+        return estimate_text(rt.models.estimate(name, _overrides(tuple(values))), lang)
     except EngineError as exc:
         return f"⚠️ {escape_text(exc.message)}"
 
 
-def restore(manager: ModelManager, name: str | None, lang: str | None) -> tuple[Any, ...]:
+def restore(rt: Runtime, name: str | None, lang: str | None) -> tuple[Any, ...]:
     """A picked model's remembered settings (else the config's) go into the fields, with its estimate."""
     try:
-        s = manager.settings_for(name) if name else None
+        s = rt.models.settings_for(name) if name else None
     except EngineError:
         s = None
     if s is None:
         return (*([gr.skip()] * len(FIELD_KEYS)), "")
     values = tuple(s[k] for k in FIELD_KEYS)
-    return (*values, show_estimate(manager, name, *values, lang))
+    return (*values, show_estimate(rt, name, *values, lang))
 
 
-def fit(manager: ModelManager, name: str | None, *rest: Any) -> tuple[Any, str]:
+def fit(rt: Runtime, name: str | None, *rest: Any) -> tuple[Any, str]:
     """n_gpu_layers: the most layers that fit in free VRAM (0 without a usable GPU)."""
     *values, lang = rest
     if not name:
         return gr.skip(), ""
     try:
-        est = manager.estimate(name, {**_overrides(tuple(values)), "n_gpu_layers": "auto"})
+        est = rt.models.estimate(name, {**_overrides(tuple(values)), "n_gpu_layers": "auto"})
     except EngineError as exc:
         return gr.skip(), f"⚠️ {escape_text(exc.message)}"
     return est.n_gpu_layers, estimate_text(est, lang)
@@ -196,36 +200,26 @@ def fit(manager: ModelManager, name: str | None, *rest: Any) -> tuple[Any, str]:
 def build_estimate(ctx: UIContext, *, picker: gr.Dropdown, fields: tuple[Any, ...]) -> None:
     """The estimate above Load, kept up to date with the picked file and the load settings. `fields` are the
     tab's n_gpu_layers, n_ctx, flash attention and cache type K/V inputs, in that order."""
-    manager = models_for(ctx.rt)
     with gr.Row(equal_height=True):
         est_md = gr.Markdown(elem_id="gpu-estimate")
         fit_btn = gr.Button(I18N("dl.fit"), size="sm", scale=0, min_width=200, elem_id="gpu-fit")
     lang = ctx.lang
-    picker.change(partial(restore, manager), [picker, lang], [*fields, est_md], show_progress="hidden")
+    picker.change(partial(restore, ctx.rt), [picker, lang], [*fields, est_md], show_progress="hidden")
     for field in fields:
-        field.input(
-            partial(show_estimate, manager), [picker, *fields, lang], [est_md], show_progress="hidden"
-        )
-    fit_btn.click(partial(fit, manager), [picker, *fields, lang], [fields[0], est_md])
+        field.input(partial(show_estimate, ctx.rt), [picker, *fields, lang], [est_md], show_progress="hidden")
+    fit_btn.click(partial(fit, ctx.rt), [picker, *fields, lang], [fields[0], est_md])
 
 
-def list_files(text: str, secret: str, lang: str | None) -> tuple[Any, ...]:
+def list_files(rt: Runtime, text: str, secret: str, lang: str | None) -> tuple[Any, ...]:
     """(file choices, {file: projectors offered}, the projector checkbox, a note) for a repo."""
-    from engine.hub import list_repo, parse_ref, pick
-
     try:
-        ref = parse_ref(text)
-        listing = list_repo(ref.repo, ref.revision, token=secret or None)
+        listing, picked = rt.models.downloads.browse(text, token=secret or None)
     except EngineError as exc:
         warn(exc.message)
         failed = tr("dl.failed", lang, error=escape_text(exc.message))
         return gr.update(choices=[], value=None), {}, gr.update(visible=False), failed
     choices = [(_label(m), m.name) for m in listing.files]
-    value: str | None
-    try:
-        value = pick(listing, ref.file).name
-    except EngineError:
-        value = choices[0][1] if choices else None
+    value = picked or (choices[0][1] if choices else None)
     repo = escape_text(listing.repo)
     note = tr("dl.found", lang, n=len(choices), repo=repo) if choices else tr("dl.none", lang, repo=repo)
     if listing.gated:
@@ -242,48 +236,47 @@ def projector(name: str | None, offered: dict[str, list[str]], lang: str | None)
 
 
 def start(
-    manager: ModelManager, text: str, name: str | None, with_mmproj: bool, secret: str, lang: str | None
+    rt: Runtime, text: str, name: str | None, with_mmproj: bool, secret: str, lang: str | None
 ) -> tuple[Any, Any, str]:
     """(job id, the timer, a note). The token goes to this download only."""
     if not name:
         warn(tr("dl.pick", lang))
         return gr.skip(), gr.skip(), tr("dl.pick", lang)
     try:
-        status = manager.downloads.start(text, name, token=secret or None, mmproj=bool(with_mmproj))
+        status = rt.models.downloads.start(text, name, token=secret or None, mmproj=bool(with_mmproj))
     except EngineError as exc:
         warn(exc.message)
         return None, gr.Timer(active=False), tr("dl.failed", lang, error=escape_text(exc.message))
     return status.id, gr.Timer(active=True), progress_text(status, lang)
 
 
-def tick(manager: ModelManager, job_id: str | None, lang: str | None) -> tuple[Any, Any, Any]:
+def tick(rt: Runtime, job_id: str | None, lang: str | None) -> tuple[Any, Any, Any]:
     """(the timer, the progress, the picker): once done, the new file is in the picker and picked."""
     if not job_id:
         return gr.Timer(active=False), gr.skip(), gr.skip()
     try:
-        status = manager.downloads.get(job_id)
+        status = rt.models.downloads.get(job_id)
     except EngineError as exc:
         return gr.Timer(active=False), escape_text(exc.message), gr.skip()
     picked = gr.skip()
     if status.state == "done":
-        models = list_models(manager.rt.models_dir)
+        models = rt.models.files()
         picked = gr.update(choices=[(_model_label(m), m.name) for m in models], value=status.name)
     running = status.state in ("downloading", "verifying")
     return gr.Timer(active=running), progress_text(status, lang), picked
 
 
-def cancel(manager: ModelManager, job_id: str | None, lang: str | None) -> Any:
+def cancel(rt: Runtime, job_id: str | None, lang: str | None) -> Any:
     if not job_id:
         return gr.skip()
     try:
-        return progress_text(manager.downloads.cancel(job_id), lang)
+        return progress_text(rt.models.downloads.cancel(job_id), lang)
     except EngineError as exc:
         return escape_text(exc.message)
 
 
 def build_downloads(ctx: UIContext, *, picker: gr.Dropdown) -> None:
     """The "Download from Hugging Face" section; a finished download becomes the picked model file."""
-    manager = models_for(ctx.rt)
     with gr.Accordion(I18N("dl.title"), open=False, elem_id="dl-section"):
         with gr.Row(equal_height=True):
             repo = gr.Textbox(
@@ -305,11 +298,11 @@ def build_downloads(ctx: UIContext, *, picker: gr.Dropdown) -> None:
     timer = gr.Timer(TICK_S, active=False)
     lang = ctx.lang
     for trigger in (list_btn.click, repo.submit):
-        trigger(list_files, [repo, token, lang], [files, offered, mmproj, progress])
+        trigger(partial(list_files, ctx.rt), [repo, token, lang], [files, offered, mmproj, progress])
     files.input(projector, [files, offered, lang], [mmproj], show_progress="hidden")
-    start_btn.click(partial(start, manager), [repo, files, mmproj, token, lang], [job, timer, progress])
-    timer.tick(partial(tick, manager), [job, lang], [timer, progress, picker], show_progress="hidden")
-    cancel_btn.click(partial(cancel, manager), [job, lang], [progress])
+    start_btn.click(partial(start, ctx.rt), [repo, files, mmproj, token, lang], [job, timer, progress])
+    timer.tick(partial(tick, ctx.rt), [job, lang], [timer, progress, picker], show_progress="hidden")
+    cancel_btn.click(partial(cancel, ctx.rt), [job, lang], [progress])
 
 
 def _label(m: Any) -> str:

@@ -12,11 +12,6 @@ import gradio as gr
 import pandas as pd
 
 from engine import EngineError
-from engine.config import KV_TYPES
-from engine.gpu import gpu_status
-from engine.model_manager import models_for
-from engine.models import ModelFile, list_models
-from engine.sysinfo import ProcessHistory, process_memory
 
 from .. import i18n
 from ..i18n import I18N, tr
@@ -170,7 +165,8 @@ def _size(n: int) -> str:
     return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
 
 
-def model_label(m: ModelFile) -> str:
+def model_label(m: Any) -> str:
+    """A model file (engine/models.py) in the picker: name, size, quant, parameters."""
     parts = [m.name, _size(m.size_bytes)]
     parts += [p for p in (m.quantization, m.size_label) if p]
     return " · ".join(parts)
@@ -207,9 +203,9 @@ def status_view(status: dict[str, Any], lang: str | None) -> tuple[str, Any]:
     return text, gr.update(value={"headers": headers, "data": rows}, visible=bool(rows))
 
 
-def model_view(info: dict[str, Any], cuda: bool | None, lang: str | None) -> str:
+def model_view(rt: Any, lang: str | None) -> str:
     """Markdown about the loaded model: name, context, layers offloaded, load time, process memory."""
-    mem = process_memory()
+    info, cuda, mem = rt.model_info(), rt.gpu_status().get("cuda_build"), rt.process_memory()
     memory = tr("gpu.memory", lang, rss=_v(mem["rss_mb"]), peak=_v(mem["peak_mb"]))
     if not info.get("loaded"):
         return f"- {tr('gpu.no_model', lang, error=info.get('error') or '')}\n- {memory}"
@@ -294,9 +290,10 @@ def model_pid(rt: Any) -> int:
     return pid if isinstance(pid, int) and pid > 0 else os.getpid()
 
 
-def sample_system(rt: Any, history: ProcessHistory) -> None:
+def sample_system(rt: Any) -> None:
     """One CPU/RSS sample, shared by every open tab like the GPU's. The first comes with a second a moment
     later, so the CPU plot has a point at once."""
+    history = rt.process_history
     with _sample_lock:
         now = time.monotonic()
         if now - _sampled.get("sys", 0.0) < TICK_S * 0.8:
@@ -309,8 +306,9 @@ def sample_system(rt: Any, history: ProcessHistory) -> None:
             history.sample(os.getpid(), model_pid(rt))
 
 
-def system_frames(rt: Any, history: ProcessHistory, lang: str | None) -> tuple[Any, Any, str]:
+def system_frames(rt: Any, lang: str | None) -> tuple[Any, Any, str]:
     """(CPU frame, RSS frame, readout line) for the engine's CPU use and the processes' memory."""
+    history = rt.process_history
     one = model_pid(rt) == os.getpid()
     labels = {
         "cpu": tr("gpu.series_cpu", lang),
@@ -355,7 +353,7 @@ class Monitor:
             )
         self.devices = gr.Dataframe(interactive=False, elem_id="gpu-devices", max_height=200, visible=False)
         with gr.Row():
-            has_gpu = bool(gpu_status().get("available"))
+            has_gpu = bool(self.rt.gpu_status().get("available"))
             self.plots = [
                 line_plot(f"gpu.plot_{kind}", f"gpu-plot-{kind}", has_gpu) for kind in ("vram", "util")
             ]
@@ -365,7 +363,6 @@ class Monitor:
             ]
         self.plot_note = gr.Markdown(elem_id="gpu-plot-note")
         self.readout = gr.Markdown(elem_id="sys-readout")
-        self.history = ProcessHistory()
         self.model_md = gr.Markdown(elem_id="gpu-model")
         self.timer = gr.Timer(TICK_S, active=False)
 
@@ -380,21 +377,21 @@ class Monitor:
 
     def tick(self, lang_value: str | None):
         rt = self.rt
-        status = gpu_status()
+        status = rt.gpu_status()
         if status.get("available"):
             sample_once(rt, status)
-        sample_system(rt, self.history)
+        sample_system(rt)
         text, table = status_view(status, lang_value)
         return (
             text,
             table,
             *plot_frames(rt, bool(status.get("available"))),
-            *system_frames(rt, self.history, lang_value),
+            *system_frames(rt, lang_value),
             self.note_for(status, lang_value),
         )
 
     def refresh(self, lang_value: str | None):
-        info = model_view(self.rt.model_info(), gpu_status().get("cuda_build"), lang_value)
+        info = model_view(self.rt, lang_value)
         return (*self.tick(lang_value), info)
 
     def timer_state(self, evt: gr.SelectData, on: bool):
@@ -446,10 +443,10 @@ class ModelPanel:
                     model_cfg.flash_attn, label=I18N("gpu.flash_attn"), elem_id="gpu-flash"
                 )
                 self.cache_k = gr.Dropdown(
-                    list(KV_TYPES), value=model_cfg.cache_type_k, label=I18N("gpu.cache_k")
+                    list(model_cfg.kv_types), value=model_cfg.cache_type_k, label=I18N("gpu.cache_k")
                 )
                 self.cache_v = gr.Dropdown(
-                    list(KV_TYPES), value=model_cfg.cache_type_v, label=I18N("gpu.cache_v")
+                    list(model_cfg.kv_types), value=model_cfg.cache_type_v, label=I18N("gpu.cache_v")
                 )
             fields = (self.n_gpu_layers, self.n_ctx, self.flash, self.cache_k, self.cache_v)
             downloads.build_estimate(ctx, picker=self.picker, fields=fields)
@@ -459,7 +456,7 @@ class ModelPanel:
 
     def models(self, current: str | None, lang_value: str | None):
         rt = self.rt
-        files = list_models(rt.models_dir)
+        files = rt.models.files()
         loaded = rt.model_info().get("name") if rt.model_info().get("loaded") else None
         names = [m.name for m in files]
         value = (
@@ -472,7 +469,7 @@ class ModelPanel:
 
     def describe(self, name: str | None, lang_value: str | None) -> str:
         rt = self.rt
-        files = {m.name: m for m in list_models(rt.models_dir)}
+        files = {m.name: m for m in rt.models.files()}
         m = files.get(name or "")
         if m is None:
             return tr("gpu.no_files", lang_value, dir=rt.models_dir) if not files else ""
@@ -506,12 +503,12 @@ class ModelPanel:
         }
         overrides = {k: int(v) if isinstance(v, float) else v for k, v in overrides.items() if v is not None}
         try:
-            info = models_for(rt).load(name, **overrides)  # remembers the settings when it loads
+            info = rt.models.load(name, **overrides)  # remembers the settings when it loads
         except EngineError as exc:
             warn(exc.message)
             yield tr("gpu.failed", lang_value, message=exc.message), gr.skip(), gr.skip()
             return
-        mem = process_memory()
+        mem = rt.process_memory()
         text = tr(
             "gpu.loaded",
             lang_value,
@@ -520,9 +517,8 @@ class ModelPanel:
             rss=_v(mem["rss_mb"]),
             peak=_v(mem["peak_mb"]),
         )
-        cuda = gpu_status().get("cuda_build")
         chat_status = status_line(self.ctx, load_session(self.ctx, session_id), lang_value)
-        yield text, model_view(rt.model_info(), cuda, lang_value), chat_status
+        yield text, model_view(rt, lang_value), chat_status
 
     def wire(self, model_md: gr.Markdown, chat: ChatView) -> None:
         lang = self.ctx.lang

@@ -10,21 +10,6 @@ from typing import Any
 import gradio as gr
 
 from engine import EngineError
-from engine.chat_prompt import TokenCounter
-from engine.lore_form import (
-    FORM_FIELDS,
-    LOGIC_CHOICES,
-    POSITION_CHOICES,
-    ROLE_CHOICES,
-    entry_from_form,
-    form_from_entry,
-    new_entry,
-    test_activation,
-)
-from engine.lore_store import check_book_name
-from engine.lorebook import Book
-from engine.personas import Persona
-from engine.userdata import lorebooks, personas
 
 from .. import i18n
 from ..i18n import I18N, i18n_label, tr
@@ -142,7 +127,8 @@ i18n.add(EN, JA)
 TRI_CHOICES = ["default", "yes", "no"]
 
 
-def entry_field(name: str) -> Any:
+def entry_field(name: str, choices: dict[str, Any]) -> Any:
+    """The input for entry field `name`; `choices`: the (label, value) pairs of the fields that take one."""
     label = I18N(f"lo.f.{name}")
     elem = f"lo-f-{name}"
     if name in (
@@ -156,7 +142,6 @@ def entry_field(name: str) -> Any:
         return gr.Checkbox(label=label, elem_id=elem)
     if name in ("caseSensitive", "matchWholeWords"):
         return gr.Dropdown(TRI_CHOICES, value="default", label=label, elem_id=elem)
-    choices = {"selectiveLogic": LOGIC_CHOICES, "position": POSITION_CHOICES, "role": ROLE_CHOICES}
     if name in choices:
         return gr.Dropdown(choices[name], value="0", label=label, elem_id=elem)
     if name in ("order", "depth", "probability", "groupWeight", "scanDepth", "delayUntilRecursion"):
@@ -193,7 +178,7 @@ class PersonaEditor:
                 )
 
     def view(self, name: str | None) -> dict[Any, Any]:
-        store = personas(self.rt)
+        store = self.rt.personas
         names = [p.name for p in store.list()]
         p = store.find(name) if name in names else None
         avatar = store.avatar_path(p) if p else None
@@ -206,17 +191,16 @@ class PersonaEditor:
         }
 
     def on_save(self, name: str, desc: str, avatar: str | None, default: bool, lang_value: str | None):
-        store = personas(self.rt)
+        store = self.rt.personas
         try:
             stored = None
             if avatar:
                 data = Path(avatar).read_bytes()
                 stored = store.store_avatar(data)
-            persona = Persona.from_dict(
-                {"name": (name or "").strip(), "description": desc or "", "avatar": stored}
-            )
-            was_default = store.default_name() == persona.name
-            store.save(persona, make_default=True if default else (False if was_default else None))
+            name = (name or "").strip()
+            was_default = store.default_name() == name
+            make_default = True if default else (False if was_default else None)
+            persona = store.put(name, desc or "", stored, make_default=make_default)
         except (EngineError, OSError) as exc:
             warn(getattr(exc, "message", str(exc)))
             return gr.skip()
@@ -225,7 +209,7 @@ class PersonaEditor:
 
     def on_delete(self, name: str | None, lang_value: str | None):
         try:
-            personas(self.rt).delete(str(name or ""))
+            self.rt.personas.delete(str(name or ""))
             notify(tr("lo.deleted", lang_value, name=name))
         except EngineError as exc:
             warn(exc.message)
@@ -258,29 +242,29 @@ class BookList:
 class EntryEditor:
     """The right column: pick or add an entry, every entry field, save, delete, and test activation."""
 
-    def __init__(self) -> None:
+    def __init__(self, field_names: tuple[str, ...], choices: dict[str, Any]) -> None:
         with gr.Row():
             self.pick = gr.Dropdown(choices=[], label=I18N("lo.entry_pick"), scale=3, elem_id="lo-entry-pick")
             self.new = gr.Button(I18N("lo.new_entry"), size="sm", scale=1, elem_id="lo-entry-new")
         form: dict[str, Any] = {}
         with gr.Row():
             for f in ("comment", "order", "position", "depth", "role"):
-                form[f] = entry_field(f)
+                form[f] = entry_field(f, choices)
         with gr.Row():
             for f in ("key", "keysecondary", "selectiveLogic"):
-                form[f] = entry_field(f)
-        form["content"] = entry_field("content")
+                form[f] = entry_field(f, choices)
+        form["content"] = entry_field("content", choices)
         with gr.Row():
             for f in ("constant", "disable", "useProbability", "probability", "scanDepth"):
-                form[f] = entry_field(f)
+                form[f] = entry_field(f, choices)
         with gr.Row():
             for f in ("group", "groupOverride", "groupWeight", "caseSensitive", "matchWholeWords"):
-                form[f] = entry_field(f)
+                form[f] = entry_field(f, choices)
         with gr.Row():
             for f in ("excludeRecursion", "preventRecursion", "delayUntilRecursion"):
-                form[f] = entry_field(f)
-        self.form = form
-        self.fields = [form[f] for f in FORM_FIELDS]
+                form[f] = entry_field(f, choices)
+        self.form, self.field_names = form, field_names
+        self.fields = [form[f] for f in field_names]
         with gr.Row():
             self.save = gr.Button(
                 I18N("lo.save_entry"), variant="primary", size="sm", elem_id="lo-entry-save"
@@ -304,28 +288,30 @@ class BookEditor:
             with gr.Column(scale=1, min_width=280):
                 self.books = BookList()
             with gr.Column(scale=3):
-                self.entries = EntryEditor()
+                self.entries = EntryEditor(self.rt.lorebooks.form_fields, self.rt.lorebooks.form_choices)
 
     @property
     def outputs(self) -> list[Any]:
         """What `view` updates."""
         return [self.books.pick, self.books.export, self.entries.pick, *self.entries.fields]
 
-    def entry_view(self, book: Book | None, key: str | None) -> dict[Any, Any]:
+    def entry_view(self, book: Any, key: str | None) -> dict[Any, Any]:
+        """The entry picker and form for entry `key` of `book` (a lorebook, or None)."""
+        names = self.entries.field_names
         entry = book.entries.get(key) if book is not None and key is not None else None
-        values = form_from_entry(entry) if entry is not None else dict.fromkeys(FORM_FIELDS)
+        values = self.rt.lorebooks.entry_form(entry) if entry is not None else dict.fromkeys(names)
         choices = [(f"{e.uid}: {e.title()}", k) for k, e in book.entries.items()] if book is not None else []
         pick = gr.update(choices=choices, value=key if entry is not None else None)
-        return {self.entries.pick: pick, **{self.entries.form[f]: values[f] for f in FORM_FIELDS}}
+        return {self.entries.pick: pick, **{self.entries.form[f]: values[f] for f in names}}
 
     def export_file(self, name: str) -> Any:
         path = EXPORT_DIR / f"{name}.json"
-        path.write_bytes(lorebooks(self.rt).export_bytes(name))
+        path.write_bytes(self.rt.lorebooks.export_bytes(name))
         return gr.update(value=str(path), interactive=True)
 
     def view(self, name: str | None, entry_key: str | None = None) -> dict[Any, Any]:
         """The book list with `name` picked, its export, and its entry `entry_key` (else the first)."""
-        store = lorebooks(self.rt)
+        store = self.rt.lorebooks
         names = store.names()
         book = None
         if name in names:
@@ -348,7 +334,7 @@ class BookEditor:
             return gr.skip()
         try:
             path = Path(file)
-            name, book = lorebooks(self.rt).import_bytes(path.name, path.read_bytes())
+            name, book = self.rt.lorebooks.import_bytes(path.name, path.read_bytes())
         except (EngineError, OSError) as exc:
             warn(getattr(exc, "message", str(exc)))
             return {self.books.upload: None}
@@ -357,9 +343,7 @@ class BookEditor:
 
     def on_create(self, name: str, lang_value: str | None):
         try:
-            name = check_book_name((name or "").strip())
-            if not lorebooks(self.rt).exists(name):
-                lorebooks(self.rt).save(name, Book())
+            name = self.rt.lorebooks.create((name or "").strip())
         except EngineError as exc:
             warn(exc.message)
             return {self.books.new_name: ""}
@@ -367,7 +351,7 @@ class BookEditor:
 
     def on_delete_book(self, name: str | None, lang_value: str | None):
         try:
-            lorebooks(self.rt).delete(str(name or ""))
+            self.rt.lorebooks.delete(str(name or ""))
             notify(tr("lo.deleted", lang_value, name=name))
         except EngineError as exc:
             warn(exc.message)
@@ -377,10 +361,7 @@ class BookEditor:
         if not name:
             warn(tr("lo.pick_book", lang_value))
             return gr.skip()
-        book = lorebooks(self.rt).get(name)
-        entry = new_entry(book)
-        book.entries[str(entry.uid)] = entry
-        lorebooks(self.rt).save(name, book)
+        entry = self.rt.lorebooks.add_entry(name)
         return self.view(name, str(entry.uid))
 
     def on_save_entry(self, name: str | None, key: str | None, lang_value: str | None, *values: Any):
@@ -388,10 +369,8 @@ class BookEditor:
             warn(tr("lo.pick_book", lang_value))
             return gr.skip()
         try:
-            book = lorebooks(self.rt).get(name)
-            entry = entry_from_form(dict(zip(FORM_FIELDS, values, strict=True)), book.entries[key])
-            book.entries[key] = entry
-            lorebooks(self.rt).save(name, book)
+            form = dict(zip(self.entries.field_names, values, strict=True))
+            entry = self.rt.lorebooks.save_entry(name, key, form)
         except (EngineError, KeyError) as exc:
             warn(getattr(exc, "message", str(exc)))
             return gr.skip()
@@ -401,20 +380,15 @@ class BookEditor:
     def on_delete_entry(self, name: str | None, key: str | None):
         if not name or key is None:
             return gr.skip()
-        book = lorebooks(self.rt).get(name)
-        book.entries.pop(key, None)
-        lorebooks(self.rt).save(name, book)
+        self.rt.lorebooks.delete_entry(name, key)
         return self.view(name)
 
     def on_test(self, name: str | None, text: str, lang_value: str | None) -> Any:
         if not name:
             warn(tr("lo.pick_book", lang_value))
             return None
-        rt = self.rt
         try:
-            return test_activation(
-                [(name, lorebooks(rt).get(name))], text or "", rt.settings.lore, TokenCounter(rt)
-            )
+            return self.rt.lore_activation(name, text or "")
         except EngineError as exc:
             warn(exc.message)
             return None
@@ -442,8 +416,8 @@ def build(ctx: UIContext, tab: gr.Tab) -> None:
     def on_tab() -> tuple[Any, Any]:
         """Fresh lists (the API or the terminal may have changed them); what is being edited stays."""
         return (
-            gr.update(choices=[p.name for p in personas(rt).list()]),
-            gr.update(choices=lorebooks(rt).names()),
+            gr.update(choices=[p.name for p in rt.personas.list()]),
+            gr.update(choices=rt.lorebooks.names()),
         )
 
     tab.select(on_tab, None, [people.pick, books.books.pick], show_progress="hidden")

@@ -10,10 +10,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine import EngineError, SamplingParams, Session
-from engine.conversation import new_session, session_character
-from engine.params import PARAM_NAMES, parse_params
-from engine.sampling_presets import GRAMMARS, SamplingPresetStore, param_sources, session_overrides
+from engine import EngineError, Runtime, SamplingParams, Session
 
 from .. import i18n
 from ..i18n import I18N, tr
@@ -21,6 +18,7 @@ from ..markup import notify, plain_md, warn
 from .chat import chat_of, load_session, status_line
 from .context import CUSTOM, ChatView, UIContext
 
+PARAM_NAMES = tuple(SamplingParams.model_fields)
 GROUPS = {
     "randomness": ("temperature", "top_p", "top_k", "min_p", "typical_p"),
     "repetition": ("repeat_penalty", "presence_penalty", "frequency_penalty"),
@@ -178,7 +176,7 @@ def make_control(name: str, default: Any) -> gr.components.Component:
         "elem_id": f"sp-{name}",
     }
     if name in NUMBER_FIELDS:
-        return gr.Number(value=default, precision=0, **kw)  # no min/max here: parse_params names the field
+        return gr.Number(value=default, precision=0, **kw)  # no min/max: SamplingParams.parse names the field
     if name == "mirostat_mode":
         return gr.Radio([0, 1, 2], value=default, **kw)
     if name == "thinking":
@@ -221,7 +219,8 @@ def invalid_message(exc: EngineError, lang: str | None) -> str:
 class SamplingLayout:
     """The Sampling tab's components: a control per parameter, presets, and the sources table."""
 
-    def __init__(self, store: SamplingPresetStore, start: dict[str, Any]) -> None:
+    def __init__(self, rt: Runtime, start: dict[str, Any]) -> None:
+        store = rt.sampling_presets
         self.target = gr.Markdown(elem_id="sp-target")
         with gr.Row(equal_height=True):
             self.preset = gr.Dropdown(
@@ -230,7 +229,7 @@ class SamplingLayout:
             with gr.Column(scale=1, min_width=180):
                 self.load_btn = gr.Button(I18N("sp.load"), size="sm", elem_id="sp-load")
                 self.reset_btn = gr.Button(I18N("sp.reset"), size="sm", elem_id="sp-reset")
-        self.controls = controls = self.build_controls(start)
+        self.controls = controls = self.build_controls(start, store.grammars)
         self.fields = [controls[n] for n in PARAM_NAMES]
         with gr.Row():
             self.apply_btn = gr.Button(I18N("sp.apply"), variant="primary", elem_id="sp-apply")
@@ -250,7 +249,7 @@ class SamplingLayout:
         with gr.Accordion(I18N("sp.sources"), open=True):
             self.sources = gr.Dataframe(interactive=False, elem_id="sp-sources", wrap=True, max_height=420)
 
-    def build_controls(self, start: dict[str, Any]) -> dict[str, Any]:
+    def build_controls(self, start: dict[str, Any], grammars: dict[str, str]) -> dict[str, Any]:
         controls: dict[str, Any] = {}
         with gr.Row():
             for group in ("randomness", "repetition"):
@@ -269,7 +268,7 @@ class SamplingLayout:
                     controls[name] = make_control(name, start[name])
         with gr.Group():
             self.examples = gr.Dropdown(
-                [("—", "")] + [(k, k) for k in GRAMMARS],
+                [("—", "")] + [(k, k) for k in grammars],
                 value="",
                 label=I18N("sp.grammar_example"),
                 elem_id="sp-grammar-ex",
@@ -281,8 +280,8 @@ class SamplingLayout:
 class SamplingHandlers:
     """The Sampling tab's event handlers."""
 
-    def __init__(self, ctx: UIContext, store: SamplingPresetStore) -> None:
-        self.ctx, self.rt, self.store = ctx, ctx.rt, store
+    def __init__(self, ctx: UIContext) -> None:
+        self.ctx, self.rt, self.store = ctx, ctx.rt, ctx.rt.sampling_presets
         self.defaults = ctx.rt.settings.generation
 
     def context_of(
@@ -291,7 +290,7 @@ class SamplingHandlers:
         """The open session (or None) and the character sampling that applies."""
         session = load_session(self.ctx, session_id)
         if session is not None:
-            char = session_character(session)
+            char = session.character_snapshot()
         else:
             try:
                 char = self.rt.character(None if char_name in (None, CUSTOM) else char_name)
@@ -302,7 +301,7 @@ class SamplingHandlers:
     def sources_table(
         self, char_sampling: dict[str, Any], session: Session | None, lang_value: str | None
     ) -> dict:
-        rows = param_sources(self.defaults, char_sampling, session.params if session else None)
+        rows = self.defaults.sources(char_sampling, session.params if session else None)
         data = [
             [tr(f"sp.{n}", lang_value), _show(v, lang_value), tr(f"sp.src.{s}", lang_value)]
             for n, v, s in rows
@@ -324,7 +323,7 @@ class SamplingHandlers:
         defaults = self.defaults
         session, char_sampling = self.context_of(session_id, char_name)
         try:
-            values = parse_params(
+            values = SamplingParams.parse(
                 {**defaults.model_dump(), **char_sampling, **(session.params if session else {})}
             )
         except EngineError as exc:
@@ -345,12 +344,12 @@ class SamplingHandlers:
         session, char_sampling = self.context_of(session_id, char_name)
         try:
             wanted = from_ui(values)
-            parse_params(wanted)
-            overrides = session_overrides(self.defaults, char_sampling, wanted)
+            SamplingParams.parse(wanted)
+            overrides = self.defaults.session_overrides(char_sampling, wanted)
             if session is None:
                 character = None if char_name in (None, CUSTOM) else char_name
                 system = (custom_prompt or None) if character is None else None
-                session = new_session(self.rt, character=character, system_prompt=system, params=overrides)
+                session = self.rt.new_session(character=character, system_prompt=system, params=overrides)
                 note = tr("sp.started", lang_value)
             else:
                 session.params = overrides
@@ -374,7 +373,7 @@ class SamplingHandlers:
     ):
         _, char_sampling = self.context_of(session_id, char_name)
         try:
-            values = parse_params(
+            values = SamplingParams.parse(
                 {**self.defaults.model_dump(), **char_sampling, **self.store.get(name or "")}
             )
         except EngineError as exc:
@@ -386,12 +385,12 @@ class SamplingHandlers:
     def reset(self, session_id: str | None, char_name: str | None, lang_value: str | None):
         _, char_sampling = self.context_of(session_id, char_name)
         notify(tr("sp.reset_done", lang_value))
-        return to_ui(parse_params({**self.defaults.model_dump(), **char_sampling}))
+        return to_ui(SamplingParams.parse({**self.defaults.model_dump(), **char_sampling}))
 
     def save_as(self, *args: Any):
         *values, name, lang_value = args
         try:
-            saved = self.store.save(name, parse_params(from_ui(values)).model_dump())
+            saved = self.store.save(name, SamplingParams.parse(from_ui(values)).model_dump())
         except EngineError as exc:
             warn(invalid_message(exc, lang_value))
             return gr.skip()
@@ -410,16 +409,14 @@ class SamplingHandlers:
         notify(tr("sp.deleted_preset", lang_value, name=name))
         return gr.update(choices=self.store.names(), value="Balanced")
 
-    @staticmethod
-    def pick_example(key: str | None):
-        return GRAMMARS.get(key or "", gr.skip())
+    def pick_example(self, key: str | None):
+        return self.store.grammars.get(key or "", gr.skip())
 
 
 def build(ctx: UIContext, tab: gr.Tab, chat: ChatView) -> None:
     """The Sampling tab. It reads `chat`'s character, and Apply updates its chatbot and status."""
-    store = SamplingPresetStore(ctx.rt.data_dir)
-    ui = SamplingLayout(store, ctx.rt.settings.generation.model_dump())
-    h = SamplingHandlers(ctx, store)
+    ui = SamplingLayout(ctx.rt, ctx.rt.settings.generation.model_dump())
+    h = SamplingHandlers(ctx)
     sid, lang, fields, chat_char = ctx.session_id, ctx.lang, ui.fields, chat.character
     ctx_inputs = [sid, chat_char, lang]
     refresh_outs = [*fields, ui.target, ui.sources, ui.preset]

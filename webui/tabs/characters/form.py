@@ -8,7 +8,6 @@ from typing import Any
 import gradio as gr
 
 from engine import Character, EngineError, InvalidInput
-from engine.character_form import FORM_FIELDS, form_from_character, unique_name
 
 from ...i18n import I18N, tr
 from ...markup import notify, plain_md, warn
@@ -51,7 +50,7 @@ class Form:
             form["creator_notes"] = field_box("creator_notes")
             form["sampling"] = field_box("sampling")
         self.boxes = form
-        self.fields = [form[f] for f in FORM_FIELDS]
+        self.fields = [form[f] for f in Character.form_fields]
         with gr.Row():
             self.save_btn = gr.Button(I18N("ch.save"), variant="primary", elem_id="ch-save")
             self.save_new_btn = gr.Button(I18N("ch.save_new"), elem_id="ch-save-new")
@@ -80,15 +79,15 @@ class Form:
 
     def show(self, character: Character | None, lang_value: str | None, test_text: str) -> dict[Any, Any]:
         """Everything that shows one character: form fields, loaded, header, exports, confirm row, preview."""
-        values = form_from_character(character) if character else dict.fromkeys(FORM_FIELDS, "")
+        values = character.to_form() if character else dict.fromkeys(Character.form_fields, "")
         name = character.name if character else ""
         return {
-            **{self.boxes[f]: values[f] for f in FORM_FIELDS},
+            **{self.boxes[f]: values[f] for f in Character.form_fields},
             self.loaded: name,
             self.header: self.header_text(character, lang_value),
             **self.transfer.exports(name),
             self.ask.row: gr.update(visible=False),
-            **self.test.preview_of([values[f] for f in FORM_FIELDS], test_text, lang_value),
+            **self.test.preview_of([values[f] for f in Character.form_fields], test_text, lang_value),
         }
 
     def saved(self, character: Character, chat_value: str | None, lang_value: str | None) -> dict[Any, Any]:
@@ -131,7 +130,7 @@ class Form:
         *values, current, chat_value, lang_value = args
         try:
             character = draft(self.ctx, values, current)
-            name = unique_name([c.name for c in self.store.list()], character.name)
+            name = self.store.unique_name(character.name)
             character = character.model_copy(update={"name": name})
             self.store.save(character)
         except EngineError as exc:

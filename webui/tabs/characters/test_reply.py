@@ -10,9 +10,6 @@ from typing import Any
 import gradio as gr
 
 from engine import Character, Delta, EngineError, Finished, InvalidInput, Queued, Reasoning
-from engine.character_form import FORM_FIELDS, character_from_form
-from engine.chat_prompt import ChatOptions, PromptPlan, build_prompt, resolve_persona
-from engine.prompt import greetings
 
 from ...i18n import I18N, tr
 from ...markup import warn
@@ -43,21 +40,21 @@ def base_of(ctx: UIContext, name: Any) -> Character | None:
 
 
 def draft(ctx: UIContext, values: list[Any], current: str | None = None) -> Character:
-    """The form (values in FORM_FIELDS order) as a Character; the loaded preset supplies its avatar and
-    card data."""
+    """The form (values in Character.form_fields order) as a Character; the loaded preset supplies its avatar
+    and card data."""
     base = base_of(ctx, current) or base_of(ctx, values[0])
-    return character_from_form(dict(zip(FORM_FIELDS, values, strict=True)), base=base)
+    return Character.from_form(dict(zip(Character.form_fields, values, strict=True)), base=base)
 
 
 def lenient_draft(ctx: UIContext, values: list[Any]) -> Character:
     """The draft for previews: a bad name or bad sampling does not stop the preview. The saved preset
     supplies its card data (and so its lorebook)."""
-    data = dict(zip(FORM_FIELDS, values, strict=True))
+    data = dict(zip(Character.form_fields, values, strict=True))
     base = base_of(ctx, values[0])
     try:
-        return character_from_form(data, base=base)
+        return Character.from_form(data, base=base)
     except InvalidInput:
-        return character_from_form({**data, "name": "draft", "sampling": ""}, base=base)
+        return Character.from_form({**data, "name": "draft", "sampling": ""}, base=base)
 
 
 class TestReply:
@@ -96,14 +93,14 @@ class TestReply:
 
     def history(self, character: Character, user_text: str) -> list[Any]:
         """A new chat with this draft: its greeting and one user message (the default persona)."""
-        user = resolve_persona(self.rt, None).name
-        history: list[Any] = [{"role": "assistant", "content": g} for g in greetings(character, user)[:1]]
+        user = self.rt.personas.default_name() or self.rt.settings.chat.user_name
+        history: list[Any] = [{"role": "assistant", "content": g} for g in character.greetings(user)[:1]]
         history.append({"role": "user", "content": user_text or tr("ch.test_default", "en")})
         return history
 
-    def plan(self, character: Character, user_text: str) -> PromptPlan:
-        """The test reply's prompt, as `rt.turn` builds it for a draft character."""
-        return build_prompt(self.rt, character, self.history(character, user_text), ChatOptions())
+    def plan(self, character: Character, user_text: str) -> Any:
+        """The test reply's prompt (`.messages`, `.lore`), as `rt.turn` builds it for a draft character."""
+        return self.rt.draft(self.history(character, user_text), session="new", preset=character)
 
     def preview_of(self, values: list[Any], user_text: str, lang_value: str | None) -> dict[Any, Any]:
         """The preview box and the token count for the form's `values`."""
