@@ -17,7 +17,6 @@ import pytest
 from engine import Runtime, Session
 from engine.conversation import new_session
 from engine.params import PARAM_NAMES
-from engine.sampling_presets import SamplingPresetStore
 from tests.scripted import ScriptedBackend, scripted_runtime
 from webui.tabs.chat import ChatHandlers, load_session
 from webui.tabs.chat_thinking import ThinkingHandlers
@@ -88,7 +87,7 @@ def test_a_change_in_an_open_chat_is_what_the_sampling_tab_shows_and_the_next_tu
     h.on_input("on", 64, session.id, CUSTOM, "en", PAGE)
     doc = stored(rt, session.id)
     assert doc.params == {"temperature": 0.3, "thinking": "on", "thinking_budget": 64}
-    sampling = SamplingHandlers(ctx, SamplingPresetStore(rt.data_dir))
+    sampling = SamplingHandlers(ctx)
     form = dict(zip(PARAM_NAMES, sampling.refresh(session.id, CUSTOM, "en"), strict=False))
     assert form["thinking"] == "on" and form["thinking_budget"] == 64 and form["temperature"] == 0.3
     send(ctx, "hi", session.id)

@@ -16,9 +16,6 @@ from typing import Any
 import gradio as gr
 
 from engine import EngineError, InvalidInput, SamplingParams, Session
-from engine.conversation import session_character
-from engine.params import parse_params
-from engine.sampling_presets import session_overrides
 
 from .. import i18n
 from ..i18n import I18N, tr
@@ -71,7 +68,7 @@ class ThinkingControls:
 
 def build(ctx: UIContext) -> ThinkingControls:
     """The row, placed where the chat tab calls this; it starts with a new chat's values."""
-    start = parse_params({**ctx.rt.settings.generation.model_dump(), **_char_sampling(ctx, None)})
+    start = SamplingParams.parse({**ctx.rt.settings.generation.model_dump(), **_char_sampling(ctx, None)})
     with gr.Row(equal_height=True, elem_id="chat-thinking-row"):
         mode = gr.Radio(
             [(I18N(f"th.{m}"), m) for m in MODES],
@@ -104,8 +101,8 @@ def _char_sampling(ctx: UIContext, char_name: str | None) -> dict[str, Any]:
 
 
 def _budget(value: Any) -> Any:
-    """The Number's value as a budget: empty is no limit; 12.0 is 12; anything else is left for parse_params
-    to refuse."""
+    """The Number's value as a budget: empty is no limit; 12.0 is 12; anything else is left for
+    SamplingParams.parse to refuse."""
     if value is None or value == "":
         return None
     if isinstance(value, float) and value.is_integer():
@@ -134,7 +131,7 @@ class ThinkingHandlers:
     # --- the values ------------------------------------------------------------------------------------
 
     def sampling_of(self, session: Session) -> dict[str, Any]:
-        char = session_character(session)
+        char = session.character_snapshot()
         return dict(char.sampling) if char else {}
 
     def current(self, session: Session | None, char_name: str | None) -> dict[str, Any]:
@@ -145,7 +142,7 @@ class ThinkingHandlers:
         else:
             base.update(_char_sampling(self.ctx, char_name or CUSTOM))
         try:
-            values = parse_params(base)
+            values = SamplingParams.parse(base)
         except InvalidInput:
             values = self.defaults
         return {n: getattr(values, n) for n in NAMES}
@@ -160,8 +157,9 @@ class ThinkingHandlers:
     def store(self, session: Session, wanted: dict[str, Any]) -> None:
         """Save `wanted` in the chat as the Sampling tab's Apply would; its other values stay as they are."""
         char = self.sampling_of(session)
-        effective = parse_params({**self.defaults.model_dump(), **char, **session.params}).model_dump()
-        overrides = session_overrides(self.defaults, char, {**effective, **wanted})
+        base = {**self.defaults.model_dump(), **char, **session.params}
+        effective = SamplingParams.parse(base).model_dump()
+        overrides = self.defaults.session_overrides(char, {**effective, **wanted})
         params = {k: v for k, v in session.params.items() if k not in NAMES}
         params.update({k: overrides[k] for k in NAMES if k in overrides})
         if params != session.params:
@@ -220,7 +218,7 @@ class ThinkingHandlers:
 
     def problem(self, wanted: dict[str, Any], lang_value: str | None) -> str | None:
         try:
-            parse_params(wanted)
+            SamplingParams.parse(wanted)
         except InvalidInput as exc:
             if (exc.field or "").endswith("thinking"):
                 return tr("th.bad_mode", lang_value)
