@@ -1,7 +1,9 @@
 """YAML config -> validated settings. Seed-system keys load unchanged; env vars override the file.
 
-Env overrides: LLM_<SECTION>__<KEY>=value, e.g. LLM_MODEL__N_CTX=2048 or LLM_GPU__REQUIRED=true.
-Values are parsed as YAML scalars, so "true", "2048" and "0.5" get their natural types.
+Env overrides: LLM_<SECTION>__<KEY>=value, e.g. LLM_MODEL__N_CTX=2048 or LLM_GPU__REQUIRED=true, read by
+pydantic-settings: a value takes its field's type ("true", "2048", "0.5"); a list is JSON
+(LLM_TOOLS__APPROVAL='["get_time"]'); "null" is None. The file, then the environment, then the command
+line's flags: each later layer wins.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
 from .params import SamplingParams
@@ -213,7 +216,15 @@ class LoggingSettings(_Section):
     chat_content: bool = Field(False, description="Write conversation text to the logs.")
 
 
-class Settings(_Section):
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_parse_none_str="null",
+    )
+
     model: ModelSettings = Field(default_factory=ModelSettings)
     generation: SamplingParams = Field(default_factory=SamplingParams)
     chat: ChatSettings = Field(default_factory=ChatSettings)
@@ -228,6 +239,18 @@ class Settings(_Section):
     data_dir: str = Field("data", description="Sessions, user presets, logs, caches: all state lives here.")
     presets_dir: str = Field("presets", description="The shipped character presets.")
     models_dir: str = Field("models", description="GGUF files the UI and the API may load.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what it is given: load_settings layers the file, the environment and the flags itself."""
+        return (init_settings,)
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -247,7 +270,6 @@ class Settings(_Section):
 # Keys that older llama.cpp / the seed system used. Each maps to its current equivalent or warns.
 MODEL_KEYS = set(ModelSettings.model_fields)
 _MOVED_TO_MODEL = MODEL_KEYS - {"path"}
-TOP_LEVEL_KEYS = {"data_dir", "presets_dir", "models_dir"}
 
 
 def _migrate(raw: dict[str, Any], source: str, warnings: list[str]) -> dict[str, Any]:
@@ -287,22 +309,11 @@ def _migrate(raw: dict[str, Any], source: str, warnings: list[str]) -> dict[str,
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        parts = name[len(ENV_PREFIX) :].lower().split("__")
-        if len(parts) == 1 and parts[0] not in TOP_LEVEL_KEYS:
-            continue  # not ours (e.g. another tool's LLM_* variable)
-        try:
-            parsed = yaml.safe_load(value) if value != "" else None
-        except yaml.YAMLError:
-            parsed = value
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = parsed
-    return out
+    """The LLM_* variables as nested config values, parsed by pydantic-settings; other variables (another
+    tool's LLM_API_TOKEN) are not ours and are left alone."""
+    source = EnvSettingsSource(Settings)  # its layout: prefix, "__" nesting, JSON lists, "null"
+    source.env_vars = {k.lower(): v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+    return dict(source())
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
