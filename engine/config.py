@@ -15,7 +15,13 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from .errors import ConfigError
 from .params import SamplingParams
@@ -222,7 +228,6 @@ class Settings(BaseSettings):
         validate_assignment=True,
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
-        env_parse_none_str="null",
     )
 
     model: ModelSettings = Field(default_factory=ModelSettings)
@@ -311,9 +316,36 @@ def _migrate(raw: dict[str, Any], source: str, warnings: list[str]) -> dict[str,
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     """The LLM_* variables as nested config values, parsed by pydantic-settings; other variables (another
     tool's LLM_API_TOKEN) are not ours and are left alone."""
-    source = EnvSettingsSource(Settings)  # its layout: prefix, "__" nesting, JSON lists, "null"
-    source.env_vars = {k.lower(): v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+    ours = {k: v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+    try:
+        return _none_for_null(_read_env(ours))
+    except SettingsError:  # a list or mapping that is not JSON: name the variable
+        bad = [k for k, v in ours.items() if not _parses({k: v})]
+        raise ConfigError(
+            f"The environment variable {', '.join(bad) or 'LLM_*'} is not valid: a list or mapping is "
+            "written as JSON, for example LLM_SERVER__ALLOWED_HOSTS='[\"chat.lan\"]'.",
+            field=bad[0] if bad else None,
+        ) from None
+
+
+def _read_env(variables: dict[str, str]) -> dict[str, Any]:
+    source = EnvSettingsSource(Settings)  # its layout: prefix, "__" nesting, JSON lists
+    source.env_vars = {k.lower(): v for k, v in variables.items()}
     return dict(source())
+
+
+def _parses(variables: dict[str, str]) -> bool:
+    try:
+        _read_env(variables)
+    except SettingsError:
+        return False
+    return True
+
+
+def _none_for_null(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _none_for_null(v) for k, v in value.items()}
+    return None if value == "null" else value
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -92,6 +92,23 @@ def test_seed_keys_at_top_level_move_into_model(tmp_path: Path) -> None:
     assert settings.model.n_ctx == 1024
 
 
+def test_env_lists_are_json_null_is_none_and_a_bad_list_names_its_variable() -> None:
+    env = {
+        "LLM_TOOLS__APPROVAL": '["get_time", "add"]',
+        "LLM_SERVER__ALLOWED_HOSTS": '["chat.lan"]',
+        "LLM_BACKEND__URL": "null",
+        "LLM_GPU__REQUIRED": "true",
+    }
+    settings, _ = load_settings(environ=env)
+    assert settings.tools.approval == ["get_time", "add"] and settings.server.allowed_hosts == ["chat.lan"]
+    assert settings.backend.url is None and settings.gpu.required is True
+    assert load_settings(environ={"LLM_TOOLS__APPROVAL": "auto"})[0].tools.approval == "auto"
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"LLM_SERVER__ALLOWED_HOSTS": "chat.lan", "LLM_MODEL__N_CTX": "100"})
+    assert "LLM_SERVER__ALLOWED_HOSTS" in info.value.message and "JSON" in info.value.message
+    assert "N_CTX" not in info.value.message
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [
