@@ -149,12 +149,12 @@ def session_plan(
     In a group chat, `speaker` is who answers (default: who the group's order picks)."""
     if seed is None:
         seed = rt.params_for(session_character(session), session.params).seed
-    turns = [m for m in history if m.role in ("user", "assistant")]
+    turns = [m for m in history if m.role in ("user", "assistant", "tool")]
     if not is_group(session):
         return build_prompt(
             rt,
             session_character(session),
-            [m.to_openai() for m in history if m.role in ("user", "assistant", "tool")],
+            [m.to_openai() for m in turns],
             session_options(session),
             system_prompt=session.system_prompt,
             mode=mode,

@@ -47,7 +47,7 @@ def speaker_history(characters: Sequence[Character], messages: Sequence[ChatMess
     members = [Member.from_character(c) for c in characters]
     out: list[dict[str, Any]] = []
     for m in messages:
-        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        item = m.to_openai()  # with a call's tool_calls, a result's tool_call_id and tool name
         if m.role == "assistant" and m.name:
             try:
                 item["name"] = resolve_member(members, m.name).name

@@ -267,3 +267,25 @@ def test_a_session_keeps_calls_and_results_as_messages(rt: Runtime, backend: Scr
     assert [m["role"] for m in sent[-5:]] == ["user", "assistant", "tool", "assistant", "user"]
     assert sent[-4]["tool_calls"] == caller.tool_calls  # the next turn's prompt has them too
     assert "Tool add" in rt.sessions.to_markdown(rt.sessions.get(saved.id))
+
+
+def test_a_group_chat_keeps_the_speaker_and_the_tool_messages_in_its_history(
+    rt: Runtime, backend: ScriptedBackend
+) -> None:
+    backend.enqueue(ADD_CALL)
+    backend.enqueue("It is 5.")
+    turn = rt.turn(
+        ASK, session="new", characters=["friendly", "teacher"], tools=["add"], tool_approval="auto"
+    )
+    assert turn.text() == "It is 5."
+    saved = rt.sessions.get(turn.session_id or "")
+    caller, result, answer = saved.messages[1:]
+    assert (caller.role, result.role, answer.role) == ("assistant", "tool", "assistant")
+    assert caller.name == answer.name and caller.name  # the same member spoke before and after the call
+    assert result.name == "add" and result.content == "5"
+    backend.enqueue("Yes.")
+    rt.turn(session=saved.id, user_text="Sure?").text()
+    sent = backend.prompts[-1]
+    tool = next(m for m in sent if m["role"] == "tool")
+    assert tool["content"] == "5" and tool.get("tool_call_id") == caller.tool_calls[0]["id"]  # type: ignore[index]
+    assert any(m.get("tool_calls") for m in sent if m["role"] == "assistant")
