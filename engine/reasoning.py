@@ -30,6 +30,7 @@ class ReasoningFormat:
     close: str  # what the decode loop injects to end a thought early
     markers: tuple[tuple[str, Part | None], ...]  # marker -> the part it switches to (None: just dropped)
     open_anywhere: bool = False  # harmony: a channel header may come at any point
+    kept: tuple[str, ...] = ()  # markers that switch part and stay in the text (a tool call's header)
 
 
 def _tags(name: str, open_: str, close: str) -> ReasoningFormat:
@@ -47,10 +48,13 @@ FORMATS: dict[str, ReasoningFormat] = {
         (
             ("<|channel|>analysis<|message|>", "reasoning"),
             ("<|channel|>final<|message|>", "answer"),
+            # a tool call after the thought: answer text, for the tool-call parser (engine/tools/parse.py)
+            ("<|channel|>commentary to=", "answer"),
             ("<|end|>", None),
             ("<|start|>assistant", None),
         ),
         open_anywhere=True,
+        kept=("<|channel|>commentary to=",),
     ),
 }
 
@@ -138,6 +142,8 @@ class ReasoningSplitter:
                 self.opened = True
             if to is not None:
                 self.part = to
+            if marker in self.fmt.kept:
+                self._emit(out, marker)
         keep = partial_tail(self.buf, [m for m, _ in self._active()])
         self._emit(out, self.buf[: len(self.buf) - keep])
         self.buf = self.buf[len(self.buf) - keep :]

@@ -62,6 +62,15 @@ TRANSCRIPTS = [
         False,
     ),
     ("harmony", False, "<|channel|>analysis<|message|>Never finished", "Never finished", "", True),
+    (  # a tool call after the thought stays in the answer, header and all, for the tool-call parser
+        "harmony",
+        False,
+        "<|channel|>analysis<|message|>Need the time.<|end|><|start|>assistant<|channel|>commentary "
+        'to=functions.get_time <|constrain|>json<|message|>{"tz": "UTC"}<|call|>',
+        "Need the time.",
+        '<|channel|>commentary to=functions.get_time <|constrain|>json<|message|>{"tz": "UTC"}<|call|>',
+        False,
+    ),
 ]
 
 
@@ -107,3 +116,19 @@ def test_detect_from_template_and_generation_prompt():
 def test_split_text():
     assert split_text(FORMATS["think"], "<think>a</think>b") == ("a", "b")
     assert split_text(None, "<think>a</think>b") == ("", "<think>a</think>b")
+
+
+def test_a_harmony_call_after_the_thought_reaches_the_tool_parser():
+    from engine.tools.formats import FORMATS as CALL_FORMATS
+    from engine.tools.parse import ToolCallParser
+
+    raw = TRANSCRIPTS[-1][2]
+    splitter, parser = ReasoningSplitter(FORMATS["harmony"]), ToolCallParser(CALL_FORMATS["harmony"])
+    pieces = []
+    for ch in raw:  # token by token, as the decode loop feeds them
+        pieces += [x for part, text in splitter.feed(ch) if part == "answer" for x in parser.feed(text)]
+    pieces += [x for part, text in splitter.flush() if part == "answer" for x in parser.feed(text)]
+    pieces += parser.flush()
+    calls = [p for p in pieces if not isinstance(p, str)]
+    assert [(c.name, c.arguments) for c in calls] == [("get_time", {"tz": "UTC"})]
+    assert "".join(p for p in pieces if isinstance(p, str)).strip() == ""
