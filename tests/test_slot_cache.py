@@ -55,3 +55,20 @@ def test_a_truncated_cache_file_is_ignored_and_deleted(model_path: Path, tmp_pat
         assert again["metrics"]["prompt_eval_tokens"] > 300  # evaluated again, not loaded from a broken file
         assert not state.exists()
         assert "unusable" in server.log_text()
+
+
+def test_another_chat_in_the_only_slot_does_not_cost_the_first_its_cache(
+    model_path: Path, tmp_path: Path
+) -> None:
+    """One slot (model.parallel 1), two chats taking turns: the chat a turn displaces goes to disk first,
+    and its next turn loads it instead of evaluating the whole chat again."""
+    with ServerProcess(tmp_path / "data", model=model_path) as server:
+        long = turn(server, "new", "Recommend a book.")["session_id"]
+        other = httpx.post(
+            server.url + "/api/chat",
+            json={"messages": [{"role": "user", "content": "Hi"}], "params": {**GREEDY, "max_tokens": 8}},
+            timeout=300,
+        )
+        assert other.status_code == 200 and other.json()["metrics"]["prompt_eval_tokens"] < 60
+        m = turn(server, long, "And another one?")["metrics"]
+    assert m["prompt_tokens"] > 300 and m["prompt_eval_tokens"] < 60, m

@@ -244,6 +244,8 @@ class Scheduler:
             if not self._make_room(seq, slot):
                 return
             self._waiting.pop(0)
+            if slot.kv and common_prefix(slot.kv, seq.tokens) < len(slot.kv):
+                self._save(slot)  # another chat's context: to disk before it is overwritten, for its return
             if not self._restore(seq, slot, shared) and slot is not best and shared > 0:
                 self._share(best, slot, shared)  # another chat's prefix (a system prompt): share its cells
             self._place(seq, slot)
