@@ -11,8 +11,8 @@ import logging
 import threading
 import time
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ log = logging.getLogger("engine.chat")
 request_log = logging.getLogger(REQUESTS)
 
 ROLES = ("system", "user", "assistant", "tool")
+CUTS_KEPT = 64  # chats whose history cut the engine remembers
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,7 @@ def fit_messages(
     count: Callable[[list[Message]], int | None],
     budget: int,
     *,
-    anchor: Message | None = None,
+    anchors: Sequence[Message] = (),
     headroom: int = 0,
     cost: Callable[[Message], int | None] | None = None,
     cancel: threading.Event | None = None,
@@ -162,8 +163,9 @@ def fit_messages(
     being continued) are never dropped. Returns (messages, dropped count).
 
     Dropping the fewest turns would move the start of the history on every turn, and the KV cache would
-    be re-evaluated in full each time. So a history that starts at `anchor` (where the last cut put it) is
-    kept while it fits, and a new cut frees `headroom` more tokens, which the next turns then fill.
+    be re-evaluated in full each time. So a history that starts at one of `anchors` (where recent cuts put
+    it, one per chat) is kept while it fits, and a new cut frees `headroom` more tokens, which the next
+    turns then fill.
 
     The cost stays linear in what is kept: each message's own cost (`cost`, cached by the caller) is summed
     from the newest message back until the budget is spent, and the few windows near that estimate are
@@ -187,7 +189,7 @@ def fit_messages(
     drop = fitter.fewest(budget)
     if drop == 0:
         return messages, 0
-    kept_start = next((i for i in range(drop, len(middle)) if middle[i] == anchor), None) if anchor else None
+    kept_start = next((i for i in range(drop, len(middle)) if middle[i] in anchors), None)
     if kept_start is not None:
         drop = kept_start
     elif headroom > 0 and drop < len(middle) and fitter.fits(len(middle), budget - headroom):
@@ -341,7 +343,9 @@ class Engine:
         self.queue = ModelQueue()
         self.chat_content = chat_content
         self._swap = threading.Lock()
-        self._cut_at: Message | None = None  # where the last fitted history started (see fit_messages)
+        # where recent fitted histories started, one per chat (see fit_messages): chats that take turns
+        # each keep their cut, and so their cached prefix
+        self.cuts: deque[Message] = deque(maxlen=CUTS_KEPT)
         self._costs: tuple[weakref.ref[Backend], MessageCosts] | None = None
 
     @property
@@ -400,7 +404,7 @@ class Engine:
                         messages,
                         _counter(backend, tools),
                         budget,
-                        anchor=self._cut_at,
+                        anchors=self.cuts,
                         headroom=budget // 4,
                         cost=self._message_costs(backend),
                         cancel=cancel,
@@ -408,7 +412,9 @@ class Engine:
                 except FitCancelled:
                     yield Finished("cancelled")
                     return
-                self._cut_at = next((m for m in messages if m["role"] != "system"), None) if dropped else None
+                start = next((m for m in messages if m["role"] != "system"), None) if dropped else None
+                if start is not None and start not in self.cuts:
+                    self.cuts.append(start)
             extra: dict[str, Any] = {}
             if tools:
                 extra = {

@@ -85,9 +85,8 @@ def preview(
     n_ctx = backend.context_size() if backend is not None else None
     if backend is not None and n_ctx:
         budget = n_ctx - min(sampling.max_tokens, n_ctx // 2)
-        anchor = getattr(rt.engine, "_cut_at", None)
         messages, dropped = fit_messages(
-            messages, backend.count_tokens, budget, anchor=anchor, headroom=budget // 4
+            messages, backend.count_tokens, budget, anchors=rt.engine.cuts, headroom=budget // 4
         )
     text, tokens = rendered_prompt(backend, messages)
     out: dict[str, Any] = {

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.backends.base import Message
 from engine.chat import fit_messages
+from tests.scripted import ScriptedBackend, scripted_runtime
 
 OVERHEAD = 3  # per-message template tokens in the fake counter
 
@@ -148,20 +152,39 @@ def test_result_fits_or_is_minimal(messages: list[Message], budget: int) -> None
 def test_a_growing_chat_keeps_its_cut_so_the_cache_prefix_holds() -> None:
     """Turn after turn the kept history starts at the same message until the headroom is used up, and
     every prompt fits."""
-    budget, starts, anchor = 200, [], None
+    budget, starts, anchors = 200, [], []
     history = [msg("system", 5, "sys")]
     for i in range(40):
         history += [msg("user", 10, f"u{i}")]
-        kept, dropped = fit_messages(history, count, budget, anchor=anchor, headroom=budget // 4)
+        kept, dropped = fit_messages(history, count, budget, anchors=anchors, headroom=budget // 4)
         assert count(kept) <= budget
         assert kept[0] == history[0] and kept[-1] == history[-1]
-        anchor = kept[1] if dropped else None
+        anchors = [kept[1]] if dropped else []
         if dropped:
             assert kept[1]["role"] == "user"
             starts.append(kept[1]["content"])
         history += [msg("assistant", 10, f"a{i}")]
     assert len(starts) > 20
     assert len(set(starts)) <= len(starts) // 3  # a new cut at most every third turn
+
+
+def test_two_chats_taking_turns_each_keep_their_cut(tmp_path: Path) -> None:
+    """The engine remembers a cut per chat: a short chat's turn between two turns of a long one does not
+    move the long one's start, and so its cached prompt prefix (the browser bench alternates them)."""
+    backend = ScriptedBackend(n_ctx=400)
+    rt = scripted_runtime(tmp_path / "data", backend)
+    params = {"max_tokens": 100}
+    history: list[dict[str, Any]] = []
+    starts = []
+    for i in range(40):
+        history.append({"role": "user", "content": f"question number {i} " + "word " * 8})
+        rt.turn(history, params=params).text()
+        sent = backend.prompts[-1]
+        starts.append(next(m["content"] for m in sent if m["role"] != "system"))
+        rt.turn([{"role": "user", "content": "hi"}], params=params).text()  # the other chat
+        history.append({"role": "assistant", "content": "an answer of several words " * 2})
+    cut = [s for s in starts if not s.startswith("question number 0 ")]
+    assert len(cut) > 20 and len(set(cut)) <= len(cut) // 3  # a new cut at most every third turn
 
 
 def test_without_an_anchor_a_new_cut_frees_the_headroom() -> None:
