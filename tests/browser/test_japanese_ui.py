@@ -12,6 +12,8 @@ from tests.browser.ui import ChatPage
 TABS = [
     ("チャット", "chat"),
     ("キャラクター", "characters"),
+    ("ロアブック", "lore"),
+    ("ツール", "tools"),
     ("サンプリング", "sampling"),
     ("履歴", "history"),
 ]
