@@ -292,7 +292,8 @@ def _new_session(rt: Runtime, r: TurnRequest) -> Session:
 def _in_session(rt: Runtime, session: Session, r: TurnRequest) -> Turn:
     if r.params is not None:
         rt.params_for(session_character(session), r.params)
-    update_options(rt, session.model_copy(deep=True), r.options or {})  # refuse bad options now
+    if r.options:  # refuse bad options now, on a copy (update_options only replaces fields)
+        update_options(rt, session.model_copy(), r.options)
     speak_only = r.mode == "send" and r.user_text is None and is_group(session)  # "Speak now"
     if r.mode in ("send", "edit") and not speak_only and not (r.user_text and r.user_text.strip()):
         raise InvalidInput("The message is empty.", field="messages")
