@@ -36,10 +36,22 @@ def _session(chat: ChatPage) -> dict[str, Any]:
     return dict(resp.json())
 
 
-def _last_turn(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The messages after the last user message."""
-    last = max(i for i, m in enumerate(doc["messages"]) if m["role"] == "user")
-    return list(doc["messages"][last + 1 :])
+def _finished_turn(chat: ChatPage, text: str) -> list[dict[str, Any]]:
+    """The turn that answers `text`, once it is stored complete and the page is idle (the page may not be
+    busy yet just after Enter, so idle alone proves nothing)."""
+
+    def done() -> list[dict[str, Any]] | None:
+        if chat.busy() or not chat.session_id():
+            return None
+        msgs = _session(chat)["messages"]
+        users = [i for i, m in enumerate(msgs) if m["role"] == "user"]
+        if not users or msgs[users[-1]]["content"] != text:
+            return None
+        turn = msgs[users[-1] + 1 :]
+        final = turn[-1] if turn else {}
+        return turn if final.get("role") == "assistant" and final.get("metrics") else None
+
+    return list(chat.wait_for(done, f"the stored turn answering {text!r}"))
 
 
 def _options(chat: ChatPage) -> list[str]:
@@ -81,7 +93,7 @@ def test_a_call_asks_deny_then_allow_always(chat: ChatPage) -> None:
     _choose_tool(chat, "Always call add")
     chat.type_and_enter("What is 2 plus 3? Use the add tool.")
     _answer(chat, "Deny")
-    chat.wait_for(lambda: not chat.busy(), "the reply after the refusal")
+    _finished_turn(chat, "What is 2 plus 3? Use the add tool.")
     doc = _session(chat)
     tool = next(m for m in doc["messages"] if m["role"] == "tool")
     assert "did not allow" in tool["content"] and tool["metrics"]["is_error"] is True
@@ -92,8 +104,7 @@ def test_a_call_asks_deny_then_allow_always(chat: ChatPage) -> None:
 
     chat.type_and_enter("Again, please.")
     _answer(chat, "Allow always")
-    chat.wait_for(lambda: not chat.busy(), "the reply after the call")
-    turn = _last_turn(_session(chat))
+    turn = _finished_turn(chat, "Again, please.")
     call, result = turn[0]["tool_calls"][0], turn[1]
     a = json.loads(call["function"]["arguments"])
     assert result["metrics"]["is_error"] is False
@@ -101,8 +112,7 @@ def test_a_call_asks_deny_then_allow_always(chat: ChatPage) -> None:
 
     # Allow always: the next call runs without asking
     chat.type_and_enter("And once more.")
-    chat.wait_for(lambda: not chat.busy(), "the third reply")
-    turn = _last_turn(_session(chat))
+    turn = _finished_turn(chat, "And once more.")
     assert turn[1]["role"] == "tool" and turn[1]["metrics"]["is_error"] is False
     assert "Deny" not in _options(chat)
     blocks = chat.page.locator("#chatbot").inner_text()
@@ -122,6 +132,7 @@ def test_calls_show_in_a_reopened_chat(chat: ChatPage) -> None:
         return not chat.busy()
 
     chat.wait_for(allow_more, "the reply", every=0.5)
+    _finished_turn(chat, "Echo hello.")
     chat.reload()
     text = chat.page.locator("#chatbot").inner_text()
     assert "🛠 echo" in text, text[:500]
