@@ -329,7 +329,7 @@ def browser_chat(b: Bench, max_tokens: int) -> dict[str, Any]:
             "messages": messages,
         }
 
-    return bc.run(b.ours.url, doc, 2 if b.opts.quick else 3, b.opts.log)
+    return bc.run(b.ours.url, doc, 2 if b.opts.quick else max(3, b.opts.repeats), b.opts.log)
 
 
 SLOTS = 8  # both servers get as many sequences as the largest burst: llama-server -np 8, model.parallel 8

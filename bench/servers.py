@@ -124,7 +124,8 @@ class Setup:
     n_batch: int = 512
 
 
-def ours(setup: Setup, data_dir: Path, parallel: int = 1) -> ServerProcess:
+def ours(setup: Setup, data_dir: Path, parallel: int | None = None) -> ServerProcess:
+    """Our server; `parallel` None keeps the shipped default (model.parallel, 4 sequences)."""
     port = machine.free_port()
     cmd = [sys.executable, "-m", "webui", "--port", str(port), "--data-dir", str(data_dir)]
     cmd += ["--model", str(setup.model)]
@@ -132,10 +133,11 @@ def ours(setup: Setup, data_dir: Path, parallel: int = 1) -> ServerProcess:
         "LLM_MODEL__N_THREADS": str(setup.threads),
         "LLM_MODEL__N_CTX": str(setup.n_ctx),
         "LLM_MODEL__N_BATCH": str(setup.n_batch),
-        "LLM_MODEL__PARALLEL": str(parallel),
         "LLM_LOGGING__LEVEL": "WARNING",
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
+    if parallel is not None:
+        env["LLM_MODEL__PARALLEL"] = str(parallel)
     return ServerProcess("ours", cmd, port, "/api/health", env)
 
 

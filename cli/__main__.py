@@ -90,7 +90,7 @@ def direct_client(args: argparse.Namespace, out: Output) -> ChatClient:
     for warning in warnings:
         out.hint(f"warning: {warning}")
     rt = Runtime(settings, warnings=warnings)
-    refused = rt.gpu_refusal()
+    refused = rt.start_refusal()
     if refused:  # gpu.required: never on the CPU
         rt.close()
         raise ConfigError(refused)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import cards
 from .character_form import unique_name
@@ -36,6 +38,8 @@ class PresetStore:
         self.user_dir = Path(user_dir)
         self.trash_dir = Path(trash_dir)
         self.problems: list[str] = []  # messages about files list() skipped
+        # checks an imported card's sampling before it is saved (the runtime sets it: grammars need the model)
+        self.check_params: Callable[[dict[str, Any]], None] | None = None
         self._lock = threading.RLock()
         try:
             self.user_dir.mkdir(parents=True, exist_ok=True)
@@ -90,6 +94,8 @@ class PresetStore:
         return character_from_yaml(data, name)
 
     def save(self, character: Character) -> None:
+        if self.check_params is not None:
+            self.check_params(character.sampling)
         with self._lock:
             atomic_write(self._path(character.name), character_to_yaml(character))
 
@@ -117,6 +123,8 @@ class PresetStore:
         """Import a card or preset file as a new preset with a fresh name; never overwrites anything."""
 
         imported = cards.parse_card(data, filename)
+        if self.check_params is not None:
+            self.check_params(imported.character.sampling)
         with self._lock:
             name = self._unique_name(imported.character.name)
             avatar = f"{name}.png" if imported.avatar_png else None

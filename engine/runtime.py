@@ -4,6 +4,7 @@ public types (engine/__init__.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -75,6 +76,7 @@ class Runtime:
             user_dir=self.data_dir / "presets",
             trash_dir=self.data_dir / "trash" / "presets",
         )
+        self.sessions.check_params = self.presets.check_params = self.check_sampling
         self.models_dir = settings.resolve(settings.models_dir)
         self.engine = Engine(None, chat_content=settings.logging.chat_content)
         self.gpu_history = GpuHistory()
@@ -319,10 +321,20 @@ class Runtime:
         if overrides:
             base.update(overrides)
         params = parse_params(base)
-        check = getattr(self.engine.backend, "check_grammar", None)
-        if params.grammar and check is not None:
-            check(params.grammar)  # llama.cpp's own parser, in the worker: a bad grammar is a 400 here
+        self._check_grammar(params.grammar)
         return params
+
+    def check_sampling(self, sampling: dict[str, Any]) -> None:
+        """Raise InvalidInput for sampling values (an imported chat's or card's) that a turn would refuse,
+        so a bad grammar is refused where it comes in, not at first use."""
+        self._check_grammar(parse_params({**self.settings.generation.model_dump(), **sampling}).grammar)
+
+    def _check_grammar(self, grammar: str) -> None:
+        """llama.cpp's own parser, in the worker. Without a model nothing can parse it: the turn will."""
+        check = getattr(self.engine.backend, "check_grammar", None)
+        if grammar and check is not None:
+            with contextlib.suppress(ModelUnavailable):
+                check(grammar)
 
     def secret(self, name: str) -> str:
         """A random key kept in <data_dir>/`name`, made on first use (with an unwritable data dir, a new one
@@ -382,6 +394,18 @@ class Runtime:
         from .gpu_required import refusal
 
         return refusal(self)
+
+    def start_refusal(self) -> str | None:
+        """One line saying why this process must not start: `gpu_refusal`, or a config grammar that llama.cpp
+        rejects (every turn would be refused); None when it may start."""
+        refused = self.gpu_refusal()
+        if refused:
+            return refused
+        try:
+            self._check_grammar(self.settings.generation.grammar)
+        except InvalidInput as exc:
+            return f"generation.grammar in the config: {exc.message} Fix it or remove it."
+        return None
 
     def process_memory(self) -> dict[str, float | None]:
         """This process's memory: rss_mb and peak_mb (None where the system does not say)."""

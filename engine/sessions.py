@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,8 @@ class SessionStore:
         self._revisions: dict[str, int] = {}
         self._seen = _Seen()
         self._turn_locks: dict[str, threading.Lock] = {}
+        # checks an imported chat's sampling before it is saved (the runtime sets it: grammars need the model)
+        self.check_params: Callable[[dict[str, Any]], None] | None = None
 
     # ---- reading ------------------------------------------------------------------------------------
 
@@ -280,6 +283,8 @@ class SessionStore:
                 )
             else:
                 session = parse_import(data, self._unused_id())
+            if self.check_params is not None:
+                self.check_params(session.params)
             self.save(session)
             return session
 

@@ -4,13 +4,17 @@ process is untouched; a valid grammar still constrains the reply."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
-from tests.helpers import GREEDY, ServerProcess, assert_error, server_fixture
+from tests.helpers import GREEDY, ROOT, TEST_ENV, ServerProcess, assert_error, free_port, server_fixture
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +66,41 @@ def test_a_valid_grammar_constrains_the_reply(server: ServerProcess) -> None:
     )
     assert resp.status_code == 200, resp.text
     assert resp.json()["reply"] in ("yes", "no")
+
+
+def test_an_imported_chat_or_card_with_a_bad_grammar_is_refused_and_nothing_is_kept(
+    server: ServerProcess,
+) -> None:
+    """Before: an imported chat or card kept its grammar, and the first turn on it met the NULL sampler."""
+    chat = {"title": "bad grammar", "params": {"grammar": BAD[0]}, "messages": []}
+    card = {
+        "spec": "chara_card_v2",
+        "spec_version": "2.0",
+        "data": {
+            "name": "Grammar",
+            "description": "x",
+            "extensions": {"local_llm_chat": {"sampling": {"grammar": BAD[0]}}},  # our own export's key
+        },
+    }
+    with server.client() as c:
+        before = {p["name"] for p in c.get("/api/presets").json()}
+        err = assert_error(c.post("/api/sessions/import", json=chat), 400, "grammar")
+        assert "Invalid GBNF grammar" in err["message"]
+        files = {"file": ("grammar.json", orjson.dumps(card), "application/json")}
+        resp = c.post("/api/presets/import", files=files, headers={"Origin": server.url})
+        assert "Invalid GBNF grammar" in assert_error(resp, 400, "grammar")["message"]
+        put = {"name": "grammar-put", "system_prompt": "x", "sampling": {"grammar": BAD[0]}}
+        assert_error(c.put("/api/presets/grammar-put", json=put), 400, "grammar")
+        assert c.get("/api/sessions").json() == []
+        assert {p["name"] for p in c.get("/api/presets").json()} == before
+
+
+def test_a_bad_grammar_in_the_config_refuses_to_start(tmp_path: Path, model_path: Path) -> None:
+    env = {**os.environ, **TEST_ENV, "LLM_GENERATION__GRAMMAR": BAD[0]}
+    cmd = [sys.executable, "-m", "webui", "--port", str(free_port()), "--data-dir", str(tmp_path / "data")]
+    out = subprocess.run(
+        [*cmd, "--model", str(model_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "generation.grammar" in out.stderr and "Invalid GBNF grammar" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ui_import.join()
     from .app import create_app
 
-    refused = rt.gpu_refusal()
+    refused = rt.start_refusal()
     if refused:  # the seed's "never on the CPU" rule: no server that would answer every request with an error
         rt.close()
         print(f"error: {refused}", file=sys.stderr)
