@@ -29,21 +29,21 @@ CHROMIUM_ARGS = [
 SIZES = (2, 1000)
 
 # Installed before the Enter key: t0 on Enter, the time the new reply first shows text, long tasks after t0.
-WATCH = """() => {
+WATCH = """(sent) => {
   const w = window.__bench = {t0: null, first: null, longtasks: []};
   const box = document.querySelector('#chatbot');
-  const bots = () => box.querySelectorAll('[data-testid=bot]');
-  const before = bots().length;
   document.querySelector('#message textarea').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && w.t0 === null) w.t0 = performance.now();
   }, {capture: true});
+  // The first text: a bot row with text right after the row of the message sent. (Counting bot rows fails
+  // once a long chat's window moves on: webui/tabs/chat.py WINDOW_STEP.)
   new MutationObserver(() => {
     if (w.first !== null || w.t0 === null) return;
-    const all = bots();
-    if (all.length > before) {
-      const label = all[all.length - 1].getAttribute('aria-label') || '';
-      if (label.replace(/^bot's message: /, '').trim()) w.first = performance.now();
-    }
+    const rows = box.querySelectorAll('[data-testid=user], [data-testid=bot]');
+    const last = rows[rows.length - 1], asked = rows[rows.length - 2];
+    if (!last || !asked || last.dataset.testid !== 'bot' || !asked.textContent.includes(sent)) return;
+    const label = last.getAttribute('aria-label') || '';
+    if (label.replace(/^bot's message: /, '').trim()) w.first = performance.now();
   }).observe(box, {subtree: true, childList: true, characterData: true, attributes: true});
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) if (w.t0 !== null && e.startTime >= w.t0) w.longtasks.push(e.duration);
@@ -124,9 +124,10 @@ def _sample(page: Any, url: str, n: int, rep: int) -> dict[str, Any]:
         polling=20,
     )
     load_ms = page.evaluate("performance.now()")
-    page.evaluate(WATCH)
+    sent = f"Write a short story about lighthouse keeper number {rep}."
+    page.evaluate(WATCH, sent)
     box = page.locator("#message textarea")
-    box.fill(f"Write a short story about lighthouse keeper number {rep}.")
+    box.fill(sent)
     started = time.perf_counter()
     box.press("Enter")
     page.wait_for_function("window.__bench.first !== null", polling=20)
