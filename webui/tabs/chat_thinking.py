@@ -21,12 +21,12 @@ from .. import i18n
 from ..i18n import I18N, tr
 from ..markup import warn
 from .context import CUSTOM, Step, UIContext
+from .pages import PageMap
 
 NAMES = ("thinking", "thinking_budget")
 MODES = ("auto", "on", "off")
 _BOUNDS = SamplingParams.model_fields["thinking_budget"].metadata
 BUDGET_MAX = next(m.le for m in _BOUNDS if getattr(m, "le", None) is not None)
-PENDING_MAX = 1000  # pages that chose before their first message and never sent one: forget the oldest
 
 EN = {
     "th.mode": "Thinking",
@@ -125,7 +125,7 @@ class ThinkingHandlers:
     def __init__(self, ctx: UIContext, load_session: Any) -> None:
         self.ctx, self.rt, self.load = ctx, ctx.rt, load_session
         self.defaults = ctx.rt.settings.generation
-        self.pending: dict[str, dict[str, Any]] = {}
+        self.pending: PageMap[dict[str, Any]] = PageMap()  # the oldest go beyond PAGES_MAX
         self._lock = threading.Lock()
 
     # --- the values ------------------------------------------------------------------------------------
@@ -227,10 +227,7 @@ class ThinkingHandlers:
 
     def remember(self, page: str, wanted: dict[str, Any]) -> None:
         with self._lock:
-            self.pending.pop(page, None)
             self.pending[page] = dict(wanted)
-            while len(self.pending) > PENDING_MAX:
-                self.pending.pop(next(iter(self.pending)))
 
     def carry(self, session: Session, request: gr.Request | None) -> None:
         """Before a chat-tab turn: a choice this page made while no chat was open goes into the chat its

@@ -22,6 +22,7 @@ from engine import Session, ToolCall, ToolResult
 
 from ..i18n import I18N, tr
 from ..markup import escape_text
+from .pages import PageMap, page_key
 
 if TYPE_CHECKING:
     from .context import UIContext
@@ -51,8 +52,8 @@ class ToolChoices:
     """Per browser tab (Gradio's session hash): the tool choice, the tools allowed always, the call
     waiting for an answer."""
 
-    mode: dict[str, str] = field(default_factory=dict)
-    always: dict[str, set[str]] = field(default_factory=dict)
+    mode: PageMap[str] = field(default_factory=PageMap)
+    always: PageMap[set[str]] = field(default_factory=PageMap)
     _waiting: dict[str, tuple[str, threading.Event, list[str]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -84,14 +85,10 @@ class ToolChoices:
         return True
 
 
-def session_key(request: gr.Request | None) -> str:
-    return getattr(request, "session_hash", None) or "default"
-
-
 def turn_args(ctx: UIContext, request: gr.Request | None, cancel: threading.Event, ahead: list[Any]) -> dict:
     """The tool arguments of a chat-tab turn: every enabled tool (or the one chosen), each call asked about
     as `tools.approval` says. `ahead[0]`, once set, is the turn's RunAhead: the prompt is put into it."""
-    key = session_key(request)
+    key = page_key(request)
     choices = ctx.tool_choices
     mode = choices.mode.get(key, AUTO)
     if mode == OFF:
@@ -211,7 +208,7 @@ def wire(ctx: UIContext, mode: gr.Dropdown, chatbot: gr.Chatbot, lang: Any) -> N
     choices = ctx.tool_choices
 
     def on_mode(value: str | None, request: gr.Request) -> None:
-        choices.mode[session_key(request)] = value or AUTO
+        choices.mode[page_key(request)] = value or AUTO
 
     def on_focus(value: str | None, lang_value: str | None) -> Any:
         options = mode_choices(ctx, lang_value)
@@ -219,7 +216,7 @@ def wire(ctx: UIContext, mode: gr.Dropdown, chatbot: gr.Chatbot, lang: Any) -> N
         return gr.update(choices=options, value=keep)
 
     def on_option(data: gr.SelectData, request: gr.Request) -> None:
-        choices.answer(session_key(request), str(data.value))
+        choices.answer(page_key(request), str(data.value))
 
     mode.input(on_mode, [mode], None, queue=False)
     mode.focus(on_focus, [mode, lang], [mode], queue=False)

@@ -14,6 +14,7 @@ import gradio as gr
 from engine import Runtime, Session
 
 from .chat_tools import ToolChoices
+from .pages import PageMap, page_key
 
 CUSTOM = "__custom__"
 
@@ -40,11 +41,11 @@ class UIContext:
     # called with (session, request) as a chat-tab turn begins (chat_thinking: a choice made before the chat
     # existed goes into it)
     before_turn: list[Callable[[Session, Any], None]] = field(default_factory=list)
-    _cancels: dict[str, threading.Event] = field(default_factory=dict)
+    _cancels: PageMap[threading.Event] = field(default_factory=PageMap)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def cancel_flag(self, request: gr.Request | None, *, fresh: bool = False) -> threading.Event:
-        key = getattr(request, "session_hash", None) or "default"
+        key = page_key(request)
         with self._lock:
             if fresh or key not in self._cancels:
                 self._cancels[key] = threading.Event()

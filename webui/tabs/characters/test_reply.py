@@ -14,6 +14,7 @@ from engine import Character, Delta, EngineError, Finished, InvalidInput, Queued
 from ...i18n import I18N, tr
 from ...markup import warn
 from ..context import UIContext
+from ..pages import PageMap, page_key
 
 TEST_MAX_TOKENS = 160
 UI_INTERVAL_S = 0.04
@@ -60,7 +61,7 @@ def lenient_draft(ctx: UIContext, values: list[Any]) -> Character:
 class TestReply:
     def __init__(self, ctx: UIContext) -> None:
         self.ctx, self.rt = ctx, ctx.rt
-        self.cancels: dict[str, threading.Event] = {}
+        self.cancels: PageMap[threading.Event] = PageMap()
         with gr.Accordion(I18N("ch.preview"), open=True):
             self.tokens = gr.Markdown(elem_id="ch-tokens")
             self.preview = gr.Textbox(
@@ -138,7 +139,7 @@ class TestReply:
 
     def on_test(self, request: gr.Request, *args: Any):
         *values, test_text, lang_value = args
-        key = getattr(request, "session_hash", None) or "default"
+        key = page_key(request)
         cancel = self.cancels[key] = threading.Event()
         try:
             character = draft(self.ctx, values)
@@ -166,7 +167,7 @@ class TestReply:
             yield gr.skip()
 
     def on_stop(self, request: gr.Request) -> None:
-        flag = self.cancels.get(getattr(request, "session_hash", None) or "default")
+        flag = self.cancels.get(page_key(request))
         if flag is not None:
             flag.set()
 
