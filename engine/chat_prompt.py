@@ -166,7 +166,7 @@ def build_prompt(
         backend = rt.engine.backend
         n_ctx = (backend.context_size() if backend is not None else None) or rt.settings.model.n_ctx
         scan = ScanInput(
-            messages=[(user_name if m["role"] == "user" else char_name, m["content"]) for m in history],
+            messages=scan_messages(history, user_name, char_name, group),
             render=render,
             extra_text=_scan_text(character, render(persona.description)),
             trigger=mode,
@@ -219,6 +219,20 @@ def build_prompt(
         prefill = render(options.reply_prefix)
         messages.append({"role": "assistant", "content": prefill})
     return PromptPlan(messages, persona, activation, prefill, options.show_reply_prefix)
+
+
+def scan_messages(
+    history: list[Message], user_name: str, char_name: str, group: GroupPrompt | None
+) -> list[tuple[str, str]]:
+    """(speaker, text) of each message for the lore scan: the user's persona name, and each reply its own
+    speaker's name (a group chat's past replies are not all the current speaker's)."""
+    display = {c.name: c.display_name for c in group.characters} if group is not None else {}
+    out = []
+    for m in history:
+        name = m.get("name") if m["role"] == "assistant" else None
+        speaker = user_name if m["role"] == "user" else display.get(name, name) if name else char_name
+        out.append((str(speaker), str(m.get("content") or "")))
+    return out
 
 
 def _scan_text(character: Character | None, persona_description: str) -> dict[str, str]:

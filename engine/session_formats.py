@@ -509,8 +509,13 @@ def _from_webui(doc: dict[str, Any]) -> list[ChatMessage]:
 # ---- Markdown ---------------------------------------------------------------------------------------
 
 
+def to_openai_messages(session: Session) -> list[dict[str, Any]]:
+    """The visible path as OpenAI chat messages (what `POST /api/sessions/import` reads back)."""
+    return [m.to_openai() for m in session.messages]
+
+
 def to_markdown(session: Session) -> str:
-    """A readable transcript."""
+    """A readable transcript of the visible path; each group reply is headed by its speaker's name."""
     assistant = session.character_name or "Assistant"
     lines = [f"# {session.title or 'Untitled chat'}", ""]
     lines.append(f"- Created: {session.created_at}")
@@ -519,11 +524,15 @@ def to_markdown(session: Session) -> str:
         lines.append(f"- Model: {session.model.file}")
     if session.character_name:
         lines.append(f"- Character: {session.character_name}")
+    members = [str(c.get("title") or c.get("name")) for c in session.characters]
+    if members:
+        lines.append(f"- Characters: {', '.join(members)}")
     if session.system_prompt:
         lines += ["", "## System prompt", "", *(f"> {line}" for line in session.system_prompt.splitlines())]
     lines += ["", "---"]
     for m in session.messages:
-        name = {"user": "User", "assistant": assistant, "system": "System", "tool": "Tool"}[m.role]
+        speaker = m.name if m.role == "assistant" and m.name else assistant  # a group reply's speaker
+        name = {"user": "User", "assistant": speaker, "system": "System", "tool": "Tool"}[m.role]
         if m.role == "tool" and m.name:
             name = f"Tool {m.name}"
         head = f"**{name}**"

@@ -36,6 +36,7 @@ from .session_formats import (
     parse_import,
     session_from_doc,
     to_markdown,
+    to_openai_messages,
 )
 from .st_chat import is_st_jsonl, parse_st_jsonl, to_st_jsonl
 from .text import clean_line
@@ -160,6 +161,16 @@ class SessionStore:
 
     def to_markdown(self, session: Session) -> str:
         return to_markdown(session)
+
+    def to_openai(self, session_id: str) -> bytes:
+        """The chat's visible path as a JSON list of OpenAI chat messages."""
+        return orjson.dumps(to_openai_messages(self.get(session_id)), option=orjson.OPT_INDENT_2)
+
+    def export_sillytavern_file(self, session_id: str, folder: Path) -> Path:
+        """<id>.jsonl holding `to_sillytavern`, written into `folder`."""
+        path = folder / f"{session_id}.jsonl"
+        atomic_write(path, self.to_sillytavern(session_id), keep_backup=False)
+        return path
 
     def export_files(self, session_id: str, folder: Path) -> tuple[Path, Path]:
         """<id>.json holding exactly `export_bytes`, and <id>.md (`to_markdown`), written into `folder`."""

@@ -310,3 +310,34 @@ def test_bad_branch_requests_say_what_is_wrong(
     assert r.status_code == 400, r.text
     assert says in r.json()["error"]["message"]
     assert rt.sessions.export_bytes(sid) == before
+
+
+def test_the_openai_and_markdown_exports_take_the_visible_path(
+    api: tuple[TestClient, Runtime, ScriptedBackend],
+) -> None:
+    client, _rt, backend = api
+    sid = four_message_chat(client, backend)
+    backend.enqueue("Tea is made from leaves.")
+    client.post(f"/api/sessions/{sid}/regenerate", json={"index": 1})  # coffee stays with version 1
+    visible = [
+        {"role": "user", "content": "What is tea?"},
+        {"role": "assistant", "content": "Tea is made from leaves."},
+    ]
+    r = client.get(f"/api/sessions/{sid}/openai.json")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    assert r.headers["content-disposition"] == f'attachment; filename="{sid}.openai.json"'
+    assert r.json() == visible
+    md = client.get(f"/api/sessions/{sid}/markdown").text
+    assert "Tea is made from leaves." in md and "version 2 of 2" in md
+    assert "Tea is a drink." not in md and "offee" not in md
+    # the export reads back as a chat of the visible path; the tree is still whole in the session
+    copy = client.post(
+        "/api/sessions/import", content=r.content, headers={"content-type": "application/json"}
+    )
+    assert copy.status_code == 200, copy.text
+    doc = client.get(f"/api/sessions/{copy.json()['id']}").json()
+    assert [{"role": m["role"], "content": m["content"]} for m in doc["messages"]] == visible
+    back = client.post(f"/api/sessions/{sid}/select", json={"index": 1, "version": 0}).json()
+    assert [m["content"] for m in back["messages"]][2:] == ["And coffee?", "Coffee is too."]
+    assert client.get(f"/api/sessions/{sid}/openai.json").json()[3]["content"] == "Coffee is too."
+    assert client.get("/api/sessions/s-20250101-000000-abcdef/openai.json").status_code == 404

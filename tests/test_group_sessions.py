@@ -1,11 +1,13 @@
 """Group chats through the API (create_app, scripted backend): starting one, who answers (natural with a
-mention, list, manual, forced), each reply's speaker, the prompt's group parts, and SillyTavern JSONL in
-and out. The speaker logic itself is tested in test_group_chat; the real model runs in test_group_real."""
+mention, list, manual, forced), each reply's speaker, the prompt's group parts, lore per speaker, the
+exports, and SillyTavern JSONL in and out. The speaker logic itself is tested in test_group_chat; the real
+model runs in test_group_real."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -196,3 +198,101 @@ def test_speak_now_adds_a_reply_after_the_last_message_without_user_text(
     single.text()
     with pytest.raises(EngineError, match="empty"):
         rt.turn(session=single.session_id)  # a one-character chat needs the user's message
+
+
+def test_group_exports_name_each_reply_by_its_speaker(
+    api: tuple[TestClient, Runtime, ScriptedBackend],
+) -> None:
+    client, _rt, backend = api
+    backend.enqueue("Hello from the friendly one.")
+    sid = start(client, "Hello both.", speaker="friendly")["session_id"]
+    backend.enqueue("Hello from the teacher.")
+    say(client, sid, "And you?", speaker="teacher")
+    md = client.get(f"/api/sessions/{sid}/markdown").text
+    assert "- Characters: Friendly Assistant, Patient Teacher" in md
+    heads = [line.split(" · ")[0] for line in md.splitlines() if line.startswith("**")]
+    assert heads == ["**User**", "**Friendly Assistant**", "**User**", "**Patient Teacher**"]
+    messages = client.get(f"/api/sessions/{sid}/openai.json").json()
+    assert [m["content"] for m in messages] == [
+        "Hello both.",
+        "Hello from the friendly one.",
+        "And you?",
+        "Hello from the teacher.",
+    ]
+
+
+@pytest.mark.parametrize("kind", ["application/jsonl", "application/x-ndjson", "application/x-jsonlines"])
+def test_sillytavern_jsonl_imports_with_a_json_lines_content_type(
+    api: tuple[TestClient, Runtime, ScriptedBackend], kind: str
+) -> None:
+    client, _rt, _backend = api
+    data = (FIXTURES / "st_group_chat.jsonl").read_bytes()
+    r = client.post("/api/sessions/import", content=data, headers={"content-type": kind})
+    assert r.status_code == 200, r.text
+    doc = client.get(f"/api/sessions/{r.json()['id']}").json()
+    assert [m["content"] for m in doc["messages"]] == [m["content"] for m in parse_st_jsonl(data)["messages"]]
+    # only the import takes JSON Lines, and a CORS-simple type is still refused there
+    body = orjson.dumps({"messages": [{"role": "user", "content": "hi"}]})
+    assert client.post("/api/chat", content=body, headers={"content-type": kind}).status_code == 415
+    plain = client.post("/api/sessions/import", content=data, headers={"content-type": "text/plain"})
+    assert plain.status_code == 415 and "application/jsonl" in plain.json()["error"]["message"]
+
+
+def card(name: str, key: str, lore: str) -> bytes:
+    """A V2 character card whose character_book has one entry: `lore` when `key` is mentioned."""
+    book = {"name": f"{name}'s book", "entries": [{"id": 1, "keys": [key], "content": lore, "enabled": True}]}
+    data = {"name": name, "description": f"{name} lives here.", "first_mes": "", "character_book": book}
+    return orjson.dumps({"spec": "chara_card_v2", "spec_version": "2.0", "data": data})
+
+
+def prompt_text(backend: ScriptedBackend) -> str:
+    return "\n".join(str(m["content"]) for m in backend.prompts[-1])
+
+
+def test_each_speaker_brings_their_own_character_book(
+    api: tuple[TestClient, Runtime, ScriptedBackend],
+) -> None:
+    """Lore applies per speaker: the speaker's own character_book, not another member's (unless that book is
+    attached to the chat as a lorebook)."""
+    client, rt, backend = api
+    alice = rt.presets.import_bytes("alice.json", card("Alice", "dragon", "ALICE-LORE")).name
+    bob = rt.presets.import_bytes("bob.json", card("Bob", "dragon", "BOB-LORE")).name
+    sid = start(client, "Tell me of the dragon.", characters=[alice, bob], speaker=alice)["session_id"]
+    assert "ALICE-LORE" in prompt_text(backend) and "BOB-LORE" not in prompt_text(backend)
+    say(client, sid, "The dragon, Bob?", speaker=bob)
+    assert "BOB-LORE" in prompt_text(backend) and "ALICE-LORE" not in prompt_text(backend)
+    rt.lorebooks.put("bobs-book", orjson.loads(card("Bob", "dragon", "BOB-LORE")))
+    say(client, sid, "The dragon again, Alice.", speaker=alice, lorebooks=["bobs-book"])
+    assert "ALICE-LORE" in prompt_text(backend) and "BOB-LORE" in prompt_text(backend)
+
+
+def test_the_lore_scan_names_each_reply_by_its_own_speaker(
+    api: tuple[TestClient, Runtime, ScriptedBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: every past reply was scanned as "<current speaker>: text", so an entry keyed on who said
+    something matched the wrong member."""
+    import engine.chat_prompt as chat_prompt
+
+    scans: list[list[tuple[str, str]]] = []
+    real = chat_prompt.activate
+
+    def spy(sources: Any, scan: Any, *rest: Any) -> Any:
+        scans.append(list(scan.messages))
+        return real(sources, scan, *rest)
+
+    monkeypatch.setattr(chat_prompt, "activate", spy)
+    client, rt, backend = api
+    alice = rt.presets.import_bytes("alice.json", card("Alice", "dragon", "ALICE-LORE")).name
+    bob = rt.presets.import_bytes("bob.json", card("Bob", "dragon", "BOB-LORE")).name
+    backend.enqueue("I am Alice.")
+    sid = start(client, "Who is there?", characters=[alice, bob], speaker=alice)["session_id"]
+    backend.enqueue("And I am Bob.")
+    say(client, sid, "Anyone else?", speaker=bob)
+    say(client, sid, "Thanks.", speaker=alice)
+    assert scans[-1] == [
+        ("User", "Who is there?"),
+        ("Alice", "I am Alice."),
+        ("User", "Anyone else?"),
+        ("Bob", "And I am Bob."),
+        ("User", "Thanks."),
+    ]

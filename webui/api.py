@@ -388,6 +388,14 @@ def build_session_router(rt: Runtime) -> APIRouter:
             headers={"Content-Disposition": f'attachment; filename="{session_id}.jsonl"'},
         )
 
+    @api.get("/sessions/{session_id}/openai.json", summary="The chat's visible path as OpenAI chat messages")
+    def session_openai(session_id: str) -> Response:
+        return Response(
+            rt.sessions.to_openai(session_id),
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="{session_id}.openai.json"'},
+        )
+
     @api.get("/sessions/{session_id}/markdown", summary="A readable transcript")
     def session_markdown(session_id: str) -> Response:
         md = rt.sessions.to_markdown(rt.sessions.get(session_id))
@@ -398,6 +406,8 @@ def build_session_router(rt: Runtime) -> APIRouter:
         response_model=ImportReply,
         summary="Import a session: ours, OpenAI messages, text-generation-webui or SillyTavern (JSONL)",
         openapi_extra={"requestBody": {"content": {"application/json": {"schema": {}}}, "required": True}},
+        description="The body is JSON; SillyTavern JSONL may also be sent as application/jsonl, "
+        "application/x-ndjson or application/x-jsonlines.",
     )
     async def import_session(request: Request) -> dict[str, str]:
         data = await read_limited(request)

@@ -8,7 +8,8 @@ response carries.
   an `Origin` that is not ours, `Origin: null` or `Sec-Fetch-Site: cross-site` is refused. A request with
   neither header comes from curl, an SDK or the terminal client, and is allowed (the API key still applies).
 - A body sent to /api or /v1 must be JSON (`application/json`), so a cross-site "simple" request (text/plain,
-  a form) can never be parsed as one; the upload routes take multipart only.
+  a form) can never be parsed as one; the upload routes take multipart only, and the session import also
+  takes JSONL (`application/jsonl`, `application/x-ndjson`, `application/x-jsonlines`: not simple types).
 - Gradio's file route serves only files Gradio itself put in its cache (avatars shown, downloads made),
   never a backup, a hidden file, a URL it would fetch, or a file from the data or presets folders.
 - Every response gets a Content-Security-Policy (same-origin images, forms and connections, no framing),
@@ -32,6 +33,10 @@ WILDCARD_BINDS = ("0.0.0.0", "::", "")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 JSON_PREFIXES = ("/api/", "/v1/")
 UPLOAD_ROUTES = ("/api/presets/import", "/api/lorebooks/import")
+# SillyTavern chats are JSONL: the import route also takes JSON Lines' own types (none is a CORS-simple type,
+# so a cross-site page still cannot send one without a preflight, which it does not get)
+JSONL_ROUTES = ("/api/sessions/import",)
+JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines")
 FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/", "/file=", "/file/")
 BLOCKED_ROUTES = ("/gradio_api/proxy=", "/proxy=")  # Gradio fetching other servers for the page
 
@@ -176,6 +181,10 @@ class RequestGuard:
             return None
         if kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")):
             return None
+        if kind in JSONL_TYPES and path.rstrip("/") in JSONL_ROUTES:
+            return None
+        if path.rstrip("/") in JSONL_ROUTES:
+            return "Send the body as JSON (Content-Type: application/json) or JSONL (application/jsonl)."
         return "Send the body as JSON (Content-Type: application/json)."
 
     def file_allowed(self, path: str) -> bool:

@@ -1,5 +1,6 @@
 """Branches and group chats in the chat tab, in a real Chromium against the real server and model: an edit
-makes a new version (◂ n/m ▸) and ◀ ▶ bring back the old branch intact; "Speak now" in a group chat."""
+makes a new version (◂ n/m ▸) and ◀ ▶ bring back the old branch intact; Regenerate on an earlier reply and
+Branch from here do the same; "Speak now" (the speaker picker and each member's button) in a group chat."""
 
 from __future__ import annotations
 
@@ -62,6 +63,34 @@ def test_edit_the_second_message_and_go_back_to_the_first_version(chat: ChatPage
     assert chat.bots() == [old[1], old[3]]
 
 
+def test_regenerate_an_earlier_reply_then_branch_from_here(chat: ChatPage) -> None:
+    chat.send("Name a fruit.")
+    doc = chat.send("Name a vegetable.")
+    old = [m["content"] for m in doc["messages"]]
+
+    chat.page.locator("#chatbot [data-testid=bot]").first.click()  # the first reply, not the last
+    chat.wait_for(lambda: "Message 2 selected" in chat.status(), "the status line to name the clicked reply")
+    chat.click("regenerate")
+    doc = chat.wait_idle(lambda d: len(d["messages"]) == 2 and d["messages"][1].get("versions") == 2)
+    assert doc["messages"][0]["content"] == old[0] and doc["messages"][1]["version"] == 1
+    assert "◂ 2/2 ▸" in _message_text(chat, 1)
+    chat.click("prev-alt")  # the later messages stayed with version 1
+    chat.wait_for(lambda: chat.bots() == [old[1], old[3]], "version 1 with its old continuation")
+    assert [m["content"] for m in chat.stored(doc["id"])["messages"]] == old
+
+    chat.page.locator("#chatbot [data-testid=bot]").first.click()
+    chat.wait_for(lambda: "Message 2: version ◂ 1/2" in chat.status(), "the clicked reply's version")
+    chat.click("branch-here")  # the same reply as a new version; the chat goes on from it
+    chat.wait_for(lambda: chat.bots() == [old[1]], "the branch to end at the reply")
+    assert "◂ 3/3 ▸" in _message_text(chat, 1)
+    stored = chat.stored(doc["id"])
+    assert [m["content"] for m in stored["messages"]] == old[:2] and stored["messages"][1]["version"] == 2
+    after = chat.send("Name a colour.")
+    assert [m["content"] for m in after["messages"]][:3] == [*old[:2], "Name a colour."]
+    back = chat.api("POST", f"/api/sessions/{doc['id']}/select", json={"index": 1, "version": 0}).json()
+    assert [m["content"] for m in back["messages"]] == old  # nothing was lost
+
+
 def test_group_chat_speak_now(chat: ChatPage) -> None:
     page = chat.page
     page.locator("#group-chat input[type=checkbox]").check()
@@ -83,3 +112,18 @@ def test_group_chat_speak_now(chat: ChatPage) -> None:
     last = page.locator("#chatbot [data-testid=bot]").last
     assert str(last.inner_text()).lstrip().startswith("Patient Teacher")
     assert last.locator('img[alt="avatar"]').count() == 1  # the speaker's avatar in the reply
+
+    # one "Speak now" button per member, in the group's order; the spare ones stay hidden
+    assert page.locator("#speak-as-0").inner_text().strip() == "Friendly Assistant"
+    assert page.locator("#speak-as-1").inner_text().strip() == "Patient Teacher"
+    assert not page.locator("#speak-as-2").is_visible()
+    chat.click("speak-as-0")
+    doc = chat.wait_idle(lambda d: len(d["messages"]) == 4)
+    assert doc["messages"][-1]["name"] == "Friendly Assistant"
+    chat.click("speak-as-1")
+    doc = chat.wait_idle(lambda d: len(d["messages"]) == 5)
+    assert [m["name"] for m in doc["messages"][2:]] == [
+        "Patient Teacher",
+        "Friendly Assistant",
+        "Patient Teacher",
+    ]

@@ -1,10 +1,11 @@
-"""The chat tab's own file buttons: Download chat (the exact session file), Export Markdown, Upload chat
-(import, then open), without leaving the tab."""
+"""The chat tab's own file buttons: Download chat (the exact session file), Export Markdown, Export
+SillyTavern (JSONL), Upload chat (import, then open), without leaving the tab."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from engine.st_chat import parse_st_jsonl
 from tests.browser.ui import ChatPage
 
 
@@ -39,6 +40,9 @@ def test_download_markdown_and_upload_on_the_chat_tab(chat: ChatPage, tmp_path: 
     md = _download(chat, "chat-download-md").decode("utf-8")
     assert "Name a fruit." in md and "And a vegetable?" in md
     assert doc["messages"][-1]["content"].strip()[:20] in md
+    st = _download(chat, "chat-download-st")
+    assert st == chat.api("GET", f"/api/sessions/{doc['id']}/sillytavern.jsonl").content
+    assert [m["content"] for m in parse_st_jsonl(st)["messages"]] == [m["content"] for m in doc["messages"]]
 
     # upload it: a new chat (new id) opens in the tab with the same messages; the original stays
     target = tmp_path / "shared-chat.json"

@@ -201,6 +201,7 @@ class ChatLayout:
     send: gr.Button
     stop: gr.Button
     regen: gr.Button
+    branch: gr.Button
     cont: gr.Button
     prev_alt: gr.Button
     next_alt: gr.Button
@@ -256,6 +257,7 @@ def layout(ctx: UIContext) -> ChatLayout:
         stop = gr.Button(I18N("chat.stop"), variant="stop", scale=1, elem_id="stop")
     with gr.Row():
         regen = gr.Button(I18N("chat.regenerate"), size="sm", elem_id="regenerate")
+        branch = gr.Button(I18N("chat.branch"), size="sm", elem_id="branch-here")
         cont = gr.Button(I18N("chat.continue"), size="sm", elem_id="continue")
         prev_alt = gr.Button(I18N("chat.prev"), size="sm", elem_id="prev-alt", min_width=40)
         next_alt = gr.Button(I18N("chat.next"), size="sm", elem_id="next-alt", min_width=40)
@@ -277,6 +279,7 @@ def layout(ctx: UIContext) -> ChatLayout:
         send=send,
         stop=stop,
         regen=regen,
+        branch=branch,
         cont=cont,
         prev_alt=prev_alt,
         next_alt=next_alt,
@@ -478,21 +481,90 @@ class ChatHandlers:
             return None
 
     def on_mode(self, mode: str):
-        def handler(session_id: str | None, lang_value: str | None, request: gr.Request):
+        """Regenerate (the reply clicked last, else the last reply) or Continue (the last reply)."""
+
+        def handler(session_id: str | None, selected: Any, lang_value: str | None, request: gr.Request):
             session = load_session(self.ctx, session_id)
-            if session is None or not session.messages or session.messages[-1].role != "assistant":
-                warn(tr(f"chat.nothing_to_{mode}", lang_value))
-                yield gr.skip()
-                return
-            try:
-                updates = self.turns.stream(session, lang_value, request, mode=mode)
-            except EngineError as exc:
-                warn(exc.message)
-                yield gr.skip()
-                return
-            yield from updates
+            index = None
+            if session is not None and mode == "regenerate":
+                index = chat_tree.selected_index(session, selected, role="assistant")
+            yield from self.regenerate(session, index, mode, lang_value, request)
 
         return handler
+
+    def on_retry(
+        self, data: gr.RetryData, session_id: str | None, lang_value: str | None, request: gr.Request
+    ):
+        """The chatbot's own retry button: a new version of the reply it is on (else the last reply)."""
+        session = load_session(self.ctx, session_id)
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        rows = visible_rows(self.ctx, session) if session else []
+        k = None
+        if session is not None and index < len(rows) and rows[index][0].role == "assistant":
+            k = next(i for i, m in enumerate(session.messages) if m is rows[index][0])
+        yield from self.regenerate(session, k, "regenerate", lang_value, request)
+
+    def regenerate(
+        self,
+        session: Session | None,
+        index: int | None,
+        mode: str,
+        lang_value: str | None,
+        request: gr.Request,
+    ) -> Iterator[Any]:
+        """A new version of reply `index` (None: the last message, which must be a reply), or Continue."""
+        last_is_reply = (
+            session is not None and bool(session.messages) and session.messages[-1].role == "assistant"
+        )
+        if session is None or (index is None and not last_is_reply):
+            warn(tr(f"chat.nothing_to_{mode}", lang_value))
+            yield gr.skip()
+            return
+        try:
+            updates = self.turns.stream(session, lang_value, request, mode=mode, index=index)
+        except EngineError as exc:
+            warn(exc.message)
+            yield gr.skip()
+            return
+        yield from updates
+
+    def on_branch(
+        self,
+        session_id: str | None,
+        selected: Any,
+        speaker: str | None,
+        lang_value: str | None,
+        request: gr.Request,
+    ):
+        """Branch from here: a new version of the message clicked last, with the same text, so the chat goes
+        on from it while what followed stays with the old version. A reply's new version ends the chat (the
+        user writes next); a user message's gets a new reply, as an edit does."""
+        session = load_session(self.ctx, session_id)
+        k = chat_tree.selected_index(session, selected) if session is not None else None
+        if session is None or k is None:
+            warn(tr("chat.pick_message", lang_value))
+            yield gr.skip()
+            return
+        m = session.messages[k]
+        try:
+            if m.role != "user":
+                session = self.rt.edit(session.id, k, m.content)
+                label = chat_tree.version_label(session, k, lang_value)
+                yield (
+                    chat_of(self.ctx, session),
+                    session.id,
+                    status_line(self.ctx, session, lang_value, label),
+                )
+                return
+            who = chat_group.speaker_for(session, speaker)
+            updates = self.turns.stream(
+                session, lang_value, request, mode="edit", index=k, user_text=m.content, speaker=who
+            )
+        except EngineError as exc:
+            warn(exc.message)
+            yield gr.skip()
+            return
+        yield from updates
 
     def on_stop(self, request: gr.Request) -> None:
         self.ctx.cancel_flag(request).set()
@@ -680,6 +752,46 @@ class ChatHandlers:
             return
         yield from updates
 
+    def on_speak_as(self, i: int):
+        """The group's i-th "Speak now" button: that member answers now (as on_speak does)."""
+
+        def handler(
+            session_id: str | None,
+            char: str | None,
+            lang_value: str | None,
+            custom_prompt: str | None,
+            persona: str | None,
+            books: list[str] | None,
+            prefix: str | None,
+            show_prefix: bool | None,
+            enabled: bool | None,
+            members: list[str] | None,
+            order: str | None,
+            muted: list[str] | None,
+            prompt: str | None,
+            request: gr.Request,
+        ):
+            session = load_session(self.ctx, session_id)
+            if session is not None and session.characters:
+                members = [c.name for c in chat_group.members_of(session)]
+            names = list(members or [])
+            speaker = names[i] if i < len(names) else None
+            args = (
+                custom_prompt,
+                persona,
+                books,
+                prefix,
+                show_prefix,
+                enabled,
+                members,
+                order,
+                muted,
+                prompt,
+            )
+            yield from self.on_speak(session_id, speaker, char, lang_value, *args, request)
+
+        return handler
+
     def on_earlier(self, session_id: str | None, lang_value: str | None):
         """Show WINDOW more of a long chat's earlier rows (remembered for the chat until a restart)."""
         session = load_session(self.ctx, session_id)
@@ -689,8 +801,8 @@ class ChatHandlers:
         return chat_of(self.ctx, session), status_line(self.ctx, session, lang_value)
 
     def on_select(self, data: gr.SelectData, session_id: str | None, lang_value: str | None):
-        """The clicked message's details; it becomes the message ◀ ▶ move through, and the status line
-        says which of its versions is shown."""
+        """The clicked message's details; it becomes the message ◀ ▶, Regenerate (a reply) and Branch from
+        here act on, and the status line says which of its versions is shown."""
         session = load_session(self.ctx, session_id)
         if session is None:
             return None, [None, None], gr.skip()
@@ -711,7 +823,8 @@ class ChatHandlers:
             "versions": len(m.alternatives) or 1,
             "version": m.version + 1,
         }
-        label = chat_tree.version_label(session, k, lang_value)
+        # Regenerate and Branch from here act on this message now: the status line says which it is
+        label = chat_tree.version_label(session, k, lang_value) or tr("chat.selected", lang_value, n=k + 1)
         return details, [session.id, k], status_line(self.ctx, session, lang_value, label)
 
 
@@ -729,13 +842,23 @@ def build(ctx: UIContext) -> ChatView:
     turns: list[Any] = [
         ui.send.click(h.on_send, send_in, outs, concurrency_limit=None),
         ui.message.submit(h.on_send, send_in, outs, concurrency_limit=None),
-        ui.regen.click(h.on_mode("regenerate"), [sid, lang], turn_outs, concurrency_limit=None),
-        ui.cont.click(h.on_mode("continue"), [sid, lang], turn_outs, concurrency_limit=None),
+        ui.regen.click(h.on_mode("regenerate"), [sid, ui.selected, lang], turn_outs, concurrency_limit=None),
+        ui.branch.click(
+            h.on_branch, [sid, ui.selected, group.speaker, lang], turn_outs, concurrency_limit=None
+        ),
+        ui.cont.click(h.on_mode("continue"), [sid, ui.selected, lang], turn_outs, concurrency_limit=None),
         chatbot.edit(h.on_edit, [sid, group.speaker, lang], turn_outs, concurrency_limit=None),
         chatbot.edit(h.on_edit_select, [sid], [ui.selected], queue=False),  # ◀ ▶ then move through it
-        chatbot.retry(h.on_mode("regenerate"), [sid, lang], turn_outs, concurrency_limit=None),
+        chatbot.retry(h.on_retry, [sid, lang], turn_outs, concurrency_limit=None),
         group.speak.click(h.on_speak, [sid, group.speaker, *chat_in], turn_outs, concurrency_limit=None),
+        *(
+            btn.click(h.on_speak_as(i), [sid, *chat_in], turn_outs, concurrency_limit=None)
+            for i, btn in enumerate(group.speak_as)
+        ),
     ]
+    for new_turn in (ui.send.click, ui.message.submit, group.speak.click, *(b.click for b in group.speak_as)):
+        # a new turn: Regenerate acts on the last reply again until a message is clicked
+        new_turn(lambda: [None, None], None, ui.selected, queue=False, show_progress="hidden")
     # Stop only sets the turn's cancel flag: the turn ends itself within one token, saves, and its handler
     # sends the saved reply as its last update. Gradio's own `cancels=` raced that end: its /cancel route
     # completes a still-running event with an empty output, and the page showed Error on the chat, the

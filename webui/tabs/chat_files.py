@@ -1,5 +1,6 @@
 """The open chat as files, on the chat tab: Download chat (the session JSON, byte for byte the stored file),
-Export Markdown, and Upload chat (import, then open it). History uses the same exports and `chat_view`."""
+Export Markdown, Export SillyTavern (JSONL), and Upload chat (import any supported format, SillyTavern JSONL
+too, then open it). History uses the same exports and `chat_view`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ i18n.add(
     {
         "cf.download": "Download chat",
         "cf.markdown": "Export Markdown",
+        "cf.sillytavern": "Export SillyTavern",
         "cf.upload": "Upload chat",
         "cf.opened": "Uploaded and opened “{title}” ({n} messages).",
         "cf.empty": "The file is empty.",
@@ -30,6 +32,7 @@ i18n.add(
     {
         "cf.download": "チャットをダウンロード",
         "cf.markdown": "Markdown で書き出す",
+        "cf.sillytavern": "SillyTavern 形式で書き出す",
         "cf.upload": "チャットをアップロード",
         "cf.opened": "「{title}」をアップロードして開きました（メッセージ {n} 件）。",
         "cf.empty": "ファイルが空です。",
@@ -42,19 +45,18 @@ def export_files(ctx: UIContext, session_id: str) -> tuple[Path, Path]:
     return ctx.rt.sessions.export_files(session_id, EXPORT_DIR)
 
 
-def download_updates(ctx: UIContext, session_id: str | None) -> tuple[Any, Any]:
-    """The two download buttons for `session_id`: its files, or disabled when there is no saved chat."""
+def download_updates(ctx: UIContext, session_id: str | None) -> tuple[Any, Any, Any]:
+    """The three download buttons for `session_id` (JSON, Markdown, SillyTavern JSONL): its files, or
+    disabled when there is no saved chat."""
     off = gr.update(value=None, interactive=False)
     if not session_id or load_session(ctx, session_id) is None:
-        return off, off
+        return off, off, off
     try:
         json_path, md_path = export_files(ctx, session_id)
+        st_path = ctx.rt.sessions.export_sillytavern_file(session_id, EXPORT_DIR)
     except EngineError:  # not saved yet (or unreadable): nothing to download
-        return off, off
-    return (
-        gr.update(value=str(json_path), interactive=True),
-        gr.update(value=str(md_path), interactive=True),
-    )
+        return off, off, off
+    return tuple(gr.update(value=str(p), interactive=True) for p in (json_path, md_path, st_path))
 
 
 def chat_view(ctx: UIContext, session: Session | None, lang: str | None) -> tuple[Any, ...]:
@@ -90,9 +92,17 @@ def build(ctx: UIContext, chat: ChatView) -> ChatFiles:
         dl_md = gr.DownloadButton(
             i18n_label("cf.markdown"), interactive=False, size="sm", elem_id="chat-download-md"
         )
-        upload = gr.UploadButton(
-            i18n_label("cf.upload"), file_types=[".json"], type="binary", size="sm", elem_id="chat-upload"
+        dl_st = gr.DownloadButton(
+            i18n_label("cf.sillytavern"), interactive=False, size="sm", elem_id="chat-download-st"
         )
+        upload = gr.UploadButton(
+            i18n_label("cf.upload"),
+            file_types=[".json", ".jsonl"],
+            type="binary",
+            size="sm",
+            elem_id="chat-upload",
+        )
+    downloads = [dl_json, dl_md, dl_st]
 
     def refresh(session_id: str | None):
         return download_updates(ctx, session_id)
@@ -109,6 +119,6 @@ def build(ctx: UIContext, chat: ChatView) -> ChatFiles:
         return (*chat_view(ctx, session, lang_value), *download_updates(ctx, session.id))
 
     for event in chat.changed:
-        event.then(refresh, [sid], [dl_json, dl_md], show_progress="hidden")
-    upload.upload(import_chat, [upload, lang], [*chat.shows, dl_json, dl_md])
-    return ChatFiles(refresh=Step(refresh, [sid], [dl_json, dl_md]))
+        event.then(refresh, [sid], downloads, show_progress="hidden")
+    upload.upload(import_chat, [upload, lang], [*chat.shows, *downloads])
+    return ChatFiles(refresh=Step(refresh, [sid], downloads))

@@ -2,7 +2,8 @@
 
 "Group chat" shows the panel. The members chosen there (and the settings) are used when the first message
 (or "Speak now") creates the chat; an open group chat keeps its members, and a change to its settings
-is saved with it at once.
+is saved with it at once. Each member (up to SPEAK_BUTTONS) has a "Speak now" button of their own; the
+Speaker dropdown and its button reach any member, and name who answers in manual order.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from ..i18n import I18N, tr
 from ..markup import warn
 from .context import UIContext
 
+SPEAK_BUTTONS = 8  # one "Speak now" button per member, for groups up to this size
+
 EN = {
     "grp.enable": "Group chat",
     "grp.members": "Characters in the group",
@@ -32,6 +35,7 @@ EN = {
     "grp.prompt.swap": "Only the speaker's card",
     "grp.speaker": "Speaker",
     "grp.speak": "Speak now",
+    "grp.speak_each": "Speak now:",
     "grp.need_members": "Pick the characters of the group chat first.",
     "grp.need_speaker": "Pick who speaks.",
 }
@@ -48,6 +52,7 @@ JA = {
     "grp.prompt.swap": "話す人のカードだけ",
     "grp.speaker": "話す人",
     "grp.speak": "今すぐ話す",
+    "grp.speak_each": "今すぐ話す：",
     "grp.need_members": "まずグループチャットのキャラクターを選んでください。",
     "grp.need_speaker": "話す人を選んでください。",
 }
@@ -64,11 +69,13 @@ class GroupControls:
     prompt: gr.Radio
     speaker: gr.Dropdown
     speak: gr.Button
+    speak_as: list[gr.Button]  # "Speak now" for the i-th member; hidden past the group's size
 
     @property
     def outputs(self) -> list[Any]:
         """What `values` updates, in its order."""
-        return [self.enabled, self.panel, self.members, self.order, self.muted, self.prompt, self.speaker]
+        fixed = [self.enabled, self.panel, self.members, self.order, self.muted, self.prompt, self.speaker]
+        return [*fixed, *self.speak_as]
 
     @property
     def inputs(self) -> list[Any]:
@@ -122,7 +129,19 @@ def _panel(ctx: UIContext) -> tuple[Any, ...]:
                 choices=[], value=None, label=I18N("grp.speaker"), scale=3, elem_id="group-speaker"
             )
             speak = gr.Button(I18N("grp.speak"), scale=1, elem_id="speak-now")
-    return panel, members, order, muted, prompt, speaker, speak
+        with gr.Row(equal_height=True, elem_id="speak-as"):
+            gr.Markdown(I18N("grp.speak_each"), elem_id="speak-as-label")
+            speak_as = [
+                gr.Button("", visible=False, size="sm", min_width=80, elem_id=f"speak-as-{i}")
+                for i in range(SPEAK_BUTTONS)
+            ]
+    return panel, members, order, muted, prompt, speaker, speak, speak_as
+
+
+def speak_buttons(pairs: list[tuple[str, str]]) -> list[Any]:
+    """Updates for the "Speak now" buttons: one per (display name, name) member, in order; the rest hidden."""
+    shown = [gr.update(value=title, visible=True) for title, _ in pairs[:SPEAK_BUTTONS]]
+    return shown + [gr.update(visible=False)] * (SPEAK_BUTTONS - len(shown))
 
 
 def settings_of(order: str | None, muted: list[str] | None, prompt: str | None) -> dict[str, Any]:
@@ -142,9 +161,14 @@ def values(ctx: UIContext, session: Session | None) -> tuple[Any, ...]:
     """Updates for `outputs`: a group chat's members and settings; a one-character chat hides the panel;
     no chat (a new one) keeps what the user picked."""
     if session is None:
-        return (gr.skip(), gr.skip(), gr.update(interactive=True), *[gr.skip()] * 4)
+        return (gr.skip(), gr.skip(), gr.update(interactive=True), *[gr.skip()] * (4 + SPEAK_BUTTONS))
     if not session.characters:
-        return (False, gr.update(visible=False), gr.update(interactive=True), *[gr.skip()] * 4)
+        return (
+            False,
+            gr.update(visible=False),
+            gr.update(interactive=True),
+            *[gr.skip()] * (4 + SPEAK_BUTTONS),
+        )
     chars = members_of(session)
     pairs = [(c.display_name, c.name) for c in chars]
     group = session.group or {}
@@ -158,6 +182,7 @@ def values(ctx: UIContext, session: Session | None) -> tuple[Any, ...]:
         gr.update(choices=pairs, value=list(group.get("muted", []))),
         group.get("prompt", "join"),
         gr.update(choices=pairs, value=chars[0].name),
+        *speak_buttons(pairs),
     )
 
 
@@ -170,12 +195,16 @@ def wire(ctx: UIContext, g: GroupControls, load_session: Any) -> None:
         pairs = [(titles.get(n, n), n) for n in names or []]
         keep = [m for m in muted or [] if m in (names or [])]
         who = speaker if speaker in (names or []) else (pairs[0][1] if pairs else None)
-        return gr.update(choices=pairs, value=keep), gr.update(choices=pairs, value=who)
+        return (
+            gr.update(choices=pairs, value=keep),
+            gr.update(choices=pairs, value=who),
+            *speak_buttons(pairs),
+        )
 
     g.members.change(
         on_members,
         [g.members, g.muted, g.speaker],
-        [g.muted, g.speaker],
+        [g.muted, g.speaker, *g.speak_as],
         show_progress="hidden",
         trigger_mode="always_last",  # each pick fires: the last one knows every member
     )

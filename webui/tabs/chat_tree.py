@@ -70,17 +70,22 @@ def last_with_versions(session: Session) -> int | None:
     return found[-1] if found else None
 
 
+def selected_index(session: Session, selected: Any, role: str | None = None) -> int | None:
+    """The message clicked last (`selected`: [session id, index]) if it is in this chat (and has `role`)."""
+    if not (isinstance(selected, list | tuple) and len(selected) == 2 and selected[0] == session.id):
+        return None
+    k = selected[1]
+    if not isinstance(k, int) or not 0 <= k < len(session.messages):
+        return None
+    return k if role is None or session.messages[k].role == role else None
+
+
 def target(session: Session, selected: Any) -> int | None:
     """The message ◀ ▶ move through: the one clicked in this chat if it has versions, else the last one
     that has."""
-    if isinstance(selected, list | tuple) and len(selected) == 2 and selected[0] == session.id:
-        k = selected[1]
-        if (
-            isinstance(k, int)
-            and 0 <= k < len(session.messages)
-            and len(session.messages[k].alternatives) > 1
-        ):
-            return k
+    k = selected_index(session, selected)
+    if k is not None and len(session.messages[k].alternatives) > 1:
+        return k
     return last_with_versions(session)
 
 
