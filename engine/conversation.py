@@ -15,7 +15,15 @@ from .chat import Notice, Queued, StreamEvent
 from .chat_prompt import ChatOptions, GroupPrompt, PromptPlan, build_prompt, check_options, resolve_persona
 from .errors import BackendError, Conflict, InvalidInput, StorageError
 from .group_chat import strip_speaker
-from .group_turns import check_group, choose_speaker, is_group, members_of, settings_of, speaker_history
+from .group_turns import (
+    check_group,
+    check_speaker,
+    choose_speaker,
+    is_group,
+    members_of,
+    settings_of,
+    speaker_history,
+)
 from .params import SamplingParams
 from .prompt import greetings
 from .runtime import Runtime
@@ -543,15 +551,21 @@ def session_draft(
     options: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
     mode: str = "normal",
+    speaker: str | None = None,
 ) -> tuple[PromptPlan, SamplingParams]:
-    """The plan of a session's next turn (with `user_text` sent), or of an impersonation; saves nothing."""
+    """The plan of a session's next turn (with `user_text` sent), or of an impersonation; saves nothing.
+    In a group chat `speaker` names who answers (else the group's order picks)."""
     draft = session.model_copy(deep=True)
     update_options(rt, draft, options or {})
     sampling = rt.params_for(session_character(draft), params if params is not None else draft.params)
     history = list(draft.messages)
     if user_text:
         history.append(ChatMessage(role="user", content=user_text))
-    return session_plan(rt, draft, history, mode=mode, seed=sampling.seed), sampling
+    who = None
+    if speaker is not None:
+        check_speaker(draft, speaker)
+        who = choose_speaker(draft, history, sampling.seed, speaker)
+    return session_plan(rt, draft, history, mode=mode, seed=sampling.seed, speaker=who), sampling
 
 
 def with_prefill(plan: PromptPlan | None, events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
