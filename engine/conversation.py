@@ -281,7 +281,7 @@ def _run_turn(
         reply.reasoning = ""
     w = _ReplyWriter(rt, session, reply, prefix, mode, branched)
     try:
-        for event in reply_stream(rt, tools, messages, sampling, cancel, w.next_round):
+        for event in hidden_prefix(plan, reply_stream(rt, tools, messages, sampling, cancel, w.next_round)):
             if isinstance(event, Reasoning):
                 w.reply.reasoning += event.text
             if isinstance(event, Delta | Reasoning):
@@ -575,7 +575,23 @@ def with_prefill(plan: PromptPlan | None, events: Iterator[StreamEvent]) -> Iter
             yield Notice("warning", warning)
         if plan.prefill and plan.show_prefill:
             yield Delta(plan.prefill)
-    yield from events
+    yield from hidden_prefix(plan, events)
+
+
+def hidden_prefix(plan: PromptPlan | None, events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
+    """The model continues the reply prefix, spaces included ("Ahoy," then " matey"). When the prefix is
+    not shown, the reply starts at the continuation's first word."""
+    if plan is None or not plan.prefill or plan.show_prefill:
+        yield from events
+        return
+    started = False
+    for event in events:
+        if isinstance(event, Delta) and not started:
+            text = event.text.lstrip()
+            if not text:
+                continue
+            started, event = True, Delta(text)
+        yield event
 
 
 def _with_session(rt: Runtime, session_id: str, change: Callable[[Session], object]) -> Session:
