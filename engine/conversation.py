@@ -15,7 +15,15 @@ from .chat import Notice, Queued, StreamEvent
 from .chat_prompt import ChatOptions, GroupPrompt, PromptPlan, build_prompt, check_options, resolve_persona
 from .errors import BackendError, Conflict, InvalidInput, StorageError
 from .group_chat import strip_speaker
-from .group_turns import check_group, choose_speaker, is_group, members_of, settings_of, speaker_history
+from .group_turns import (
+    check_group,
+    check_speaker,
+    choose_speaker,
+    is_group,
+    members_of,
+    settings_of,
+    speaker_history,
+)
 from .params import SamplingParams
 from .prompt import greetings
 from .runtime import Runtime
@@ -273,7 +281,7 @@ def _run_turn(
         reply.reasoning = ""
     w = _ReplyWriter(rt, session, reply, prefix, mode, branched)
     try:
-        for event in reply_stream(rt, tools, messages, sampling, cancel, w.next_round):
+        for event in hidden_prefix(plan, reply_stream(rt, tools, messages, sampling, cancel, w.next_round)):
             if isinstance(event, Reasoning):
                 w.reply.reasoning += event.text
             if isinstance(event, Delta | Reasoning):
@@ -543,15 +551,21 @@ def session_draft(
     options: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
     mode: str = "normal",
+    speaker: str | None = None,
 ) -> tuple[PromptPlan, SamplingParams]:
-    """The plan of a session's next turn (with `user_text` sent), or of an impersonation; saves nothing."""
+    """The plan of a session's next turn (with `user_text` sent), or of an impersonation; saves nothing.
+    In a group chat `speaker` names who answers (else the group's order picks)."""
     draft = session.model_copy(deep=True)
     update_options(rt, draft, options or {})
     sampling = rt.params_for(session_character(draft), params if params is not None else draft.params)
     history = list(draft.messages)
     if user_text:
         history.append(ChatMessage(role="user", content=user_text))
-    return session_plan(rt, draft, history, mode=mode, seed=sampling.seed), sampling
+    who = None
+    if speaker is not None:
+        check_speaker(draft, speaker)
+        who = choose_speaker(draft, history, sampling.seed, speaker)
+    return session_plan(rt, draft, history, mode=mode, seed=sampling.seed, speaker=who), sampling
 
 
 def with_prefill(plan: PromptPlan | None, events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
@@ -561,7 +575,23 @@ def with_prefill(plan: PromptPlan | None, events: Iterator[StreamEvent]) -> Iter
             yield Notice("warning", warning)
         if plan.prefill and plan.show_prefill:
             yield Delta(plan.prefill)
-    yield from events
+    yield from hidden_prefix(plan, events)
+
+
+def hidden_prefix(plan: PromptPlan | None, events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
+    """The model continues the reply prefix, spaces included ("Ahoy," then " matey"). When the prefix is
+    not shown, the reply starts at the continuation's first word."""
+    if plan is None or not plan.prefill or plan.show_prefill:
+        yield from events
+        return
+    started = False
+    for event in events:
+        if isinstance(event, Delta) and not started:
+            text = event.text.lstrip()
+            if not text:
+                continue
+            started, event = True, Delta(text)
+        yield event
 
 
 def _with_session(rt: Runtime, session_id: str, change: Callable[[Session], object]) -> Session:

@@ -1,8 +1,9 @@
 """Matching one lorebook key against the scanned text, as SillyTavern matches it.
 
-A key written `/pattern/flags` is a JavaScript-style regex; any other key is plain text, compared without
-case unless the entry says otherwise, and as a whole word when it is one word. "Whole word" uses
-JavaScript's ASCII `\\W` as the boundary, as SillyTavern does, so a key next to Japanese text still matches.
+A key written `/pattern/flags` is a JavaScript-style regex, and so is any key of a V3 entry with
+`use_regex` (written bare); any other key is plain text, compared without case unless the entry says
+otherwise, and as a whole word when it is one word. "Whole word" uses JavaScript's ASCII `\\W` as the
+boundary, as SillyTavern does, so a key next to Japanese text still matches.
 Regex keys come from files people download, so each search runs with a time limit (the `regex` module's
 `timeout`): a pathological pattern costs a fraction of a second, never the server.
 """
@@ -48,15 +49,35 @@ def parse_regex_key(key: str) -> tuple[Any, bool] | None:
 
 
 @functools.lru_cache(maxsize=4096)
+def plain_regex(pattern: str, case_sensitive: bool) -> Any | None:
+    """A key written as a bare regular expression (a Character Card V3 entry with `use_regex`), compiled;
+    None when it is not valid syntax (the key is then plain text)."""
+    try:
+        return regex.compile(pattern, regex.V0 | (0 if case_sensitive else regex.IGNORECASE))
+    except (regex.error, ValueError, OverflowError, RecursionError):
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
 def _word_pattern(word: str) -> Any:
     return regex.compile(r"(?:^|\W)(" + regex.escape(word) + r")(?:$|\W)", regex.ASCII)
 
 
 def match_key(
-    haystack: str, key: str, *, case_sensitive: bool, whole_words: bool, timeout: float = 0.25
+    haystack: str,
+    key: str,
+    *,
+    case_sensitive: bool,
+    whole_words: bool,
+    timeout: float = 0.25,
+    as_regex: bool = False,
 ) -> bool:
-    """Whether `key` occurs in `haystack`. Raises KeyTimeout for a regex key that runs too long."""
+    """Whether `key` occurs in `haystack`. `as_regex`: the key is a regular expression even without the
+    `/.../` delimiters (V3 `use_regex`). Raises KeyTimeout for a regex key that runs too long."""
     parsed = parse_regex_key(key)
+    if parsed is None and as_regex:
+        compiled = plain_regex(key, case_sensitive)
+        parsed = (compiled, False) if compiled is not None else None
     if parsed is not None:
         pattern, sticky = parsed
         try:

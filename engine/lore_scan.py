@@ -10,6 +10,10 @@
    token budget is spent.
 4. Another pass runs while new entries can recurse (`preventRecursion` stops an entry's content from
    activating others; `excludeRecursion` keeps an entry from being activated by others).
+
+A card's character_book may also set, for its own entries: `token_budget` (a cap on the tokens of that
+book's entries, within the overall budget), `recursive_scanning: false` (its entries neither activate
+others nor are activated by recursion), and per entry the V3 `use_regex` (keys are regular expressions).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 from .config import LoreSettings
 from .lore_keys import KeyTimeout, match_key
-from .lorebook import DEFAULT_DEPTH, DEFAULT_WEIGHT, LOGIC, POSITIONS, ROLES, Book, Entry
+from .lorebook import CARD_ENTRY_KEY, DEFAULT_DEPTH, DEFAULT_WEIGHT, LOGIC, POSITIONS, ROLES, Book, Entry
 
 MAX_SCAN_DEPTH = 1000
 MATCHER, JOINER = "\x01", "\n\x01"
@@ -148,6 +152,7 @@ class _Scanner:
         if s.budget_tokens and budget > s.budget_tokens:
             budget = s.budget_tokens
         out.budget = budget
+        book_tokens: dict[str, int] = {}  # tokens placed per book, for a book's own token_budget
         levels = sorted({_delay_level(c.entry) for c in self.cands if _delay_level(c.entry)})
         level = levels.pop(0) if levels else 0
         done: set[int] = set()  # ids of activated or failed candidates
@@ -171,6 +176,9 @@ class _Scanner:
                     done.add(id(cand))
                     continue
                 tokens = self.count(cand.content + "\n")
+                if not self._fits_book(cand.source, book_tokens, tokens):
+                    done.add(id(cand))  # its book's own budget is spent; other books go on
+                    continue
                 if out.tokens + tokens >= budget:
                     out.overflowed = True
                     out.warnings.append(
@@ -178,9 +186,10 @@ class _Scanner:
                     )
                     break
                 out.tokens += tokens
+                book_tokens[cand.source.name] = book_tokens.get(cand.source.name, 0) + tokens
                 done.add(id(cand))
                 out.fired.append(self._fired(cand, why, detail, state))
-                if not cand.entry.preventRecursion:
+                if not cand.entry.preventRecursion and cand.source.book.recursive_scanning is not False:
                     recursable.append(cand.content)
             state = RECURSION if s.recursive and not out.overflowed and recursable else 0
             if not state and levels and not out.overflowed:
@@ -188,6 +197,18 @@ class _Scanner:
             if state and recursable:
                 self.recurse.append("\n".join(recursable))
         return out
+
+    def _fits_book(self, source: Source, used: dict[str, int], tokens: int) -> bool:
+        """Whether an entry of `source` fits the book's own `token_budget` (a card's character_book may
+        set one; 0 or none: no cap of its own). Warns once per book when it does not."""
+        cap = source.book.token_budget
+        if not cap or used.get(source.name, 0) + tokens <= cap:
+            return True
+        message = f"The lorebook {source.name!r} reached its own token budget ({cap} tokens): its "
+        message += "lower-priority entries were left out."
+        if message not in self.result.warnings:
+            self.result.warnings.append(message)
+        return False
 
     def _fired(self, cand: _Cand, why: str, detail: str, state: int) -> Fired:
         e = cand.entry
@@ -226,6 +247,8 @@ class _Scanner:
             return None
         if state == RECURSION and self.settings.recursive and e.excludeRecursion:
             return None
+        if state == RECURSION and cand.source.book.recursive_scanning is False:
+            return None  # a book with recursive_scanning false: its entries fire from the chat only
         if "@@activate" in cand.decorators:
             return "decorator", "@@activate"
         if "@@dont_activate" in cand.decorators:
@@ -255,7 +278,14 @@ class _Scanner:
         case = e.caseSensitive if e.caseSensitive is not None else s.case_sensitive
         whole = e.matchWholeWords if e.matchWholeWords is not None else s.match_whole_words
         try:
-            return match_key(text, key, case_sensitive=case, whole_words=whole, timeout=s.regex_timeout_s)
+            return match_key(
+                text,
+                key,
+                case_sensitive=case,
+                whole_words=whole,
+                timeout=s.regex_timeout_s,
+                as_regex=_regex(e),
+            )
         except KeyTimeout:
             if key not in self._timed_out:
                 self._timed_out.add(key)
@@ -351,6 +381,12 @@ class _Scanner:
             if roll <= total:
                 return m
         return None
+
+
+def _regex(e: Entry) -> bool:
+    """A Character Card V3 entry with `use_regex: true`: its keys are regular expressions as written."""
+    card = e.extra_fields().get(CARD_ENTRY_KEY)
+    return isinstance(card, dict) and card.get("use_regex") is True
 
 
 def _delay_level(e: Entry) -> int:

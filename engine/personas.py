@@ -105,6 +105,7 @@ class PersonaStore:
     """All personas in one file; a file that cannot be read is set aside (never overwritten)."""
 
     check_name = staticmethod(check_persona_name)  # raises InvalidInput naming the rule; returns the name
+    max_avatar_bytes = MAX_AVATAR_BYTES  # the largest avatar image accepted
 
     def __init__(self, data_dir: Path) -> None:
         self.folder = Path(data_dir) / "personas"
@@ -207,6 +208,22 @@ class PersonaStore:
         if not path.exists():
             atomic_write(path, image, keep_backup=False)
         return name
+
+    def set_avatar(self, name: str, image: bytes) -> Persona:
+        """Give persona `name` the avatar `image` (PNG, JPEG or GIF); the image it had goes to the trash
+        unless another persona uses it. The default persona stays as it is."""
+        with self._lock:
+            old = self.get(name)
+            stored = self.store_avatar(image)
+            data = self._read()
+            persona = old.model_copy(update={"avatar": stored})
+            data.personas = [persona if p.name == name else p for p in data.personas]
+            self._write(data)
+            if old.avatar and old.avatar != stored and not any(p.avatar == old.avatar for p in data.personas):
+                previous = self.folder / old.avatar
+                if previous.is_file():
+                    move_to(self.folder.parent / "trash" / "personas", previous)
+            return persona
 
     def avatar_path(self, persona: Persona) -> Path | None:
         path = self.folder / persona.avatar if persona.avatar else None

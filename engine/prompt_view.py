@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backends.base import Message
 from .chat import fit_messages, validate_messages
+from .errors import InvalidInput
 from .params import SamplingParams
 from .template_text import render_text
 
@@ -40,19 +41,42 @@ def draft(
     preset: Any = None,
     params: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
+    characters: list[str] | None = None,
+    speaker: str | None = None,
+    group: dict[str, Any] | None = None,
+    mode: str = "normal",
 ) -> Draft:
     """See `Runtime.draft`."""
     from .conversation import session_draft, stateless_plan
+    from .turn import TurnRequest, group_plan
 
+    if characters and session not in (None, "new"):
+        raise InvalidInput(
+            "`characters` starts a group chat; an open chat keeps its own.", field="characters"
+        )
     if session is None or session == "new":
         msgs = validate_messages(messages) if messages or session is None else []
+        if characters:
+            r = TurnRequest(
+                messages=msgs,
+                mode="impersonate" if mode == "impersonate" else "send",
+                params=params,
+                options=options,
+                speaker=speaker,
+                characters=characters,
+                group=group,
+            )
+            group_draft, sampling = group_plan(rt, msgs, r)
+            return Draft(group_draft, group_draft.messages, sampling)
         plan, prompt, sampling = stateless_plan(
-            rt, msgs, preset=preset, options=options, params=params, always=session == "new"
+            rt, msgs, preset=preset, options=options, params=params, mode=mode, always=session == "new"
         )
         return Draft(plan, prompt, sampling)
     if isinstance(session, str):
         session = rt.sessions.get(session)
-    plan, sampling = session_draft(rt, session, user_text=user_text, options=options, params=params)
+    plan, sampling = session_draft(
+        rt, session, user_text=user_text, options=options, params=params, mode=mode, speaker=speaker
+    )
     return Draft(plan, plan.messages, sampling)
 
 

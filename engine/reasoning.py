@@ -118,6 +118,14 @@ class ReasoningSplitter:
             or (to == "reasoning" and may_open)
         ]
 
+    def answered_with(self, text: str) -> None:
+        """The answer already begins with `text`, which the caller shows (a reply prefix: in the prompt, or
+        forced after the thought). What the model writes next continues it, its leading spaces kept, and a
+        thinking tag it writes now is quoted text."""
+        if text.strip():
+            self.answered = True
+            self._strip_next = False
+
     def feed(self, text: str) -> list[tuple[Part, str]]:
         self.buf += text
         out: list[tuple[Part, str]] = []

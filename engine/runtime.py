@@ -266,16 +266,32 @@ class Runtime:
         preset: str | Character | None = None,
         params: dict[str, Any] | None = None,
         options: dict[str, Any] | None = None,
+        characters: list[str] | None = None,
+        speaker: str | None = None,
+        group: dict[str, Any] | None = None,
+        mode: str = "normal",
     ) -> Draft:
         """The prompt a turn would send, built and not sent: nothing is generated or saved. The arguments
         are `turn`'s: no `session`, `messages` is the whole conversation (with no preset and no options, sent
         as it is); `session="new"`, the first turn of a new chat with them; a session (or its id), its next
-        turn, with `user_text` sent. `.messages`, `.params`, `.lore` (the lore that fired), `.plan`."""
+        turn, with `user_text` sent. A group chat: `characters` (without a session), `speaker`, `group`, as
+        `turn` takes them. `mode` "impersonate" drafts the user's next message instead.
+        `.messages`, `.params`, `.lore` (the lore that fired), `.plan`."""
         from .prompt_view import draft
 
         msgs = list(messages or [])
         return draft(
-            self, msgs, session=session, user_text=user_text, preset=preset, params=params, options=options
+            self,
+            msgs,
+            session=session,
+            user_text=user_text,
+            preset=preset,
+            params=params,
+            options=options,
+            characters=characters,
+            speaker=speaker,
+            group=group,
+            mode=mode,
         )
 
     def preview(
@@ -287,13 +303,24 @@ class Runtime:
         preset: str | Character | None = None,
         params: dict[str, Any] | None = None,
         options: dict[str, Any] | None = None,
+        characters: list[str] | None = None,
+        speaker: str | None = None,
+        group: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """`draft` as the model would see it: the messages after context fitting, the templated prompt, its
         tokens, the persona, and which lore fired, why and where."""
         from .prompt_view import preview
 
         d = self.draft(
-            messages, session=session, user_text=user_text, preset=preset, params=params, options=options
+            messages,
+            session=session,
+            user_text=user_text,
+            preset=preset,
+            params=params,
+            options=options,
+            characters=characters,
+            speaker=speaker,
+            group=group,
         )
         return preview(self, d.messages, d.plan, d.params)
 

@@ -199,13 +199,23 @@ def _stateless(rt: Runtime, r: TurnRequest) -> Turn:
     )
 
 
-def _stateless_group(rt: Runtime, msgs: list[Message], r: TurnRequest) -> Turn:
-    """A group chat's turn without a session: the prompt a saved group chat would send (not saved)."""
+def group_plan(rt: Runtime, msgs: list[Message], r: TurnRequest) -> tuple[PromptPlan, SamplingParams]:
+    """The plan of a group chat's turn without a session (the prompt a saved group chat would send):
+    `r.characters` are the members, `r.speaker` who answers (else the group's order picks), `r.group` the
+    settings. Impersonation drafts the user's next message in that group."""
     sampling = rt.params_for(None, r.params)
     draft = _group_draft(rt, msgs, r)
     who = choose_speaker(draft, draft.messages, sampling.seed, r.speaker)
-    mode = "continue" if msgs and msgs[-1]["role"] == "assistant" else "normal"
-    plan = session_plan(rt, draft, draft.messages, mode=mode, seed=sampling.seed, speaker=who)
+    if r.mode == "impersonate":
+        mode = "impersonate"
+    else:
+        mode = "continue" if msgs and msgs[-1]["role"] == "assistant" else "normal"
+    return session_plan(rt, draft, draft.messages, mode=mode, seed=sampling.seed, speaker=who), sampling
+
+
+def _stateless_group(rt: Runtime, msgs: list[Message], r: TurnRequest) -> Turn:
+    """A group chat's turn without a session: the prompt a saved group chat would send (not saved)."""
+    plan, sampling = group_plan(rt, msgs, r)
     rt.engine.require_backend()
     return Turn(
         lambda c: with_prefill(plan, reply_stream(rt, r.offer, plan.messages, sampling, c)),
@@ -307,7 +317,9 @@ def _in_session(rt: Runtime, session: Session, r: TurnRequest) -> Turn:
         check_speaker(session, r.speaker)
     rt.engine.require_backend()
     if r.mode == "impersonate":  # a draft of the user's next message: nothing is saved (no session on it)
-        plan, sampling = session_draft(rt, session, options=r.options, params=r.params, mode="impersonate")
+        plan, sampling = session_draft(
+            rt, session, options=r.options, params=r.params, mode="impersonate", speaker=r.speaker
+        )
         return Turn(
             lambda c: with_prefill(plan, rt.engine.stream(plan.messages, sampling, c)),
             params=sampling,

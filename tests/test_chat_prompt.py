@@ -217,3 +217,19 @@ def test_the_session_prompt_view_keeps_a_finished_reply_last(rt: Runtime) -> Non
         "role": "assistant",
         "content": "hello",
     }
+
+
+def test_the_reply_continues_its_prefix_and_a_hidden_prefix_leaves_no_leading_space(rt: Runtime) -> None:
+    from tests.scripted import ScriptedBackend
+
+    backend = ScriptedBackend()
+    rt.engine.replace_backend(backend)
+    ask = [{"role": "user", "content": "hi"}]
+    backend.enqueue(" me", " hearties")
+    shown = rt.turn(ask, options={"reply_prefix": "Ahoy,"})
+    assert shown.text() == "Ahoy, me hearties"
+    backend.enqueue(" me", " hearties")
+    hidden = rt.turn(ask, options={"reply_prefix": "Ahoy,", "show_reply_prefix": False}, session="new")
+    assert hidden.text() == "me hearties"
+    assert hidden.session_id is not None
+    assert rt.sessions.get(hidden.session_id).messages[-1].content == "me hearties"

@@ -296,3 +296,57 @@ def test_the_lore_scan_names_each_reply_by_its_own_speaker(
         ("Bob", "And I am Bob."),
         ("User", "Thanks."),
     ]
+
+
+def test_a_group_preview_shows_the_chosen_speakers_turn(
+    api: tuple[TestClient, Runtime, ScriptedBackend],
+) -> None:
+    """Before: /api/chat/preview dropped `characters`, `speaker` and `group`, so a group body previewed as
+    a plain chat. Now it shows the prompt the group turn sends, for the speaker asked for."""
+    client, _rt, backend = api
+    chat = [{"role": "user", "content": "Hello both."}]
+    persona = {"name": "Ken", "description": "{{user}} is a sailor."}
+    for speaker, title in (("teacher", "Patient Teacher"), ("friendly", "Friendly Assistant")):
+        body = {"messages": chat, "characters": PAIR, "speaker": speaker, "persona": persona}
+        r = client.post("/api/chat/preview", json=body)
+        assert r.status_code == 200, r.text
+        system = r.json()["messages"][0]["content"]
+        assert system.rstrip().endswith(f"Write the next reply only as {title}.")
+        assert "Friendly Assistant" in system and "Patient Teacher" in system  # both cards (join)
+        assert "Ken is a sailor." in system and r.json()["persona"]["name"] == "Ken"
+        assert f"only as {title}." in r.json()["prompt"]
+        client.post("/api/chat", json=body)
+        assert backend.prompts[-1] == r.json()["messages"]  # the preview is what the turn sends
+    bad = client.post("/api/chat/preview", json={"messages": chat, "characters": PAIR, "speaker": "nobody"})
+    assert bad.status_code == 400 and "its members are" in bad.json()["error"]["message"]
+    both = client.post("/api/chat/preview", json={"messages": chat, "characters": PAIR, "preset": "friendly"})
+    assert both.status_code == 400 and "not both" in both.json()["error"]["message"]
+
+
+def test_a_saved_group_chats_preview_and_impersonate_take_the_speaker(
+    api: tuple[TestClient, Runtime, ScriptedBackend],
+) -> None:
+    client, _rt, backend = api
+    sid = start(client, "Hello both.", speaker="friendly")["session_id"]
+    before = client.get(f"/api/sessions/{sid}").content
+    out = client.post(
+        "/api/chat/preview",
+        json={"messages": [{"role": "user", "content": "Go on."}], "session_id": sid, "speaker": "teacher"},
+    ).json()
+    assert out["messages"][0]["content"].rstrip().endswith("only as Patient Teacher.")
+    assert out["messages"][-1] == {"role": "user", "content": "Go on."}
+    r = client.post("/api/chat/impersonate", json={"session_id": sid, "speaker": "teacher"})
+    assert r.status_code == 200 and "data:" in r.text
+    assert backend.prompts[-1][0]["content"].rstrip().endswith("only as Patient Teacher.")
+    draft_ask = backend.prompts[-1][-1]
+    assert draft_ask["role"] == "system" and "User's next message" in draft_ask["content"]
+    assert "not as Patient Teacher" in draft_ask["content"]  # {{char}} is the speaker asked for
+    r = client.post(
+        "/api/chat/impersonate",
+        json={"messages": [{"role": "user", "content": "Hi."}], "characters": PAIR, "speaker": "teacher"},
+    )
+    assert r.status_code == 200 and "data:" in r.text
+    stateless = backend.prompts[-1]
+    assert stateless[0]["content"].rstrip().endswith("only as Patient Teacher.")
+    assert stateless[-1]["role"] == "system" and stateless[-2]["content"].endswith("Hi.")
+    assert client.get(f"/api/sessions/{sid}").content == before  # nothing saved

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.cards import placeholder_png
 from tests.helpers import GREEDY, ServerProcess, assert_error, parse_sse, server_fixture
 
 pytestmark = pytest.mark.slow
@@ -57,6 +58,33 @@ def test_persona_routes(client: httpx.Client) -> None:
     assert_error(client.put("/api/personas/%20x", json={}), 400, "name")
     assert_error(client.put("/api/personas/Ken", json={"name": "Other"}), 400, "name")
     assert_error(client.put("/api/personas/Ken", json={"colour": "red"}), 400, "colour")
+
+
+def test_a_persona_avatar_is_uploaded_over_the_api(client: httpx.Client, server: ServerProcess) -> None:
+    png = placeholder_png("A", (32, 32))
+    assert client.put("/api/personas/Ava", json={"description": "x", "default": False}).status_code == 200
+    r = client.post("/api/personas/Ava/avatar", files={"file": ("me.png", png, "image/png")})
+    assert r.status_code == 200, r.text
+    stored = r.json()["avatar"]
+    assert stored.startswith("avatar-") and stored.endswith(".png") and r.json()["default"] is False
+    got = client.get("/api/personas/Ava/avatar")
+    assert got.content == png and got.headers["content-type"] == "image/png"
+    assert client.get("/api/personas/Ava").json()["avatar"] == stored
+    assert client.get("/api/personas/Ken").json()["default"] is True  # the default stays as it was
+    assert_error(client.post("/api/personas/Ava/avatar", files={"file": ("x.txt", b"hello")}), 400, "PNG")
+    big = b"\x89PNG\r\n\x1a\n" + b"\0" * (5 * 1024 * 1024)
+    assert_error(client.post("/api/personas/Ava/avatar", files={"file": ("big.png", big)}), 413, "5 MB")
+    assert_error(client.post("/api/personas/Nobody/avatar", files={"file": ("a.png", png)}), 404, "Nobody")
+    json_body = client.post("/api/personas/Ava/avatar", json={"file": "x"})
+    assert json_body.status_code == 415 and "multipart" in json_body.json()["error"]["message"]
+    evil = httpx.post(
+        server.url + "/api/personas/Ava/avatar",
+        files={"file": ("evil.gif", b"GIF89a" + b"\0" * 16)},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert evil.status_code == 403 and evil.json()["error"]["type"] == "forbidden_origin"
+    assert client.get("/api/personas/Ava").json()["avatar"] == stored  # nothing changed
+    assert client.delete("/api/personas/Ava").json() == {"deleted": "Ava"}
 
 
 # --- lorebooks --------------------------------------------------------------------------------------
@@ -169,6 +197,11 @@ def test_persona_name_replaces_user(client: httpx.Client) -> None:
 
 
 def test_reply_begins_with_its_prefix_and_the_session_keeps_it(client: httpx.Client) -> None:
+    # the model continues the prefix: the templated prompt ends with the assistant header and the prefix
+    # (the reply's first delta is the prefix itself whatever the model does, so this is the model's side)
+    preview = client.post("/api/chat/preview", json=body(reply_prefix="Ahoy,")).json()
+    assert preview["prompt"].endswith("<|im_start|>assistant\nAhoy,"), preview["prompt"][-80:]
+    assert preview["messages"][-1] == {"role": "assistant", "content": "Ahoy,"}
     r = client.post("/api/chat", json=body(session_id="new", reply_prefix="Ahoy,"))
     assert r.status_code == 200, r.text
     assert r.json()["reply"].startswith("Ahoy,") and len(r.json()["reply"]) > len("Ahoy,")
@@ -181,6 +214,9 @@ def test_reply_begins_with_its_prefix_and_the_session_keeps_it(client: httpx.Cli
     saved = client.get(f"/api/sessions/{sid}").json()
     assert saved["reply_prefix"] == "Ahoy,"
     assert [m["content"][:5] for m in saved["messages"] if m["role"] == "assistant"] == ["Ahoy,", "Ahoy,"]
+    follow_up = {"messages": [{"role": "user", "content": "More?"}], "session_id": sid}
+    later = client.post("/api/chat/preview", json=follow_up).json()
+    assert later["prompt"].endswith("<|im_start|>assistant\nAhoy,")  # the session's prefix, model side
 
 
 def test_a_hidden_prefix_is_generated_from_but_not_kept(client: httpx.Client) -> None:

@@ -374,3 +374,67 @@ def test_real_card_book_with_a_world_book_attached() -> None:
     assert mira == {2: "Mira", 4: "recursion"}
     keyed = [f.book for f in act.fired if f.why != "constant"]
     assert keyed[0] == "Mira (character)"  # after constant entries, the character's book comes first
+
+
+# --- a card's character_book settings (V2/V3) ----------------------------------------------------------
+
+
+def card_book(*entries: dict[str, Any], **top: Any) -> Book:
+    """A character_book as a V2/V3 card embeds it."""
+    return book_from_obj(
+        {"spec": "chara_card_v3", "data": {"name": "C", "character_book": {"entries": list(entries), **top}}}
+    )
+
+
+def ce(i: int, keys: list[str], content: str, **kw: Any) -> dict[str, Any]:
+    return {"id": i, "keys": keys, "content": content, "enabled": True, "insertion_order": 100 - i, **kw}
+
+
+def test_a_books_token_budget_caps_its_own_entries_and_not_the_others() -> None:
+    """Before: a character_book's token_budget was imported and never used."""
+    own = card_book(
+        ce(0, ["x"], "one two three"),  # 4 tokens (words + 1)
+        ce(1, ["x"], "four five six"),  # 4 more: over the book's 6
+        ce(2, ["x"], "seven"),  # 2: still fits (4 + 2 = 6)
+        token_budget=6,
+    )
+    world = book(e(0, ["x"], "eight nine ten eleven"), e(1, ["x"], "twelve thirteen"))
+    act = run(Source("char", own, character=True), Source("world", world), chat=["x"])
+    assert [(f.book, f.uid) for f in act.fired] == [("char", 0), ("char", 2), ("world", 0), ("world", 1)]
+    assert any("'char' reached its own token budget (6 tokens)" in w for w in act.warnings)
+    assert not act.overflowed  # the overall budget is not spent
+    no_cap = card_book(ce(0, ["x"], "one two three"), ce(1, ["x"], "four five six"), token_budget=0)
+    assert fired(run(no_cap, chat=["x"])) == [0, 1]  # 0: no cap of its own
+    # the overall budget still applies on top of the book's
+    act = run(own, chat=["x"], settings=LoreSettings(budget_percent=100, budget_tokens=5), context_size=99)
+    assert fired(act) == [0] and act.overflowed
+
+
+def test_a_book_with_recursive_scanning_off_neither_recurses_nor_is_recursed_into() -> None:
+    """Before: recursive_scanning: false was imported and ignored."""
+    entries = (ce(0, ["Bessie"], "Bessie is friends with Rufus."), ce(1, ["Rufus"], "Rufus is a dog."))
+    assert fired(run(card_book(*entries, recursive_scanning=True), chat=["I met Bessie"])) == [0, 1]
+    off = card_book(*entries, recursive_scanning=False)
+    assert fired(run(off, chat=["I met Bessie"])) == [0]
+    assert fired(run(off, chat=["Bessie and Rufus"])) == [0, 1]  # straight from the chat is fine
+    # its content activates nothing in another book, and another book's content does not reach into it
+    world = book(e(0, ["Rufus"], "Rufus chases Tom."))
+    assert [(f.book, f.uid) for f in run(off, world, chat=["I met Bessie"]).fired] == [("b0", 0)]
+    tom = card_book(ce(0, ["Tom"], "Tom."), recursive_scanning=False)
+    assert [(f.book, f.uid) for f in run(world, tom, chat=["Rufus"]).fired] == [("b0", 0)]
+
+
+def test_v3_use_regex_entries_take_their_keys_as_regular_expressions() -> None:
+    """Before: a V3 entry's use_regex was kept for export but its keys were matched as plain text."""
+    b = card_book(
+        ce(0, ["drag(on|ons)"], "a", use_regex=True),
+        ce(1, ["drag(on|ons)"], "b"),  # no use_regex: the literal text
+        ce(2, ["^\\W*ink$|qu[ie]ll"], "c", use_regex=True),
+        ce(3, ["Queen"], "d", use_regex=True, case_sensitive=True),
+        ce(4, ["(unclosed"], "e", use_regex=True),  # not valid syntax: plain text
+        ce(5, ["secondary"], "f", use_regex=True, selective=True, secondary_keys=["gr[ae]y"]),
+    )
+    assert fired(run(b, chat=["Two dragons and a quill, a (unclosed bracket"])) == [0, 2, 4]
+    assert fired(run(b, chat=["drag(on|ons) queen"])) == [1]
+    assert fired(run(b, chat=["the Queen said secondary grey"])) == [3, 5]
+    assert fired(run(b, chat=["secondary green"])) == []

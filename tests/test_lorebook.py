@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,13 @@ def test_v3_card_and_png_card_books() -> None:
         "spec_version": "3.0",
         "data": {**card["data"], "group_only_greetings": []},
     }
-    v3["data"]["character_book"]["entries"][0]["use_regex"] = False
-    assert len(book_from_obj(v3).entries) == 4
+    v3["data"]["character_book"]["entries"][0]["use_regex"] = True
+    v3_book = book_from_obj(v3)
+    assert len(v3_book.entries) == 4
+    # use_regex has no world-info field: kept with the entry (the scanner reads it), and exported again
+    first = next(iter(v3_book.entries.values()))
+    assert first.extra_fields()["card_entry"]["use_regex"] is True
+    assert to_character_book(v3_book)["entries"][0]["use_regex"] is True
     png = add_text_chunks(placeholder_png("Mira"), {"chara": base64.b64encode(CARD).decode()})
     assert len(parse_book(png, "mira.png").entries) == 4
 
@@ -181,14 +187,29 @@ card_like = st.fixed_dictionaries(
 )
 
 
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
 def _check(data: bytes) -> None:
-    try:
-        book = parse_book(data, "fuzz.json")
-    except (InvalidInput, TooLarge) as exc:
-        assert exc.message and "Traceback" not in exc.message
-        return
-    again = parse_book(world_info_json(book), "again.json")
-    assert to_world_info(again) == to_world_info(book)  # what was accepted survives a round trip
+    """The parser and the store's import agree: a book, stored and read back whole, or a clear error and
+    nothing written."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LorebookStore(Path(tmp))
+        try:
+            book = parse_book(data, "fuzz.json")
+        except (InvalidInput, TooLarge) as exc:
+            assert exc.message and "Traceback" not in exc.message
+            with pytest.raises(type(exc)) as again_exc:
+                store.import_bytes("fuzz.json", data)
+            assert again_exc.value.message and "Traceback" not in again_exc.value.message
+            assert _files(Path(tmp)) == []  # a bad file writes nothing
+            return
+        again = parse_book(world_info_json(book), "again.json")
+        assert to_world_info(again) == to_world_info(book)  # what was accepted survives a round trip
+        name, stored = store.import_bytes("fuzz.json", data)
+        assert _files(Path(tmp)) == [store.folder / f"{name}.json"]
+        assert to_world_info(store.get(name)) == to_world_info(stored) == to_world_info(book)
 
 
 @settings(max_examples=700, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -132,3 +132,17 @@ def test_a_harmony_call_after_the_thought_reaches_the_tool_parser():
     calls = [p for p in pieces if not isinstance(p, str)]
     assert [(c.name, c.arguments) for c in calls] == [("get_time", {"tz": "UTC"})]
     assert "".join(p for p in pieces if isinstance(p, str)).strip() == ""
+
+
+def test_an_answer_that_continues_a_prefix_keeps_its_leading_space():
+    """A reply prefix ("Ahoy,") that the model continues: " matey" is not stripped to "matey", and a tag
+    written after it is quoted text, not a new thought."""
+    plain = ReasoningSplitter(FORMATS["think"])
+    assert plain.feed(" matey") == [("answer", "matey")]  # a reply's own start is stripped
+    s = ReasoningSplitter(FORMATS["think"])
+    s.answered_with("Ahoy,")
+    assert s.feed(" matey <think>x</think>") + s.flush() == [("answer", " matey <think>x</think>")]
+    closed = ReasoningSplitter(FORMATS["think"], in_thought=True)
+    assert closed.feed("hmm</think>\n\n") == [("reasoning", "hmm")]
+    closed.answered_with("Ahoy,")  # the decode loop forced the prefix after the thought
+    assert closed.feed(" matey") == [("answer", " matey")]

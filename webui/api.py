@@ -93,6 +93,9 @@ class ChatRequest(BaseModel):
         "a call that would be asked about (tools.approval) is refused, and the model is told so.",
     )
 
+    def group_args(self) -> dict[str, Any]:
+        return {"characters": self.characters, "speaker": self.speaker, "group": self.group}
+
     def tool_args(self) -> dict[str, Any]:
         return {"tools": self.tools, "tool_choice": self.tool_choice, "tool_approval": self.tool_approval}
 
@@ -265,12 +268,16 @@ def sse_response(turn: Turn) -> StreamingResponse:
     )
 
 
-def prepare_turn(rt: Runtime, body: ChatRequest) -> Turn:
-    """The turn, checked before any response is sent: input errors (unknown preset or session, empty
-    message, bad params, no model) raise here, so the client gets a JSON error, not a failing stream."""
+def check_body(rt: Runtime, body: ChatRequest) -> None:
     check_message_count(rt, len(body.messages))
     if body.characters and body.preset:
         raise InvalidInput("Give `preset` or `characters` (a group chat), not both.", field="characters")
+
+
+def prepare_turn(rt: Runtime, body: ChatRequest) -> Turn:
+    """The turn, checked before any response is sent: input errors (unknown preset or session, empty
+    message, bad params, no model) raise here, so the client gets a JSON error, not a failing stream."""
+    check_body(rt, body)
     return rt.turn(
         [m.model_dump(exclude_none=True) for m in body.messages],
         session=body.session_id,
@@ -286,8 +293,9 @@ def prepare_turn(rt: Runtime, body: ChatRequest) -> Turn:
 
 def preview_chat(rt: Runtime, body: DraftRequest) -> dict[str, Any]:
     """What a chat request would send: a stateless one's messages, or a session's next turn (with the last
-    user message in `messages` sent)."""
-    msgs = [m.model_dump() for m in body.messages]
+    user message in `messages` sent). A group body previews the chosen speaker's turn."""
+    check_body(rt, body)
+    msgs = [m.model_dump(exclude_none=True) for m in body.messages]
     return rt.preview(
         msgs,
         session=body.session_id,
@@ -295,6 +303,7 @@ def preview_chat(rt: Runtime, body: DraftRequest) -> dict[str, Any]:
         preset=body.preset,
         params=body.params.model_dump(exclude_unset=True) if body.params else None,
         options=body.options(),
+        **body.group_args(),
     )
 
 
@@ -313,15 +322,14 @@ def build_chat_router(rt: Runtime) -> APIRouter:
     )
     async def chat_impersonate(body: DraftRequest) -> StreamingResponse:
         def prepare() -> Turn:
+            check_body(rt, body)
             overrides = body.params.model_dump(exclude_unset=True) if body.params else None
-            msgs = [m.model_dump() for m in body.messages]
+            msgs = [m.model_dump(exclude_none=True) for m in body.messages]
+            common = {"params": overrides, "options": body.options(), **body.group_args()}
+            common["mode"] = "impersonate"
             if body.session_id not in (None, "new"):
-                return rt.turn(
-                    session=body.session_id, mode="impersonate", params=overrides, options=body.options()
-                )
-            return rt.turn(
-                msgs, mode="impersonate", preset=body.preset, params=overrides, options=body.options()
-            )
+                return rt.turn(session=body.session_id, **common)
+            return rt.turn(msgs, preset=body.preset, **common)
 
         return sse_response(await run_in_threadpool(prepare))
 

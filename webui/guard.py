@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,7 +33,10 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 JSON_PREFIXES = ("/api/", "/v1/")
-UPLOAD_ROUTES = ("/api/presets/import", "/api/lorebooks/import")
+UPLOAD_ROUTES = ("/api/presets/import", "/api/lorebooks/import", "/api/personas/{name}/avatar")
+UPLOAD_PATHS = re.compile(
+    "^(" + "|".join(re.escape(r).replace(re.escape("{name}"), "[^/]+") for r in UPLOAD_ROUTES) + ")/?$"
+)
 # SillyTavern chats are JSONL: the import route also takes JSON Lines' own types (none is a CORS-simple type,
 # so a cross-site page still cannot send one without a preflight, which it does not get)
 JSONL_ROUTES = ("/api/sessions/import",)
@@ -173,7 +177,7 @@ class RequestGuard:
     def wrong_body(path: str, headers: Headers) -> str | None:
         kind = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
-        if path.rstrip("/") in UPLOAD_ROUTES:
+        if UPLOAD_PATHS.match(path):
             if kind != "multipart/form-data":
                 return "Upload the file as multipart/form-data (a 'file' field)."
             return None

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine import InvalidInput, Runtime, TooLarge
+from engine import InvalidInput, NotFound, Runtime, TooLarge
 
 
 class PersonaBody(BaseModel):
@@ -45,6 +45,24 @@ def build_lore_router(rt: Runtime, read_limited: Any) -> APIRouter:
             )
         persona = rt.personas.put(name, body.description, body.avatar, make_default=body.default)
         return persona_dict(rt, persona)
+
+    @api.post("/personas/{name}/avatar", summary="Set a persona's avatar (multipart `file`: PNG, JPEG, GIF)")
+    async def put_avatar(name: str, file: UploadFile = File(...)) -> dict[str, Any]:
+        rt.personas.get(name)  # an unknown persona: 404
+        limit = rt.personas.max_avatar_bytes
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            raise TooLarge(f"The avatar image is over {limit // (1024 * 1024)} MB.")
+        return persona_dict(rt, rt.personas.set_avatar(name, data))
+
+    @api.get("/personas/{name}/avatar", summary="A persona's avatar image")
+    def get_avatar(name: str) -> Response:
+        persona = rt.personas.get(name)
+        path = rt.personas.avatar_path(persona)
+        if path is None:
+            raise NotFound(f"The persona {name!r} has no avatar.")
+        kind = {".png": "image/png", ".jpg": "image/jpeg", ".gif": "image/gif"}[path.suffix]
+        return Response(path.read_bytes(), media_type=kind)
 
     @api.delete("/personas/{name}", summary="Delete a persona")
     def delete_persona(name: str) -> dict[str, Any]:

@@ -42,7 +42,13 @@ class Slot:
 @dataclass
 class Thinking:
     """One sequence's thought: the splitter that separates it, and its budget. At the budget the decode loop
-    evaluates `close_tokens` (a note and the closing tag) as if the model had written them."""
+    evaluates `close_tokens` (a note and the closing tag, then the reply prefix if any) as if the model had
+    written them.
+
+    `prefix`: a reply prefix that belongs after the thought. When the model closes its thought itself, the
+    loop evaluates `prefix_tokens` (a separator and the prefix), or `prefix_bare_tokens` when the model
+    already wrote the separator, so the answer continues the prefix. The prefix is never emitted: the
+    caller shows it (engine.conversation), as it does for a prefix in the prompt."""
 
     splitter: ReasoningSplitter
     budget: int | None = None
@@ -50,6 +56,19 @@ class Thinking:
     close_text: str = ""
     tokens: int = 0  # tokens sampled while inside the thought
     injected: bool = False
+    prefix: str = ""
+    prefix_tokens: list[int] = field(default_factory=list)
+    prefix_bare_tokens: list[int] = field(default_factory=list)
+    prefixed: bool = False
+
+    @property
+    def reserve(self) -> int:
+        """KV cells the loop may fill with tokens the model did not sample."""
+        return max(len(self.close_tokens), len(self.prefix_tokens))
+
+    def prefix_due(self, was_thinking: bool) -> bool:
+        """The thought has just closed and the prefix is still to come."""
+        return bool(self.prefix) and not self.prefixed and was_thinking and not self.splitter.in_thought
 
     def due(self) -> bool:
         return (
@@ -381,6 +400,8 @@ class Scheduler:
             return self._end(seq, "length")
         if th is not None and th.due():
             return self._inject(seq, token, th)
+        if th is not None and th.prefix_due(was_thinking):
+            return self._inject_prefix(seq, token, th)
         seq.next_token = token
         return None
 
@@ -403,6 +424,25 @@ class Scheduler:
         seq.text += th.close_text
         self._send(seq, seq.text[seq.sent :])
         seq.sent = len(seq.text)
+        if th.prefix and not th.prefixed:  # close_tokens end with the prefix
+            self._prefixed(seq, th, th.prefix)
+
+    def _inject_prefix(self, seq: Sequence, token: int, th: Thinking) -> None:
+        """The model closed its thought: evaluate the token that closed it, then the reply prefix (after
+        the separator, unless the model wrote one), as a prompt chunk; the answer continues the prefix."""
+        if len(seq.text) > seq.sent:
+            self._send(seq, seq.text[seq.sent :])
+        wrote_separator = seq.text.endswith(("\n", " "))
+        tokens = th.prefix_bare_tokens if wrote_separator else th.prefix_tokens
+        seq.tokens.extend([token, *tokens])
+        seq.injected += len(tokens)
+        self._prefixed(seq, th, th.prefix)
+
+    def _prefixed(self, seq: Sequence, th: Thinking, text: str) -> None:
+        th.prefixed = True
+        seq.text += text  # not sent: the caller shows the prefix itself
+        seq.sent = len(seq.text)
+        th.splitter.answered_with(text)
 
     def _end(self, seq: Sequence, reason: str | BaseException, *, flush: bool = True) -> None:
         with self._cond:

@@ -257,11 +257,21 @@ class LlamaCppBackend:
     def _render_text(
         self, messages: list[Message], thinking: str = "auto", tools: list[dict[str, Any]] | None = None
     ) -> tuple[str, list[str], bool]:
-        """The rendered prompt, the template's stop strings, and whether the template added BOS.
+        """The rendered prompt (a trailing assistant message appended as is), the template's stop strings,
+        and whether the template added BOS. See `_render_parts`."""
+        prompt, prefill, stop, added_special = self._render_parts(messages, thinking, tools)
+        return prompt + prefill, stop, added_special
 
-        A trailing assistant message is continued: the rest is rendered with the generation prompt and
-        the partial reply appended as is. `thinking` on/off reaches templates that read enable_thinking.
-        `tools` (OpenAI's shape) go through the template's `tools` variable, or into the system prompt.
+    def _render_parts(
+        self, messages: list[Message], thinking: str = "auto", tools: list[dict[str, Any]] | None = None
+    ) -> tuple[str, str, list[str], bool]:
+        """The rendered prompt, the partial reply to continue, the template's stop strings, and whether the
+        template added BOS.
+
+        A trailing assistant message is continued: the rest is rendered with the generation prompt, and
+        the partial reply (a reply prefix) comes back apart, for `_thinking` to place. `thinking` on/off
+        reaches templates that read enable_thinking. `tools` (OpenAI's shape) go through the template's
+        `tools` variable, or into the system prompt.
         """
         prefill = ""
         if len(messages) > 1 and messages[-1]["role"] == "assistant":
@@ -279,31 +289,63 @@ class LlamaCppBackend:
         except Exception as exc:  # a chat template may reject a message order
             raise InvalidInput(f"The model's chat template rejected these messages: {exc}") from None
         stop = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
-        return result.prompt + prefill, stop, bool(getattr(result, "added_special", False))
+        return result.prompt, prefill, stop, bool(getattr(result, "added_special", False))
 
     def _tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
 
-    def _thinking(self, prompt: str, tokens: list[int], params: SamplingParams) -> Thinking | None:
-        """The splitter and budget for one reply. A thought that must not happen (off without a template
-        switch, or a budget of 0) and that the prompt already opened is closed in the prompt itself."""
+    def _thinking(self, prompt: str, prefill: str, params: SamplingParams) -> tuple[str, Thinking | None]:
+        """The prompt as sent, and the splitter and budget for one reply.
+
+        A thought that must not happen (off without a template switch, or a budget of 0) and that the
+        prompt already opened is closed in the prompt itself. A reply prefix (`prefill`) goes after the
+        thought: at the end of the prompt when no thought is coming or the prompt closed it; otherwise the
+        decode loop forces its tokens right after the model's closing tag (or after the budget's), so the
+        model thinks first and its answer continues the prefix. A template that lets the model open the
+        thought itself (Qwen3's, thinking not off) gets the thought opened in the prompt, so the prefix
+        cannot come before it."""
         fmt = self.reasoning_format
         if fmt is None:
-            return None
+            return prompt + prefill, None
         budget = params.thinking_budget
         if params.thinking == "off" and not self.thinking_switch:
             budget = 0
         in_thought = starts_in_thought(fmt, prompt)
+        if prefill and not in_thought and budget != 0 and self._model_opens_thought(prompt, params):
+            prompt += fmt.open + "\n"
+            in_thought = True
         if in_thought and budget == 0:
-            tokens.extend(self._tokenize(fmt.close + "\n\n"))
+            prompt += fmt.close + "\n\n"
             in_thought = False
+        after = prefill if in_thought else ""  # forced after the thought by the decode loop
+        if not in_thought:
+            prompt += prefill
+        splitter = ReasoningSplitter(fmt, in_thought=in_thought)
+        if prefill and not after:
+            splitter.answered_with(prefill)  # the model continues it: keep its leading space
+        sep = "\n\n" if fmt.name != "harmony" else ""
         note = "" if budget == 0 else f"\n{self.settings.thinking_budget_note}\n"
-        close = note + fmt.close + ("\n\n" if fmt.name != "harmony" else "")
-        return Thinking(
-            ReasoningSplitter(fmt, in_thought=in_thought),
+        close = note + fmt.close + sep
+        return prompt, Thinking(
+            splitter,
             budget=budget,
-            close_tokens=self._tokenize(close) if budget is not None else [],
+            close_tokens=self._tokenize(close + after) if budget is not None else [],
             close_text=close,
+            prefix=after,
+            prefix_tokens=self._tokenize(sep + after) if after else [],
+            prefix_bare_tokens=self._tokenize(after) if after else [],
+        )
+
+    def _model_opens_thought(self, prompt: str, params: SamplingParams) -> bool:
+        """A template that reads enable_thinking and leaves the thought to the model (Qwen3): with thinking
+        not off and no closed thought in the generation prompt, the model is about to think."""
+        fmt = self.reasoning_format
+        return (
+            fmt is not None
+            and fmt.name != "harmony"
+            and self.thinking_switch
+            and params.thinking != "off"
+            and not prompt.rstrip().endswith(fmt.close)
         )
 
     def count_tokens(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> int:
@@ -329,10 +371,10 @@ class LlamaCppBackend:
             tools = None
         if tools and grammar is None:
             grammar = tool_grammar(tools, self.tool_format, choice=tool_choice, parallel=parallel_tool_calls)
-        prompt, template_stop, added_special = self._render_text(messages, params.thinking, tools)
+        prompt, prefill, template_stop, added_special = self._render_parts(messages, params.thinking, tools)
+        prompt, thinking = self._thinking(prompt, prefill, params)
         tokens = self._tokenize(prompt, add_bos=not added_special)
-        thinking = self._thinking(prompt, tokens, params)
-        reserve = len(thinking.close_tokens) if thinking is not None else 0
+        reserve = thinking.reserve if thinking is not None else 0
         n_ctx = self.context_size()
         if len(tokens) >= n_ctx:
             raise InvalidInput(
