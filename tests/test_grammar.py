@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from engine.session_formats import SCHEMA_VERSION
 from tests.helpers import GREEDY, ROOT, TEST_ENV, ServerProcess, assert_error, free_port, server_fixture
 
 pytestmark = pytest.mark.slow
@@ -72,7 +73,8 @@ def test_an_imported_chat_or_card_with_a_bad_grammar_is_refused_and_nothing_is_k
     server: ServerProcess,
 ) -> None:
     """Before: an imported chat or card kept its grammar, and the first turn on it met the NULL sampler."""
-    chat = {"title": "bad grammar", "params": {"grammar": BAD[0]}, "messages": []}
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    chat = {"schema_version": SCHEMA_VERSION, "title": "bad", "params": {"grammar": BAD[0]}, "messages": msgs}
     card = {
         "spec": "chara_card_v2",
         "spec_version": "2.0",
