@@ -4,6 +4,7 @@ saved turn; safe mode for a crash at warm-up; the crash limit; model switches; S
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -18,7 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.backends.base import Finished
 from engine.backends.repack import AMX_FLAGS, cpu_flags
+from engine.backends.worker_client import WorkerBackend
+from engine.config import ModelSettings, WorkerSettings
+from engine.params import SamplingParams
 from tests.helpers import GREEDY, ServerProcess, assert_error, parse_sse
 
 pytestmark = pytest.mark.slow
@@ -225,6 +230,56 @@ def test_a_crash_at_warm_up_restarts_with_repacking_off_and_is_remembered(
         assert state["worker"]["restarts"] == 0 and state["model"]["repack"] is False
         assert state["worker"]["safe_mode"]["reason"] == reason
         assert "ended (SIGSEGV)" not in server.log_text() and "crashed" not in server.log_text()
+
+
+@pytest.mark.timeout(240)  # before the fix the retry crashed again and again, with no end
+@pytest.mark.parametrize("data", ["none", "unwritable"])
+def test_safe_mode_retries_once_and_holds_when_it_cannot_be_remembered(
+    model_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    data: str,
+) -> None:
+    """A crash at warm-up with repacking on restarts the worker once with repacking off, even when the data
+    dir cannot record it (no data dir, or `worker` is a file where the folder should be: unwritable even as
+    root). Safe mode then holds for this backend's later restarts: a kill -9 brings the worker back without
+    crashing at warm-up first."""
+    monkeypatch.setenv("LLMCHAT_FAULT", "SIGSEGV@warmup-repack")  # the worker inherits it on every start
+    data_dir = None
+    if data == "unwritable":
+        data_dir = tmp_path / "data"
+        data_dir.mkdir()
+        (data_dir / "worker").write_text("in the way")
+    settings = ModelSettings(path=str(model_path), n_ctx=512, n_threads=1, parallel=1)
+    amx = bool(AMX_FLAGS & cpu_flags())
+    caplog.set_level(logging.INFO, logger="engine.worker")
+    backend = WorkerBackend(settings, model_path, data_dir=data_dir, policy=WorkerSettings(max_backoff_s=0.3))
+    try:
+        assert backend.state == "ready" and backend.restarts == 0
+        assert backend.model_info()["repack"] is False
+        reason = backend.worker_status()["safe_mode"]["reason"]
+        assert ("AMX" in reason) if amx else ("SIGSEGV" in reason and "repacking off" in reason)
+        if data_dir is not None and not amx:
+            assert "could not remember safe mode" in caplog.text
+            assert (data_dir / "worker").read_text() == "in the way"
+        params = SamplingParams(temperature=0, max_tokens=4)
+        assert any(isinstance(e, Finished) for e in backend.stream(WARM, params, threading.Event()))
+
+        first = backend.worker_status()["pid"]
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: backend.state == "ready" and backend.restarts == 1, what="the restart")
+        assert backend.worker_status()["pid"] != first
+        assert (backend.last_exit or {}).get("reason") == "SIGKILL"
+        assert backend.model_info()["repack"] is False
+        assert caplog.text.count("safe mode for") == (0 if amx else 1)  # the restart did not crash first
+        assert "ended (SIGSEGV)" not in caplog.text
+        assert any(isinstance(e, Finished) for e in backend.stream(WARM, params, threading.Event()))
+    finally:
+        backend.close()
+
+
+WARM = [{"role": "user", "content": "Hi"}]
 
 
 def _family_rss(server: ServerProcess) -> int:

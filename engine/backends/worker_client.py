@@ -228,14 +228,20 @@ class WorkerBackend:
     # --- starting and supervising ----------------------------------------------------------------
 
     def _repack(self) -> tuple[bool, str]:
-        if self.settings.repack == "auto" and (remembered := self.memory.recall(self.path)):
-            self.safe_mode = remembered
-            return False, remembered
+        """Safe mode this backend already entered (a crash at load, even one it could not write down),
+        else what the data dir remembers for this model and CPU, else the setting."""
+        if self.settings.repack == "auto" and (known := self.safe_mode or self.memory.recall(self.path)):
+            self.safe_mode = known
+            return False, known
         return repack_allowed(self.settings.repack)
 
-    def _launch(self) -> WorkerProcess:
-        """Start a worker and wait until it has loaded the model and decoded a warm-up token."""
-        repack, why = self._repack()
+    def _launch(self, repack: bool | None = None) -> WorkerProcess:
+        """Start a worker and wait until it has loaded the model and decoded a warm-up token. `repack`
+        forces weight repacking on or off; by default the setting and safe mode decide."""
+        if repack is None:
+            repack, why = self._repack()
+        else:
+            why = f"repack forced {'on' if repack else 'off'}"
         load = {
             "op": "load",
             "model": {**self.settings.model_dump(), "repack": repack},
@@ -253,8 +259,9 @@ class WorkerBackend:
                     "so it runs with repacking off (model.repack: false)"
                 )
                 log.warning("safe mode for %s: %s", self.path.name, reason)
+                self.safe_mode = reason  # holds for this backend's restarts even if it cannot be remembered
                 self.memory.remember(self.path, reason)
-                return self._launch()
+                return self._launch(repack=False)  # once: a crash with repacking off is a real failure
             raise
         self._info = ready["info"]
         self._n_ctx = int(ready["context_size"])
