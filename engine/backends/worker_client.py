@@ -61,6 +61,10 @@ class _Crashed(Exception):
         self.exit, self.stderr = exit, stderr
 
 
+class _Gone(BackendError):
+    """The worker died (or its connection broke) before it answered a call."""
+
+
 class WorkerProcess:
     """One child process, its connection, and the requests waiting on it."""
 
@@ -152,14 +156,16 @@ class WorkerProcess:
         try:
             self.send({"op": op, "id": rid, **fields})
             kind, payload = q.get(timeout=timeout)
-        except (OSError, queue.Empty):
+        except OSError:
+            raise _Gone(f"The model process ended ({self.exit or 'connection lost'}).") from None
+        except queue.Empty:
             raise BackendError("The model process did not answer.") from None
         finally:
             self.done(rid)
         if kind == "e":
             raise _error(payload)
         if kind == "crash":
-            raise BackendError(payload)
+            raise _Gone(payload)
         return payload
 
     def close(self, timeout: float = 15) -> None:
@@ -332,16 +338,29 @@ class WorkerBackend:
             self.restarts += 1
             self._cond.notify_all()
 
-    def _ready(self, cancel: threading.Event | None = None) -> WorkerProcess:
-        """The live worker, waiting while it restarts; raises when it will not come back."""
+    def _ready(
+        self, cancel: threading.Event | None = None, *, dead: WorkerProcess | None = None
+    ) -> WorkerProcess:
+        """The live worker, waiting while it restarts; raises when it will not come back. `dead` is a worker
+        seen dead: wait for its successor, though the supervisor may not have noticed the death yet."""
         with self._cond:
-            while self.state in ("restarting", "starting"):
+            while self.state in ("restarting", "starting") or (self.state, self._worker) == ("ready", dead):
                 if cancel is not None and cancel.is_set():
                     break
                 self._cond.wait(0.1)
-            if self.state == "ready":
+            if self.state == "ready" and self._worker is not dead:
                 return self._worker
             raise ModelUnavailable(self.failure or "The model process is not running.")
+
+    def _call(self, op: str, **fields: Any) -> Any:
+        """A one-reply request (count, grammar). They change nothing, so one that a crash cut off is asked
+        again of the restarted worker: only the replies being generated are lost to a crash."""
+        worker = self._ready()
+        try:
+            return worker.call(op, **fields)
+        except _Gone:
+            log.info("model process ended during a %r call: asking its successor", op)
+        return self._ready(dead=worker).call(op, **fields)
 
     # --- the Backend contract ----------------------------------------------------------------------
 
@@ -375,12 +394,12 @@ class WorkerBackend:
 
     def count_tokens(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> int:
         extra: dict[str, Any] = {"tools": tools} if tools else {}
-        return int(self._ready().call("count", messages=messages, **extra))
+        return int(self._call("count", messages=messages, **extra))
 
     def check_grammar(self, text: str) -> None:
         """Raise InvalidInput (quoting llama.cpp's parse error) unless the worker's llama.cpp accepts it."""
         if text.strip() and text not in self._good_grammars:
-            self._ready().call("grammar", text=text)
+            self._call("grammar", text=text)
             self._good_grammars.add(text)
 
     def stream(
@@ -395,12 +414,8 @@ class WorkerBackend:
     ) -> Iterator[Event]:
         """The worker's LlamaCppBackend.stream: `tools` are shown to the model and its calls constrained
         there (the grammar is built in the worker, the only process that imports llama_cpp)."""
-        worker = self._ready(cancel)
-        rid, q = worker.open()
-        finished = False
         request: dict[str, Any] = {
             "op": "stream",
-            "id": rid,
             "messages": messages,
             "params": params.model_dump(),
         }
@@ -410,8 +425,9 @@ class WorkerBackend:
                 "tool_choice": tool_choice,
                 "parallel_tool_calls": parallel_tool_calls,
             }
+        worker, rid, q = self._start(request, cancel)
+        finished = False
         try:
-            worker.send(request)
             told = False
             while True:
                 if not told and cancel.is_set():
@@ -442,6 +458,26 @@ class WorkerBackend:
             if not finished:  # the consumer went away: stop the sequence and wait until the model is free
                 self._abandon(worker, rid, q)
             worker.done(rid)
+
+    def _start(
+        self, request: dict[str, Any], cancel: threading.Event
+    ) -> tuple[WorkerProcess, int, queue.SimpleQueue[tuple[str, Any]]]:
+        """Send a stream request to the live worker. A worker that died before the request reached it (between
+        two requests, before the supervisor noticed) is waited out, and its successor gets the request."""
+        dead: WorkerProcess | None = None
+        for _ in range(2):
+            worker = self._ready(cancel, dead=dead)
+            rid, q = worker.open()
+            try:
+                if worker.exit is None:
+                    worker.send({**request, "id": rid})
+                    return worker, rid, q
+            except OSError:
+                pass
+            worker.done(rid)
+            dead = worker
+        assert dead is not None
+        raise BackendError(f"The model process ended ({dead.exit or 'connection lost'}).")
 
     def _abandon(self, worker: WorkerProcess, rid: int, q: queue.SimpleQueue[tuple[str, Any]]) -> None:
         try:
