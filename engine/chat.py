@@ -378,9 +378,11 @@ class Engine:
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | dict[str, Any] = "auto",
         parallel_tool_calls: bool = False,
+        label: str | None = None,
     ) -> Iterator[StreamEvent]:
         """The backend's reply to `messages`, fitted to its context. `tools` (OpenAI's function specs) are
-        offered to the model with `tool_choice`; their description counts against the context too."""
+        offered to the model with `tool_choice`; their description counts against the context too. `label`
+        names the chat (its session id) for the backend's slot view."""
         cancel = cancel or threading.Event()
         backend = self.require_backend()
         messages = validate_messages(messages)
@@ -422,7 +424,7 @@ class Engine:
                     "tool_choice": tool_choice,
                     "parallel_tool_calls": parallel_tool_calls,
                 }
-            for event in backend.stream(messages, params, cancel, **extra):
+            for event in backend.stream(messages, params, cancel, label=label, **extra):
                 if isinstance(event, Finished):
                     event.metrics.queue_ms = round(queue_ms, 1)
                     event.metrics.dropped_messages = dropped

@@ -281,7 +281,8 @@ def _run_turn(
         reply.reasoning = ""
     w = _ReplyWriter(rt, session, reply, prefix, mode, branched)
     try:
-        for event in hidden_prefix(plan, reply_stream(rt, tools, messages, sampling, cancel, w.next_round)):
+        replies = reply_stream(rt, tools, messages, sampling, cancel, w.next_round, label=session.id)
+        for event in hidden_prefix(plan, replies):
             if isinstance(event, Reasoning):
                 w.reply.reasoning += event.text
             if isinstance(event, Delta | Reasoning):
@@ -316,13 +317,16 @@ def reply_stream(
     params: SamplingParams,
     cancel: threading.Event,
     on_round: Callable[[Message, list[Message]], None] | None = None,
+    *,
+    label: str | None = None,
 ) -> Iterator[StreamEvent]:
-    """The model's reply to `messages`: with tools offered, the tool loop's rounds (engine/tools/loop.py)."""
+    """The model's reply to `messages`: with tools offered, the tool loop's rounds (engine/tools/loop.py).
+    `label` is the chat's session id (None for a stateless turn), shown by the KV slot that serves it."""
     if tools is None:
-        return rt.engine.stream(messages, params, cancel)
+        return rt.engine.stream(messages, params, cancel, label=label)
     from .tools.loop import run_tools
 
-    return run_tools(rt, tools, messages, params, cancel, on_round)
+    return run_tools(rt, tools, messages, params, cancel, on_round, label=label)
 
 
 class _ReplyWriter:

@@ -321,7 +321,7 @@ def _in_session(rt: Runtime, session: Session, r: TurnRequest) -> Turn:
             rt, session, options=r.options, params=r.params, mode="impersonate", speaker=r.speaker
         )
         return Turn(
-            lambda c: with_prefill(plan, rt.engine.stream(plan.messages, sampling, c)),
+            lambda c: with_prefill(plan, rt.engine.stream(plan.messages, sampling, c, label=session.id)),
             params=sampling,
             plan=plan,
             prompt=plan.messages,

@@ -28,6 +28,7 @@ class ScriptedBackend:
         self.prompts: list[list[Message]] = []
         self.params: list[SamplingParams] = []
         self.tools: list[dict[str, Any]] = []  # each reply's tools, tool_choice and parallel_tool_calls
+        self.labels: list[str | None] = []  # each reply's label: its chat's session id, or None
         self.gate: threading.Event | None = None  # when set to an Event, each reply waits for it first
 
     def enqueue(self, *chunks: str, reasoning: tuple[str, ...] = (), finish: str = "stop") -> None:
@@ -53,11 +54,18 @@ class ScriptedBackend:
         return self.n_ctx
 
     def stream(
-        self, messages: list[Message], params: SamplingParams, cancel: threading.Event, **tools: Any
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        cancel: threading.Event,
+        *,
+        label: str | None = None,
+        **tools: Any,
     ) -> Iterator[Event]:
         self.prompts.append([dict(m) for m in messages])
         self.params.append(params)
         self.tools.append(tools)
+        self.labels.append(label)
         chunks, thought, finish = self.script.popleft() if self.script else (["ok"], [], "stop")
         if self.gate is not None:
             while not self.gate.wait(0.01):

@@ -61,6 +61,43 @@ def test_health_shows_the_slots(server: ServerProcess) -> None:
     assert all(set(s) >= {"busy", "cached_tokens"} for s in slots)
 
 
+def slot_of(server: ServerProcess, sid: str) -> dict[str, Any] | None:
+    slots = httpx.get(server.url + "/api/health", timeout=30).json()["worker"]["slots"]
+    return next((s for s in slots if s["chat"] == sid), None)
+
+
+def test_a_slot_shows_the_chat_it_holds_while_and_after_it_streams(server: ServerProcess) -> None:
+    """worker.slots[].chat is the session id of the chat whose tokens the slot holds: busy while its reply
+    streams, and still named once the turn is done, as the slot keeps that chat's KV cache for its return."""
+    sid = chat(
+        server,
+        {
+            "messages": [{"role": "user", "content": "Hi"}],
+            "session_id": "new",
+            "params": {**GREEDY, "max_tokens": 4},
+        },
+    )["session_id"]
+    held = slot_of(server, sid)
+    assert held is not None and not held["busy"] and held["cached_tokens"] > 0, held
+    body = {
+        "messages": [{"role": "user", "content": "Write a long story about the sea."}],
+        "session_id": sid,
+        "params": {**GREEDY, "max_tokens": 200},
+    }
+    seen: dict[str, Any] | None = None
+    with httpx.stream("POST", server.url + "/api/chat/stream", json=body, timeout=300) as resp:
+        for line in resp.iter_lines():
+            if seen is None and '"delta"' in line:
+                seen = slot_of(server, sid)
+    assert seen is not None and seen["busy"], seen
+    after = slot_of(server, sid)
+    assert after is not None and not after["busy"] and after["cached_tokens"] > held["cached_tokens"], after
+    stateless = chat(
+        server, {"messages": [{"role": "user", "content": "Hi"}], "params": {**GREEDY, "max_tokens": 4}}
+    )
+    assert stateless["reply"] and slot_of(server, sid) is not None  # another chat takes another slot
+
+
 def test_eight_grammars_at_once_each_get_their_own_words_and_a_cancel_spares_the_rest(
     server: ServerProcess,
 ) -> None:

@@ -64,6 +64,7 @@ def rt(shared: tuple[Runtime, ScriptedBackend]) -> Runtime:
     shared[1].script.clear()
     shared[1].prompts.clear()
     shared[1].tools.clear()
+    shared[1].labels.clear()
     return shared[0]
 
 
@@ -261,6 +262,7 @@ def test_a_session_keeps_calls_and_results_as_messages(rt: Runtime, backend: Scr
     assert (result.tool_call_id, result.name, result.content) == (caller.tool_calls[0]["id"], "add", "5")
     assert answer.content == "It is 5." and answer.metrics
     assert caller.to_openai()["tool_calls"] == caller.tool_calls
+    assert backend.labels == [saved.id, saved.id]  # both rounds name the chat (its KV slot shows it)
     backend.enqueue("Yes.")
     rt.turn(session=saved.id, user_text="Sure?").text()
     sent = backend.prompts[-1]

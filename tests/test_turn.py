@@ -144,6 +144,19 @@ def test_one_prompt_for_a_preset_with_and_without_a_session(rt: Runtime, backend
     assert backend.prompts[2][0]["content"].startswith("Answer briefly.\n\nStay in character.")
 
 
+def test_every_reply_names_its_chat_for_the_kv_slot(rt: Runtime, backend: ScriptedBackend) -> None:
+    """The backend learns which chat a reply belongs to (the session id; None without a session), so the
+    worker's slots can show the chat each one holds (/api/health worker.slots[].chat)."""
+    rt.turn(HELLO).text()
+    turn = rt.turn(HELLO, session="new", preset="friendly")
+    turn.text()
+    sid = turn.session_id
+    rt.turn(session=sid, mode="regenerate").text()
+    rt.turn(session=sid, mode="impersonate").text()
+    rt.turn(HELLO, characters=["friendly", "teacher"]).text()  # a stateless group chat
+    assert backend.labels == [None, sid, sid, sid, None]
+
+
 def test_a_draft_character_is_a_preset_too(rt: Runtime, backend: ScriptedBackend) -> None:
     draft = rt.presets.get("friendly").model_copy(update={"name": "draft", "title": "Draftee"})
     rt.turn(HELLO, preset=draft).text()

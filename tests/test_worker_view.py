@@ -1,4 +1,5 @@
-"""The GPU & models tab's lines about the model process: state, restarts, last exit, slots, safe mode."""
+"""The GPU & models tab's lines about the model process: state, restarts, last exit, slots (with the chat
+each one holds), safe mode."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ def test_worker_lines_say_state_restarts_slots_and_safe_mode() -> None:
         "restarts": 2,
         "last_exit": {"reason": "SIGSEGV"},
         "slots": [
-            {"id": 0, "busy": True, "cached_tokens": 120},
-            {"id": 1, "busy": False, "cached_tokens": 0},
+            {"id": 0, "busy": True, "cached_tokens": 120, "chat": "s-20250101-120000-abcdef"},
+            {"id": 1, "busy": False, "cached_tokens": 0, "chat": None},
+            {"id": 2, "busy": False, "cached_tokens": 30, "chat": None},
         ],
         "safe_mode": {"reason": "this CPU has Intel AMX"},
     }
     text = "\n".join(worker_lines(worker, "en"))
     assert "ready" in text and "pid 41" in text and "2 restarts" in text and "SIGSEGV" in text
-    assert "1/2 busy" in text and "#0 ● 120" in text
+    assert "1/3 busy" in text and "#0 ● 120 s-20250101-120000-abcdef" in text
+    assert "#1 ○ 0," in text and "#2 ○ 30 (a chat without a session)" in text
     assert "Safe mode: this CPU has Intel AMX" in text
     assert "セーフモード" in "\n".join(worker_lines(worker, "ja"))
     assert worker_lines(None, "en") == []

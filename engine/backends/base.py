@@ -104,10 +104,16 @@ class Backend(Protocol):
     def context_size(self) -> int | None: ...
 
     def stream(
-        self, messages: list[Message], params: SamplingParams, cancel: threading.Event
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        cancel: threading.Event,
+        *,
+        label: str | None = None,
     ) -> Iterator[Event]:
         """Backends that take tools also accept `tools=` (OpenAI's function specs), `tool_choice=` and
-        `parallel_tool_calls=` (see LlamaCppBackend.stream)."""
+        `parallel_tool_calls=` (see LlamaCppBackend.stream). Every backend accepts `label=`, the chat the
+        reply belongs to (its session id; None for a stateless request), which a KV slot shows."""
         ...
 
     def close(self) -> None: ...

@@ -36,7 +36,7 @@ class Slot:
     kv: list[int] = field(default_factory=list)  # position i of this sequence holds kv[i]
     used_at: float = 0.0
     busy: bool = False
-    label: str | None = None  # what the slot holds, for the status view
+    label: str | None = None  # the chat whose tokens `kv` holds (its session id), for the status view
 
 
 @dataclass
@@ -313,6 +313,8 @@ class Scheduler:
             self.lib.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)  # recurrent models: start over
             start = 0
         del slot.kv[start:]
+        if not slot.kv:
+            slot.label = None
 
     def _place(self, seq: Sequence, slot: Slot) -> None:
         n = min(common_prefix(slot.kv, seq.tokens), len(seq.tokens) - 1)  # the last token is always evaluated

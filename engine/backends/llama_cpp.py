@@ -361,11 +361,13 @@ class LlamaCppBackend:
         tool_choice: Choice = "auto",
         parallel_tool_calls: bool = False,
         grammar: Grammar | None = None,
+        label: str | None = None,
     ) -> Iterator[Event]:
         """Decode a reply. `tools` (OpenAI's shape) are shown to the model and its calls constrained by a
         grammar from their schemas (engine/backends/tool_grammar.py): lazy for tool_choice "auto", from
         the first token for "required" or a named tool. `grammar` gives such a grammar directly. Either
-        takes the place of `params.grammar`; the two cannot be used together."""
+        takes the place of `params.grammar`; the two cannot be used together. `label` names the chat: the
+        slot that holds its tokens shows it (slots())."""
         started = time.perf_counter()
         if tools and tool_choice == "none":
             tools = None
@@ -394,6 +396,7 @@ class LlamaCppBackend:
             emit=events.put,
             started=started,
             n_ctx=n_ctx,
+            label=label,
             thinking=thinking,
         )
         self._scheduler.submit(seq)

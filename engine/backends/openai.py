@@ -169,11 +169,12 @@ class OpenAIBackend:
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | dict[str, Any] = "auto",
         parallel_tool_calls: bool = False,
+        label: str | None = None,
     ) -> Iterator[Event]:
         """A worker thread does the HTTP; this generator polls its queue, so a cancel ends the turn
         within `_POLL` even while the remote is still queueing or evaluating the prompt. `tools` and
         `tool_choice` go to the server as they are; the `tool_calls` it returns come back as ToolCall
-        events, before Finished."""
+        events, before Finished. `label` (the chat) is not sent: the remote server keeps its own slots."""
         body = self.request_body(messages, params)
         if tools and tool_choice != "none":
             body |= {"tools": tools, "tool_choice": tool_choice, "parallel_tool_calls": parallel_tool_calls}

@@ -5,7 +5,8 @@ killer) ends this process and never the server. It talks to the server over the 
 orjson messages framed by `multiprocessing.connection`.
 
     server -> worker   {"op": "load"}, then {"op": "stream"|"count"|"grammar"|"slots"|"cancel"|"close"}
-                       (stream and count may carry "tools"; stream also "tool_choice", "parallel_tool_calls")
+                       (stream and count may carry "tools"; stream also "tool_choice", "parallel_tool_calls",
+                       and "label", the chat it serves, which its slot shows)
     worker -> server   {"op": "ready" | "load_error"}, then {"op": "items", "items": [[id, kind, payload]]}
 
 Item kinds: "d" a delta (answer text), "t" a piece of the thought (reasoning), "f" finished (reason,
@@ -187,7 +188,8 @@ class Worker:
                 tools = {
                     k: message[k] for k in ("tools", "tool_choice", "parallel_tool_calls") if k in message
                 }
-            for event in self.backend.stream(message["messages"], params, cancel, **tools):
+            label = message.get("label")
+            for event in self.backend.stream(message["messages"], params, cancel, label=label, **tools):
                 if isinstance(event, Delta):
                     self.out.put([rid, "d", event.text])
                     n += 1

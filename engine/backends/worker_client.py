@@ -411,13 +411,16 @@ class WorkerBackend:
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | dict[str, Any] = "auto",
         parallel_tool_calls: bool = False,
+        label: str | None = None,
     ) -> Iterator[Event]:
         """The worker's LlamaCppBackend.stream: `tools` are shown to the model and its calls constrained
-        there (the grammar is built in the worker, the only process that imports llama_cpp)."""
+        there (the grammar is built in the worker, the only process that imports llama_cpp). `label` names
+        the chat, which the slot that serves it shows (worker.slots in /api/health)."""
         request: dict[str, Any] = {
             "op": "stream",
             "messages": messages,
             "params": params.model_dump(),
+            "label": label,
         }
         if tools:
             request |= {

@@ -166,9 +166,11 @@ def run_tools(
     params: SamplingParams,
     cancel: threading.Event,
     on_round: OnRound | None = None,
+    *,
+    label: str | None = None,
 ) -> Iterator[StreamEvent]:
     """The turn's events, round after round. `on_round(assistant, tool_messages)` learns each round's
-    messages as they enter the history (a session keeps them)."""
+    messages as they enter the history (a session keeps them). `label` names the chat (Engine.stream)."""
     messages = list(messages)
     fmt = _call_format(rt)
     rounds = offer.max_rounds if offer.runs_calls else 1
@@ -179,7 +181,7 @@ def run_tools(
         calls: list[ParsedCall] = []
         text: list[str] = []
         done: Finished | None = None
-        for event in _round(rt, offer, messages, params, cancel, choice, fmt, calls):
+        for event in _round(rt, offer, messages, params, cancel, choice, fmt, calls, label):
             if isinstance(event, Finished):
                 done = event
             else:
@@ -229,12 +231,19 @@ def _round(
     choice: Choice,
     fmt: str | None,
     calls: list[ParsedCall],
+    label: str | None = None,
 ) -> Iterator[StreamEvent]:
     """One generation: text as Delta events, calls collected into `calls`, Finished last."""
     parser = ToolCallParser(FORMATS[fmt]) if fmt and choice != "none" else None
     specs = offer.specs if choice != "none" else None
     stream = rt.engine.stream(
-        messages, params, cancel, tools=specs, tool_choice=choice, parallel_tool_calls=offer.parallel
+        messages,
+        params,
+        cancel,
+        tools=specs,
+        tool_choice=choice,
+        parallel_tool_calls=offer.parallel,
+        label=label,
     )
     for event in stream:
         if isinstance(event, Delta) and parser is not None:

@@ -64,7 +64,8 @@ i18n.add(
         "gpu.load_time": "Loaded in {s} s.",
         "gpu.worker": "Model process: {state}, pid {pid}, {restarts} restarts; last exit: {last}.",
         "gpu.safe_mode": "Safe mode: {reason}.",
-        "gpu.slots": "Slots: {busy}/{n} busy (cached tokens: {each}).",
+        "gpu.slots": "Slots: {busy}/{n} busy (cached tokens and the chat they hold: {each}).",
+        "gpu.slot_other": "a chat without a session",
         "gpu.models": "Models",
         "gpu.model_file": "Model file (in {dir})",
         "gpu.rescan": "Rescan folder",
@@ -125,7 +126,8 @@ i18n.add(
         "gpu.load_time": "読み込み時間 {s} 秒。",
         "gpu.worker": "モデルプロセス: {state}、pid {pid}、再起動 {restarts} 回、最後の終了: {last}。",
         "gpu.safe_mode": "セーフモード: {reason}。",
-        "gpu.slots": "スロット: {n} 中 {busy} 使用中（キャッシュ済みトークン: {each}）。",
+        "gpu.slots": "スロット: {n} 中 {busy} 使用中（キャッシュ済みトークンと保持中のチャット: {each}）。",
+        "gpu.slot_other": "セッションのないチャット",
         "gpu.models": "モデル",
         "gpu.model_file": "モデルファイル（{dir} 内）",
         "gpu.rescan": "フォルダーを再読み込み",
@@ -235,7 +237,8 @@ def model_view(rt: Any, lang: str | None) -> str:
 
 
 def worker_lines(worker: dict[str, Any] | None, lang: str | None) -> list[str]:
-    """The model process's state, restarts and last exit, and safe mode when it is on."""
+    """The model process's state, restarts and last exit, its slots (busy or free, cached tokens and the
+    chat whose tokens they are), and safe mode when it is on."""
     if not worker:
         return []
     last = (worker.get("last_exit") or {}).get("reason") or "–"
@@ -251,13 +254,22 @@ def worker_lines(worker: dict[str, Any] | None, lang: str | None) -> list[str]:
     ]
     slots = worker.get("slots") or []
     if slots:
-        each = ", ".join(f"#{s['id']} {'●' if s['busy'] else '○'} {s['cached_tokens']}" for s in slots)
+        each = ", ".join(_slot_text(s, lang) for s in slots)
         lines.append(tr("gpu.slots", lang, busy=sum(1 for s in slots if s["busy"]), n=len(slots), each=each))
     if worker.get("safe_mode"):
         lines.append(tr("gpu.safe_mode", lang, reason=worker["safe_mode"]["reason"]))
     if worker.get("reason"):
         lines.append(str(worker["reason"]))
     return lines
+
+
+def _slot_text(slot: dict[str, Any], lang: str | None) -> str:
+    """`#0 ● 120 s-…`: id, busy (●) or free (○), cached tokens, and the chat: its session id, or a note
+    for tokens of a request without a session (the API's stateless chats)."""
+    text = f"#{slot['id']} {'●' if slot['busy'] else '○'} {slot['cached_tokens']}"
+    if slot.get("chat"):
+        return f"{text} {slot['chat']}"
+    return f"{text} ({tr('gpu.slot_other', lang)})" if slot["cached_tokens"] else text
 
 
 def plot_frames(rt: Any, available: bool) -> tuple[Any, Any]:
