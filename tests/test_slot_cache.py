@@ -1,14 +1,18 @@
 """The prompt cache on disk, against the real server and model: after a restart, a long chat's next turn
-evaluates only its new tokens; a truncated cache file is ignored, deleted, and the turn still works."""
+evaluates only its new tokens; a truncated cache file, or one with flipped bits in its KV data, is ignored,
+deleted, and the turn still works; another model file of the same name and size has states of its own."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+from engine.backends.slot_cache import file_sha256, model_key
 from tests.helpers import GREEDY, ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -55,6 +59,40 @@ def test_a_truncated_cache_file_is_ignored_and_deleted(model_path: Path, tmp_pat
         assert again["metrics"]["prompt_eval_tokens"] > 300  # evaluated again, not loaded from a broken file
         assert not state.exists()
         assert "unusable" in server.log_text()
+
+
+def test_flipped_bits_in_a_cache_file_are_caught_by_its_checksum(model_path: Path, tmp_path: Path) -> None:
+    """llama.cpp loads a state file whose KV data was altered as if it were sound (it checks only sizes and
+    tokens): the checksum in the sidecar catches it, and the file is deleted instead of giving the chat a
+    corrupt cache."""
+    data = tmp_path / "data"
+    with ServerProcess(data, model=model_path) as server:
+        sid = turn(server, "new", "Recommend a book.")["session_id"]
+    (state,) = states(data)
+    sidecar = orjson.loads(state.with_suffix(".json").read_bytes())
+    assert sidecar["sha256"] == file_sha256(state) and len(sidecar["tokens"]) > 300
+    raw = bytearray(state.read_bytes())
+    middle = len(raw) // 2  # well inside the KV data: the header and the tokens take the first few KB
+    raw[middle : middle + 64] = bytes(b ^ 0xFF for b in raw[middle : middle + 64])
+    state.write_bytes(bytes(raw))
+    with ServerProcess(data, model=model_path, log_path=tmp_path / "second.log") as server:
+        again = turn(server, sid, "And another one?")
+        assert again["reply"].strip()
+        assert again["metrics"]["prompt_eval_tokens"] > 300  # evaluated again, not loaded from altered bits
+        assert not state.exists() and not state.with_suffix(".json").exists()
+        assert "unusable" in server.log_text()
+
+
+def test_another_file_of_the_same_name_and_size_gets_its_own_cache_folder(tmp_path: Path) -> None:
+    a, b = tmp_path / "a" / "model.gguf", tmp_path / "b" / "model.gguf"
+    for path, fill in ((a, b"x"), (b, b"y")):
+        path.parent.mkdir()
+        path.write_bytes(fill * 1000)
+    os.utime(a, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    os.utime(b, ns=(1_700_000_000_000_000_001, 1_700_000_000_000_000_001))
+    assert model_key(a, "f16", "f16") != model_key(b, "f16", "f16")
+    assert model_key(a, "f16", "f16") != model_key(a, "q8_0", "f16")
+    assert model_key(a, "f16", "f16") == model_key(a, "f16", "f16")
 
 
 def test_another_chat_in_the_only_slot_does_not_cost_the_first_its_cache(

@@ -37,7 +37,7 @@ from ..tools.prompt import history_for_template, with_tools
 from .base import Event, Message
 from .batching import Scheduler, Sequence, Thinking
 from .repack import default_params_patch, repack_allowed
-from .slot_cache import SlotCache
+from .slot_cache import SlotCache, model_key
 from .tool_grammar import Choice, Grammar, tool_grammar
 
 log = logging.getLogger("engine.llama_cpp")
@@ -192,9 +192,8 @@ class LlamaCppBackend:
         s = self.settings
         if cache_dir is None or not s.slot_cache:
             return None
-        size = self.path.stat().st_size
-        key = f"{self.path.stem[:60]}-{size}-{s.cache_type_k}-{s.cache_type_v}"
         try:
+            key = model_key(self.path, s.cache_type_k, s.cache_type_v)
             return SlotCache(
                 self._llama_cpp, self.llm.ctx, cache_dir / key, max_bytes=int(s.slot_cache_gb * 2**30)
             )
