@@ -284,3 +284,76 @@ def test_remote_5xx_is_model_unavailable(fake: OpenAIBackend) -> None:
 def test_stream_cut_short_is_backend_error(fake: OpenAIBackend) -> None:
     with pytest.raises(BackendError, match="without a finish reason"):
         say(fake, "truncated")
+
+
+# -- concurrency: the engine passes requests through to the remote at once --------------------------
+
+
+class _Overlap(BaseHTTPRequestHandler):
+    """Streams a reply only once `both` requests are open: a client that sends one request at a time never
+    gets past the barrier (it breaks after 20 s and the request fails)."""
+
+    both = threading.Barrier(2, timeout=20)
+    seen: list[tuple[str, float]] = []
+    lock = threading.Lock()
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._note("open")
+        try:
+            _Overlap.both.wait()
+        except threading.BrokenBarrierError:
+            self._note("alone")
+            self.send_error(500, "the other request never came")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for chunk in ({"content": "Hello"}, {"content": " there"}):
+            body = {"choices": [{"delta": chunk, "finish_reason": None}]}
+            self.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
+            self.wfile.flush()
+            time.sleep(0.2)
+        done = {"choices": [{"delta": {}, "finish_reason": "stop"}]}
+        self.wfile.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
+        self.wfile.flush()
+        self._note("close")
+
+    def _note(self, what: str) -> None:
+        with _Overlap.lock:
+            _Overlap.seen.append((what, time.monotonic()))
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_two_turns_stream_from_the_remote_at_the_same_time() -> None:
+    """The engine does not queue requests for a remote backend (the server batches them itself): two turns
+    started together are both open on the server at once, and each gets its whole reply."""
+    from engine.chat import Engine
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Overlap)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    engine = Engine(OpenAIBackend(f"http://127.0.0.1:{srv.server_address[1]}", timeout=30))
+    replies: dict[int, list[object]] = {}
+
+    def turn(i: int) -> None:
+        replies[i] = list(engine.stream([{"role": "user", "content": f"Hi {i}"}], GREEDY))
+
+    try:
+        threads = [threading.Thread(target=turn, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        engine.close()
+        srv.shutdown()
+    for i in range(2):
+        assert "".join(e.text for e in replies[i] if isinstance(e, Delta)) == "Hello there", replies[i]
+        last = replies[i][-1]
+        assert isinstance(last, Finished) and last.finish_reason == "stop"
+    kinds = [what for what, _ in sorted(_Overlap.seen, key=lambda s: s[1])]
+    assert kinds == ["open", "open", "close", "close"], _Overlap.seen  # both open before either ends
