@@ -1,7 +1,8 @@
 """Continuous batching and KV slots, against the real server and model: concurrent requests with their own
-grammars never see each other's tokens, a cancel touches only its own sequence, a batched reply equals the
-same reply alone, alternating chats each evaluate only their new tokens, and a crash with four sequences in
-flight ends all four with an error and keeps their partial replies."""
+grammars never see each other's tokens, a cancel touches only its own sequence, a batched reply agrees with
+the same reply alone up to a near-tie, a slot shows the chat it holds, alternating chats each evaluate only
+their new tokens, and a crash with four sequences in flight ends all four with an error and keeps their
+partial replies."""
 
 from __future__ import annotations
 
@@ -124,20 +125,55 @@ def test_eight_grammars_at_once_each_get_their_own_words_and_a_cancel_spares_the
             assert reply == expected(word), (word, reply)
 
 
-def test_a_reply_in_a_batch_of_four_starts_as_the_same_reply_alone(server: ServerProcess) -> None:
-    """Greedy decoding of one prompt alone and inside a batch of four. llama.cpp's batched matrix kernels
-    round differently from the one-token path, so the logits differ in their last bits and a greedy reply
-    can drift after a few dozen tokens (seen with SmolLM2 in the browser test of two chats at once). The
-    honest property: the replies agree on their first tokens, and the grammar test above shows that no
-    token crosses between sequences."""
+def agreed(a: str, b: str) -> int:
+    """How many leading characters two replies share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def test_a_reply_in_a_batch_of_four_agrees_with_the_same_reply_alone_up_to_a_near_tie(
+    server: ServerProcess,
+) -> None:
+    """Greedy decoding of four prompts alone, then together in a batch of four, three times. llama.cpp does
+    not promise the same logits for a sequence decoded alone and beside others (the batched step rounds
+    differently, and how depends on which sequences share the step), so a greedy reply can flip where two
+    tokens nearly tie, and from there on it differs. Identical replies alone and batched are not a property
+    this engine can promise.
+
+    Measured (SmolLM2-135M Q4_1, the 2-core x86 test machine, 32 tokens, 28 batched rounds in two runs):
+    "Name three colours." (142 chars alone) was identical in 15 rounds and otherwise agreed for its first 57
+    (9 rounds), 67 (3) or 85 (1) characters; "Count to ten." agreed for all 124 (17), 89 (10) or 115 (1);
+    "What is the capital of France?" agreed for only 13 characters ("L'Étoile, la ") in 25 and 42 or 53 in
+    the rest; the haiku (50 chars) was identical every time, yet in test runs it once went on past the end
+    of the reply alone and once diverged at character 19. The divergence points are the same few from run
+    to run (near-ties), but which one a round hits is not.
+
+    So the test asserts what held in every round: each batched reply starts as its own prompt's reply alone
+    for at least 13 characters (a few tokens: never another prompt's reply; the grammar test above checks
+    crosstalk token by token), and over the three rounds some batched replies are identical to their reply
+    alone, whole."""
 
     def body(text: str) -> dict[str, Any]:
         return {"messages": [{"role": "user", "content": text}], "params": {**GREEDY, "max_tokens": 32}}
 
-    alone = chat(server, body("Name three colours."))["reply"]
-    others = ["Write a haiku about rain.", "Count to ten.", "What is the capital of France?"]
-    batched = in_parallel([lambda t=t: chat(server, body(t)) for t in ["Name three colours.", *others]])
-    assert batched[0]["reply"][:16] == alone[:16], (batched[0]["reply"], alone)
+    prompts = [
+        "Name three colours.",
+        "Write a haiku about rain.",
+        "Count to ten.",
+        "What is the capital of France?",
+    ]
+    alone = {p: chat(server, body(p))["reply"] for p in prompts}
+    identical = 0
+    for _ in range(3):
+        batched = in_parallel([lambda p=p: chat(server, body(p))["reply"] for p in prompts])
+        same = {p: agreed(alone[p], reply) for p, reply in zip(prompts, batched, strict=True)}
+        assert all(n >= 13 for n in same.values()), (same, batched, alone)
+        identical += sum(reply == alone[p] for p, reply in zip(prompts, batched, strict=True))
+    assert identical >= 1, "no batched reply was identical to its reply alone"
 
 
 def test_alternating_two_chats_evaluates_only_the_new_tokens(server: ServerProcess) -> None:
