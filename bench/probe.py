@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ def our_backend(model: str, threads: int, n_ctx: int) -> Any:
     from engine.backends.llama_cpp import LlamaCppBackend
 
     settings, _ = load_settings(overrides={"model": {"path": model, "n_threads": threads, "n_ctx": n_ctx}})
-    return LlamaCppBackend(settings.model, Path(model))
+    cache = Path(tempfile.mkdtemp(prefix="bench-slot-cache-"))  # the server's default: a prompt cache on disk
+    return LlamaCppBackend(settings.model, Path(model), cache_dir=cache)
 
 
 def main(argv: list[str]) -> int:

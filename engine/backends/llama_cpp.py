@@ -155,6 +155,7 @@ class LlamaCppBackend:
             piece=self._piece,
             name=f"llama-decode-{self.path.stem[:24]}",
             cache=self._slot_cache(cache_dir),
+            cell_cost=self._cell_cost(),
         )
         log.info(
             "loaded %s in %.2fs (n_ctx=%d, n_gpu_layers=%d, threads=%d, gpu_offload=%s, repack=%s: %s)",
@@ -490,6 +491,13 @@ class LlamaCppBackend:
             )
             raise InvalidInput(f"Invalid GBNF grammar: {why}", field="grammar")
         return sampler
+
+    def _cell_cost(self) -> float:
+        """The share of a token's work that one more KV cell adds: attention over it in every layer
+        (4 * n_embd flops each) against about 2 flops per weight."""
+        lib, model = self._llama_cpp, self.llm.model
+        params = lib.llama_model_n_params(model)
+        return 2 * lib.llama_model_n_embd(model) * lib.llama_model_n_layer(model) / params if params else 0.0
 
     def check_grammar(self, text: str) -> None:
         """Raise InvalidInput unless llama.cpp accepts the GBNF grammar `text`."""
