@@ -227,6 +227,7 @@ class Scheduler:
         if self.cache is not None and not self._thread.is_alive():
             for slot in self.slots:
                 self._save(slot)
+            self.cache.flush()
 
     def _save(self, slot: Slot) -> None:
         if self.cache is not None and slot.kv:

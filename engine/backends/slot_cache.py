@@ -3,8 +3,10 @@ again when a chat with that prefix returns, so reopening a long chat after a res
 new turn.
 
 Files live under <data_dir>/slot_cache/<model key>/: `<hash>.seq` is llama.cpp's sequence state
-(`llama_state_seq_save_file`, which records the tokens too) and `<hash>.json` its sidecar: the same tokens,
-to find a match without loading states, and the SHA-256 of the state file. The model key names the model
+(`llama_state_seq_get_data`) and `<hash>.json` its sidecar: the tokens it holds, to find a match without
+loading states, and the SHA-256 of the state file. Saving copies the state in memory on the decode thread
+(a memcpy) and a writer thread hashes and writes it, so an evicted slot costs the next reply no disk time;
+a state still being written is loaded from memory. The model key names the model
 file by name, size and modification time, and the KV cache types, so another file never shares a state.
 The whole slot_cache folder is bounded (least recently used files go first, whichever model they belong
 to). A state file is checked against its checksum before llama.cpp sees it: llama.cpp notices a truncated
@@ -18,12 +20,16 @@ import ctypes
 import hashlib
 import logging
 import os
+import queue
+import threading
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 log = logging.getLogger("engine.slot_cache")
+
+WRITE_DELAY_S = 1.0
 
 
 def model_key(model: Path, cache_type_k: str, cache_type_v: str) -> str:
@@ -44,6 +50,10 @@ class SlotCache:
         self.max_bytes, self.min_tokens = max_bytes, min_tokens
         self._index: dict[str, list[int]] = {}  # hash -> tokens of the saved state
         self._sums: dict[str, str] = {}  # hash -> SHA-256 of its state file
+        self._pending: dict[str, tuple[list[int], memoryview]] = {}  # hash -> (tokens, state) not yet on disk
+        self._hurry = threading.Event()  # flush(): write now
+        self._lock = threading.Lock()
+        self._writes: queue.Queue[str] = queue.Queue()
         folder.mkdir(parents=True, exist_ok=True)
         for sidecar in folder.glob("*.json"):
             try:
@@ -61,32 +71,75 @@ class SlotCache:
         return hashlib.sha256(orjson.dumps(tokens)).hexdigest()[:32]
 
     def save(self, seq_id: int, tokens: list[int]) -> None:
-        """Save sequence `seq_id`, which holds `tokens`, unless it is short or already saved."""
+        """Save sequence `seq_id`, which holds `tokens`, unless it is short or already saved. The state is
+        copied now; the writer thread puts it on disk."""
         if len(tokens) < self.min_tokens:
             return
         name = self.key(tokens)
-        state = self.folder / f"{name}.seq"
-        if name in self._index:
-            os.utime(state)
+        with self._lock:
+            if name in self._pending:
+                return
+            if name in self._index:
+                (self.folder / f"{name}.seq").touch()
+                return
+        size = self.lib.llama_state_seq_get_size(self.ctx, seq_id)
+        buf = (ctypes.c_uint8 * size)()
+        n = self.lib.llama_state_seq_get_data(self.ctx, buf, size, seq_id)
+        if not n:
             return
+        with self._lock:
+            self._pending[name] = (list(tokens), memoryview(buf).cast("B")[:n])
+        self._writes.put(name)
+        self._writer()
+
+    def flush(self) -> None:
+        """Wait until every state saved so far is on disk."""
+        self._hurry.set()
+        self._writes.join()
+
+    def _writer(self) -> None:
+        if getattr(self, "_thread", None) is None:
+            self._thread = threading.Thread(target=self._write_loop, name="slot-cache-writer", daemon=True)
+            self._thread.start()
+
+    def _write_loop(self) -> None:
+        while True:
+            name = self._writes.get()
+            # a state is saved as a new reply starts (its slot was evicted): write it once that reply's prompt
+            # is evaluated, so hashing and writing take no CPU from the prompt (this machine may have 2 cores)
+            self._hurry.wait(WRITE_DELAY_S)
+            try:
+                self._write(name)
+            except OSError as exc:  # a full disk costs the cache, never a reply
+                log.warning("could not write slot cache file %s: %s", name, exc)
+                with self._lock:
+                    self._pending.pop(name, None)
+            finally:
+                self._writes.task_done()
+
+    def _write(self, name: str) -> None:
+        with self._lock:
+            if name not in self._pending:
+                return  # dropped meanwhile
+            tokens, data = self._pending[name]
+        digest = hashlib.sha256(data).hexdigest()
         tmp = self.folder / f"{name}.seq.tmp"
-        arr = (self.lib.llama_token * len(tokens))(*tokens)
-        written = self.lib.llama_state_seq_save_file(self.ctx, str(tmp).encode(), seq_id, arr, len(tokens))
-        if not written:
-            tmp.unlink(missing_ok=True)
-            return
-        digest = file_sha256(tmp)
-        os.replace(tmp, state)
+        tmp.write_bytes(data)
+        os.replace(tmp, self.folder / f"{name}.seq")
         sidecar = self.folder / f"{name}.json.tmp"
         sidecar.write_bytes(orjson.dumps({"tokens": tokens, "sha256": digest}))
         os.replace(sidecar, self.folder / f"{name}.json")
-        self._index[name], self._sums[name] = list(tokens), digest
+        with self._lock:
+            self._index[name], self._sums[name] = tokens, digest
+            self._pending.pop(name, None)
         self._prune()
 
     def best(self, prompt: list[int]) -> tuple[str, int] | None:
         """The saved state that is the longest prefix of `prompt` (all but its last token), if any."""
         found: tuple[str, int] | None = None
-        for name, tokens in self._index.items():
+        with self._lock:
+            saved = [*self._index.items(), *((k, v[0]) for k, v in self._pending.items())]
+        for name, tokens in saved:
             n = len(tokens)
             if n < len(prompt) and prompt[:n] == tokens and (found is None or n > found[1]):
                 found = (name, n)
@@ -94,31 +147,34 @@ class SlotCache:
 
     def load(self, name: str, seq_id: int) -> list[int] | None:
         """Load state `name` into sequence `seq_id` (which must be empty); its tokens, or None if unusable."""
-        expected = self._index.get(name, [])
+        with self._lock:
+            pending = self._pending.get(name)
+            expected, digest = (
+                (pending[0], None) if pending else (self._index.get(name, []), self._sums.get(name))
+            )
         try:
-            intact = file_sha256(self.folder / f"{name}.seq") == self._sums.get(name)
+            data = pending[1] if pending else (self.folder / f"{name}.seq").read_bytes()
         except OSError:
-            intact = False
-        if not intact:
+            data = b""
+        if not data or (digest is not None and hashlib.sha256(data).hexdigest() != digest):
             log.warning("slot cache file %s.seq is unusable (missing or changed since saved): deleted", name)
             self._drop(name)
             return None
-        cap = len(expected) or 1
-        out = (self.lib.llama_token * cap)()
-        count = ctypes.c_size_t(0)
-        path = str(self.folder / f"{name}.seq").encode()
-        read = self.lib.llama_state_seq_load_file(self.ctx, path, seq_id, out, cap, ctypes.byref(count))
-        if not read or count.value != len(expected) or list(out[: count.value]) != expected:
+        buf = (ctypes.c_uint8 * len(data)).from_buffer(bytearray(data) if pending is None else data)
+        if self.lib.llama_state_seq_set_data(self.ctx, buf, len(data), seq_id) != len(data):
             log.warning("slot cache file %s.seq is unusable (truncated, corrupt or foreign): deleted", name)
             self.lib.llama_memory_seq_rm(self.lib.llama_get_memory(self.ctx), seq_id, 0, -1)
             self._drop(name)
             return None
-        os.utime(self.folder / f"{name}.seq")
-        return expected
+        if not pending:
+            os.utime(self.folder / f"{name}.seq")
+        return list(expected)
 
     def _drop(self, name: str) -> None:
-        self._index.pop(name, None)
-        self._sums.pop(name, None)
+        with self._lock:
+            self._index.pop(name, None)
+            self._sums.pop(name, None)
+            self._pending.pop(name, None)
         for suffix in (".seq", ".json"):
             (self.folder / f"{name}{suffix}").unlink(missing_ok=True)
 
