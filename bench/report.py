@@ -224,16 +224,25 @@ def _browser_chat(bc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _concurrency(cc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per level: each server's medians over the rounds, and the ratios as medians of per-round ratios."""
     out = []
     for n, by_server in cc.items():
         row: dict[str, Any] = {"clients": int(n)}
+        rounds: dict[str, list[dict[str, Any]]] = {}
         for name, r in by_server.items():
             key = "ours" if name == "ours" else "native"
-            row[f"{key}_tok_s"] = r["throughput_tok_s"]
-            row[f"{key}_ttft_ms"] = median(r["ttft_ms"])
-            row[f"{key}_errors"] = len(r["errors"])
-        row["tok_s_x_native"] = _ratio(row.get("ours_tok_s"), row.get("native_tok_s"))
-        row["ttft_x_native"] = _ratio(row.get("ours_ttft_ms"), row.get("native_ttft_ms"))
+            rounds[key] = r if isinstance(r, list) else [r]  # results from before rounds: one burst
+            row[f"{key}_tok_s"] = median([b["throughput_tok_s"] for b in rounds[key]])
+            row[f"{key}_ttft_ms"] = median([median(b["ttft_ms"]) for b in rounds[key]])
+            row[f"{key}_errors"] = sum(len(b["errors"]) for b in rounds[key])
+        pairs = list(zip(rounds.get("ours", []), rounds.get("native", []), strict=False))
+        row["rounds"] = len(rounds.get("ours", []))
+        row["tok_s_x_native"] = median(
+            [x for o, nb in pairs if (x := _ratio(o["throughput_tok_s"], nb["throughput_tok_s"])) is not None]
+        )
+        row["ttft_x_native"] = median(
+            [x for o, nb in pairs if (x := _ratio(median(o["ttft_ms"]), median(nb["ttft_ms"]))) is not None]
+        )
         out.append(row)
     return out
 
@@ -508,8 +517,12 @@ def _md_long_chat(lc: dict[str, Any]) -> list[str]:
 def _md_concurrency(cc: list[dict[str, Any]]) -> list[str]:
     if not cc:
         return []
+    rounds = cc[0].get("rounds") or 1
     lines = [
         "### Concurrency on /v1/chat/completions (both servers with 8 sequences: model.parallel, -np)",
+        "",
+        f"{rounds} round(s) per level, the servers' order alternating; medians, and ratios as medians of the "
+        "per-round ratios.",
         "",
         "| clients | ours tok/s | ours TTFT ms (median) | llama-server tok/s | llama-server TTFT ms "
         "| tok/s x llama-server | TTFT x llama-server | errors |",

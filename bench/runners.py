@@ -337,7 +337,7 @@ SLOTS = 8  # both servers get as many sequences as the largest burst: llama-serv
 
 def concurrency(b: Bench, max_tokens: int) -> dict[str, Any]:
     """N clients at once on /v1/chat/completions: ours beside llama-server -np 8 (when built), each burst
-    of one right after the other's: total tok/s, TTFT, errors."""
+    of one right after the other's, in rounds: total tok/s, TTFT, errors."""
     servers_: dict[str, servers.ServerProcess] = {}
     try:
         servers_["ours"] = b._start(servers.ours(b.setup, b.data_dir / "concurrency", parallel=SLOTS))
@@ -345,8 +345,12 @@ def concurrency(b: Bench, max_tokens: int) -> dict[str, Any]:
         if exe is not None:
             servers_["llama-server"] = b._start(servers.native(b.setup, exe, parallel=SLOTS))
         out: dict[str, Any] = {}
+        rounds = 1 if b.opts.quick else max(1, b.opts.repeats // 2)  # single bursts swing by 20% on 2 cores
         for n in (1, 4, 8):
-            out[str(n)] = {name: _burst_row(srv.url, n, max_tokens, b) for name, srv in servers_.items()}
+            out[str(n)] = {name: [] for name in servers_}
+            for r in range(rounds):
+                for name, srv in sorted(servers_.items(), reverse=bool(r % 2)):  # the order alternates
+                    out[str(n)][name].append(_burst_row(srv.url, n, max_tokens, b))
         return out
     finally:
         for srv in servers_.values():
