@@ -110,3 +110,31 @@ def test_another_chat_in_the_only_slot_does_not_cost_the_first_its_cache(
         assert other.status_code == 200 and other.json()["metrics"]["prompt_eval_tokens"] < 60
         m = turn(server, long, "And another one?")["metrics"]
     assert m["prompt_tokens"] > 300 and m["prompt_eval_tokens"] < 60, m
+
+
+def stateless(server: ServerProcess, messages: list[dict[str, str]]) -> dict[str, Any]:
+    body = {"messages": messages, "params": {**GREEDY, "max_tokens": 8}}
+    resp = httpx.post(server.url + "/api/chat", json=body, timeout=300)
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def test_a_saved_state_that_goes_past_the_prompt_is_used_up_to_where_they_part(
+    model_path: Path, tmp_path: Path
+) -> None:
+    """A saved state holds the reply's sampled tokens, and the next prompt holds that reply as text again:
+    the two can part (a reply cut by max_tokens, an edited reply, tokens that re-tokenize otherwise). Before,
+    only a state that was a whole prefix of the prompt was used, so such a chat was evaluated in full after
+    a restart; now the shared part is loaded and only the rest evaluated."""
+    data = tmp_path / "data"
+    ask = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Recommend a book."}]
+    with ServerProcess(data, model=model_path) as server:
+        first = stateless(server, ask)
+        assert first["metrics"]["prompt_eval_tokens"] > 300
+    assert states(data)
+    other = [*ask, {"role": "assistant", "content": "Something else entirely."}]
+    other.append({"role": "user", "content": "Why?"})
+    with ServerProcess(data, model=model_path, log_path=tmp_path / "second.log") as server:
+        again = stateless(server, other)
+    m = again["metrics"]
+    assert m["prompt_tokens"] > 300 and m["prompt_eval_tokens"] < 40, m

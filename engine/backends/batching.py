@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import EngineError
 from ..reasoning import ReasoningSplitter
 from .base import Delta, Event, Finished, Metrics, Reasoning
-from .slot_cache import SlotCache
+from .slot_cache import SlotCache, common_prefix
 
 log = logging.getLogger("engine.batching")
 
@@ -86,15 +86,6 @@ class Thinking:
             and self.splitter.in_thought
             and self.tokens >= self.budget
         )
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class Sequence:

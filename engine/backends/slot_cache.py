@@ -39,6 +39,15 @@ def model_key(model: Path, cache_type_k: str, cache_type_v: str) -> str:
     return f"{model.stem[:60]}-{st.st_size}-{st.st_mtime_ns}-{cache_type_k}-{cache_type_v}"
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def file_sha256(path: Path) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -135,13 +144,19 @@ class SlotCache:
         self._prune()
 
     def best(self, prompt: list[int]) -> tuple[str, int] | None:
-        """The saved state that is the longest prefix of `prompt` (all but its last token), if any."""
+        """The saved state that shares the longest prefix with `prompt` (all but its last token), and that
+        length; None under min_tokens. A state may go on past the prompt's own tokens: a reply's sampled
+        tokens are not always how its text tokenizes again in the next prompt, so only the shared part is
+        kept once loaded."""
         found: tuple[str, int] | None = None
+        limit = len(prompt) - 1
         with self._lock:
             saved = [*self._index.items(), *((k, v[0]) for k, v in self._pending.items())]
         for name, tokens in saved:
-            n = len(tokens)
-            if n < len(prompt) and prompt[:n] == tokens and (found is None or n > found[1]):
+            if tokens[:1] != prompt[:1]:
+                continue
+            n = min(common_prefix(tokens, prompt), limit)
+            if n >= self.min_tokens and (found is None or n > found[1]):
                 found = (name, n)
         return found
 
