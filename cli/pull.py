@@ -3,6 +3,8 @@ machine's models/ (the engine in this process) or the server's (--url). Ctrl+C c
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +71,22 @@ def pull(
     mmproj: bool = False,
 ) -> int:  # fmt: skip
     """0: the model is in models/; 1: the download failed; 2: it could not start; 130: Ctrl+C."""
+    interrupted = threading.Event()  # Ctrl+C sets it: a library call in between could swallow the exception
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    except ValueError:  # not the main thread: Ctrl+C stays an exception
+        previous = None
+    try:
+        return _pull(ref, out, config, url, api_key, mmproj, interrupted)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _pull(
+    ref: str, out: Output, config: str | None, url: str | None, api_key: str | None, mmproj: bool,
+    interrupted: threading.Event,
+) -> int:  # fmt: skip
     try:
         source: _Direct | _Remote = _Remote(url, api_key) if url else _Direct(config)
         status = source.start(ref, mmproj)
@@ -77,7 +95,7 @@ def pull(
         return 2
     out.info(f"{status['repo']} → {', '.join(status['files'])} ({status['bytes_total'] / 1e6:.1f} MB)")
     try:
-        status = _follow(source.get, status, out)
+        status = _follow(source.get, status, out, interrupted)
     except KeyboardInterrupt:
         source.cancel(status["id"])
         _wait_finished(source.get, status["id"])
@@ -93,7 +111,9 @@ def pull(
     return 0
 
 
-def _follow(get: Callable[[str], dict[str, Any]], status: dict[str, Any], out: Output) -> dict[str, Any]:
+def _follow(
+    get: Callable[[str], dict[str, Any]], status: dict[str, Any], out: Output, interrupted: threading.Event
+) -> dict[str, Any]:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -104,7 +124,8 @@ def _follow(get: Callable[[str], dict[str, Any]], status: dict[str, Any], out: O
     with Progress(*columns, console=out.err, disable=not out.tty) as bar:
         task = bar.add_task(status["name"], total=status["bytes_total"], completed=status["bytes_done"])
         while status["state"] in ("downloading", "verifying"):
-            time.sleep(POLL_S)
+            if interrupted.wait(POLL_S):
+                raise KeyboardInterrupt
             status = get(status["id"])
             name = status["name"] + (" (checking)" if status["state"] == "verifying" else "")
             bar.update(task, completed=status["bytes_done"], description=name)

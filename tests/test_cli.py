@@ -351,6 +351,7 @@ def test_tty_url(tmp_path: Path, server: ServerProcess) -> None:
         command(child, "/system 0", "New chat with the default prompt")
         command(child, f"/load {sid}", f"Loaded {sid}")
         stop_a_long_reply(child)
+        time.sleep(0.5)  # readline takes the terminal a moment after the prompt: a Ctrl+C before is lost
         child.sendintr()  # Ctrl+C twice at the prompt exits, saving
         child.expect("Ctrl\\+C again")
         child.sendintr()

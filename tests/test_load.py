@@ -27,7 +27,9 @@ HEALTH_P95_MS = 200.0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    s = start_server(tmp_path_factory.mktemp("load"), max_tokens=12)
+    # No prompt cache on disk: a replay "alone" must reuse the same cached prefix as the original turn, and
+    # the disk cache would hand it a longer one (the original turn's own saved state, reply included).
+    s = start_server(tmp_path_factory.mktemp("load"), max_tokens=12, env={"LLM_MODEL__SLOT_CACHE": "false"})
     yield s
     s.stop()
 
