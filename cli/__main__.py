@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,9 @@ def banner(client: ChatClient, out: Output) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.getLogger("engine").addHandler(logging.NullHandler())  # warnings are shown once, by us
+    # Ctrl+C must work even when started with SIGINT ignored (a parent that ignores it, nohup): an ignored
+    # signal stays ignored across exec, and Python then installs no handler of its own
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     out = Output(tty=interactive)
     if args.api_key and not args.url:
