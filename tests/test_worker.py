@@ -121,13 +121,14 @@ def test_a_crash_mid_reply_keeps_the_turns_and_the_partial_reply(
     names = [name for name, _ in events]
     assert names[-1] == "error", events
     assert sig in events[-1][1]["error"]["message"] and "restarted" in events[-1][1]["error"]["message"]
-    assert sum(1 for name, data in events if name == "message" and "delta" in data) >= 2
+    partial = "".join(data["delta"] for name, data in events if name == "message" and "delta" in data)
+    assert partial  # the worker sends a request's first delta at once, the rest in bursts
 
     saved = httpx.get(f"{server.url}/api/sessions/{sid}").json()["messages"]
     assert [m["role"] for m in saved] == ["user", "assistant", "user", "assistant"]
     assert saved[1]["content"] == "".join(d["delta"] for n, d in first if "delta" in d)
     assert not saved[1].get("interrupted")
-    assert saved[3]["stopped"] and sig in saved[3]["interrupted"] and saved[3]["content"]
+    assert saved[3]["stopped"] and sig in saved[3]["interrupted"] and saved[3]["content"] == partial
 
     next_ready_pid(server, before)
     worker = health(server)["worker"]
@@ -436,3 +437,39 @@ assert "libllama" in Path(f"/proc/{pid}/maps").read_text()
 client.rt.close()
 print("no libllama here; worker has it")
 """
+
+
+def test_the_worker_sends_a_first_delta_at_once_and_the_rest_in_joined_bursts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from multiprocessing import Pipe
+
+    import orjson
+
+    from engine.backends import worker as worker_module
+    from engine.backends.worker import Worker
+
+    monkeypatch.setattr(worker_module, "BURST_S", 2.0)  # long, so that only urgency can cut a burst short
+
+    ours, theirs = Pipe()
+    worker = Worker(ours)
+    sender = threading.Thread(target=worker._send_loop, daemon=True)
+    sender.start()
+    worker.out.put([1, "d", "Once"])
+    first = orjson.loads(theirs.recv_bytes())
+    assert first["items"] == [[1, "d", "Once"]]
+    started = time.monotonic()
+    for piece in (" upon", " a", " time"):
+        worker.out.put([1, "d", piece])
+    worker.out.put([2, "r", 7])  # a reply to another request goes out at once, with what is waiting
+    burst = orjson.loads(theirs.recv_bytes())
+    assert burst["items"] == [[1, "d", " upon a time"], [2, "r", 7]]
+    assert time.monotonic() - started < 1.5
+    worker.out.put([1, "t", "hm"])
+    worker.out.put([1, "d", "."])
+    worker.out.put([1, "f", {"reason": "stop"}])
+    worker.out.put(None)
+    last = orjson.loads(theirs.recv_bytes())
+    assert last["items"] == [[1, "t", "hm"], [1, "d", "."], [1, "f", {"reason": "stop"}]]
+    sender.join(5)
+    assert not sender.is_alive()

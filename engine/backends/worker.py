@@ -11,7 +11,8 @@ orjson messages framed by `multiprocessing.connection`.
 
 Item kinds: "d" a delta (answer text), "t" a piece of the thought (reasoning), "f" finished (reason,
 metrics), "e" an engine error, "r" a reply to count/grammar.
-Items go out in bursts: a sender thread drains whatever the decode produced since its last send.
+Items go out in bursts: a sender thread sends whatever the decode produced since its last send, at most
+every BURST_S, with a request's consecutive pieces of text joined into one item.
 
 Tests make it fault on purpose (real signals): LLMCHAT_FAULT="SIGNAL@STAGE" holds for every start;
 the file named by LLMCHAT_FAULT_FILE holds one such line and is used up when it fires. STAGE is `load`,
@@ -28,6 +29,7 @@ import resource
 import signal
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,33 @@ from .base import Delta, Finished, Reasoning
 log = logging.getLogger("engine.worker")
 
 WARMUP = [{"role": "user", "content": "Hi"}]
+BURST_S = 0.04  # 25 sends a second at most, whatever the decode speed and the number of sequences
+
+
+def _urgent(item: list[Any], open_rids: set[int]) -> bool:
+    """Whether an item goes out without waiting for the burst: all but the text after a request's first."""
+    rid, kind = item[0], item[1]
+    if kind in ("d", "t"):
+        if rid in open_rids:
+            return False
+        open_rids.add(rid)
+        return True
+    open_rids.discard(rid)
+    return True
+
+
+def _coalesce(items: list[list[Any]]) -> list[list[Any]]:
+    """Join each request's consecutive pieces of text of one kind; the order within a request is kept."""
+    out: list[list[Any]] = []
+    last: dict[int, int] = {}
+    for rid, kind, payload in items:
+        i = last.get(rid)
+        if i is not None and kind in ("d", "t") and out[i][1] == kind:
+            out[i][2] += payload
+            continue
+        last[rid] = len(out)
+        out.append([rid, kind, payload])
+    return out
 
 
 def fault_for(stage: str, *, repack: bool = False) -> signal.Signals | None:
@@ -99,18 +128,32 @@ class Worker:
         self.conn.send_bytes(orjson.dumps(message))
 
     def _send_loop(self) -> None:
+        """Send what the decode produced in bursts at most every BURST_S, so that the server and its
+        clients wake a few times per reply instead of once per token (on a small CPU each wake takes time
+        from the model's threads). A first delta, a reply, an error and a finish go out at once."""
+        open_rids: set[int] = set()
+        last = 0.0
         while (item := self.out.get()) is not None:
             items = [item]
+            urgent = _urgent(item, open_rids)
             while True:
                 try:
                     more = self.out.get_nowait()
                 except queue.Empty:
-                    break
+                    wait = last + BURST_S - time.monotonic()
+                    if urgent or wait <= 0:
+                        break
+                    try:
+                        more = self.out.get(timeout=wait)
+                    except queue.Empty:
+                        break
                 if more is None:
-                    self.send({"op": "items", "items": items})
+                    self.send({"op": "items", "items": _coalesce(items)})
                     return
                 items.append(more)
-            self.send({"op": "items", "items": items})
+                urgent = _urgent(more, open_rids) or urgent
+            self.send({"op": "items", "items": _coalesce(items)})
+            last = time.monotonic()
 
     def load(self, request: dict[str, Any]) -> bool:
         from .llama_cpp import LlamaCppBackend
