@@ -1,6 +1,6 @@
 """The in-process rows, each kind in a fresh process of its own, driven over stdin/stdout.
 
-python -m bench.inproc raw|ours MODEL THREADS N_CTX  (then one JSON request per line)
+python -m bench.inproc raw|ours|worker MODEL THREADS N_CTX  (then one JSON request per line)
 
 llama.cpp's CPU backend gives every thread that decodes its own OpenMP team. Two models decoding from two
 threads of one process make libgomp manage more threads than there are cores, and it then sleeps at its
@@ -31,7 +31,7 @@ def _formatter(llm: Any) -> Any:
 
 
 def serve(kind: str, model: str, threads: int, n_ctx: int) -> None:
-    from .probe import our_backend, raw_llama
+    from .probe import our_backend, our_worker, raw_llama
 
     if kind == "raw":
         llm = raw_llama(model, threads, n_ctx)
@@ -45,7 +45,8 @@ def serve(kind: str, model: str, threads: int, n_ctx: int) -> None:
     else:
         from engine.chat import Engine
 
-        engine = Engine(our_backend(model, threads, n_ctx))
+        backend = our_worker if kind == "worker" else our_backend
+        engine = Engine(backend(model, threads, n_ctx))
 
         def run(req: dict[str, Any]) -> Sample:
             return clients.engine_stream(engine, req["messages"], req["p"])

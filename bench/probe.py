@@ -47,6 +47,16 @@ def our_backend(model: str, threads: int, n_ctx: int) -> Any:
     return LlamaCppBackend(settings.model, Path(model), cache_dir=cache)
 
 
+def our_worker(model: str, threads: int, n_ctx: int) -> Any:
+    """Our backend in a supervised worker process, as the server runs it."""
+    from engine import load_settings
+    from engine.backends.worker_client import WorkerBackend
+
+    settings, _ = load_settings(overrides={"model": {"path": model, "n_threads": threads, "n_ctx": n_ctx}})
+    data = Path(tempfile.mkdtemp(prefix="bench-worker-data-"))  # its prompt cache and safe-mode memory
+    return WorkerBackend(settings.model, Path(model), data_dir=data)
+
+
 def main(argv: list[str]) -> int:
     what, model, threads, n_ctx = argv[0], argv[1], int(argv[2]), int(argv[3])
     base = rss()

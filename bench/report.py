@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runners import NATIVE, PEER, RAW, ROWS, median
+from .runners import ENGINE, ENGINE_WORKER, NATIVE, OPENAI, PEER, RAW, ROWS, SSE, UI, median
 
 FAR_BELOW = 0.8  # --check fails when a figure is this far below its target (score < 0.8)
 
@@ -30,7 +30,7 @@ class Check:
             return None
         if self.higher_is_better:
             return m / self.target if self.target else None
-        return self.target / m if m else float("inf")
+        return self.target / m if m > 0 else float("inf")
 
     @property
     def status(self) -> str:
@@ -65,6 +65,12 @@ def _paired(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> float
 
 def _pass_ratios(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> list[float]:
     return [x[key] / y[key] for x, y in zip(a, b, strict=False) if x.get(key) and y.get(key)]
+
+
+def _paired_diff(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> float | None:
+    """Median over passes of a - b, each pair measured in the same pass."""
+    diffs = [x[key] - y[key] for x, y in zip(a, b, strict=False) if x.get(key) and y.get(key)]
+    return round(statistics.median(diffs), 1) if diffs else None
 
 
 def _iqr(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> tuple[float, float] | None:
@@ -104,6 +110,12 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         for name, base in (("raw", RAW), ("peer", PEER), ("native", NATIVE)):
             r[f"decode_x_{name}_iqr"] = _iqr(tp[row], tp.get(base, []), "decode_tok_s")
             r[f"ttft_x_{name}_iqr"] = _iqr(tp[row], tp.get(base, []), "ttft_ms")
+
+    if ENGINE_WORKER in rows:  # what the worker process costs: the same Engine, with and without it
+        w, e = tp[ENGINE_WORKER], tp.get(ENGINE, [])
+        rows[ENGINE_WORKER]["decode_x_engine"] = _paired(w, e, "decode_tok_s")
+        rows[ENGINE_WORKER]["decode_x_engine_iqr"] = _iqr(w, e, "decode_tok_s")
+        rows[ENGINE_WORKER]["ttft_added_ms"] = _paired_diff(w, e, "ttft_ms")
 
     turns = _turns(results.get("multi_turn", {}))
     long_chat = _long_chat(results.get("long_chat", {}))
@@ -274,7 +286,7 @@ def _memory(results: dict[str, Any]) -> dict[str, Any]:
 
 def checks(summary: dict[str, Any]) -> list[Check]:
     rows, out = summary["rows"], []
-    sse, oai, ui = rows.get(ROWS[3], {}), rows.get(ROWS[4], {}), rows.get(ROWS[5], {})
+    sse, oai, ui = rows.get(SSE, {}), rows.get(OPENAI, {}), rows.get(UI, {})
     peer, native = rows.get(PEER), rows.get(NATIVE)
 
     def paired(name: str, r: dict[str, Any], key: str, target: float, higher: bool = True) -> Check:
@@ -282,7 +294,11 @@ def checks(summary: dict[str, Any]) -> list[Check]:
 
     out.append(paired("decode tok/s, /api/chat/stream vs raw generate()", sse, "decode_x_raw", 0.97))
     out.append(paired("decode tok/s, /v1/chat/completions vs raw generate()", oai, "decode_x_raw", 0.97))
-    out.append(paired("decode tok/s, Gradio UI vs raw generate()", ui, "decode_x_raw", 0.95))
+    out.append(paired("decode tok/s, Gradio UI vs raw generate()", ui, "decode_x_raw", 0.97))
+    worker = rows.get(ENGINE_WORKER, {})
+    name = "decode tok/s, Engine through the worker vs in-process"
+    out.append(paired(name, worker, "decode_x_engine", 0.97))
+    out.append(Check("TTFT added by the worker process (ms)", worker.get("ttft_added_ms"), 5.0, False))
     for label, r in (("/api/chat/stream", sse), ("/v1/chat/completions", oai), ("Gradio UI", ui)):
         if peer:
             out.append(paired(f"decode tok/s, {label} vs llama_cpp.server", r, "decode_x_peer", 1.0))

@@ -37,18 +37,17 @@ QUESTIONS = [
 ]
 
 # Rows of the main table. The raw baseline is llama-cpp-python's generate() loop in a process of its own.
+RAW_CHAT = "llama-cpp-python create_chat_completion(stream=True), in-process"
 RAW = "llama-cpp-python generate() loop, in-process"
-ROWS = [
-    "llama-cpp-python create_chat_completion(stream=True), in-process",
-    RAW,
-    "ours: Engine.stream, in-process",
-    "ours: /api/chat/stream (SSE)",
-    "ours: /v1/chat/completions (stream)",
-    "ours: Gradio UI (the page's queue protocol)",
-    "llama_cpp.server /v1/chat/completions (stream)",
-    "llama.cpp llama-server /v1/chat/completions (stream)",
-]
-PEER, NATIVE = ROWS[6], ROWS[7]
+ENGINE = "ours: Engine.stream, in-process"
+# the same Engine over the worker process, as the server runs it: this row against ENGINE is the worker's cost
+ENGINE_WORKER = "ours: Engine.stream through the worker process"
+SSE = "ours: /api/chat/stream (SSE)"
+OPENAI = "ours: /v1/chat/completions (stream)"
+UI = "ours: Gradio UI (the page's queue protocol)"
+PEER = "llama_cpp.server /v1/chat/completions (stream)"
+NATIVE = "llama.cpp llama-server /v1/chat/completions (stream)"
+ROWS = [RAW_CHAT, RAW, ENGINE, ENGINE_WORKER, SSE, OPENAI, UI, PEER, NATIVE]
 
 
 def params(max_tokens: int, seed: int = 42) -> dict[str, Any]:
@@ -107,6 +106,7 @@ class Bench:
     setup: servers.Setup
     raw: Any = None  # inproc.Worker: the raw rows, in a process of their own
     engine: Any = None  # inproc.Worker: our Engine.stream, in a process of its own
+    engine_worker: Any = None  # inproc.Worker: our Engine.stream over a model worker process
     ours: servers.ServerProcess | None = None
     peer: servers.ServerProcess | None = None
     native: servers.ServerProcess | None = None
@@ -136,6 +136,7 @@ class Bench:
         model, threads, n_ctx = str(self.setup.model), self.setup.threads, self.setup.n_ctx
         self.raw = Worker("raw", model, threads, n_ctx)
         self.engine = Worker("ours", model, threads, n_ctx)
+        self.engine_worker = Worker("worker", model, threads, n_ctx)
         self.send = clients.find_send_event(self.ours.url, self.http)
 
     def _start(self, server: servers.ServerProcess) -> servers.ServerProcess:
@@ -154,7 +155,7 @@ class Bench:
         for s in (self.ours, self.peer, self.native):
             if s is not None:
                 s.stop()
-        for w in (self.raw, self.engine):
+        for w in (self.raw, self.engine, self.engine_worker):
             if w is not None:
                 w.close()
         self.http.close()
@@ -163,18 +164,20 @@ class Bench:
 
     def run_row(self, row: str, p: dict[str, Any]) -> Sample:
         msgs = [system(nonce()), {"role": "user", "content": USER_PROMPT}]
-        if row == ROWS[0]:
+        if row == RAW_CHAT:
             return self.raw.run(msgs, p, how="chat")
         if row == RAW:
             return self.raw.run(msgs, p)
-        if row == ROWS[2]:
+        if row == ENGINE:
             return self.engine.run(msgs, p)
+        if row == ENGINE_WORKER:
+            return self.engine_worker.run(msgs, p)
         assert self.ours is not None and self.peer is not None
-        if row == ROWS[3]:
+        if row == SSE:
             return clients.sse(self.http, self.ours.url, msgs, p)
-        if row == ROWS[4]:
+        if row == OPENAI:
             return clients.openai(self.http, self.ours.url, msgs, p)
-        if row == ROWS[5]:
+        if row == UI:
             sid = self.new_session(msgs[0]["content"], p)
             return clients.gradio(self.send, self.http, self.ours.url, USER_PROMPT, sid)
         if row == PEER:
