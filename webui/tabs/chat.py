@@ -44,7 +44,7 @@ def chatbot_rows(messages: list[Any]) -> list[tuple[Any, Any]]:
     return rows
 
 
-WINDOW, WINDOW_STEP = 60, 10  # a long chat shows its last rows; "Show earlier" adds WINDOW more
+WINDOW, WINDOW_STEP = 30, 10  # a long chat shows its last rows; "Show earlier" adds WINDOW more
 
 
 def window_start(total: int, limit: int | None) -> int:
