@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine import Delta, EngineError, NotFound, Notice, Queued, Reasoning, Session
+from engine import Delta, EngineError, Finished, NotFound, Notice, Queued, Reasoning, Session
 
 from ..avatars import avatar_pair, user_avatar
 from ..chatview import memoize
@@ -365,6 +365,8 @@ class TurnStream:
                         warn(event.message)
                     elif isinstance(event, Delta | Reasoning):
                         pending = True
+                    elif isinstance(event, Finished):  # the reply is whole: show it now, not after the save
+                        last_ui = 0.0
                     elif chat_tools.track(live, event):  # a call, its approval prompt, its result
                         pending, last_ui = True, 0.0
                 now = time.perf_counter()
@@ -545,26 +547,7 @@ class ChatHandlers:
             warn(tr("chat.pick_message", lang_value))
             yield gr.skip()
             return
-        m = session.messages[k]
-        try:
-            if m.role != "user":
-                session = self.rt.edit(session.id, k, m.content)
-                label = chat_tree.version_label(session, k, lang_value)
-                yield (
-                    chat_of(self.ctx, session),
-                    session.id,
-                    status_line(self.ctx, session, lang_value, label),
-                )
-                return
-            who = chat_group.speaker_for(session, speaker)
-            updates = self.turns.stream(
-                session, lang_value, request, mode="edit", index=k, user_text=m.content, speaker=who
-            )
-        except EngineError as exc:
-            warn(exc.message)
-            yield gr.skip()
-            return
-        yield from updates
+        yield from self._new_version(session, k, session.messages[k].content, speaker, lang_value, request)
 
     def on_stop(self, request: gr.Request) -> None:
         self.ctx.cancel_flag(request).set()
@@ -676,7 +659,20 @@ class ChatHandlers:
         if not text.strip() or text == session.messages[k].content:
             yield chat_of(self.ctx, session), gr.skip(), gr.skip()
             return
-        if session.messages[k].role == "assistant":
+        yield from self._new_version(session, k, text, speaker, lang_value, request)
+
+    def _new_version(
+        self,
+        session: Session,
+        k: int,
+        text: str,
+        speaker: str | None,
+        lang_value: str | None,
+        request: gr.Request,
+    ):
+        """Message `k` gets a new version with `text`, and what followed stays with the old one. A reply's
+        is kept as written (the user writes next); a user message's gets a new reply."""
+        if session.messages[k].role != "user":
             try:
                 session = self.rt.edit(session.id, k, text)
             except EngineError as exc:
