@@ -225,20 +225,35 @@ def _probe(kind: str, setup: servers.Setup) -> dict[str, Any]:
 
 
 def throughput(b: Bench) -> dict[str, list[dict[str, Any]]]:
-    """Every row, `repeats` times, order reversed on every other pass."""
+    """Every row, `repeats` times, order reversed on every other pass, with the raw baseline measured
+    between every two rows: each row's sample carries the mean of the raw samples just before and just
+    after it (`raw_pair`), seconds apart, because this machine's speed drifts from one second to the next
+    (the same process reads 126, then 114, then 104 tok/s). The raw row keeps the first of each pass."""
     opts = b.opts
     rows = [r for r in ROWS if r != NATIVE or b.native is not None]
     warm = params(8)
     for row in rows:
         b.run_row(row, warm)
     out: dict[str, list[dict[str, Any]]] = {r: [] for r in rows}
+    others = [r for r in rows if r != RAW]
     p = params(opts.max_tokens)
+
+    def sample(row: str) -> dict[str, Any]:
+        return measured(opts, lambda: b.run_row(row, p)).to_dict()
+
     for rep in range(opts.repeats):
-        for row in rows if rep % 2 == 0 else rows[::-1]:
-            if row == NATIVE and b.native is None:
-                continue
-            s = measured(opts, lambda row=row: b.run_row(row, p))  # type: ignore[misc]
-            out[row].append(s.to_dict())
+        before = sample(RAW)
+        out[RAW].append(before)
+        for row in others if rep % 2 == 0 else others[::-1]:
+            s = sample(row)
+            after = sample(RAW)
+            s["raw_pair"] = {
+                k: round((before[k] + after[k]) / 2, 2)
+                for k in ("decode_tok_s", "ttft_ms")
+                if before.get(k) and after.get(k)
+            }
+            out[row].append(s)
+            before = after
         opts.log(f"  pass {rep + 1}/{opts.repeats} done")
     return out
 
