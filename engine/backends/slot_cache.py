@@ -48,9 +48,14 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def file_sha256(path: Path) -> str:
+def _read(path: Path) -> bytearray:
+    """The whole file, read once into a buffer that ctypes can point llama.cpp at (a state can be
+    hundreds of MB: no second copy)."""
     with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        data = bytearray(os.fstat(f.fileno()).st_size)
+        n = f.readinto(data)
+    del data[n:]  # a file that shrank meanwhile: what was read
+    return data
 
 
 class SlotCache:
@@ -63,6 +68,7 @@ class SlotCache:
         self._hurry = threading.Event()  # flush(): write now
         self._lock = threading.Lock()
         self._writes: queue.Queue[str] = queue.Queue()
+        self._thread: threading.Thread | None = None  # the writer, started by the first save
         folder.mkdir(parents=True, exist_ok=True)
         for sidecar in folder.glob("*.json"):
             try:
@@ -107,7 +113,7 @@ class SlotCache:
         self._writes.join()
 
     def _writer(self) -> None:
-        if getattr(self, "_thread", None) is None:
+        if self._thread is None:
             self._thread = threading.Thread(target=self._write_loop, name="slot-cache-writer", daemon=True)
             self._thread.start()
 
@@ -168,14 +174,14 @@ class SlotCache:
                 (pending[0], None) if pending else (self._index.get(name, []), self._sums.get(name))
             )
         try:
-            data = pending[1] if pending else (self.folder / f"{name}.seq").read_bytes()
+            data = pending[1] if pending else _read(self.folder / f"{name}.seq")
         except OSError:
-            data = b""
+            data = bytearray()
         if not data or (digest is not None and hashlib.sha256(data).hexdigest() != digest):
             log.warning("slot cache file %s.seq is unusable (missing or changed since saved): deleted", name)
             self._drop(name)
             return None
-        buf = (ctypes.c_uint8 * len(data)).from_buffer(bytearray(data) if pending is None else data)
+        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
         if self.lib.llama_state_seq_set_data(self.ctx, buf, len(data), seq_id) != len(data):
             log.warning("slot cache file %s.seq is unusable (truncated, corrupt or foreign): deleted", name)
             self.lib.llama_memory_seq_rm(self.lib.llama_get_memory(self.ctx), seq_id, 0, -1)
