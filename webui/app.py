@@ -22,6 +22,7 @@ from .guard import RequestGuard, SecurityHeaders, TrustedHosts, gradio_file_root
 from .i18n import I18N
 from .limits import MAX_BODY, BodyLimitMiddleware, RequestLimiter
 from .openai_api import build_openai_router
+from .queue_wake import wake_on_work
 from .quiet import quiet_gradio
 from .ui import build_ui
 
@@ -170,19 +171,20 @@ def create_app(
 
 def quiet_queue(blocks: gr.Blocks, max_size: int | None = None) -> None:
     """Gradio's queue polls for new events every 1 ms and for progress every 10 ms, even when idle: about
-    5% of a core, taken from the model's threads on a small machine (and from a laptop's battery). Every
-    5 ms and 100 ms cost a fraction of that, and at most 5 ms before an event starts.
+    5% of a core, taken from the model's threads on a small machine (and from a laptop's battery). It
+    sleeps until an event arrives instead (webui/queue_wake.py), and checks progress every 100 ms.
 
     `max_size` bounds the events waiting in it: more get Gradio's "queue is full" error."""
     queue = getattr(blocks, "_queue", None)
-    if queue is not None and hasattr(queue, "sleep_when_free"):
-        queue.sleep_when_free = max(queue.sleep_when_free, QUEUE_POLL_S)
+    if queue is None:
+        return
+    if not wake_on_work(queue) and hasattr(queue, "sleep_when_free"):
+        queue.sleep_when_free = max(queue.sleep_when_free, 0.005)  # another Gradio: poll less often
+    if hasattr(queue, "progress_update_sleep_when_free"):
         queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, 0.1)
-    if queue is not None and max_size is not None:
+    if max_size is not None:
         queue.max_size = max_size
 
-
-QUEUE_POLL_S = 0.005
 
 LOGIN_MESSAGE = {
     False: "Log in with any user name and the server's API key as the password.",
