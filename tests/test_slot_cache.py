@@ -1,11 +1,13 @@
 """The prompt cache on disk, against the real server and model: after a restart, a long chat's next turn
-evaluates only its new tokens; a truncated cache file, or one with flipped bits in its KV data, is ignored,
-deleted, and the turn still works; another model file of the same name and size has states of its own."""
+evaluates only its new tokens, and a chat that comes back soon loads its state from memory; a truncated
+cache file, or one with flipped bits in its KV data, is ignored, deleted, and the turn still works; another
+model file of the same name and size has states of its own."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from engine.backends.slot_cache import model_key
+from engine.backends.slot_cache import SlotCache, model_key
 from tests.helpers import GREEDY, ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -111,6 +113,34 @@ def test_another_chat_in_the_only_slot_does_not_cost_the_first_its_cache(
         assert other.status_code == 200 and other.json()["metrics"]["prompt_eval_tokens"] < 60
         m = turn(server, long, "And another one?")["metrics"]
     assert m["prompt_tokens"] > 300 and m["prompt_eval_tokens"] < 60, m
+
+
+def test_a_chat_that_comes_back_soon_loads_its_state_from_memory(model_path: Path, tmp_path: Path) -> None:
+    """The state a displaced chat left is kept in memory after it is written (up to RAM_BYTES): its return
+    loads it from there, not from the file, which is gone here."""
+    data = tmp_path / "data"
+    with ServerProcess(data, model=model_path) as server:
+        long = turn(server, "new", "Recommend a book.")["session_id"]
+        assert stateless(server, [{"role": "user", "content": "Hi"}])["metrics"]["prompt_eval_tokens"] < 60
+        deadline = time.monotonic() + 30
+        while not states(data) and time.monotonic() < deadline:  # the writer thread waits a second
+            time.sleep(0.1)
+        for state in states(data):
+            state.unlink()
+        m = turn(server, long, "And another one?")["metrics"]
+        assert "unusable" not in server.log_text()
+    assert m["prompt_tokens"] > 300 and m["prompt_eval_tokens"] < 60, m
+
+
+def test_states_kept_in_memory_stay_within_their_budget(tmp_path: Path) -> None:
+    cache = SlotCache(None, None, tmp_path, max_bytes=2**30, ram_bytes=10)
+    cache._keep("a", memoryview(b"a" * 6))
+    cache._keep("b", memoryview(b"b" * 4))
+    cache._keep("a", memoryview(b"a" * 6))  # used again: now the most recent
+    cache._keep("c", memoryview(b"c" * 4))
+    assert list(cache._recent) == ["a", "c"]  # b, the least recently used, went first
+    cache._drop("a")
+    assert list(cache._recent) == ["c"]
 
 
 def stateless(server: ServerProcess, messages: list[dict[str, str]]) -> dict[str, Any]:

@@ -5,9 +5,10 @@ new turn.
 Files live under <data_dir>/slot_cache/<model key>/: `<hash>.seq` is llama.cpp's sequence state
 (`llama_state_seq_get_data`) and `<hash>.json` its sidecar: the tokens it holds, to find a match without
 loading states, and the SHA-256 of the state file. Saving copies the state in memory on the decode thread
-(a memcpy) and a writer thread hashes and writes it, so an evicted slot costs the next reply no disk time;
-a state still being written is loaded from memory. The model key names the model
-file by name, size and modification time, and the KV cache types, so another file never shares a state.
+(a memcpy) and a writer thread hashes and writes it, so an evicted slot costs the next reply no disk time.
+A state still being written is loaded from memory, and so is one of the last few written (up to RAM_BYTES):
+a chat that comes back soon is spared reading and checking its file. The model key names the model file by
+name, size and modification time, and the KV cache types, so another file never shares a state.
 The whole slot_cache folder is bounded (least recently used files go first, whichever model they belong
 to). A state file is checked against its checksum before llama.cpp sees it: llama.cpp notices a truncated
 file but would load flipped bits in the KV data as they are. A file that fails either check (truncated,
@@ -16,12 +17,14 @@ corrupt, from another model) is deleted, never used.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
 import os
 import queue
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ import orjson
 log = logging.getLogger("engine.slot_cache")
 
 WRITE_DELAY_S = 1.0
+RAM_BYTES = 512 * 2**20  # states kept in memory after they are written, most recently used first
 
 
 def model_key(model: Path, cache_type_k: str, cache_type_v: str) -> str:
@@ -59,12 +63,22 @@ def _read(path: Path) -> bytearray:
 
 
 class SlotCache:
-    def __init__(self, lib: Any, ctx: Any, folder: Path, *, max_bytes: int, min_tokens: int = 64) -> None:
+    def __init__(
+        self,
+        lib: Any,
+        ctx: Any,
+        folder: Path,
+        *,
+        max_bytes: int,
+        min_tokens: int = 64,
+        ram_bytes: int = RAM_BYTES,
+    ) -> None:
         self.lib, self.ctx, self.folder = lib, ctx, folder
-        self.max_bytes, self.min_tokens = max_bytes, min_tokens
+        self.max_bytes, self.min_tokens, self.ram_bytes = max_bytes, min_tokens, ram_bytes
         self._index: dict[str, list[int]] = {}  # hash -> tokens of the saved state
         self._sums: dict[str, str] = {}  # hash -> SHA-256 of its state file
         self._pending: dict[str, tuple[list[int], memoryview]] = {}  # hash -> (tokens, state) not yet on disk
+        self._recent: OrderedDict[str, memoryview] = OrderedDict()  # written states still in memory
         self._hurry = threading.Event()  # flush(): write now
         self._lock = threading.Lock()
         self._writes: queue.Queue[str] = queue.Queue()
@@ -147,7 +161,17 @@ class SlotCache:
         with self._lock:
             self._index[name], self._sums[name] = tokens, digest
             self._pending.pop(name, None)
+            self._keep(name, data)
         self._prune()
+
+    def _keep(self, name: str, data: memoryview) -> None:
+        """Hold a written state in memory, dropping the least recently used ones beyond ram_bytes (under the
+        lock)."""
+        self._recent[name] = data
+        self._recent.move_to_end(name)
+        held = sum(len(d) for d in self._recent.values())
+        while held > self.ram_bytes and self._recent:
+            held -= len(self._recent.popitem(last=False)[1])
 
     def best(self, prompt: list[int]) -> tuple[str, int] | None:
         """The saved state that shares the longest prefix with `prompt` (all but its last token), and that
@@ -170,25 +194,32 @@ class SlotCache:
         """Load state `name` into sequence `seq_id` (which must be empty); its tokens, or None if unusable."""
         with self._lock:
             pending = self._pending.get(name)
+            held = pending[1] if pending else self._recent.get(name)
+            if held is not None and not pending:
+                self._recent.move_to_end(name)
             expected, digest = (
                 (pending[0], None) if pending else (self._index.get(name, []), self._sums.get(name))
             )
+        data: memoryview | bytearray
         try:
-            data = pending[1] if pending else _read(self.folder / f"{name}.seq")
+            data = held if held is not None else _read(self.folder / f"{name}.seq")
         except OSError:
             data = bytearray()
+        if held is not None:
+            digest = None  # never left this process's memory
         if not data or (digest is not None and hashlib.sha256(data).hexdigest() != digest):
             log.warning("slot cache file %s.seq is unusable (missing or changed since saved): deleted", name)
             self._drop(name)
             return None
-        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)  # type: ignore[arg-type]
         if self.lib.llama_state_seq_set_data(self.ctx, buf, len(data), seq_id) != len(data):
             log.warning("slot cache file %s.seq is unusable (truncated, corrupt or foreign): deleted", name)
             self.lib.llama_memory_seq_rm(self.lib.llama_get_memory(self.ctx), seq_id, 0, -1)
             self._drop(name)
             return None
         if not pending:
-            os.utime(self.folder / f"{name}.seq")
+            with contextlib.suppress(OSError):  # pruned meanwhile: the state was still good
+                os.utime(self.folder / f"{name}.seq")
         return list(expected)
 
     def _drop(self, name: str) -> None:
@@ -196,6 +227,7 @@ class SlotCache:
             self._index.pop(name, None)
             self._sums.pop(name, None)
             self._pending.pop(name, None)
+            self._recent.pop(name, None)
         for suffix in (".seq", ".json"):
             (self.folder / f"{name}{suffix}").unlink(missing_ok=True)
 
