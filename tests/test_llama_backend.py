@@ -103,3 +103,26 @@ def test_grammar_constrains_the_reply(llm: LlamaCppBackend) -> None:
     deltas, done = run(llm, STORY, grammar='root ::= ("yes" | "no") "."')
     assert "".join(deltas) in ("yes.", "no.")
     assert done.finish_reason == "stop"
+
+
+def test_a_long_prompt_counted_to_fit_is_not_tokenized_again_to_send(
+    llm: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history: list[Message] = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"Message {i} about lighthouses. " * 8}
+        for i in range(40)
+    ]
+    calls: list[int] = []
+    tokenize = llm.llm.tokenize
+
+    def counted(text: bytes, *args: object, **kwargs: object) -> list[int]:
+        calls.append(len(text))
+        return list(tokenize(text, *args, **kwargs))
+
+    monkeypatch.setattr(llm.llm, "tokenize", counted)
+    n = llm.count_tokens(history)
+    tokens, _ = llm.render(history)
+    assert len(tokens) == n and len(calls) == 1  # the long prompt's tokens came from the memo
+    tokens.clear()  # a caller's list is its own: the memo keeps its copy
+    assert len(llm.render(history)[0]) == n
+    assert len(llm.render(history[:-1])[0]) < n and len(calls) == 2  # another prompt is tokenized

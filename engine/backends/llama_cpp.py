@@ -23,7 +23,7 @@ import queue
 import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -41,6 +41,9 @@ from .slot_cache import SlotCache, model_key
 from .tool_grammar import Choice, Grammar, tool_grammar
 
 log = logging.getLogger("engine.llama_cpp")
+
+MEMO_MIN_CHARS = 4096  # prompts this long are remembered once tokenized (see _tokenize)
+MEMO_PROMPTS = 4
 
 _GGML_TYPES = {
     "f32": 0,
@@ -145,6 +148,9 @@ class LlamaCppBackend:
         self.renders_tools = template_renders_tools(self._template)  # else the tools go in the system prompt
         self._special_pieces = self.reasoning_format is not None and self.reasoning_format.name == "harmony"
         self._pieces: dict[int, bytes | None] = {}  # token id -> its bytes; None ends the generation
+        # the last long prompts tokenized: a turn counts its prompt to fit it, then sends that same text
+        self._tokenized: OrderedDict[tuple[str, bool], list[int]] = OrderedDict()
+        self._tokenized_lock = threading.Lock()
         self._piece_buf = ctypes.create_string_buffer(256)
         self._scheduler = Scheduler(
             llama_cpp,
@@ -292,7 +298,22 @@ class LlamaCppBackend:
         return result.prompt, prefill, stop, bool(getattr(result, "added_special", False))
 
     def _tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
-        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+        """The tokens of `text`. A long text (a whole chat: milliseconds to tokenize) is remembered for a
+        while, since fitting a chat to the context counts the very prompt that is then sent."""
+        if len(text) < MEMO_MIN_CHARS:
+            return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+        key = (text, add_bos)
+        with self._tokenized_lock:
+            hit = self._tokenized.get(key)
+            if hit is not None:
+                self._tokenized.move_to_end(key)
+                return list(hit)
+        tokens = list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+        with self._tokenized_lock:
+            self._tokenized[key] = tokens
+            while len(self._tokenized) > MEMO_PROMPTS:
+                self._tokenized.popitem(last=False)
+        return list(tokens)
 
     def _thinking(self, prompt: str, prefill: str, params: SamplingParams) -> tuple[str, Thinking | None]:
         """The prompt as sent, and the splitter and budget for one reply.
