@@ -37,9 +37,6 @@ log = logging.getLogger("engine.batching")
 # quarter off a fifth chat's speed on SmolLM2-135M (cell_cost 2.6e-4); on a 7B model (3.7e-5) the same
 # cells would cost 4%.
 IDLE_COST = 0.03
-# A reply whose prompt leaves more tokens than this to evaluate has idle slots trimmed before it starts;
-# a shorter one (a chat's next turn) first gets its first token, and the slots are copied out after it
-TRIM_FIRST_TOKENS = 256
 
 
 @dataclass
@@ -190,7 +187,6 @@ class Scheduler:
         self._active: list[Sequence] = []
         self._cond = threading.Condition()
         self._closing = False
-        self._trim_due = False  # idle slots to trim once the new replies have their first token
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -247,10 +243,6 @@ class Scheduler:
                 except BaseException as exc:  # a failed decode: every sequence in it ends with the error
                     for seq in list(self._active):
                         self._end(seq, exc)
-                if self._trim_due and all(seq.n_out for seq in self._active):
-                    with self._cond:  # every new reply has its first token: idle slots may go to disk now
-                        self._trim_due = False
-                        self._trim_idle()
             elif self._waiting:
                 with self._cond:
                     self._cond.wait(0.01)  # room frees up only when an active sequence ends
@@ -278,15 +270,11 @@ class Scheduler:
             if not self._restore(seq, slot, shared) and slot is not best and shared > 0:
                 self._share(best, slot, shared)  # another chat's prefix (a system prompt): share its cells
             self._place(seq, slot)
-            if len(seq.tokens) - seq.pos > TRIM_FIRST_TOKENS:
-                self._trim_idle()  # a long evaluation would attend over the idle cells all along
-            else:
-                self._trim_due = True  # after the first token (_run): copying a state out takes tens of ms
+            self._trim_idle()
 
     def _trim_idle(self) -> None:
         """Save idle slots to the prompt cache and clear them, least recently used first, while their cells
-        would cost more than IDLE_COST of the decode speed. Without the disk cache they stay. After a short
-        evaluation this runs once the new reply has its first token, so the copy is not in its wait."""
+        would cost more than IDLE_COST of the decode speed. Without the disk cache they stay."""
         if self.cache is None or self.cell_cost <= 0:
             return
         idle = sorted((s for s in self.slots if not s.busy and s.kv), key=lambda s: s.used_at)
