@@ -197,16 +197,13 @@ class SlotCache:
             held = pending[1] if pending else self._recent.get(name)
             if held is not None and not pending:
                 self._recent.move_to_end(name)
-            expected, digest = (
-                (pending[0], None) if pending else (self._index.get(name, []), self._sums.get(name))
-            )
+            expected = pending[0] if pending else self._index.get(name, [])
+            digest = None if held is not None else self._sums.get(name)  # memory needs no checksum
         data: memoryview | bytearray
         try:
             data = held if held is not None else _read(self.folder / f"{name}.seq")
         except OSError:
             data = bytearray()
-        if held is not None:
-            digest = None  # never left this process's memory
         if not data or (digest is not None and hashlib.sha256(data).hexdigest() != digest):
             log.warning("slot cache file %s.seq is unusable (missing or changed since saved): deleted", name)
             self._drop(name)
