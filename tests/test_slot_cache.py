@@ -123,13 +123,41 @@ def test_a_chat_that_comes_back_soon_loads_its_state_from_memory(model_path: Pat
         long = turn(server, "new", "Recommend a book.")["session_id"]
         assert stateless(server, [{"role": "user", "content": "Hi"}])["metrics"]["prompt_eval_tokens"] < 60
         deadline = time.monotonic() + 30
-        while not states(data) and time.monotonic() < deadline:  # the writer thread waits a second
+        while not states(data) and time.monotonic() < deadline:  # written once the decoding stops
             time.sleep(0.1)
         for state in states(data):
             state.unlink()
         m = turn(server, long, "And another one?")["metrics"]
         assert "unusable" not in server.log_text()
     assert m["prompt_tokens"] > 300 and m["prompt_eval_tokens"] < 60, m
+
+
+def test_an_evicted_chat_is_written_only_once_the_next_reply_is_decoded(
+    model_path: Path, tmp_path: Path
+) -> None:
+    """Hashing and writing a state take CPU, which a 2-core machine's decode has none of to spare: the state
+    of a chat evicted for a new one is written after the new one's reply, not while it is decoded."""
+    data = tmp_path / "data"
+    body = {
+        "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+        "params": {**GREEDY, "max_tokens": 200},
+    }
+    with ServerProcess(data, model=model_path) as server:
+        turn(server, "new", "Recommend a book.")  # over 300 tokens: evicted when the next chat starts
+        written_while_decoding, done = [], {}
+        with httpx.stream("POST", server.url + "/api/chat/stream", json=body, timeout=300) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    event = orjson.loads(line[6:])
+                    if "delta" in event:
+                        written_while_decoding += states(data)
+                    done = event if event.get("done") else done
+        deadline = time.monotonic() + 30
+        while not states(data) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert states(data), "the evicted chat's state was written once the reply ended"
+    assert done["metrics"]["completion_tokens"] >= 150, done  # a reply long enough for a timer to have fired
+    assert not written_while_decoding
 
 
 def test_states_kept_in_memory_stay_within_their_budget(tmp_path: Path) -> None:

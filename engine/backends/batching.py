@@ -187,6 +187,7 @@ class Scheduler:
         self._active: list[Sequence] = []
         self._cond = threading.Condition()
         self._closing = False
+        self._busy = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -232,10 +233,13 @@ class Scheduler:
     def _run(self) -> None:
         while True:
             with self._cond:
+                if not self._active and not self._waiting:
+                    self._decoding(False)
                 while not self._closing and not self._active and not self._waiting:
                     self._cond.wait()
                 if self._closing and not self._active and not self._waiting:
                     return
+                self._decoding(True)
                 self._admit()
             if self._active:
                 try:
@@ -246,6 +250,12 @@ class Scheduler:
             elif self._waiting:
                 with self._cond:
                     self._cond.wait(0.01)  # room frees up only when an active sequence ends
+
+    def _decoding(self, busy: bool) -> None:
+        """Tell the prompt cache when decoding starts and stops: it writes saved states in between."""
+        if self.cache is not None and busy != self._busy:
+            self.cache.decoding(busy)
+        self._busy = busy
 
     def _admit(self) -> None:
         """Move waiting sequences into free slots while the KV cache has room (called under the lock)."""

@@ -5,7 +5,8 @@ new turn.
 Files live under <data_dir>/slot_cache/<model key>/: `<hash>.seq` is llama.cpp's sequence state
 (`llama_state_seq_get_data`) and `<hash>.json` its sidecar: the tokens it holds, to find a match without
 loading states, and the SHA-256 of the state file. Saving copies the state in memory on the decode thread
-(a memcpy) and a writer thread hashes and writes it, so an evicted slot costs the next reply no disk time.
+(a memcpy) and a writer thread hashes and writes it once no reply is being decoded (or after QUIET_WAIT_S),
+so an evicted slot costs the next reply neither disk time nor CPU (a 2-core machine has none to spare).
 A state still being written is loaded from memory, and so is one of the last few written (up to RAM_BYTES):
 a chat that comes back soon is spared reading and checking its file. The model key names the model file by
 name, size and modification time, and the KV cache types, so another file never shares a state.
@@ -32,7 +33,7 @@ import orjson
 
 log = logging.getLogger("engine.slot_cache")
 
-WRITE_DELAY_S = 1.0
+QUIET_WAIT_S = 30.0  # the longest a saved state waits for the decoding to stop before it is written
 RAM_BYTES = 512 * 2**20  # states kept in memory after they are written, most recently used first
 
 
@@ -79,7 +80,9 @@ class SlotCache:
         self._sums: dict[str, str] = {}  # hash -> SHA-256 of its state file
         self._pending: dict[str, tuple[list[int], memoryview]] = {}  # hash -> (tokens, state) not yet on disk
         self._recent: OrderedDict[str, memoryview] = OrderedDict()  # written states still in memory
-        self._hurry = threading.Event()  # flush(): write now
+        self._hurry = False  # flush(): write now, decoding or not
+        self._go = threading.Event()  # set while nothing is decoded, or in a flush()
+        self._go.set()
         self._lock = threading.Lock()
         self._writes: queue.Queue[str] = queue.Queue()
         self._thread: threading.Thread | None = None  # the writer, started by the first save
@@ -121,9 +124,19 @@ class SlotCache:
         self._writes.put(name)
         self._writer()
 
+    def decoding(self, busy: bool) -> None:
+        """The scheduler says whether replies are being decoded: states wait for the end to be written."""
+        with self._lock:
+            if busy and not self._hurry:
+                self._go.clear()
+            else:
+                self._go.set()
+
     def flush(self) -> None:
         """Wait until every state saved so far is on disk."""
-        self._hurry.set()
+        with self._lock:
+            self._hurry = True
+            self._go.set()
         self._writes.join()
 
     def _writer(self) -> None:
@@ -134,9 +147,8 @@ class SlotCache:
     def _write_loop(self) -> None:
         while True:
             name = self._writes.get()
-            # a state is saved as a new reply starts (its slot was evicted): write it once that reply's prompt
-            # is evaluated, so hashing and writing take no CPU from the prompt (this machine may have 2 cores)
-            self._hurry.wait(WRITE_DELAY_S)
+            # a state is saved as a new reply starts (its slot was evicted): write it when the decoding stops
+            self._go.wait(QUIET_WAIT_S)
             try:
                 self._write(name)
             except OSError as exc:  # a full disk costs the cache, never a reply
