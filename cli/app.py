@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from engine import EngineError
+from engine import Cancel, EngineError
 
 from .clients import ChatClient, Done, Event, Note, Text, Thought, ToolDone, ToolUse, Waiting
 from .commands import Commands
@@ -214,7 +214,7 @@ class App:
     ) -> None:
         """Run one turn in a worker thread and render its events. Ctrl+C sets `cancel`; the turn ends
         within a token and what was generated is kept. Ctrl+C twice within 2 s also quits."""
-        cancel = threading.Event()
+        cancel = Cancel()
         events = start(cancel)  # argument errors raise here, before anything is drawn
         items: queue.Queue[Any] = queue.Queue()
 

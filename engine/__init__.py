@@ -30,7 +30,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .backends.base import Delta, Finished, Message, Metrics, Reasoning, ToolCall, ToolResult
+    from .backends.base import Cancel, Delta, Finished, Message, Metrics, Reasoning, ToolCall, ToolResult
     from .characters import Character
     from .chat import Notice, Queued, StreamEvent
     from .config import Settings, load_settings
@@ -55,6 +55,7 @@ _WHERE = {
     "Runtime": "runtime",
     "Turn": "turn",
     "Mode": "turn",
+    "Cancel": "backends.base",  # a turn's cancel flag: set() stops it within a token
     "Message": "backends.base",
     # a turn's events
     "StreamEvent": "chat",
@@ -87,6 +88,7 @@ _WHERE = {
 
 __all__ = [
     "BackendError",
+    "Cancel",
     "ChatMessage",
     "Character",
     "ConfigError",

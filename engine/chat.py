@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .backends.base import Backend, Delta, Finished, Message, Reasoning, ToolCall, ToolResult
+from .backends.base import Backend, Cancel, Delta, Finished, Message, Reasoning, ToolCall, ToolResult
 from .errors import InvalidInput, ModelUnavailable
 from .logs import REQUESTS
 from .params import SamplingParams
@@ -383,7 +383,7 @@ class Engine:
         """The backend's reply to `messages`, fitted to its context. `tools` (OpenAI's function specs) are
         offered to the model with `tool_choice`; their description counts against the context too. `label`
         names the chat (its session id) for the backend's slot view."""
-        cancel = cancel or threading.Event()
+        cancel = cancel or Cancel()
         backend = self.require_backend()
         messages = validate_messages(messages)
         queued_at = time.perf_counter()

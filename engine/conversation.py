@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from .backends.base import Delta, Finished, Message, Reasoning, ToolResult
+from .backends.base import Cancel, Delta, Finished, Message, Reasoning, ToolResult
 from .characters import Character
 from .chat import Notice, Queued, StreamEvent
 from .chat_prompt import ChatOptions, GroupPrompt, PromptPlan, build_prompt, check_options, resolve_persona
@@ -212,7 +212,7 @@ def run_turn(
     saved, then continues from the session as the first left it, so both replies are kept. `options`
     changes the chat's persona, lorebooks or reply prefix from this turn on.
     """
-    cancel = cancel or threading.Event()
+    cancel = cancel or Cancel()
     lock = rt.sessions.turn_lock(session.id)
     if not lock.acquire(blocking=False):
         yield Queued(1)

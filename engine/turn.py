@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from .backends.base import Delta, Finished, Message, Reasoning, ToolCall, ToolResult
+from .backends.base import Cancel, Delta, Finished, Message, Reasoning, ToolCall, ToolResult
 from .characters import Character
 from .chat import Notice, StreamEvent, validate_messages
 from .chat_prompt import ChatOptions, PromptPlan, check_options
@@ -64,7 +64,7 @@ class Turn:
         self.session = session
         self.plan = plan
         self.prompt = prompt  # what the model is sent (a session's is built when the turn starts)
-        self.cancel = cancel or threading.Event()
+        self.cancel = cancel or Cancel()
         self.finished: Finished | None = None
         self.warnings: list[str] = []
         self.tool_calls: list[dict[str, Any]] = []

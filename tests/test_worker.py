@@ -473,3 +473,61 @@ def test_the_worker_sends_a_first_delta_at_once_and_the_rest_in_joined_bursts(
     assert last["items"] == [[1, "t", "hm"], [1, "d", "."], [1, "f", {"reason": "stop"}]]
     sender.join(5)
     assert not sender.is_alive()
+
+
+def test_a_cancel_during_a_long_prompt_reaches_the_worker_before_any_token(
+    monkeypatch: pytest.MonkeyPatch, model_path: Path, tmp_path: Path
+) -> None:
+    """A turn's Cancel wakes the stream that waits on the worker, so the worker hears of it at once: with no
+    item coming in while a long prompt is evaluated, a plain flag is looked at only every POLL_S (here a
+    minute), and the first token would come before the cancel reached the worker."""
+    from engine.backends import worker_client
+    from engine.backends.base import Cancel
+
+    monkeypatch.setattr(worker_client, "POLL_S", 60.0)
+    settings = ModelSettings(path=str(model_path), n_ctx=4096, n_threads=2, n_batch=64, parallel=1)
+    backend = WorkerBackend(settings, model_path, data_dir=tmp_path)
+    try:
+        prompt = [{"role": "user", "content": "Count the apples: " + "apple " * 1500}]
+        cancel = Cancel()
+        threading.Timer(0.5, cancel.set).start()
+        events = list(backend.stream(prompt, SamplingParams(temperature=0, max_tokens=8), cancel))
+    finally:
+        backend.close()
+    (finished,) = [e for e in events if isinstance(e, Finished)]
+    assert finished.finish_reason == "cancelled" and finished.metrics.completion_tokens == 0, finished
+
+
+def _voluntary_switches(tid: int) -> int:
+    for line in Path(f"/proc/self/task/{tid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+def test_the_worker_sender_wakes_once_a_burst_not_once_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a small CPU every thread wake-up takes time from the model's threads: tokens that join a burst do
+    not wake the sender (counted by the kernel, per thread)."""
+    from multiprocessing import Pipe
+
+    import orjson
+
+    from engine.backends import worker as worker_module
+    from engine.backends.worker import Worker
+
+    monkeypatch.setattr(worker_module, "BURST_S", 1.0)
+    ours, theirs = Pipe()
+    worker = Worker(ours)
+    sender = threading.Thread(target=worker._send_loop, daemon=True)
+    sender.start()
+    worker.out.put([1, "d", "Once"])
+    assert orjson.loads(theirs.recv_bytes())["items"] == [[1, "d", "Once"]]
+    assert sender.native_id is not None
+    before = _voluntary_switches(sender.native_id)
+    for _ in range(200):
+        worker.out.put([1, "d", "."])
+        time.sleep(0.002)  # a token at a time, as the decode thread puts them
+    assert orjson.loads(theirs.recv_bytes())["items"] == [[1, "d", "." * 200]]
+    assert _voluntary_switches(sender.native_id) - before < 20
+    worker.out.put(None)
+    sender.join(5)

@@ -7,9 +7,10 @@ so a Stop or a client disconnect ends generation within one token.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +19,37 @@ from ..params import SamplingParams
 # {"role": "system"|"user"|"assistant"|"tool", "content": str}; an assistant message may carry OpenAI's
 # "tool_calls" list, a tool message its "tool_call_id" and "name"
 Message = dict[str, Any]
+
+
+class Cancel(threading.Event):
+    """A turn's cancel flag (Stop, a closed tab, a client gone) that can also wake a waiter on something
+    else: what `on_set` registers runs in the thread that sets it. A stream that waits on its items then
+    needs no timer to notice a cancel; with a plain threading.Event it must poll."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hooks: list[Callable[[], None]] = []
+        self._hooks_lock = threading.Lock()
+
+    def set(self) -> None:
+        super().set()
+        with self._hooks_lock:
+            hooks = list(self._hooks)
+        for hook in hooks:
+            hook()
+
+    @contextlib.contextmanager
+    def on_set(self, hook: Callable[[], None]) -> Iterator[None]:
+        """Run `hook` when the flag is set while the block runs (at once if it is set already)."""
+        with self._hooks_lock:
+            self._hooks.append(hook)
+        try:
+            if self.is_set():
+                hook()
+            yield
+        finally:
+            with self._hooks_lock:
+                self._hooks.remove(hook)
 
 
 @dataclass(frozen=True, slots=True)

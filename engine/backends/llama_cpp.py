@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -377,18 +377,43 @@ class LlamaCppBackend:
         messages: list[Message],
         params: SamplingParams,
         cancel: threading.Event,
+        **options: Any,
+    ) -> Iterator[Event]:
+        """Decode a reply (see submit() for the options)."""
+        events: queue.SimpleQueue[Event | BaseException | None] = queue.SimpleQueue()
+        seq = self.submit(messages, params, cancel, events.put, **options)
+        ended = False
+        try:
+            while (item := events.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+            ended = True
+        finally:
+            if not ended:  # closed early or failed: wait for the sequence to end, so its slot is free
+                seq.halt.set()
+                while events.get() is not None:
+                    pass
+
+    def submit(
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        cancel: threading.Event,
+        emit: Callable[[Event | BaseException | None], None],
         *,
         tools: list[dict[str, Any]] | None = None,
         tool_choice: Choice = "auto",
         parallel_tool_calls: bool = False,
         grammar: Grammar | None = None,
         label: str | None = None,
-    ) -> Iterator[Event]:
-        """Decode a reply. `tools` (OpenAI's shape) are shown to the model and its calls constrained by a
-        grammar from their schemas (engine/backends/tool_grammar.py): lazy for tool_choice "auto", from
-        the first token for "required" or a named tool. `grammar` gives such a grammar directly. Either
-        takes the place of `params.grammar`; the two cannot be used together. `label` names the chat: the
-        slot that holds its tokens shows it (slots())."""
+    ) -> Sequence:
+        """Start decoding a reply: the decode thread calls `emit` with each event, an exception if it fails,
+        and None at the end. Bad input raises here. `tools` (OpenAI's shape) are shown to the model and its
+        calls constrained by a grammar from their schemas (engine/backends/tool_grammar.py): lazy for
+        tool_choice "auto", from the first token for "required" or a named tool. `grammar` gives such a
+        grammar directly. Either takes the place of `params.grammar`; the two cannot be used together.
+        `label` names the chat: the slot that holds its tokens shows it (slots())."""
         started = time.perf_counter()
         if tools and tool_choice == "none":
             tools = None
@@ -407,32 +432,20 @@ class LlamaCppBackend:
         if grammar is not None and params.grammar.strip():
             raise InvalidInput("A grammar and tool calls cannot be used together.", field="grammar")
         grammar = grammar or self._grammar(params.grammar)
-        events: queue.SimpleQueue[Event | BaseException | None] = queue.SimpleQueue()
         seq = Sequence(
             tokens,
             stops=[s for s in (*params.stop, *template_stop) if s],
             max_tokens=max(1, min(params.max_tokens, n_ctx - len(tokens) - reserve)),
             sampler=self._sampler(params, grammar),
             cancel=cancel,
-            emit=events.put,
+            emit=emit,
             started=started,
             n_ctx=n_ctx,
             label=label,
             thinking=thinking,
         )
         self._scheduler.submit(seq)
-        ended = False
-        try:
-            while (item := events.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-            ended = True
-        finally:
-            if not ended:  # closed early or failed: wait for the sequence to end, so its slot is free
-                seq.halt.set()
-                while events.get() is not None:
-                    pass
+        return seq
 
     def slots(self) -> list[dict[str, Any]]:
         return self._scheduler.status()

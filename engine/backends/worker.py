@@ -11,8 +11,8 @@ orjson messages framed by `multiprocessing.connection`.
 
 Item kinds: "d" a delta (answer text), "t" a piece of the thought (reasoning), "f" finished (reason,
 metrics), "e" an engine error, "r" a reply to count/grammar.
-Items go out in bursts: a sender thread sends whatever the decode produced since its last send, at most
-every BURST_S, with a request's consecutive pieces of text joined into one item.
+Items go out in bursts (Outbox): a sender thread sends whatever the decode produced since its last send, at
+most every BURST_S, with a request's consecutive pieces of text joined into one item.
 
 Tests make it fault on purpose (real signals): LLMCHAT_FAULT="SIGNAL@STAGE" holds for every start;
 the file named by LLMCHAT_FAULT_FILE holds one such line and is used up when it fires. STAGE is `load`,
@@ -24,12 +24,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import resource
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ import orjson
 from ..config import ModelSettings
 from ..errors import BackendError, EngineError
 from ..params import parse_params
-from .base import Delta, Finished, Reasoning
+from .base import Delta, Event, Finished, Reasoning
 
 log = logging.getLogger("engine.worker")
 
@@ -116,10 +116,52 @@ def die(sig: signal.Signals) -> None:
     os.kill(os.getpid(), sig)  # SIGSEGV and SIGABRT keep their default action: the process dies
 
 
+class Outbox:
+    """The items waiting to be sent. The sender wakes for an urgent item (see _urgent) or, when it was idle,
+    for the first item; text then waits for the burst, so a token costs no thread wake-up, neither here nor
+    in the server and its clients (on a small CPU each wake-up takes time from the model's threads)."""
+
+    def __init__(self) -> None:
+        self._items: list[list[Any] | None] = []
+        self._lock = threading.Lock()
+        self._open: set[int] = set()  # requests whose first text went out
+        self._waiting = threading.Event()  # something is waiting
+        self._urgent = threading.Event()  # something that must not wait for the burst is waiting
+
+    def put(self, item: list[Any] | None) -> None:
+        """Add an item (None: send what is left, then stop) from any thread."""
+        with self._lock:
+            self._items.append(item)
+            urgent = item is None or _urgent(item, self._open)
+        if urgent:
+            self._urgent.set()
+        if not self._waiting.is_set():
+            self._waiting.set()
+
+    def run(self, send: Callable[[list[list[Any]]], None]) -> None:
+        """Send what is waiting, at most every BURST_S unless something urgent is, until None."""
+        last = 0.0
+        while True:
+            self._waiting.wait()
+            wait = last + BURST_S - time.monotonic()
+            if wait > 0:
+                self._urgent.wait(wait)
+            self._waiting.clear()
+            self._urgent.clear()
+            with self._lock:
+                items, self._items = self._items, []
+            ready = [item for item in items if item is not None]
+            if ready:
+                send(_coalesce(ready))
+                last = time.monotonic()
+            if len(ready) < len(items):
+                return
+
+
 class Worker:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.out: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
+        self.out = Outbox()
         self.cancels: dict[int, threading.Event] = {}
         self.backend: Any = None
         self._sender = threading.Thread(target=self._send_loop, name="worker-send", daemon=True)
@@ -128,32 +170,9 @@ class Worker:
         self.conn.send_bytes(orjson.dumps(message))
 
     def _send_loop(self) -> None:
-        """Send what the decode produced in bursts at most every BURST_S, so that the server and its
-        clients wake a few times per reply instead of once per token (on a small CPU each wake takes time
-        from the model's threads). A first delta, a reply, an error and a finish go out at once."""
-        open_rids: set[int] = set()
-        last = 0.0
-        while (item := self.out.get()) is not None:
-            items = [item]
-            urgent = _urgent(item, open_rids)
-            while True:
-                try:
-                    more = self.out.get_nowait()
-                except queue.Empty:
-                    wait = last + BURST_S - time.monotonic()
-                    if urgent or wait <= 0:
-                        break
-                    try:
-                        more = self.out.get(timeout=wait)
-                    except queue.Empty:
-                        break
-                if more is None:
-                    self.send({"op": "items", "items": _coalesce(items)})
-                    return
-                items.append(more)
-                urgent = _urgent(more, open_rids) or urgent
-            self.send({"op": "items", "items": _coalesce(items)})
-            last = time.monotonic()
+        """The sender thread: a first delta, a reply, an error and a finish go out at once, other text in
+        bursts (see Outbox)."""
+        self.out.run(lambda items: self.send({"op": "items", "items": items}))
 
     def load(self, request: dict[str, Any]) -> bool:
         from .llama_cpp import LlamaCppBackend
@@ -222,8 +241,7 @@ class Worker:
             self.out.put([rid, "e", _error(exc)])
 
     def _stream(self, rid: int, message: dict[str, Any], cancel: threading.Event) -> None:
-        fault = token_fault()
-        n = 0
+        """Start a reply: its events go to the outbox from the decode thread, as they come."""
         try:
             params = parse_params(message["params"])
             tools: dict[str, Any] = {}
@@ -232,25 +250,41 @@ class Worker:
                     k: message[k] for k in ("tools", "tool_choice", "parallel_tool_calls") if k in message
                 }
             label = message.get("label")
-            for event in self.backend.stream(message["messages"], params, cancel, label=label, **tools):
-                if isinstance(event, Delta):
-                    self.out.put([rid, "d", event.text])
-                    n += 1
-                    if fault and n >= fault[0]:
-                        die(fault[1])
-                elif isinstance(event, Reasoning):
-                    self.out.put([rid, "t", event.text])
-                elif isinstance(event, Finished):
-                    self.out.put(
-                        [rid, "f", {"reason": event.finish_reason, "metrics": event.metrics.to_dict()}]
-                    )
-        except EngineError as exc:
-            self.out.put([rid, "e", _error(exc)])
-        except Exception as exc:  # never leave the server waiting
-            log.exception("stream failed")
-            self.out.put([rid, "e", _error(BackendError(f"The model failed while generating: {exc}"))])
-        finally:
+            emit = self._emitter(rid)
+            self.backend.submit(message["messages"], params, cancel, emit, label=label, **tools)
+        except Exception as exc:
+            self._failed(rid, exc)
             self.cancels.pop(rid, None)
+
+    def _emitter(self, rid: int) -> Callable[[Event | BaseException | None], None]:
+        """The decode thread's sink for one request's events: each becomes an item in the outbox."""
+        fault, n = token_fault(), 0
+        out = self.out
+
+        def emit(event: Event | BaseException | None) -> None:
+            nonlocal n
+            if isinstance(event, Delta):
+                out.put([rid, "d", event.text])
+                n += 1
+                if fault and n >= fault[0]:
+                    die(fault[1])
+            elif isinstance(event, Reasoning):
+                out.put([rid, "t", event.text])
+            elif isinstance(event, Finished):
+                out.put([rid, "f", {"reason": event.finish_reason, "metrics": event.metrics.to_dict()}])
+            elif isinstance(event, BaseException):
+                self._failed(rid, event)
+            elif event is None:
+                self.cancels.pop(rid, None)
+
+        return emit
+
+    def _failed(self, rid: int, exc: BaseException) -> None:
+        """Never leave the server waiting: the request ends with an error item."""
+        if not isinstance(exc, EngineError):
+            log.error("stream failed", exc_info=exc)
+            exc = BackendError(f"The model failed while generating: {exc}")
+        self.out.put([rid, "e", _error(exc)])
 
     def shutdown(self) -> None:
         """Stop every sequence within a token, let the decode thread finish, then free the model."""

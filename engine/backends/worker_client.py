@@ -33,13 +33,13 @@ from .. import errors
 from ..config import ROOT, ModelSettings, WorkerSettings
 from ..errors import BackendError, EngineError, ModelUnavailable
 from ..params import SamplingParams
-from .base import Delta, Event, Finished, Message, Metrics, Reasoning
+from .base import Cancel, Delta, Event, Finished, Message, Metrics, Reasoning
 from .repack import repack_allowed
 from .safe_mode import SafeModeMemory
 
 log = logging.getLogger("engine.worker")
 
-POLL_S = 0.005  # how often a waiting stream looks at its cancel flag: well under one token
+POLL_S = 0.005  # how often a stream looks at a cancel flag that is not a Cancel: well under one token
 
 
 def describe_exit(code: int | None) -> str:
@@ -430,30 +430,36 @@ class WorkerBackend:
             }
         worker, rid, q = self._start(request, cancel)
         finished = False
+        # A Cancel wakes the wait below when it is set; a plain Event is looked at every POLL_S.
+        wake = cancel.on_set(lambda: q.put(("c", None))) if isinstance(cancel, Cancel) else None
+        poll = None if wake is not None else POLL_S
         try:
             told = False
-            while True:
-                if not told and cancel.is_set():
-                    worker.send({"op": "cancel", "id": rid})
-                    told = True
-                try:
-                    kind, payload = q.get(timeout=POLL_S)
-                except queue.Empty:
-                    continue
-                if kind == "d":
-                    yield Delta(payload)
-                elif kind == "t":
-                    yield Reasoning(payload)
-                elif kind == "f":
-                    finished = True
-                    yield Finished(payload["reason"], Metrics(**payload["metrics"]))
-                    return
-                elif kind == "e":
-                    finished = True
-                    raise _error(payload)
-                else:  # the process died
-                    finished = True
-                    raise BackendError(payload)
+            with wake or contextlib.nullcontext():
+                while True:
+                    if not told and cancel.is_set():
+                        worker.send({"op": "cancel", "id": rid})
+                        told = True
+                    try:
+                        kind, payload = q.get(timeout=poll)
+                    except queue.Empty:
+                        continue
+                    if kind == "c":
+                        continue
+                    if kind == "d":
+                        yield Delta(payload)
+                    elif kind == "t":
+                        yield Reasoning(payload)
+                    elif kind == "f":
+                        finished = True
+                        yield Finished(payload["reason"], Metrics(**payload["metrics"]))
+                        return
+                    elif kind == "e":
+                        finished = True
+                        raise _error(payload)
+                    else:  # the process died
+                        finished = True
+                        raise BackendError(payload)
         except OSError:
             finished = True
             raise BackendError(f"The model process ended ({worker.exit or 'connection lost'}).") from None
@@ -493,7 +499,7 @@ class WorkerBackend:
                 kind, _ = q.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if kind not in ("d", "t"):
+            if kind not in ("d", "t", "c"):
                 return
 
     def close(self) -> None:

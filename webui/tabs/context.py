@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import gradio as gr
 
-from engine import Runtime, Session
+from engine import Cancel, Runtime, Session
 
 from .chat_tools import ToolChoices
 from .pages import PageMap, page_key
@@ -48,7 +48,7 @@ class UIContext:
         key = page_key(request)
         with self._lock:
             if fresh or key not in self._cancels:
-                self._cancels[key] = threading.Event()
+                self._cancels[key] = Cancel()
             return self._cancels[key]
 
     def character_choices(self, lang: str | None = None) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine import Character, Delta, EngineError, Finished, InvalidInput, Queued, Reasoning
+from engine import Cancel, Character, Delta, EngineError, Finished, InvalidInput, Queued, Reasoning
 
 from ...i18n import I18N, tr
 from ...markup import warn
@@ -140,7 +140,7 @@ class TestReply:
     def on_test(self, request: gr.Request, *args: Any):
         *values, test_text, lang_value = args
         key = page_key(request)
-        cancel = self.cancels[key] = threading.Event()
+        cancel = self.cancels[key] = Cancel()
         try:
             character = draft(self.ctx, values)
             limit = {"max_tokens": min(self.rt.params_for(character).max_tokens, TEST_MAX_TOKENS)}
