@@ -32,6 +32,7 @@ class Sample:
     updates: int | None = None
     updates_per_s: float | None = None
     session_id: str | None = None
+    model_ttft_ms: float | None = None  # the model's own TTFT (its metrics: from its start on the prompt)
     noise: float | None = None  # share of the machine other processes used meanwhile
     attempts: int | None = None
     text: str = ""
@@ -153,6 +154,7 @@ def engine_stream(engine: Any, messages: list[Message], p: dict[str, Any]) -> Sa
         prompt_tokens=m.prompt_tokens if m else None,
         prompt_eval_tokens=m.prompt_eval_tokens if m else None,
         queue_ms=m.queue_ms if m else None,
+        model_ttft_ms=m.ttft_ms if m else None,
     )
 
 
@@ -192,6 +194,7 @@ def sse(
         prompt_eval_tokens=m.get("prompt_eval_tokens"),
         queue_ms=m.get("queue_ms"),
         session_id=done.get("session_id"),
+        model_ttft_ms=m.get("ttft_ms"),
     )
 
 
