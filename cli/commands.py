@@ -168,7 +168,7 @@ class Commands:
     def resolve(self, ref: str) -> str:
         if Session.is_id(ref):
             return ref
-        if ref.isdigit() and self.listed and 1 <= int(ref) <= len(self.listed):
+        if ref.isdecimal() and self.listed and 1 <= int(ref) <= len(self.listed):
             return self.listed[int(ref) - 1]
         items = self.client.sessions()
         key = ref.casefold()
@@ -272,7 +272,7 @@ class Commands:
 
     def _pick(self, arg: str, presets: list[dict[str, Any]]) -> tuple[bool, str | None]:
         """(True, name) for a preset by number or name, (True, None) for 0 (no preset), else (False, None)."""
-        if arg.isdigit():
+        if arg.isdecimal():
             n = int(arg)
             if n > len(presets):
                 raise InvalidInput(f"There is no preset number {n}: pick 0 to {len(presets)} (type /system).")
@@ -293,7 +293,7 @@ class Commands:
     # --- branches: numbers count from 1 along the chat as shown -------------------------------------------
 
     def _message_number(self, word: str) -> int:
-        if not word.isdigit() or int(word) < 1:
+        if not word.isdecimal() or int(word) < 1:
             raise InvalidInput(f"'{word}' is not a message number: messages count from 1 (see /versions).")
         return int(word) - 1
 
@@ -340,7 +340,7 @@ class Commands:
 
     def version(self, arg: str) -> None:
         words = arg.split()
-        if len(words) != 2 or not words[1].isdigit() or int(words[1]) < 1:
+        if len(words) != 2 or not words[1].isdecimal() or int(words[1]) < 1:
             raise InvalidInput("Usage: /version N K, e.g. /version 3 1 (see /versions N).")
         session = self.client.select(self._message_number(words[0]), int(words[1]) - 1)
         self.show_session(session)

@@ -419,7 +419,7 @@ def parse_decorators(content: str) -> tuple[list[str], str]:
 
 def _js_key_order(keys: list[str]) -> list[str]:
     """Object keys in JavaScript's iteration order: array-index keys ascending, then the rest as written."""
-    index = [k for k in keys if k.isdigit() and str(int(k)) == k and int(k) < 2**32 - 1]
+    index = [k for k in keys if k.isdecimal() and str(int(k)) == k and int(k) < 2**32 - 1]
     rest = [k for k in keys if k not in set(index)]
     return sorted(index, key=int) + rest
 

@@ -190,7 +190,7 @@ def book_from_world_info(obj: dict[str, Any], source: str = "the file") -> Book:
             raise InvalidInput(f"{source}: entries[{key!r}] must be an object, got {type_name(raw)}.")
         raw = dict(raw)
         if "uid" not in raw:
-            if not key.isdigit():
+            if not key.isdecimal():
                 raise InvalidInput(f"{source}: entries[{key!r}] has no 'uid' and its key is not a number.")
             raw["uid"] = int(key)
         parsed[key] = _entry(raw, f"{source}: entries[{key!r}]")

@@ -45,7 +45,7 @@ def parse_time(value: Any) -> str:
     try:
         if isinstance(value, bool) or value is None:
             return ""
-        if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
+        if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdecimal()):
             return _fmt(datetime.fromtimestamp(float(value) / 1000, UTC))
         if not isinstance(value, str) or not value.strip():
             return ""

@@ -197,7 +197,7 @@ def sse(data: dict[str, Any], event: str | None = None) -> bytes:
 
 async def read_limited(request: Request, limit: int = MAX_BODY) -> bytes:
     size = request.headers.get("content-length")
-    if size and size.isdigit() and int(size) > limit:
+    if size and size.isdecimal() and int(size) > limit:
         raise TooLarge(f"The body is over {limit // (1024 * 1024)} MB.")
     body = bytearray()
     async for chunk in request.stream():

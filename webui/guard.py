@@ -58,7 +58,7 @@ def host_name(value: str) -> str:
         end = value.find("]")
         return value[1:end] if end > 0 else ""
     name, _, port = value.partition(":")
-    if port and not port.isdigit():
+    if port and not port.isdecimal():
         return ""
     return name.rstrip(".")
 

@@ -47,7 +47,7 @@ class BodyLimitMiddleware:
         multipart = headers.get("content-type", "").startswith("multipart/")
         limit = self.limit + (MULTIPART_SLACK if multipart else 0)
         size = headers.get("content-length", "")
-        if size.isdigit() and int(size) > limit:
+        if size.isdecimal() and int(size) > limit:
             await _error(413, "too_large", self.message())(scope, receive, send)
             return
         seen = 0
