@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
@@ -239,10 +239,14 @@ SEND_API_NAMES = ("/chat_send", "/on_send")  # a stable name first, then Gradio'
 
 @dataclass
 class SendEvent:
-    """The chat tab's send event: its id in the page config and its parameter names."""
+    """The chat tab's send event: its id in the page config and its parameter names, and the session
+    hash of the page that sends it (a browser keeps one per page load, and Gradio sets up a session's
+    component state on its first event: tens of ms that a reply from an open page does not wait for)."""
 
     fn_index: int
     names: list[str]
+    session_output: int  # which output is the session id (the page's BrowserState)
+    session_hash: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
 def find_send_event(url: str, http: httpx.Client) -> SendEvent:
@@ -252,11 +256,14 @@ def find_send_event(url: str, http: httpx.Client) -> SendEvent:
     endpoints = Client(url + "/", verbose=False).view_api(return_format="dict", print_info=False)
     named = endpoints["named_endpoints"]
     names = [n for n in SEND_API_NAMES if n in named] + [n for n in named if n not in SEND_API_NAMES]
-    ids = {"/" + str(d.get("api_name")): d["id"] for d in http.get(url + "/config").json()["dependencies"]}
+    config = http.get(url + "/config").json()
+    kinds = {c["id"]: c.get("type") for c in config["components"]}
+    deps = {"/" + str(d.get("api_name")): d for d in config["dependencies"]}
     for name in names:
         params = [str(p["parameter_name"]) for p in named[name]["parameters"]]
-        if params[:2] == ["text", "session_id"] and name in ids:
-            return SendEvent(ids[name], params)
+        if params[:2] == ["text", "session_id"] and name in deps:
+            outputs = [kinds.get(i) for i in deps[name]["outputs"]]
+            return SendEvent(deps[name]["id"], params, outputs.index("browserstate"))
     raise RuntimeError(
         "no Gradio endpoint takes (text, session_id, ...): has the chat tab's send event moved?"
     )
@@ -274,7 +281,7 @@ def gradio(send: SendEvent, http: httpx.Client, url: str, text: str, session_id:
     updates, shown = 0, ""
     out: list[Any] | None = None
     known = {"text": text, "session_id": session_id, "char": "__custom__", "lang_value": "en"}
-    session_hash = uuid.uuid4().hex[:12]
+    session_hash = send.session_hash
     body = {
         "data": [known.get(n) for n in send.names],
         "fn_index": send.fn_index,
@@ -310,7 +317,7 @@ def gradio(send: SendEvent, http: httpx.Client, url: str, text: str, session_id:
                 if len(content) > len(shown):
                     clock.text(content[len(shown) :])
                     shown = content
-    sid = out[2] if out else None
+    sid = out[send.session_output] if out else None
     metrics: dict[str, Any] = {}
     if sid:
         doc = orjson.loads(http.get(f"{url}/api/sessions/{sid}").content)

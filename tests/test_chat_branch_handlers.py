@@ -53,7 +53,7 @@ def four_messages(rt: Runtime, h: ChatHandlers) -> str:
     backend = backend_of(rt)
     backend.enqueue("Tea is a drink.")
     first = list(h.on_send("What is tea?", None, CUSTOM, "en", None, *OPTIONS, *NO_GROUP, None, PAGE))
-    sid = str(first[-1][2])
+    sid = str(first[-1][1])
     backend.enqueue("Coffee is too.")
     list(h.on_send("And coffee?", sid, CUSTOM, "en", None, *OPTIONS, *NO_GROUP, None, PAGE))
     return sid

@@ -52,7 +52,7 @@ def send(ctx: UIContext, text: str, session_id: str | None) -> str:
     group = (False, [], "natural", [], "join")  # off
     turn = ChatHandlers(ctx).on_send(text, session_id, CUSTOM, "en", None, *options, *group, None, PAGE)
     updates = list(turn)
-    return str(updates[-1][2])
+    return str(updates[-1][1])
 
 
 def stored(rt: Runtime, sid: str) -> Session:

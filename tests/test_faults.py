@@ -235,7 +235,7 @@ class FullDisk:
 
 
 def _gradio_send(client: Any, text: str, sid: str) -> tuple[list[Any], str]:
-    chat_view, _box, _sid, status = ui_send(client, text, sid)
+    chat_view, _sid, status = ui_send(client, text, sid)
     return chat_view, str(status)
 
 

@@ -91,8 +91,8 @@ def ui_client(url: str, n: int, start: threading.Barrier, out: dict[str, Any]) -
         text = f"Client {n}, turn {t}: name one {TOPICS[n]}."
         job = ui_send(client, text, sid, submit=True)
         final = job.result(timeout=300)
-        chat_view, _box, sid, status = final
-        out["statuses"].extend(str(o[3]) for o in job.outputs() if isinstance(o, list | tuple) and len(o) > 3)
+        chat_view, sid, status = final
+        out["statuses"].extend(str(o[2]) for o in job.outputs() if isinstance(o, list | tuple) and len(o) > 2)
         last = chat_view[-1]
         content = last["content"]
         if isinstance(content, list):

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.abc
+import importlib.util
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import gradio as gr
 import pytest
@@ -72,3 +76,25 @@ def test_the_queue_runs_events_without_polling(echo_app: gr.Blocks) -> None:
     # Gradio alone sleeps 1 ms between looks (about 1,000 a second); woken by work, an idle queue looks
     # about 1 / IDLE_S times a second
     assert WAKER.sleeps - sleeps <= 3 / IDLE_S
+
+
+def test_an_event_does_not_search_for_a_missing_matplotlib(echo_app: gr.Blocks) -> None:
+    """Gradio imports matplotlib around every event and streamed update; where it is missing, that import
+    must fail at once (None in sys.modules), not search sys.path each time."""
+    if sys.modules.get("matplotlib", False) is not None and importlib.util.find_spec("matplotlib"):
+        pytest.skip("matplotlib is installed here")
+    searched: list[str] = []
+
+    class Spy(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+            if name == "matplotlib":
+                searched.append(name)
+
+    spy = Spy()
+    sys.meta_path.insert(0, spy)
+    try:
+        client = Client(echo_app.local_url, verbose=False)
+        assert client.predict("hello", api_name="/echo") == "HELLO"
+    finally:
+        sys.meta_path.remove(spy)
+    assert searched == []

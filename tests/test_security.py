@@ -653,8 +653,10 @@ def test_body_limit_covers_gradio_and_its_log(server: ServerProcess) -> None:
         assert resp.status_code == 413, (headers, resp.status_code)
         assert resp.json()["error"]["type"] == "too_large"
     marker = "inputmarker" * 100_000  # 1.1 MB, a bad event under the limit
+    deps = httpx.get(server.url + "/config", timeout=30).json()["dependencies"]
+    fn = next(d["id"] for d in deps if d.get("backend_fn") and len(d["inputs"]) > 1)  # one input too few
     before = len(server.log_text())
-    bad = {"data": [marker], "fn_index": 0, "session_hash": "h2", "trigger_id": 1}
+    bad = {"data": [marker], "fn_index": fn, "session_hash": "h2", "trigger_id": 1}
     assert httpx.post(server.url + "/gradio_api/queue/join", json=bad, timeout=60).status_code == 200
     deadline = time.monotonic() + 60
     while "enough input values" not in server.log_text()[before:] and time.monotonic() < deadline:

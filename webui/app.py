@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -184,6 +186,15 @@ def quiet_queue(blocks: gr.Blocks, max_size: int | None = None) -> None:
         queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, 0.1)
     if max_size is not None:
         queue.max_size = max_size
+    no_matplotlib_search()
+
+
+def no_matplotlib_search() -> None:
+    """Gradio imports matplotlib around every event and every streamed update (its
+    MatplotlibBackendMananger); where it is not installed, each of those imports searches sys.path again.
+    None in sys.modules is Python's own mark for a module known to be missing: the import fails at once."""
+    if "matplotlib" not in sys.modules and importlib.util.find_spec("matplotlib") is None:
+        sys.modules["matplotlib"] = None  # type: ignore[assignment]
 
 
 LOGIN_MESSAGE = {

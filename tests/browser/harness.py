@@ -148,7 +148,7 @@ def sse_events(response: httpx.Response) -> Iterator[tuple[str | None, dict[str,
 def ui_send(client: Any, text: str, session_id: str | None, *, submit: bool = False) -> Any:
     """Call the chat tab's send handler through gradio_client (the UI's own event path): the message, the
     session id (the page's BrowserState) and "Custom" as the character; any other input gets its default.
-    Returns the Job when `submit`, else the final outputs (chatbot, message box, session id, status)."""
+    Returns the Job when `submit`, else the final outputs (chatbot, session id, status)."""
     info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/on_send"]
     given = {"text": text, "session_id": session_id, "char": "__custom__"}
     kwargs = {p["parameter_name"]: given.get(p["parameter_name"]) for p in info["parameters"]}

@@ -98,6 +98,23 @@ def test_text_typed_while_a_reply_streams_stays_in_the_box(chat: ChatPage) -> No
     assert box.input_value() == "next question"
 
 
+def test_enter_while_a_reply_streams_keeps_the_message_in_the_box(chat: ChatPage) -> None:
+    """Send takes the text out of the box in the page; while the page's reply streams the turn does not go
+    out, and the text comes back into the box instead of being lost."""
+    chat.type_and_enter(LONG)
+    chat.wait_for(lambda: chat.page.locator("#message textarea").input_value() == "", "the box to clear")
+    chat.wait_for(lambda: chat.busy() and chat.bots() and chat.bots()[-1], "the reply to start streaming")
+    box = chat.page.locator("#message textarea")
+    box.fill("not yet")
+    box.press("Enter")
+    doc = chat.wait_idle(lambda d: d["messages"][-1]["role"] == "assistant" and not chat.busy())
+    chat.wait_for(lambda: box.input_value() == "not yet", "the message to come back into the box")
+    messages = chat.stored(doc["id"])["messages"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == [LONG]
+    assert not messages[-1].get("stopped") and not messages[-1].get("interrupted"), messages[-1]
+    chat.wait_for(lambda: len(chat.bots()) == 1 and chat.bots()[0], "the whole reply on the page")
+
+
 def test_stop_again_and_again_never_shows_an_error(chat: ChatPage) -> None:
     """Stop races the turn's own end (Gradio's cancel used to land after it: an Error badge on the chat,
     the message box and the status line). Stops at different points of the reply; each leaves the saved,

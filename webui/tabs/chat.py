@@ -18,6 +18,7 @@ from ..markup import escape_text, warn
 from ..streaming import RunAhead
 from . import chat_extras, chat_group, chat_thinking, chat_tools, chat_tree
 from .context import CUSTOM, ChatView, Step, UIContext
+from .pages import PageMap, page_key
 
 UI_INTERVAL_S = 0.06  # at most about 16 UI updates a second
 # Gradio re-processes the whole chat on every update, so an update costs more the longer the chat is.
@@ -25,6 +26,8 @@ UI_INTERVAL_S = 0.06  # at most about 16 UI updates a second
 # of the machine (and of the GIL the decode loop needs) however long the chat gets.
 UI_COST_RATIO = 6.0
 UI_MAX_INTERVAL_S = 0.5
+# Send, in the page: the box's text becomes the turn's input and the box empties (a blank one stays)
+TAKE_MESSAGE_JS = "(text) => (text && text.trim()) ? ['', text] : [text, '']"
 
 
 def chatbot_rows(messages: list[Any]) -> list[tuple[Any, Any]]:
@@ -198,6 +201,7 @@ class ChatLayout:
     new_btn: gr.Button
     chatbot: gr.Chatbot
     message: gr.Textbox
+    sending: gr.Textbox  # hidden: the message Send took from the box, the turn's input
     send: gr.Button
     stop: gr.Button
     regen: gr.Button
@@ -253,6 +257,7 @@ def layout(ctx: UIContext) -> ChatLayout:
             submit_btn=False,
             elem_id="message",
         )
+        sending = gr.Textbox(visible=False, elem_id="sending")
         send = gr.Button(I18N("chat.send"), variant="primary", scale=1, elem_id="send")
         stop = gr.Button(I18N("chat.stop"), variant="stop", scale=1, elem_id="stop")
     with gr.Row():
@@ -276,6 +281,7 @@ def layout(ctx: UIContext) -> ChatLayout:
         new_btn=new_btn,
         chatbot=chatbot,
         message=message,
+        sending=sending,
         send=send,
         stop=stop,
         regen=regen,
@@ -299,6 +305,7 @@ class TurnStream:
 
     def __init__(self, ctx: UIContext) -> None:
         self.ctx = ctx
+        self.streaming: set[str] = set()  # the pages with a turn's updates under way
 
     def begin(self, session: Session, request: gr.Request, **kw: Any) -> RunAhead[Any]:
         """Check the turn, then begin it at once, in the background; the first text and every non-text
@@ -332,12 +339,14 @@ class TurnStream:
         updates: `echo` first, while the prompt is evaluated, then at most one per interval."""
         for hook in self.ctx.before_turn:  # chat_thinking: a choice made before the chat existed
             hook(session, request)
-        return self.updates(session, lang_value, self.begin(session, request, **kw), echo)
+        turn = self.begin(session, request, **kw)
+        return self.updates(session, lang_value, turn, echo, page_key(request))
 
     def updates(
-        self, session: Session, lang_value: str | None, turn: RunAhead[Any], echo: Any
+        self, session: Session, lang_value: str | None, turn: RunAhead[Any], echo: Any, page: str
     ) -> Iterator[Any]:
         ctx = self.ctx
+        self.streaming.add(page)
         extra = tr("status.generating", lang_value)
         heads = chat_tree.speaker_heads(ctx.rt, session)
 
@@ -379,6 +388,7 @@ class TurnStream:
         except EngineError as exc:
             warn(exc.message)
         finally:  # also when the page goes away: the turn saves what it has
+            self.streaming.discard(page)
             turn.close()
             if save_failed:  # keep the chat in memory until a later save succeeds
                 unsaved_sessions(ctx)[session.id] = session
@@ -389,11 +399,19 @@ class TurnStream:
 
 
 class ChatHandlers:
-    """The chat tab's event handlers. Turn handlers yield (chatbot, [message box,] session id, status)."""
+    """The chat tab's event handlers. Turn handlers yield (chatbot, session id, status)."""
 
     def __init__(self, ctx: UIContext) -> None:
         self.ctx, self.rt = ctx, ctx.rt
         self.turns = TurnStream(ctx)
+        self.unsent: PageMap[str] = PageMap()  # a message Send took from the box that did not go out
+
+    def on_unsent(self, box: str | None, request: gr.Request) -> Any:
+        """After Send: a message that did not go out goes back into the box, before anything typed since."""
+        text = self.unsent.pop(page_key(request), None)
+        if text is None:
+            return gr.skip()
+        return f"{text}\n{box}" if box and box.strip() else text
 
     def on_send(
         self,
@@ -415,10 +433,14 @@ class ChatHandlers:
         request: gr.Request,
     ):
         """The message's turn; a new chat is made first (a group chat when "Group chat" is on, from the
-        group controls' values)."""
+        group controls' values). A message that does not go out is kept for on_unsent."""
         ctx = self.ctx
         settings = [enabled, members, order, muted, prompt]
         if not text or not text.strip():
+            yield gr.skip()
+            return
+        if page_key(request) in self.turns.streaming:  # Enter while this page's reply streams
+            self.unsent[page_key(request)] = text
             yield gr.skip()
             return
         session = load_session(ctx, session_id)
@@ -428,6 +450,7 @@ class ChatHandlers:
         if session is None:
             session = self.new_chat(char, custom_prompt, options, settings, lang_value)
             if session is None:
+                self.unsent[page_key(request)] = text
                 yield gr.skip()
                 return
         echo: Any = chat_of(ctx, session) + [{"role": "user", "content": escape_text(text)}]
@@ -445,12 +468,12 @@ class ChatHandlers:
                 speaker=who,
                 options=options,
             )
-        except EngineError as exc:  # the message stays in the box
+        except EngineError as exc:  # the message goes back to the box
+            self.unsent[page_key(request)] = text
             warn(exc.message)
             yield gr.skip()
             return
-        for i, (view, new_id, line) in enumerate(updates):
-            yield view, "" if i == 0 else gr.skip(), new_id, line  # the first update clears the box
+        yield from updates
 
     def new_chat(
         self,
@@ -830,14 +853,23 @@ def build(ctx: UIContext) -> ChatView:
     thinking = chat_thinking.build(ctx)  # the Thinking row, under the chat options
     sid, lang = ctx.session_id, ctx.lang
     chatbot, character, status, extras, group = ui.chatbot, ui.character, ui.status, ui.extras, ui.group
-    outs = [chatbot, ui.message, sid, status]
     turn_outs = [chatbot, sid, status]
     new_in = [character, lang, group.enabled]
     chat_in = [character, lang, ctx.custom_prompt, *extras.inputs, *group.inputs]  # custom: Characters tab
-    send_in = [ui.message, sid, *chat_in, group.speaker]
+    send_in = [ui.sending, sid, *chat_in, group.speaker]
     turns: list[Any] = [
-        ui.send.click(h.on_send, send_in, outs, concurrency_limit=None),
-        ui.message.submit(h.on_send, send_in, outs, concurrency_limit=None),
+        # Send moves the message out of the box in the page, and the turn streams into the chat alone: each
+        # update costs Gradio about half as much as with the box among its outputs (a skipped output is a
+        # new component). A message that did not go out goes back into the box: the turn runs for every
+        # Send ("multiple"), so that a Send while this page's reply streams comes back rather than vanishes.
+        trigger(None, ui.message, [ui.message, ui.sending], js=TAKE_MESSAGE_JS, queue=False).then(
+            h.on_send, send_in, turn_outs, concurrency_limit=None, trigger_mode="multiple"
+        )
+        for trigger in (ui.send.click, ui.message.submit)
+    ]
+    for sent in turns:
+        sent.then(h.on_unsent, ui.message, ui.message, queue=False, show_progress="hidden")
+    turns += [
         ui.regen.click(h.on_mode("regenerate"), [sid, ui.selected, lang], turn_outs, concurrency_limit=None),
         ui.branch.click(
             h.on_branch, [sid, ui.selected, group.speaker, lang], turn_outs, concurrency_limit=None
