@@ -14,7 +14,7 @@ import gradio as gr
 import pytest
 from gradio_client import Client
 
-from webui.app import quiet_queue
+from webui.app import no_matplotlib_search, quiet_queue
 from webui.queue_wake import IDLE_S, WAKER, Waker
 
 
@@ -90,6 +90,7 @@ def test_an_event_does_not_search_for_a_missing_matplotlib(echo_app: gr.Blocks) 
             if name == "matplotlib":
                 searched.append(name)
 
+    no_matplotlib_search()  # as webui.app does once the app is built
     spy = Spy()
     sys.meta_path.insert(0, spy)
     try:

@@ -167,6 +167,7 @@ def create_app(
         if isinstance(route, Mount) and hasattr(route.app, "tokens"):
             attach_ui_logins(credentials, route.app)
     quiet_queue(blocks, max_size=server.max_queue)
+    no_matplotlib_search()
     quiet_gradio()  # no client input printed whole to the log
     return app
 
@@ -186,7 +187,6 @@ def quiet_queue(blocks: gr.Blocks, max_size: int | None = None) -> None:
         queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, 0.1)
     if max_size is not None:
         queue.max_size = max_size
-    no_matplotlib_search()
 
 
 def no_matplotlib_search() -> None:

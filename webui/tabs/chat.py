@@ -434,31 +434,51 @@ class ChatHandlers:
     ):
         """The message's turn; a new chat is made first (a group chat when "Group chat" is on, from the
         group controls' values). A message that does not go out is kept for on_unsent."""
-        ctx = self.ctx
-        settings = [enabled, members, order, muted, prompt]
         if not text or not text.strip():
             yield gr.skip()
             return
-        if page_key(request) in self.turns.streaming:  # Enter while this page's reply streams
-            self.unsent[page_key(request)] = text
-            yield gr.skip()
-            return
-        session = load_session(ctx, session_id)
-        fresh = session is None
+        page = page_key(request)
         # The options as shown go with the message: their own save (on input) may not have run yet.
         options = chat_extras.options_of(persona, books, prefix, show_prefix)
+        settings = [enabled, members, order, muted, prompt]
+        updates = (
+            None  # Enter while this page's reply streams
+            if page in self.turns.streaming
+            else self.begin_send(
+                text, session_id, char, lang_value, custom_prompt, options, settings, speaker, request
+            )
+        )
+        if updates is None:
+            self.unsent[page] = text
+            yield gr.skip()
+            return
+        yield from updates
+
+    def begin_send(
+        self,
+        text: str,
+        session_id: str | None,
+        char: str | None,
+        lang_value: str | None,
+        custom_prompt: str | None,
+        options: dict[str, Any],
+        settings: list[Any],
+        speaker: str | None,
+        request: gr.Request,
+    ) -> Iterator[Any] | None:
+        """The turn's updates, or None when it cannot begin (the reason shown as a warning)."""
+        session = load_session(self.ctx, session_id)
+        fresh = session is None
         if session is None:
             session = self.new_chat(char, custom_prompt, options, settings, lang_value)
             if session is None:
-                self.unsent[page_key(request)] = text
-                yield gr.skip()
-                return
-        echo: Any = chat_of(ctx, session) + [{"role": "user", "content": escape_text(text)}]
+                return None
+        echo: Any = chat_of(self.ctx, session) + [{"role": "user", "content": escape_text(text)}]
         if fresh and session.characters:
             echo = gr.update(value=echo, avatar_images=(user_avatar(self.rt), None))
         who = chat_group.speaker_for(session, speaker)
         try:
-            updates = self.turns.stream(
+            return self.turns.stream(
                 session,
                 lang_value,
                 request,
@@ -468,12 +488,9 @@ class ChatHandlers:
                 speaker=who,
                 options=options,
             )
-        except EngineError as exc:  # the message goes back to the box
-            self.unsent[page_key(request)] = text
+        except EngineError as exc:
             warn(exc.message)
-            yield gr.skip()
-            return
-        yield from updates
+            return None
 
     def new_chat(
         self,
