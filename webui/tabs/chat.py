@@ -15,6 +15,7 @@ from ..avatars import avatar_pair, user_avatar
 from ..chatview import memoize
 from ..i18n import I18N, tr
 from ..markup import escape_text, warn
+from ..prepared import prepared
 from ..streaming import RunAhead
 from . import chat_extras, chat_group, chat_thinking, chat_tools, chat_tree
 from .context import CUSTOM, ChatView, Step, UIContext
@@ -874,30 +875,34 @@ def build(ctx: UIContext) -> ChatView:
     new_in = [character, lang, group.enabled]
     chat_in = [character, lang, ctx.custom_prompt, *extras.inputs, *group.inputs]  # custom: Characters tab
     send_in = [ui.sending, sid, *chat_in, group.speaker]
+    # a turn's updates are postprocessed in its own thread (prepared), not in three more for each update
+    streamed: dict[str, Any] = {"concurrency_limit": None, "postprocess": False}
+
+    def turn(handler: Any) -> Any:
+        return prepared(handler, turn_outs)
+
     turns: list[Any] = [
         # Send moves the message out of the box in the page, and the turn streams into the chat alone: each
         # update costs Gradio about half as much as with the box among its outputs (a skipped output is a
         # new component). A message that did not go out goes back into the box: the turn runs for every
         # Send ("multiple"), so that a Send while this page's reply streams comes back rather than vanishes.
         trigger(None, ui.message, [ui.message, ui.sending], js=TAKE_MESSAGE_JS, queue=False).then(
-            h.on_send, send_in, turn_outs, concurrency_limit=None, trigger_mode="multiple"
+            turn(h.on_send), send_in, turn_outs, trigger_mode="multiple", **streamed
         )
         for trigger in (ui.send.click, ui.message.submit)
     ]
     for sent in turns:
         sent.then(h.on_unsent, ui.message, ui.message, queue=False, show_progress="hidden")
     turns += [
-        ui.regen.click(h.on_mode("regenerate"), [sid, ui.selected, lang], turn_outs, concurrency_limit=None),
-        ui.branch.click(
-            h.on_branch, [sid, ui.selected, group.speaker, lang], turn_outs, concurrency_limit=None
-        ),
-        ui.cont.click(h.on_mode("continue"), [sid, ui.selected, lang], turn_outs, concurrency_limit=None),
-        chatbot.edit(h.on_edit, [sid, group.speaker, lang], turn_outs, concurrency_limit=None),
+        ui.regen.click(turn(h.on_mode("regenerate")), [sid, ui.selected, lang], turn_outs, **streamed),
+        ui.branch.click(turn(h.on_branch), [sid, ui.selected, group.speaker, lang], turn_outs, **streamed),
+        ui.cont.click(turn(h.on_mode("continue")), [sid, ui.selected, lang], turn_outs, **streamed),
+        chatbot.edit(turn(h.on_edit), [sid, group.speaker, lang], turn_outs, **streamed),
         chatbot.edit(h.on_edit_select, [sid], [ui.selected], queue=False),  # ◀ ▶ then move through it
-        chatbot.retry(h.on_retry, [sid, lang], turn_outs, concurrency_limit=None),
-        group.speak.click(h.on_speak, [sid, group.speaker, *chat_in], turn_outs, concurrency_limit=None),
+        chatbot.retry(turn(h.on_retry), [sid, lang], turn_outs, **streamed),
+        group.speak.click(turn(h.on_speak), [sid, group.speaker, *chat_in], turn_outs, **streamed),
         *(
-            btn.click(h.on_speak_as(i), [sid, *chat_in], turn_outs, concurrency_limit=None)
+            btn.click(turn(h.on_speak_as(i)), [sid, *chat_in], turn_outs, **streamed)
             for i, btn in enumerate(group.speak_as)
         ),
     ]
