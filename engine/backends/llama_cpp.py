@@ -377,11 +377,26 @@ class LlamaCppBackend:
         messages: list[Message],
         params: SamplingParams,
         cancel: threading.Event,
-        **options: Any,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Choice = "auto",
+        parallel_tool_calls: bool = False,
+        grammar: Grammar | None = None,
+        label: str | None = None,
     ) -> Iterator[Event]:
         """Decode a reply (see submit() for the options)."""
         events: queue.SimpleQueue[Event | BaseException | None] = queue.SimpleQueue()
-        seq = self.submit(messages, params, cancel, events.put, **options)
+        seq = self.submit(
+            messages,
+            params,
+            cancel,
+            events.put,
+            tools=tools,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            grammar=grammar,
+            label=label,
+        )
         ended = False
         try:
             while (item := events.get()) is not None:
