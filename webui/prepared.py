@@ -39,10 +39,10 @@ def prepared(
 
 def prepare(update: Any, outputs: Sequence[Component]) -> Any:
     """One update of a handler, postprocessed: a value per output (a tuple or list), or one skip for all."""
-    if is_prop_update(update):  # a single gr.skip() / gr.update() for every output
-        return update if len(outputs) > 1 else value_of(update, outputs[0])
     if len(outputs) == 1:
         return value_of(update, outputs[0])
+    if is_prop_update(update):  # a single gr.skip() / gr.update() for every output
+        return update
     if len(update) != len(outputs):
         raise ValueError(f"{len(update)} values for {len(outputs)} outputs")
     return tuple(value_of(value, block) for value, block in zip(update, outputs, strict=True))

@@ -875,36 +875,38 @@ def build(ctx: UIContext) -> ChatView:
     new_in = [character, lang, group.enabled]
     chat_in = [character, lang, ctx.custom_prompt, *extras.inputs, *group.inputs]  # custom: Characters tab
     send_in = [ui.sending, sid, *chat_in, group.speaker]
-    # a turn's updates are postprocessed in its own thread (prepared), not in three more for each update
-    streamed: dict[str, Any] = {"concurrency_limit": None, "postprocess": False}
 
-    def turn(handler: Any) -> Any:
-        return prepared(handler, turn_outs)
+    def turn(trigger: Any, handler: Any, inputs: list[Any], **kw: Any) -> Any:
+        """A turn's event: its updates are postprocessed in its own thread (prepared), not by Gradio in
+        three more threads for each update."""
+        return trigger(
+            prepared(handler, turn_outs), inputs, turn_outs, concurrency_limit=None, postprocess=False, **kw
+        )
 
     turns: list[Any] = [
         # Send moves the message out of the box in the page, and the turn streams into the chat alone: each
         # update costs Gradio about half as much as with the box among its outputs (a skipped output is a
         # new component). A message that did not go out goes back into the box: the turn runs for every
         # Send ("multiple"), so that a Send while this page's reply streams comes back rather than vanishes.
-        trigger(None, ui.message, [ui.message, ui.sending], js=TAKE_MESSAGE_JS, queue=False).then(
-            turn(h.on_send), send_in, turn_outs, trigger_mode="multiple", **streamed
+        turn(
+            trigger(None, ui.message, [ui.message, ui.sending], js=TAKE_MESSAGE_JS, queue=False).then,
+            h.on_send,
+            send_in,
+            trigger_mode="multiple",
         )
         for trigger in (ui.send.click, ui.message.submit)
     ]
     for sent in turns:
         sent.then(h.on_unsent, ui.message, ui.message, queue=False, show_progress="hidden")
     turns += [
-        ui.regen.click(turn(h.on_mode("regenerate")), [sid, ui.selected, lang], turn_outs, **streamed),
-        ui.branch.click(turn(h.on_branch), [sid, ui.selected, group.speaker, lang], turn_outs, **streamed),
-        ui.cont.click(turn(h.on_mode("continue")), [sid, ui.selected, lang], turn_outs, **streamed),
-        chatbot.edit(turn(h.on_edit), [sid, group.speaker, lang], turn_outs, **streamed),
+        turn(ui.regen.click, h.on_mode("regenerate"), [sid, ui.selected, lang]),
+        turn(ui.branch.click, h.on_branch, [sid, ui.selected, group.speaker, lang]),
+        turn(ui.cont.click, h.on_mode("continue"), [sid, ui.selected, lang]),
+        turn(chatbot.edit, h.on_edit, [sid, group.speaker, lang]),
         chatbot.edit(h.on_edit_select, [sid], [ui.selected], queue=False),  # ◀ ▶ then move through it
-        chatbot.retry(turn(h.on_retry), [sid, lang], turn_outs, **streamed),
-        group.speak.click(turn(h.on_speak), [sid, group.speaker, *chat_in], turn_outs, **streamed),
-        *(
-            btn.click(turn(h.on_speak_as(i)), [sid, *chat_in], turn_outs, **streamed)
-            for i, btn in enumerate(group.speak_as)
-        ),
+        turn(chatbot.retry, h.on_retry, [sid, lang]),
+        turn(group.speak.click, h.on_speak, [sid, group.speaker, *chat_in]),
+        *(turn(btn.click, h.on_speak_as(i), [sid, *chat_in]) for i, btn in enumerate(group.speak_as)),
     ]
     for new_turn in (ui.send.click, ui.message.submit, group.speak.click, *(b.click for b in group.speak_as)):
         # a new turn: Regenerate acts on the last reply again until a message is clicked
