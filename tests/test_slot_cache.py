@@ -136,7 +136,12 @@ def test_an_evicted_chat_is_written_only_once_the_next_reply_is_decoded(
     model_path: Path, tmp_path: Path
 ) -> None:
     """Hashing and writing a state take CPU, which a 2-core machine's decode has none of to spare: the state
-    of a chat evicted for a new one is written after the new one's reply, not while it is decoded."""
+    of a chat evicted for a new one is written after the new one's reply, not while it is decoded.
+
+    The check compares the state file's mtime with the earliest moment the reply can have ended (the request
+    was sent at `sent`, and the worker took `total_ms` from receiving it to its last token), not with the
+    deltas the client reads: those can still sit in the socket when the decoding has ended and the file is
+    written, a race the client loses whenever it is descheduled."""
     data = tmp_path / "data"
     body = {
         "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
@@ -144,20 +149,22 @@ def test_an_evicted_chat_is_written_only_once_the_next_reply_is_decoded(
     }
     with ServerProcess(data, model=model_path) as server:
         turn(server, "new", "Recommend a book.")  # over 300 tokens: evicted when the next chat starts
-        written_while_decoding, done = [], {}
+        done: dict[str, Any] = {}
+        sent = time.time()
         with httpx.stream("POST", server.url + "/api/chat/stream", json=body, timeout=300) as r:
             for line in r.iter_lines():
                 if line.startswith("data: "):
                     event = orjson.loads(line[6:])
-                    if "delta" in event:
-                        written_while_decoding += states(data)
                     done = event if event.get("done") else done
         deadline = time.monotonic() + 30
         while not states(data) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert states(data), "the evicted chat's state was written once the reply ended"
+        written = {p.name: p.stat().st_mtime for p in states(data)}
+    assert written, "the evicted chat's state was written once the reply ended"
     assert done["metrics"]["completion_tokens"] >= 150, done  # a reply long enough for a timer to have fired
-    assert not written_while_decoding
+    ended = sent + done["metrics"]["total_ms"] / 1000
+    early = {name: round(ended - at, 3) for name, at in written.items() if at < ended - 0.005}
+    assert not early, f"written this many seconds before the reply's last token: {early}"
 
 
 def test_states_kept_in_memory_stay_within_their_budget(tmp_path: Path) -> None:
