@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import ipaddress
 import logging
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     # uvicorn shuts down in order on SIGTERM (the lifespan closes the model worker), then re-raises the
     # signal; this handler turns that into a clean exit 0 instead of death by SIGTERM.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # `kill -USR1 <pid>`: every thread's stack to the log, for a report of a server that hangs
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     uvicorn.run(app, host=host, port=settings.server.port, log_level="warning", timeout_graceful_shutdown=2)
     return 0
 

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,9 @@ class ServerProcess(_ServerProcess):
 
     def save_log(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
+        if self.proc is not None and self.proc.poll() is None:  # a hang: every thread's stack into the log
+            os.kill(self.proc.pid, signal.SIGUSR1)
+            time.sleep(0.5)
         out = folder / "server.log"
         out.write_text(self.full_log())
         return out
