@@ -127,6 +127,7 @@ class Outbox:
         self._open: set[int] = set()  # requests whose first text went out
         self._waiting = threading.Event()  # something is waiting
         self._urgent = threading.Event()  # something that must not wait for the burst is waiting
+        self._sending = False  # items taken and not yet sent
 
     def put(self, item: list[Any] | None) -> None:
         """Add an item (None: send what is left, then stop) from any thread."""
@@ -137,6 +138,17 @@ class Outbox:
             self._urgent.set()
         if not self._waiting.is_set():
             self._waiting.set()
+
+    def drain(self, timeout: float) -> None:
+        """Send what is waiting now and wait until it is sent (the fault injection, before it dies)."""
+        self._urgent.set()
+        self._waiting.set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._items and not self._sending:
+                    return
+            time.sleep(0.005)
 
     def run(self, send: Callable[[list[list[Any]]], None]) -> None:
         """Send what is waiting, at most every BURST_S unless something urgent is, until None."""
@@ -150,10 +162,15 @@ class Outbox:
             self._urgent.clear()
             with self._lock:
                 items, self._items = self._items, []
+                self._sending = True
             ready = [item for item in items if item is not None]
-            if ready:
-                send(_coalesce(ready))
-                last = time.monotonic()
+            try:
+                if ready:
+                    send(_coalesce(ready))
+                    last = time.monotonic()
+            finally:
+                with self._lock:
+                    self._sending = False
             if len(ready) < len(items):
                 return
 
@@ -267,6 +284,7 @@ class Worker:
                 out.put([rid, "d", event.text])
                 n += 1
                 if fault and n >= fault[0]:
+                    out.drain(5.0)  # a crash after N *streamed* tokens: they reached the server first
                     die(fault[1])
             elif isinstance(event, Reasoning):
                 out.put([rid, "t", event.text])
