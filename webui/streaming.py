@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -12,6 +13,8 @@ from typing import Any, Generic, TypeVar
 from starlette.requests import Request
 
 _END = object()
+CLOSE_WAIT_S = 2.0  # the longest RunAhead.close() waits for the turn to end
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -105,7 +108,7 @@ class RunAhead(Generic[T]):
     a batch when it wants one, so a stream of tokens costs no thread wake-up per token. `close()` (Stop,
     a closed tab) sets `cancel` and waits for the worker; `events` must end within one token once `cancel`
     is set (a turn does, and saves what it has), and the worker closes it: the turn has saved when this
-    returns.
+    returns, unless that takes over CLOSE_WAIT_S (the turn then saves when it ends).
     """
 
     def __init__(
@@ -160,6 +163,8 @@ class RunAhead(Generic[T]):
         with self._lock:
             items, self._items = self._items, []
             finished = self._finished
+        if finished:
+            self._wake.set()  # nothing more will come: the next take returns at once
         if not items and finished and self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -168,4 +173,8 @@ class RunAhead(Generic[T]):
     def close(self) -> None:
         if self._thread.is_alive():
             self._cancel.set()
-            self._thread.join()
+            # Gradio closes a handler on its event loop (a page that went away mid-turn): waiting there
+            # for a tool call or a long prompt chunk to end would hold every page still
+            self._thread.join(CLOSE_WAIT_S)
+            if self._thread.is_alive():
+                log.info("a closed turn is still ending (it saves when it does)")
