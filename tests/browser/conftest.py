@@ -46,9 +46,8 @@ def save_artifacts(item: pytest.Item) -> str:
             (folder / f"page{i}.error.txt").write_text(repr(exc))
     for i, chat in enumerate(getattr(item, "_chats", [])):
         (folder / f"page{i}.console.txt").write_text("\n".join(chat.console))
-    server = getattr(item, "_server", None)
-    if server is not None:
-        server.save_log(folder)
+    for i, server in enumerate(getattr(item, "_servers", [])):  # the module's, and a test's own
+        server.save_log(folder, f"server{i}.log" if i else "server.log")
     note = f"screenshots and server log saved in {folder}"
     item._artifacts_note = note  # type: ignore[attr-defined]
     print(f"\n[artifacts] {note}", file=sys.stderr)
@@ -93,7 +92,7 @@ def open_page(browser: Any, server: ServerProcess, request: pytest.FixtureReques
     """open_page() -> ChatPage in a fresh browser context (its own localStorage). Fails on JS errors and on
     any error badge or error toast the page showed."""
     item = request.node
-    item._server = server
+    item._servers = [server]
     item._pages = []
     pages: list[ChatPage] = []
     contexts = []
@@ -104,6 +103,8 @@ def open_page(browser: Any, server: ServerProcess, request: pytest.FixtureReques
         contexts.append(ctx)
         page = ctx.new_page()
         item._pages.append(page)
+        if srv is not None and srv not in item._servers:
+            item._servers.append(srv)
         chat = ChatPage(page, srv or server)
         pages.append(chat)
         item._chats = pages

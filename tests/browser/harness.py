@@ -101,12 +101,12 @@ class ServerProcess(_ServerProcess):
                 parts.append(f"==> {f.name} <==\n" + f.read_text(errors="replace"))
         return "\n".join(parts)
 
-    def save_log(self, folder: Path) -> Path:
+    def save_log(self, folder: Path, name: str = "server.log") -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         if self.proc is not None and self.proc.poll() is None:  # a hang: every thread's stack into the log
             os.kill(self.proc.pid, signal.SIGUSR1)
             time.sleep(0.5)
-        out = folder / "server.log"
+        out = folder / name
         out.write_text(self.full_log())
         return out
 
