@@ -128,6 +128,7 @@ class Outbox:
         self._waiting = threading.Event()  # something is waiting
         self._urgent = threading.Event()  # something that must not wait for the burst is waiting
         self._sending = False  # items taken and not yet sent
+        self._sent = threading.Condition(self._lock)  # notified when a send ends
 
     def put(self, item: list[Any] | None) -> None:
         """Add an item (None: send what is left, then stop) from any thread."""
@@ -143,12 +144,8 @@ class Outbox:
         """Send what is waiting now and wait until it is sent (the fault injection, before it dies)."""
         self._urgent.set()
         self._waiting.set()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._items and not self._sending:
-                    return
-            time.sleep(0.005)
+        with self._sent:
+            self._sent.wait_for(lambda: not self._items and not self._sending, timeout)
 
     def run(self, send: Callable[[list[list[Any]]], None]) -> None:
         """Send what is waiting, at most every BURST_S unless something urgent is, until None."""
@@ -169,8 +166,9 @@ class Outbox:
                     send(_coalesce(ready))
                     last = time.monotonic()
             finally:
-                with self._lock:
+                with self._sent:
                     self._sending = False
+                    self._sent.notify_all()
             if len(ready) < len(items):
                 return
 
