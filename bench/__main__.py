@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": opts.model.name,
             "threads": opts.threads,
             "n_ctx": setup.n_ctx,
+            "flash_attn": setup.flash_attn,
             "repeats": opts.repeats,
             "max_tokens": opts.max_tokens,
             "command": "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),

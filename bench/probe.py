@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .machine import proc_status_mb, self_peak_rss_mb
+from .servers import FLASH_ATTN
 
 
 def rss() -> float:
@@ -32,7 +33,7 @@ def raw_llama(model: str, threads: int, n_ctx: int, **kw: Any) -> Any:
         n_threads=threads,
         n_threads_batch=threads,
         n_gpu_layers=-1,
-        flash_attn=False,
+        flash_attn=FLASH_ATTN,
         verbose=False,
         **kw,
     )

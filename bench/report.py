@@ -422,7 +422,8 @@ def markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
         f"{m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, GPU: "
         f"{m['gpu'].get('name') if m['gpu'].get('available') else 'none'}; Python {m['python']}, "
         f"llama-cpp-python {m['llama_cpp_python']}, Gradio {m['gradio']}. Model `{meta['model']}`, "
-        f"{meta['threads']} threads everywhere, n_ctx {meta['n_ctx']}, greedy, {meta['max_tokens']} tokens, "
+        f"{meta['threads']} threads, n_ctx {meta['n_ctx']}, flash attention "
+        f"{'on' if meta.get('flash_attn') else 'off'} everywhere, greedy, {meta['max_tokens']} tokens, "
         f"median of {meta['repeats']} alternating passes. Command: `{meta['command']}`",
         "",
         "| path | TTFT ms | TTFT x raw | decode tok/s | decode x raw | x native | tokens | n | noise |",

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import httpx
 
+from engine.config import ModelSettings
+
 from . import machine
 
 ROOT = Path(__file__).resolve().parent.parent
+# every implementation gets our shipped setting (llama.cpp's own default turns it on too)
+FLASH_ATTN: bool = ModelSettings.model_fields["flash_attn"].default
 
 
 def cache_dir() -> Path:
@@ -116,12 +120,13 @@ class ServerProcess:
 
 @dataclass(frozen=True)
 class Setup:
-    """What every implementation gets: same model, threads, context and batch."""
+    """What every implementation gets: same model, threads, context, batch and flash attention."""
 
     model: Path
     threads: int
     n_ctx: int = 4096
     n_batch: int = 512
+    flash_attn: bool = FLASH_ATTN
 
 
 def ours(setup: Setup, data_dir: Path, parallel: int | None = None) -> ServerProcess:
@@ -133,6 +138,7 @@ def ours(setup: Setup, data_dir: Path, parallel: int | None = None) -> ServerPro
         "LLM_MODEL__N_THREADS": str(setup.threads),
         "LLM_MODEL__N_CTX": str(setup.n_ctx),
         "LLM_MODEL__N_BATCH": str(setup.n_batch),
+        "LLM_MODEL__FLASH_ATTN": str(setup.flash_attn).lower(),
         "LLM_LOGGING__LEVEL": "WARNING",
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
@@ -146,7 +152,8 @@ def peer(setup: Setup) -> ServerProcess:
     t = str(setup.threads)
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(setup.model), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--n_threads", t, "--n_threads_batch", t, "--n_ctx", str(setup.n_ctx)]
-    cmd += ["--n_batch", str(setup.n_batch), "--n_ubatch", str(setup.n_batch), "--flash_attn", "false"]
+    cmd += ["--n_batch", str(setup.n_batch), "--n_ubatch", str(setup.n_batch)]
+    cmd += ["--flash_attn", str(setup.flash_attn).lower()]
     cmd += ["--verbose", "false"]
     return ServerProcess("llama_cpp.server", cmd, port, "/v1/models")
 
@@ -156,5 +163,5 @@ def native(setup: Setup, exe: Path, parallel: int = 1) -> ServerProcess:
     t = str(setup.threads)
     cmd = [str(exe), "-m", str(setup.model), "--host", "127.0.0.1", "--port", str(port), "-t", t, "-tb", t]
     cmd += ["-c", str(setup.n_ctx), "-b", str(setup.n_batch), "-ub", str(setup.n_batch), "-np", str(parallel)]
-    cmd += ["-fa", "off", "--no-webui", "--log-disable"]
+    cmd += ["-fa", "on" if setup.flash_attn else "off", "--no-webui", "--log-disable"]
     return ServerProcess("llama-server", cmd, port, "/health")

@@ -56,7 +56,11 @@ class ModelSettings(_Section):
     n_threads: int | None = Field(None, ge=1, le=512, description="Decode threads; empty = all cores.")
     use_mmap: bool = Field(True, description="Map the model file into memory instead of reading it.")
     use_mlock: bool = Field(False, description="Lock the model in RAM so the OS never swaps it out.")
-    flash_attn: bool = Field(False, description="Flash attention (less KV memory, faster on most GPUs).")
+    flash_attn: bool = Field(
+        True,
+        description="Flash attention: less KV memory, faster on GPUs, and on the CPU a batch of chats "
+        "skips the other chats' KV cells (llama.cpp's own default turns it on too).",
+    )
     kv_types: ClassVar[tuple[str, ...]] = KV_TYPES  # what cache_type_k and cache_type_v take
     cache_type_k: str = Field("f16", pattern="^(" + "|".join(KV_TYPES) + ")$", description="KV cache type.")
     cache_type_v: str = Field("f16", pattern="^(" + "|".join(KV_TYPES) + ")$", description="KV cache type.")
