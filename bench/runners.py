@@ -368,24 +368,31 @@ def concurrency(b: Bench, max_tokens: int) -> dict[str, Any]:
         for n in (1, 4, 8):
             out[str(n)] = {name: [] for name in servers_}
             for r in range(rounds):
+                # both servers get the same chats: greedy replies then have the same lengths, and the
+                # two bursts do the same work (a fresh nonce per server made one burst's replies end
+                # after 110 tokens and the other's after 198)
+                chats = [
+                    [system(nonce()), {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
+                    for i in range(n)
+                ]
                 for name, srv in sorted(servers_.items(), reverse=bool(r % 2)):  # the order alternates
-                    out[str(n)][name].append(_burst_row(srv.url, n, max_tokens, b))
+                    out[str(n)][name].append(_burst_row(srv.url, chats, max_tokens, b))
         return out
     finally:
         for srv in servers_.values():
             srv.stop()
 
 
-def _burst_row(url: str, n: int, max_tokens: int, b: Bench) -> dict[str, Any]:
+def _burst_row(url: str, chats: list[list[Message]], max_tokens: int, b: Bench) -> dict[str, Any]:
     machine.wait_quiet(b.opts.quiet_wait_s, b.opts.noise_limit)
     noise = machine.Noise()
     started = time.perf_counter()
-    results = _burst(url, n, max_tokens)
+    results = _burst(url, chats, max_tokens)
     wall = time.perf_counter() - started
     ok = [r for r in results if isinstance(r, Sample)]
     tokens = sum(s.tokens or 0 for s in ok)
     return {
-        "clients": n,
+        "clients": len(chats),
         "wall_s": round(wall, 2),
         "tokens": tokens,
         "throughput_tok_s": round(tokens / wall, 1) if wall else None,
@@ -396,14 +403,13 @@ def _burst_row(url: str, n: int, max_tokens: int, b: Bench) -> dict[str, Any]:
     }
 
 
-def _burst(url: str, n: int, max_tokens: int) -> list[Sample | BaseException]:
-    """`n` clients, each on its own connection, released at the same moment."""
+def _burst(url: str, chats: list[list[Message]], max_tokens: int) -> list[Sample | BaseException]:
+    """A client per chat, each on its own connection, released at the same moment."""
     results: list[Sample | BaseException] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(n)
+    barrier = threading.Barrier(len(chats))
 
-    def one(i: int) -> None:
-        msgs = [system(nonce()), {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
+    def one(msgs: list[Message]) -> None:
         s: Sample | BaseException
         with httpx.Client(timeout=600) as c:
             barrier.wait()
@@ -414,7 +420,7 @@ def _burst(url: str, n: int, max_tokens: int) -> list[Sample | BaseException]:
         with lock:
             results.append(s)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    threads = [threading.Thread(target=one, args=(msgs,)) for msgs in chats]
     for t in threads:
         t.start()
     for t in threads:
