@@ -364,7 +364,7 @@ def concurrency(b: Bench, max_tokens: int) -> dict[str, Any]:
             servers_["llama-server"] = b._start(servers.native(b.setup, exe, parallel=SLOTS))
         out: dict[str, Any] = {}
         # single bursts swing by 20% on 2 cores (a quick run's one burst at 8 clients read 1.74x TTFT once)
-        rounds = 3 if b.opts.quick else max(1, b.opts.repeats // 2)
+        rounds = 3 if b.opts.quick else max(1, b.opts.repeats)
         for n in (1, 4, 8):
             out[str(n)] = {name: [] for name in servers_}
             for r in range(rounds):
