@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             results["long_chat"] = runners.long_chat(bench, 64)  # long enough to see the UI's cost
         if "concurrency" in only:
             log("concurrency: 1, 2, 4, 8 clients")
-            results["concurrency"] = runners.concurrency(bench, short)
+            # #13's own workload: 128 greedy tokens per client (a quick run keeps its short replies)
+            results["concurrency"] = runners.concurrency(bench, short if opts.quick else 128)
         if "slots" in only:
             log("slots: two long chats alternating, then a restart")
             results["slots"] = runners.slots(bench, short)
