@@ -33,9 +33,9 @@ log = logging.getLogger("engine.batching")
 
 # The most decode speed that idle slots' cells may cost; beyond it they go to disk, to be restored from there
 # when their chat returns. Each cell costs every token about `cell_cost` of its work: attention reads it in
-# every layer (4 * n_embd flops per layer) against 2 flops per weight. Without flash attention four idle chats
-# of 300 tokens took a quarter off a fifth chat's speed on SmolLM2-135M (cell_cost 2.6e-4); on a 7B model
-# (3.7e-5) the same cells would cost 4%. With it on the CPU they cost a sixth of that (MASKED_CELL_SHARE).
+# every layer (4 * n_embd flops per layer) against 2 flops per weight. Four idle chats of 300 tokens took a
+# quarter off a fifth chat's speed on SmolLM2-135M (cell_cost 2.6e-4); on a 7B model (3.7e-5) the same
+# cells would cost 4%.
 IDLE_COST = 0.03
 
 

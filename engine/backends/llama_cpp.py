@@ -44,10 +44,6 @@ log = logging.getLogger("engine.llama_cpp")
 
 MEMO_MIN_CHARS = 4096  # prompts this long are remembered once tokenized (see _tokenize)
 MEMO_PROMPTS = 4
-# With flash attention, llama.cpp's CPU kernel skips a cell that the mask hides from a sequence, so another
-# chat's cells cost about a sixth of what they cost without it: 1,200 idle cells took 5% off one reply's speed
-# with it and 32% without (SmolLM2-135M, 2 threads; 4% and 26% with 4 replies at once).
-MASKED_CELL_SHARE = 1 / 6
 
 _GGML_TYPES = {
     "f32": 0,
@@ -547,12 +543,10 @@ class LlamaCppBackend:
 
     def _cell_cost(self) -> float:
         """The share of a token's work that one more KV cell adds: attention over it in every layer
-        (4 * n_embd flops each) against about 2 flops per weight. With flash attention on the CPU, a cell
-        of another chat costs only its mask check (MASKED_CELL_SHARE)."""
+        (4 * n_embd flops each) against about 2 flops per weight."""
         lib, model = self._llama_cpp, self.llm.model
         params = lib.llama_model_n_params(model)
-        cost = 2 * lib.llama_model_n_embd(model) * lib.llama_model_n_layer(model) / params if params else 0.0
-        return cost * MASKED_CELL_SHARE if self.settings.flash_attn and not self.gpu_offload else cost
+        return 2 * lib.llama_model_n_embd(model) * lib.llama_model_n_layer(model) / params if params else 0.0
 
     def check_grammar(self, text: str) -> None:
         """Raise InvalidInput unless llama.cpp accepts the GBNF grammar `text`."""
