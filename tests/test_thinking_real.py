@@ -223,7 +223,11 @@ def test_the_reply_starts_with_the_prefix_and_the_thought_stays_apart(r1_runtime
     turn = r1_runtime.turn(ASK, session="new", params=params, options={"reply_prefix": "Ahoy,"})
     text = turn.text()
     assert text.startswith("Ahoy,") and text[len("Ahoy,") :].strip()
-    assert turn.reasoning.strip() and "Ahoy" not in turn.reasoning and "<think>" not in text
+    assert turn.reasoning.strip() and "Ahoy" not in turn.reasoning
+    # the thought and its forced close stay out of the answer; a tag the model writes later in the answer
+    # (greedy SmolLM2 does with flash attention: "...waters.\n<think>") is the model's own text
+    assert "</think>" not in text and "Thinking budget reached" not in text
+    assert turn.reasoning[:20] not in text
     assert turn.session_id is not None
     saved = r1_runtime.sessions.get(turn.session_id).messages[-1]
     assert saved.content == text and saved.reasoning == turn.reasoning
