@@ -4,11 +4,28 @@ a missing model fails the run instead of passing it silently."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import DEFAULT_MODEL, require
+from tests.helpers import DEFAULT_MODEL, ROOT, require
+
+
+def _files(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_data_untouched() -> Iterator[None]:
+    """No test writes a file into the repository's data/, where a user's chats and caches live (a stale
+    prompt cache there also makes a "cold" prompt warm in the next run). Logs are left out: a server the
+    user runs beside the tests appends to them."""
+    data = ROOT / "data"
+    before = _files(data)
+    yield
+    new = sorted(str(p.relative_to(data)) for p in _files(data) - before if p.parent.name != "logs")
+    assert not new, f"tests wrote into the repository's data/ (give them a data dir of their own): {new[:5]}"
 
 
 @pytest.fixture(autouse=True)

@@ -27,17 +27,15 @@ STORY = [
 ]
 
 
-def make_engine(model_path: Path, n_ctx: int) -> Engine:
-    settings, _ = load_settings(
-        environ={},
-        overrides={"model": {"path": str(model_path), "n_ctx": n_ctx, "n_threads": 1, "parallel": 1}},
-    )
+def make_engine(model_path: Path, n_ctx: int, data: Path) -> Engine:
+    model = {"path": str(model_path), "n_ctx": n_ctx, "n_threads": 1, "parallel": 1}
+    settings, _ = load_settings(environ={}, overrides={"model": model, "data_dir": str(data)})
     return Engine(build_backend(settings))
 
 
 @pytest.fixture(scope="module")
-def engine(model_path: Path) -> Iterator[Engine]:
-    eng = make_engine(model_path, 2048)
+def engine(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    eng = make_engine(model_path, 2048, tmp_path_factory.mktemp("data"))
     try:
         yield eng
     finally:
@@ -249,9 +247,9 @@ def test_invalid_messages_are_rejected(engine: Engine) -> None:
     assert len(engine.queue) == 0
 
 
-def test_context_fitting_drops_old_turns_and_still_answers(model_path: Path) -> None:
+def test_context_fitting_drops_old_turns_and_still_answers(model_path: Path, tmp_path: Path) -> None:
     n_ctx, max_tokens = 256, 8
-    small = make_engine(model_path, n_ctx)
+    small = make_engine(model_path, n_ctx, tmp_path)
     try:
         history: list[Message] = [{"role": "system", "content": "You are a helpful assistant."}]
         for i in range(8):
@@ -279,11 +277,11 @@ def test_context_fitting_drops_old_turns_and_still_answers(model_path: Path) -> 
         small.close()
 
 
-def test_a_chat_past_the_context_keeps_reusing_the_cache(model_path: Path) -> None:
+def test_a_chat_past_the_context_keeps_reusing_the_cache(model_path: Path, tmp_path: Path) -> None:
     """Once old turns are dropped, the next turns keep the same start, so only their new tokens are
     evaluated, instead of the whole window on every turn."""
     n_ctx, max_tokens = 384, 8  # not a multiple of 256: llama.cpp pads it, the usable window is 384
-    small = make_engine(model_path, n_ctx)
+    small = make_engine(model_path, n_ctx, tmp_path)
     try:
         history: list[Message] = [{"role": "system", "content": "You are a helpful assistant."}]
         evaluated, dropped = [], []
@@ -304,8 +302,8 @@ def test_a_chat_past_the_context_keeps_reusing_the_cache(model_path: Path) -> No
         small.close()
 
 
-def test_prompt_that_cannot_fit_is_a_clear_error(model_path: Path) -> None:
-    small = make_engine(model_path, 256)
+def test_prompt_that_cannot_fit_is_a_clear_error(model_path: Path, tmp_path: Path) -> None:
+    small = make_engine(model_path, 256, tmp_path)
     try:
         huge = [{"role": "user", "content": "word " * 600}]
         with pytest.raises(InvalidInput, match="context window"):

@@ -43,16 +43,16 @@ def with_template(model_path: Path, folder: Path, name: str, template: str) -> P
     return out
 
 
-def make_engine(path: Path) -> Engine:
-    settings, _ = load_settings(
-        environ={}, overrides={"model": {"path": str(path), "n_ctx": 1024, "n_threads": 1, "parallel": 1}}
-    )
+def make_engine(path: Path, data: Path) -> Engine:
+    model = {"path": str(path), "n_ctx": 1024, "n_threads": 1, "parallel": 1}
+    settings, _ = load_settings(environ={}, overrides={"model": model, "data_dir": str(data)})
     return Engine(build_backend(settings))
 
 
 @pytest.fixture(scope="module")
 def r1(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    eng = make_engine(with_template(model_path, tmp_path_factory.mktemp("r1"), "r1.gguf", R1_TEMPLATE))
+    folder = tmp_path_factory.mktemp("r1")
+    eng = make_engine(with_template(model_path, folder, "r1.gguf", R1_TEMPLATE), folder / "data")
     yield eng
     eng.close()
 
@@ -98,7 +98,7 @@ def test_off_gives_no_reasoning(r1: Engine) -> None:
 
 
 def test_off_reaches_a_template_with_enable_thinking(model_path: Path, tmp_path: Path) -> None:
-    eng = make_engine(with_template(model_path, tmp_path, "qwen3.gguf", QWEN3_TEMPLATE))
+    eng = make_engine(with_template(model_path, tmp_path, "qwen3.gguf", QWEN3_TEMPLATE), tmp_path / "data")
     try:
         assert eng.require_backend().model_info()["thinking_switch"] is True
         thought, answer, done = run(eng, ASK, thinking="off")
@@ -109,8 +109,8 @@ def test_off_reaches_a_template_with_enable_thinking(model_path: Path, tmp_path:
         eng.close()
 
 
-def test_a_model_that_opens_the_tag_itself(model_path: Path) -> None:
-    eng = make_engine(model_path)
+def test_a_model_that_opens_the_tag_itself(model_path: Path, tmp_path: Path) -> None:
+    eng = make_engine(model_path, tmp_path / "data")
     grammar = 'root ::= "<think>" [a-z]{3,12} " " [a-z]{3,12} "</think>" [A-Z] [a-z]{3,12} "."'
     try:
         thought, answer, done = run(eng, ASK, grammar=grammar)
