@@ -126,3 +126,23 @@ def test_a_long_prompt_counted_to_fit_is_not_tokenized_again_to_send(
     tokens.clear()  # a caller's list is its own: the memo keeps its copy
     assert len(llm.render(history)[0]) == n
     assert len(llm.render(history[:-1])[0]) < n and len(calls) == 2  # another prompt is tokenized
+
+
+@pytest.mark.slow
+def test_the_greedy_shortcut_picks_what_the_sampler_chain_picks(
+    llm: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At temperature 0 with neutral penalties the decode loop takes the highest logit itself; through
+    llama.cpp's sampler chain the reply is the same, token for token (both from a warm prompt cache)."""
+    import engine.backends.llama_cpp as llama_module
+
+    plain = {**GREEDY, "repeat_penalty": 1.0, "max_tokens": 96}
+    assert llama_module.is_plain_greedy(parse_params(plain))
+    assert not llama_module.is_plain_greedy(parse_params({**plain, "repeat_penalty": 1.1}))
+    assert not llama_module.is_plain_greedy(parse_params({**plain, "temperature": 0.1}))
+    run(llm, STORY, **plain)  # the prompt is cached from here on
+    shortcut, done = run(llm, STORY, **plain)
+    monkeypatch.setattr(llama_module, "is_plain_greedy", lambda params: False)
+    chain, chain_done = run(llm, STORY, **plain)
+    assert done.metrics.completion_tokens == chain_done.metrics.completion_tokens == 96
+    assert "".join(shortcut) == "".join(chain)

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..errors import EngineError
 from ..reasoning import ReasoningSplitter
 from .base import Delta, Event, Finished, Metrics, Reasoning
@@ -104,8 +106,12 @@ class Sequence:
         n_ctx: int,
         label: str | None = None,
         thinking: Thinking | None = None,
+        greedy: bool = False,
     ) -> None:
         self.tokens, self.stops, self.max_tokens = tokens, stops, max_tokens
+        # the sampler chain would only take the highest logit (temperature 0, no grammar, neutral
+        # penalties): the loop takes it itself, without the chain's copy of the whole vocabulary
+        self.greedy = greedy
         self.thinking = thinking
         self.prompt_len, self.injected = len(tokens), 0
         self.answer_at = 0.0  # when the first answer text was sent
@@ -178,8 +184,10 @@ class Scheduler:
         name: str,
         cache: SlotCache | None = None,
         cell_cost: float = 0.0,
+        n_vocab: int = 0,
     ) -> None:
         self.lib, self.ctx, self.n_ctx, self.n_batch = lib, ctx, n_ctx, max(1, n_batch)
+        self.n_vocab = n_vocab
         self.piece, self.cache, self.cell_cost = piece, cache, cell_cost
         self.slots = [Slot(i) for i in range(parallel)]
         self.batch = Batch(lib, self.n_batch + parallel)
@@ -394,12 +402,21 @@ class Scheduler:
             raise EngineError(f"The model failed to evaluate the prompt (llama_decode returned {rc}).")
         sample, clock = lib.llama_sampler_sample, time.perf_counter
         for seq in stepping:
-            token = sample(seq.sampler.sampler, self.ctx, seq.logits_at)
+            if seq.greedy and self.n_vocab:
+                token = self._argmax(seq.logits_at)
+            else:
+                token = sample(seq.sampler.sampler, self.ctx, seq.logits_at)
             seq.logits_at = -1
             seq.last_at = clock()
             if seq.n_out == 0:
                 seq.first_at = seq.last_at
             self._take(seq, token)
+
+    def _argmax(self, i: int) -> int:
+        """The token with the highest logit at batch index i; the first of equals, as llama.cpp's greedy
+        sampler picks."""
+        logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
+        return int(logits.argmax())
 
     def _take(self, seq: Sequence, token: int) -> None:
         """Detokenise one sampled token; end the sequence on EOG, a stop string or max_tokens."""

@@ -162,6 +162,7 @@ class LlamaCppBackend:
             name=f"llama-decode-{self.path.stem[:24]}",
             cache=self._slot_cache(cache_dir),
             cell_cost=self._cell_cost(),
+            n_vocab=self.llm.n_vocab(),
         )
         log.info(
             "loaded %s in %.2fs (n_ctx=%d, n_gpu_layers=%d, threads=%d, gpu_offload=%s, repack=%s: %s)",
@@ -452,6 +453,7 @@ class LlamaCppBackend:
             stops=[s for s in (*params.stop, *template_stop) if s],
             max_tokens=max(1, min(params.max_tokens, n_ctx - len(tokens) - reserve)),
             sampler=self._sampler(params, grammar),
+            greedy=grammar is None and is_plain_greedy(params),
             cancel=cancel,
             emit=emit,
             started=started,
@@ -560,3 +562,14 @@ class LlamaCppBackend:
         llm = getattr(self, "llm", None)
         if llm is not None:
             llm.close()
+
+
+def is_plain_greedy(params: SamplingParams) -> bool:
+    """Temperature 0 with neutral penalties: the chain's pick is the highest logit, which the decode loop
+    reads straight from the logits (see Sequence.greedy)."""
+    return (
+        params.temperature == 0
+        and params.repeat_penalty == 1.0
+        and params.frequency_penalty == 0
+        and params.presence_penalty == 0
+    )
