@@ -255,26 +255,35 @@ def _browser_chat(bc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+PEERS = {"ours": "ours", "llama-server": "native", "llama-server --kv-unified": "unified"}
+
+
 def _concurrency(cc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per level: each server's medians over the rounds, and the ratios as medians of per-round ratios."""
+    """Per level: each server's medians over the rounds, and ours against each llama-server as medians of
+    per-round ratios."""
     out = []
     for n, by_server in cc.items():
         row: dict[str, Any] = {"clients": int(n)}
         rounds: dict[str, list[dict[str, Any]]] = {}
         for name, r in by_server.items():
-            key = "ours" if name == "ours" else "native"
+            key = PEERS.get(name, name)
             rounds[key] = r if isinstance(r, list) else [r]  # results from before rounds: one burst
             row[f"{key}_tok_s"] = median([b["throughput_tok_s"] for b in rounds[key]])
             row[f"{key}_ttft_ms"] = median([median(b["ttft_ms"]) for b in rounds[key]])
             row[f"{key}_errors"] = sum(len(b["errors"]) for b in rounds[key])
-        pairs = list(zip(rounds.get("ours", []), rounds.get("native", []), strict=False))
         row["rounds"] = len(rounds.get("ours", []))
-        row["tok_s_x_native"] = median(
-            [x for o, nb in pairs if (x := _ratio(o["throughput_tok_s"], nb["throughput_tok_s"])) is not None]
-        )
-        row["ttft_x_native"] = median(
-            [x for o, nb in pairs if (x := _ratio(median(o["ttft_ms"]), median(nb["ttft_ms"]))) is not None]
-        )
+        for peer in ("native", "unified"):
+            pairs = list(zip(rounds.get("ours", []), rounds.get(peer, []), strict=False))
+            row[f"tok_s_x_{peer}"] = median(
+                [
+                    x
+                    for o, p in pairs
+                    if (x := _ratio(o["throughput_tok_s"], p["throughput_tok_s"])) is not None
+                ]
+            )
+            row[f"ttft_x_{peer}"] = median(
+                [x for o, p in pairs if (x := _ratio(median(o["ttft_ms"]), median(p["ttft_ms"]))) is not None]
+            )
         out.append(row)
     return out
 
@@ -359,6 +368,9 @@ def checks(summary: dict[str, Any]) -> list[Check]:
             out.append(
                 Check(f"total tok/s at {r['clients']} clients vs llama-server", r["tok_s_x_native"], 1.0)
             )
+        if r["clients"] in (4, 8) and r.get("tok_s_x_unified") is not None:
+            name = f"total tok/s at {r['clients']} clients vs llama-server --kv-unified"
+            out.append(Check(name, r["tok_s_x_unified"], 1.0))
         if r["clients"] == 8 and r.get("ttft_x_native") is not None:
             out.append(Check("median TTFT at 8 clients vs llama-server (x)", r["ttft_x_native"], 1.2, False))
     sl = summary.get("slots") or {}
@@ -572,21 +584,25 @@ def _md_concurrency(cc: list[dict[str, Any]]) -> list[str]:
         return []
     rounds = cc[0].get("rounds") or 1
     lines = [
-        "### Concurrency on /v1/chat/completions (both servers with 8 sequences: model.parallel, -np)",
+        "### Concurrency on /v1/chat/completions (every server with 8 sequences: model.parallel, -np)",
         "",
-        f"{rounds} round(s) per level, the servers' order alternating; medians, and ratios as medians of the "
-        "per-round ratios.",
+        f"{rounds} round(s) per level, the servers' order rotating; every client asks for a long story and "
+        "decodes the whole max_tokens. Medians, and ratios as medians of the per-round ratios. "
+        "llama-server -np 8 splits its KV cache into 8 streams of n_ctx / 8 cells (a chat there holds "
+        "at most that many tokens); --kv-unified shares the n_ctx cells among the slots, as ours does.",
         "",
-        "| clients | ours tok/s | ours TTFT ms (median) | llama-server tok/s | llama-server TTFT ms "
-        "| tok/s x llama-server | TTFT x llama-server | errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | ours tok/s | ours TTFT ms | llama-server tok/s | TTFT ms | --kv-unified tok/s | TTFT ms "
+        "| tok/s x llama-server | x --kv-unified | TTFT x llama-server | x --kv-unified | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in cc:
-        errors = (r.get("ours_errors") or 0) + (r.get("native_errors") or 0)
+        errors = sum(r.get(f"{k}_errors") or 0 for k in PEERS.values())
         lines.append(
             f"| {r['clients']} | {_f(r.get('ours_tok_s'))} | {_f(r.get('ours_ttft_ms'))} | "
             f"{_f(r.get('native_tok_s'))} | {_f(r.get('native_ttft_ms'))} | "
-            f"{_f(r.get('tok_s_x_native'), 3)} | {_f(r.get('ttft_x_native'), 3)} | {errors} |"
+            f"{_f(r.get('unified_tok_s'))} | {_f(r.get('unified_ttft_ms'))} | "
+            f"{_f(r.get('tok_s_x_native'), 3)} | {_f(r.get('tok_s_x_unified'), 3)} | "
+            f"{_f(r.get('ttft_x_native'), 3)} | {_f(r.get('ttft_x_unified'), 3)} | {errors} |"
         )
     return [*lines, ""]
 

@@ -63,6 +63,19 @@ def params(max_tokens: int, seed: int = 42) -> dict[str, Any]:
     }
 
 
+STORY_ASK = "Write a long, detailed story about {}."
+SUBJECTS = [
+    "a lighthouse keeper",
+    "a lost robot",
+    "a dragon who bakes bread",
+    "two rival chefs",
+    "a desert caravan",
+    "a haunted library",
+    "a ship in a storm",
+    "a girl who talks to crows",
+]
+
+
 def system(nonce: str) -> Message:
     # A fresh nonce at the start of every prompt: nothing is reused from the previous run (cold TTFT).
     return {"role": "system", "content": f"Conversation {nonce}. You are a helpful assistant."}
@@ -354,29 +367,36 @@ SLOTS = 8  # both servers get as many sequences as the largest burst: llama-serv
 
 
 def concurrency(b: Bench, max_tokens: int) -> dict[str, Any]:
-    """N clients at once on /v1/chat/completions: ours beside llama-server -np 8 (when built), each burst
-    of one right after the other's, in rounds: total tok/s, TTFT, errors."""
+    """N clients at once on /v1/chat/completions: ours beside llama-server -np 8 in both KV layouts (when
+    built), each burst right after the others, in rounds: total tok/s, TTFT, errors."""
     servers_: dict[str, servers.ServerProcess] = {}
     try:
         servers_["ours"] = b._start(servers.ours(b.setup, b.data_dir / "concurrency", parallel=SLOTS))
         exe = servers.native_binary()
         if exe is not None:
-            servers_["llama-server"] = b._start(servers.native(b.setup, exe, parallel=SLOTS))
+            for unified in (False, True):
+                srv = b._start(servers.native(b.setup, exe, parallel=SLOTS, unified=unified))
+                servers_[srv.name] = srv
         out: dict[str, Any] = {}
         # single bursts swing by 20% on 2 cores (a quick run's one burst at 8 clients read 1.74x TTFT once)
         rounds = 3 if b.opts.quick else max(1, b.opts.repeats)
         for n in (1, 4, 8):
             out[str(n)] = {name: [] for name in servers_}
             for r in range(rounds):
-                # both servers get the same chats: greedy replies then have the same lengths, and the
-                # two bursts do the same work (a fresh nonce per server made one burst's replies end
-                # after 110 tokens and the other's after 198)
+                # every server gets the same chats, each asking for a story longer than max_tokens: every
+                # client decodes max_tokens, and each burst does the same work (short answers that end
+                # where each server's greedy pick parts on a near tie made one burst 129 tokens and the
+                # other 184)
                 chats = [
-                    [system(nonce()), {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
+                    [
+                        system(nonce()),
+                        {"role": "user", "content": STORY_ASK.format(SUBJECTS[i % len(SUBJECTS)])},
+                    ]
                     for i in range(n)
                 ]
-                for name, srv in sorted(servers_.items(), reverse=bool(r % 2)):  # the order alternates
-                    out[str(n)][name].append(_burst_row(srv.url, chats, max_tokens, b))
+                names = sorted(servers_)
+                for name in names[r % len(names) :] + names[: r % len(names)]:  # the order rotates
+                    out[str(n)][name].append(_burst_row(servers_[name].url, chats, max_tokens, b))
         return out
     finally:
         for srv in servers_.values():

@@ -158,10 +158,18 @@ def peer(setup: Setup) -> ServerProcess:
     return ServerProcess("llama_cpp.server", cmd, port, "/v1/models")
 
 
-def native(setup: Setup, exe: Path, parallel: int = 1) -> ServerProcess:
+def native(setup: Setup, exe: Path, parallel: int = 1, *, unified: bool = False) -> ServerProcess:
+    """llama.cpp's llama-server. With `-np` above 1 it splits the KV cache into a stream per slot of
+    n_ctx / np cells; `unified` shares the n_ctx cells among the slots instead (--kv-unified, what it does
+    itself without -np), as ours does: any chat may use the whole context."""
     port = machine.free_port()
     t = str(setup.threads)
     cmd = [str(exe), "-m", str(setup.model), "--host", "127.0.0.1", "--port", str(port), "-t", t, "-tb", t]
     cmd += ["-c", str(setup.n_ctx), "-b", str(setup.n_batch), "-ub", str(setup.n_batch), "-np", str(parallel)]
     cmd += ["-fa", "on" if setup.flash_attn else "off", "--no-webui", "--log-disable"]
-    return ServerProcess("llama-server", cmd, port, "/health")
+    if unified:
+        cmd.append("--kv-unified")
+    return ServerProcess(UNIFIED if unified else "llama-server", cmd, port, "/health")
+
+
+UNIFIED = "llama-server --kv-unified"
