@@ -73,6 +73,12 @@ class ModelSettings(_Section):
         description="Chats decoded at once (continuous batching), each in a KV slot of its own; 1 serves one "
         "reply at a time.",
     )
+    kv_unified: bool = Field(
+        True,
+        description="One KV cache of n_ctx cells that the slots share (a chat may use all of it). false "
+        "gives each slot a cache of its own of n_ctx cells: parallel times the memory, and a batch of many "
+        "chats decodes faster (no chat attends over the others' cells), as llama-server -np does.",
+    )
     slot_cache: bool = Field(
         True,
         description="The prompt cache: a slot's KV state is saved under data/slot_cache/ when it is evicted "
@@ -104,6 +110,11 @@ class ModelSettings(_Section):
         default_factory=lambda: {"low": 256, "medium": 1024, "high": 4096},
         description="/v1 reasoning_effort -> thinking_budget in tokens.",
     )
+
+    @property
+    def kv_streams(self) -> int:
+        """KV caches of n_ctx cells the model holds: one that the slots share, or one per slot."""
+        return 1 if self.kv_unified else self.parallel
 
 
 class ChatSettings(_Section):

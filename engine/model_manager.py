@@ -57,7 +57,7 @@ class ModelManager:
         try:
             return estimate(
                 path,
-                n_ctx=s["n_ctx"],
+                n_ctx=s["n_ctx"] * self.config_model.kv_streams,  # a KV cache per slot, or one shared
                 n_gpu_layers=s["n_gpu_layers"],
                 cache_type_k=s["cache_type_k"],
                 cache_type_v=s["cache_type_v"],

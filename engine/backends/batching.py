@@ -10,7 +10,9 @@ whose cached tokens share the longest prefix with its prompt (else the least rec
 alternating chats each evaluate only their new tokens. The KV cache is unified: the slots share n_ctx
 cells, and idle slots are cleared, least recently used first, when a request needs the room. Every step
 attends over the cache's whole used range, idle slots' cells included, so idle slots also go to the prompt
-cache on disk while they would cost more than IDLE_COST of the decode speed (`_trim_idle`).
+cache on disk while they would cost more than IDLE_COST of the decode speed (`_trim_idle`). With
+model.kv_unified false each slot has n_ctx cells of its own (a KV stream per sequence): no chat attends over
+another's cells, nothing is cleared for room, and slots share no cells.
 """
 
 from __future__ import annotations
@@ -185,9 +187,12 @@ class Scheduler:
         cache: SlotCache | None = None,
         cell_cost: float = 0.0,
         n_vocab: int = 0,
+        unified: bool = True,
     ) -> None:
         self.lib, self.ctx, self.n_ctx, self.n_batch = lib, ctx, n_ctx, max(1, n_batch)
         self.n_vocab = n_vocab
+        # unified: the slots share n_ctx cells; else each has n_ctx cells of its own (model.kv_unified)
+        self.unified = unified
         self.piece, self.cache, self.cell_cost = piece, cache, cell_cost
         self.slots = [Slot(i) for i in range(parallel)]
         self.batch = Batch(lib, self.n_batch + parallel)
@@ -285,7 +290,7 @@ class Scheduler:
             self._waiting.pop(0)
             if slot.kv and common_prefix(slot.kv, seq.tokens) < len(slot.kv):
                 self._save(slot)  # another chat's context: to disk before it is overwritten, for its return
-            if not self._restore(seq, slot, shared) and slot is not best and shared > 0:
+            if not self._restore(seq, slot, shared) and slot is not best and shared > 0 and self.unified:
                 self._share(best, slot, shared)  # another chat's prefix (a system prompt): share its cells
             self._place(seq, slot)
             self._trim_idle()
@@ -293,7 +298,7 @@ class Scheduler:
     def _trim_idle(self) -> None:
         """Save idle slots to the prompt cache and clear them, least recently used first, while their cells
         would cost more than IDLE_COST of the decode speed. Without the disk cache they stay."""
-        if self.cache is None or self.cell_cost <= 0:
+        if self.cache is None or self.cell_cost <= 0 or not self.unified:
             return
         idle = sorted((s for s in self.slots if not s.busy and s.kv), key=lambda s: s.used_at)
         held = sum(len(s.kv) for s in idle)
@@ -306,6 +311,8 @@ class Scheduler:
 
     def _make_room(self, seq: Sequence, slot: Slot) -> bool:
         """Clear idle slots, least recently used first, until `seq` fits beside the running ones."""
+        if not self.unified:
+            return True  # its slot has n_ctx cells of its own, and the prompt was fitted to them
 
         def used() -> int:
             running = sum(max(len(a.slot.kv), a.need) for a in self._active if a.slot)
@@ -337,7 +344,7 @@ class Scheduler:
 
     def _share(self, source: Slot, target: Slot, n: int) -> None:
         """Give `target` the first n cached tokens of `source` without evaluating them (a unified KV cache
-        lets two sequences share cells); `source` keeps its own cache whole."""
+        lets two sequences share cells; separate ones copy only whole caches); `source` keeps its own."""
         self._clear(target)
         self.lib.llama_memory_seq_cp(self.lib.llama_get_memory(self.ctx), source.seq_id, target.seq_id, 0, n)
         target.kv = source.kv[:n]

@@ -127,7 +127,10 @@ class LlamaCppBackend:
             with (
                 default_params_patch(llama_cpp, "llama_model_default_params", use_extra_bufts=self.repack),
                 default_params_patch(
-                    llama_cpp, "llama_context_default_params", n_seq_max=settings.parallel, kv_unified=True
+                    llama_cpp,
+                    "llama_context_default_params",
+                    n_seq_max=settings.parallel,
+                    kv_unified=settings.kv_unified,
                 ),
             ):
                 self.llm = self._load(llama_cpp, settings, threads)
@@ -163,6 +166,7 @@ class LlamaCppBackend:
             cache=self._slot_cache(cache_dir),
             cell_cost=self._cell_cost(),
             n_vocab=self.llm.n_vocab(),
+            unified=settings.kv_streams == 1,
         )
         log.info(
             "loaded %s in %.2fs (n_ctx=%d, n_gpu_layers=%d, threads=%d, gpu_offload=%s, repack=%s: %s)",
@@ -179,7 +183,7 @@ class LlamaCppBackend:
     def _load(self, llama_cpp: Any, settings: ModelSettings, threads: int) -> Any:
         return llama_cpp.Llama(
             model_path=str(self.path),
-            n_ctx=settings.n_ctx,
+            n_ctx=settings.n_ctx * settings.kv_streams,  # llama.cpp splits it among the streams
             n_gpu_layers=settings.n_gpu_layers,
             n_batch=settings.n_batch,
             n_ubatch=settings.n_batch,
@@ -252,7 +256,8 @@ class LlamaCppBackend:
     def context_size(self) -> int:
         # llama.cpp rounds n_ctx up (to a multiple of 256) but the Llama object keeps the configured size
         # for its token buffer, which _sync_llama fills: the configured size is the usable window.
-        return min(int(self.llm.n_ctx()), len(self.llm.input_ids))
+        window = min(int(self.llm.n_ctx()), len(self.llm.input_ids))
+        return window // self.settings.kv_streams  # a chat's window: the whole cache, or its slot's
 
     def render(
         self, messages: list[Message], thinking: str = "auto", tools: list[dict[str, Any]] | None = None
