@@ -255,7 +255,18 @@ def _browser_chat(bc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-PEERS = {"ours": "ours", "llama-server": "native", "llama-server --kv-unified": "unified"}
+PEERS = {
+    "ours": "ours",
+    "ours kv_unified: false": "split",
+    "llama-server": "native",
+    "llama-server --kv-unified": "unified",
+}
+# (ours, llama-server) in the same KV layout, and ours as shipped against llama-server -np as #13 states it
+PAIRS = {
+    "x_native": ("ours", "native"),
+    "x_unified": ("ours", "unified"),
+    "split_x_native": ("split", "native"),
+}
 
 
 def _concurrency(cc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -272,18 +283,12 @@ def _concurrency(cc: dict[str, Any]) -> list[dict[str, Any]]:
             row[f"{key}_ttft_ms"] = median([median(b["ttft_ms"]) for b in rounds[key]])
             row[f"{key}_errors"] = sum(len(b["errors"]) for b in rounds[key])
         row["rounds"] = len(rounds.get("ours", []))
-        for peer in ("native", "unified"):
-            pairs = list(zip(rounds.get("ours", []), rounds.get(peer, []), strict=False))
-            row[f"tok_s_x_{peer}"] = median(
-                [
-                    x
-                    for o, p in pairs
-                    if (x := _ratio(o["throughput_tok_s"], p["throughput_tok_s"])) is not None
-                ]
-            )
-            row[f"ttft_x_{peer}"] = median(
-                [x for o, p in pairs if (x := _ratio(median(o["ttft_ms"]), median(p["ttft_ms"]))) is not None]
-            )
+        for name, (mine, peer) in PAIRS.items():
+            pairs = list(zip(rounds.get(mine, []), rounds.get(peer, []), strict=False))
+            tok = [_ratio(o["throughput_tok_s"], p["throughput_tok_s"]) for o, p in pairs]
+            ttft = [_ratio(median(o["ttft_ms"]), median(p["ttft_ms"])) for o, p in pairs]
+            row[f"tok_s_{name}"] = median([x for x in tok if x is not None])
+            row[f"ttft_{name}"] = median([x for x in ttft if x is not None])
         out.append(row)
     return out
 
@@ -371,6 +376,9 @@ def checks(summary: dict[str, Any]) -> list[Check]:
         if r["clients"] in (4, 8) and r.get("tok_s_x_unified") is not None:
             name = f"total tok/s at {r['clients']} clients vs llama-server --kv-unified"
             out.append(Check(name, r["tok_s_x_unified"], 1.0))
+        if r["clients"] in (4, 8) and r.get("tok_s_split_x_native") is not None:
+            name = f"total tok/s at {r['clients']} clients, kv_unified false vs llama-server"
+            out.append(Check(name, r["tok_s_split_x_native"], 1.0))
         if r["clients"] == 8 and r.get("ttft_x_native") is not None:
             out.append(Check("median TTFT at 8 clients vs llama-server (x)", r["ttft_x_native"], 1.2, False))
     sl = summary.get("slots") or {}
@@ -587,23 +595,24 @@ def _md_concurrency(cc: list[dict[str, Any]]) -> list[str]:
         "### Concurrency on /v1/chat/completions (every server with 8 sequences: model.parallel, -np)",
         "",
         f"{rounds} round(s) per level, the servers' order rotating; every client asks for a long story and "
-        "decodes the whole max_tokens. Medians, and ratios as medians of the per-round ratios. "
-        "llama-server -np 8 splits its KV cache into 8 streams of n_ctx / 8 cells (a chat there holds "
-        "at most that many tokens); --kv-unified shares the n_ctx cells among the slots, as ours does.",
+        "decodes the whole max_tokens. Medians, and ratios as medians of the per-round ratios. Two KV "
+        "layouts: llama-server -np 8 splits its n_ctx cells into 8 caches (a chat there holds at most n_ctx "
+        "/ 8 tokens), as ours does with kv_unified: false and n_ctx / 8 per slot; ours as shipped and "
+        "llama-server --kv-unified share the n_ctx cells among the slots (any chat may use all of them).",
         "",
-        "| clients | ours tok/s | ours TTFT ms | llama-server tok/s | TTFT ms | --kv-unified tok/s | TTFT ms "
-        "| tok/s x llama-server | x --kv-unified | TTFT x llama-server | x --kv-unified | errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | ours tok/s | TTFT ms | --kv-unified tok/s | TTFT ms | ours split tok/s | TTFT ms "
+        "| llama-server tok/s | TTFT ms | shared x shared | split x split | ours x llama-server "
+        "| TTFT ours x llama-server | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in cc:
         errors = sum(r.get(f"{k}_errors") or 0 for k in PEERS.values())
-        lines.append(
-            f"| {r['clients']} | {_f(r.get('ours_tok_s'))} | {_f(r.get('ours_ttft_ms'))} | "
-            f"{_f(r.get('native_tok_s'))} | {_f(r.get('native_ttft_ms'))} | "
-            f"{_f(r.get('unified_tok_s'))} | {_f(r.get('unified_ttft_ms'))} | "
-            f"{_f(r.get('tok_s_x_native'), 3)} | {_f(r.get('tok_s_x_unified'), 3)} | "
-            f"{_f(r.get('ttft_x_native'), 3)} | {_f(r.get('ttft_x_unified'), 3)} | {errors} |"
-        )
+        cells = [str(r["clients"])]
+        for key in ("ours", "unified", "split", "native"):
+            cells += [_f(r.get(f"{key}_tok_s")), _f(r.get(f"{key}_ttft_ms"))]
+        cells += [_f(r.get(f"tok_s_{k}"), 3) for k in ("x_unified", "split_x_native", "x_native")]
+        cells += [_f(r.get("ttft_x_native"), 3), str(errors)]
+        lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 

@@ -367,13 +367,16 @@ SLOTS = 8  # both servers get as many sequences as the largest burst: llama-serv
 
 
 def concurrency(b: Bench, max_tokens: int) -> dict[str, Any]:
-    """N clients at once on /v1/chat/completions: ours beside llama-server -np 8 in both KV layouts (when
-    built), each burst right after the others, in rounds: total tok/s, TTFT, errors."""
+    """N clients at once on /v1/chat/completions: ours beside llama-server -np 8, both in both KV layouts
+    (when llama-server is built), each burst right after the others, in rounds: total tok/s, TTFT, errors."""
     servers_: dict[str, servers.ServerProcess] = {}
     try:
         servers_["ours"] = b._start(servers.ours(b.setup, b.data_dir / "concurrency", parallel=SLOTS))
         exe = servers.native_binary()
         if exe is not None:
+            # ours in llama-server -np's own layout too: a KV cache of n_ctx / 8 cells per slot
+            split = servers.ours(b.setup, b.data_dir / "concurrency-split", parallel=SLOTS, split=True)
+            servers_[split.name] = b._start(split)
             for unified in (False, True):
                 srv = b._start(servers.native(b.setup, exe, parallel=SLOTS, unified=unified))
                 servers_[srv.name] = srv

@@ -129,8 +129,9 @@ class Setup:
     flash_attn: bool = FLASH_ATTN
 
 
-def ours(setup: Setup, data_dir: Path, parallel: int | None = None) -> ServerProcess:
-    """Our server; `parallel` None keeps the shipped default (model.parallel, 4 sequences)."""
+def ours(setup: Setup, data_dir: Path, parallel: int | None = None, *, split: bool = False) -> ServerProcess:
+    """Our server; `parallel` None keeps the shipped default (model.parallel, 4 sequences). `split`: a KV
+    cache per slot (model.kv_unified false) of n_ctx / parallel cells, llama-server -np's layout."""
     port = machine.free_port()
     cmd = [sys.executable, "-m", "webui", "--port", str(port), "--data-dir", str(data_dir)]
     cmd += ["--model", str(setup.model)]
@@ -144,7 +145,13 @@ def ours(setup: Setup, data_dir: Path, parallel: int | None = None) -> ServerPro
     }
     if parallel is not None:
         env["LLM_MODEL__PARALLEL"] = str(parallel)
-    return ServerProcess("ours", cmd, port, "/api/health", env)
+    if split and parallel:
+        env["LLM_MODEL__KV_UNIFIED"] = "false"
+        env["LLM_MODEL__N_CTX"] = str(max(256, setup.n_ctx // parallel))
+    return ServerProcess(OURS_SPLIT if split else "ours", cmd, port, "/api/health", env)
+
+
+OURS_SPLIT = "ours kv_unified: false"
 
 
 def peer(setup: Setup) -> ServerProcess:
