@@ -76,8 +76,8 @@ class ModelSettings(_Section):
     kv_unified: bool = Field(
         True,
         description="One KV cache of n_ctx cells that the slots share (a chat may use all of it). false "
-        "gives each slot a cache of its own of n_ctx cells: parallel times the memory, and a batch of many "
-        "chats decodes faster (no chat attends over the others' cells), as llama-server -np does.",
+        "gives each slot a cache of its own of n_ctx cells, as llama-server -np does: parallel times the "
+        "memory, and no chat attends over another's cells or is cleared to make room for another.",
     )
     slot_cache: bool = Field(
         True,
