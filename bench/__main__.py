@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             "threads": opts.threads,
             "n_ctx": setup.n_ctx,
             "flash_attn": setup.flash_attn,
+            "repack": setup.repack,
+            "repack_why": servers.REPACK_WHY,
             "repeats": opts.repeats,
             "max_tokens": opts.max_tokens,
             "command": "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),

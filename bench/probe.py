@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .machine import proc_status_mb, self_peak_rss_mb
-from .servers import FLASH_ATTN
+from .servers import FLASH_ATTN, REPACK
 
 
 def rss() -> float:
@@ -25,18 +25,22 @@ def raw_llama(model: str, threads: int, n_ctx: int, **kw: Any) -> Any:
     """The baseline: llama-cpp-python's Llama with the same settings as our backend."""
     import llama_cpp
 
-    return llama_cpp.Llama(
-        model_path=model,
-        n_ctx=n_ctx,
-        n_batch=512,
-        n_ubatch=512,
-        n_threads=threads,
-        n_threads_batch=threads,
-        n_gpu_layers=-1,
-        flash_attn=FLASH_ATTN,
-        verbose=False,
-        **kw,
-    )
+    from engine.backends.repack import default_params_patch
+
+    # Llama() has no argument for weight repacking; its default params get the bench's setting
+    with default_params_patch(llama_cpp, "llama_model_default_params", use_extra_bufts=REPACK):
+        return llama_cpp.Llama(
+            model_path=model,
+            n_ctx=n_ctx,
+            n_batch=512,
+            n_ubatch=512,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_gpu_layers=-1,
+            flash_attn=FLASH_ATTN,
+            verbose=False,
+            **kw,
+        )
 
 
 def our_backend(model: str, threads: int, n_ctx: int) -> Any:

@@ -24,6 +24,8 @@ import httpx
 from engine import Delta, Finished, SamplingParams
 from engine.backends.openai import OpenAIBackend
 
+from .servers import REPACK
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
 
@@ -76,7 +78,9 @@ def measure(url: str, clients: int, requests: int, max_tokens: int) -> dict[str,
 
 def start_server(port: int, threads: int) -> subprocess.Popen[bytes]:
     model = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1"]
+    # through bench.cpp_server: weight repacking set as ours (off on Intel AMX, where it crashes)
+    cmd = [sys.executable, "-m", "bench.cpp_server", "on" if REPACK else "off"]
+    cmd += ["--model", str(model), "--host", "127.0.0.1"]
     cmd += [
         "--port",
         str(port),

@@ -443,7 +443,8 @@ def markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
         f"{m['gpu'].get('name') if m['gpu'].get('available') else 'none'}; Python {m['python']}, "
         f"llama-cpp-python {m['llama_cpp_python']}, Gradio {m['gradio']}. Model `{meta['model']}`, "
         f"{meta['threads']} threads, n_ctx {meta['n_ctx']}, flash attention "
-        f"{'on' if meta.get('flash_attn') else 'off'} everywhere, greedy, {meta['max_tokens']} tokens, "
+        f"{'on' if meta.get('flash_attn') else 'off'} everywhere, weight repacking {_repack(meta)} "
+        f"everywhere, greedy, {meta['max_tokens']} tokens, "
         f"median of {meta['repeats']} alternating passes. Command: `{meta['command']}`",
         "",
         "| path | TTFT ms | TTFT x raw | decode tok/s | decode x raw | x native | tokens | n | noise |",
@@ -642,6 +643,12 @@ def _md_browser_chat(bc: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _repack(meta: dict[str, Any]) -> str:
+    if meta.get("repack", True):
+        return "on"
+    return f"off ({meta.get('repack_why', 'model.repack')})"
 
 
 def write(out_dir: Path, results: dict[str, Any], summary: dict[str, Any]) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from engine.backends.repack import repack_allowed
 from engine.config import ModelSettings
 
 from . import machine
@@ -19,6 +20,9 @@ from . import machine
 ROOT = Path(__file__).resolve().parent.parent
 # every implementation gets our shipped setting (llama.cpp's own default turns it on too)
 FLASH_ATTN: bool = ModelSettings.model_fields["flash_attn"].default
+# and the same weight repacking as ours (auto: off on Intel AMX, where llama.cpp's repacking crashes, in
+# llama-cpp-python and llama-server alike; the baselines would die on their first prompt)
+REPACK, REPACK_WHY = repack_allowed(ModelSettings.model_fields["repack"].default)
 
 
 def cache_dir() -> Path:
@@ -127,6 +131,7 @@ class Setup:
     n_ctx: int = 4096
     n_batch: int = 512
     flash_attn: bool = FLASH_ATTN
+    repack: bool = REPACK
 
 
 def ours(setup: Setup, data_dir: Path, parallel: int | None = None, *, split: bool = False) -> ServerProcess:
@@ -140,6 +145,7 @@ def ours(setup: Setup, data_dir: Path, parallel: int | None = None, *, split: bo
         "LLM_MODEL__N_CTX": str(setup.n_ctx),
         "LLM_MODEL__N_BATCH": str(setup.n_batch),
         "LLM_MODEL__FLASH_ATTN": str(setup.flash_attn).lower(),
+        "LLM_MODEL__REPACK": str(setup.repack).lower(),
         "LLM_LOGGING__LEVEL": "WARNING",
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
@@ -157,7 +163,8 @@ OURS_SPLIT = "ours kv_unified: false"
 def peer(setup: Setup) -> ServerProcess:
     port = machine.free_port()
     t = str(setup.threads)
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(setup.model), "--host", "127.0.0.1"]
+    cmd = [sys.executable, "-m", "bench.cpp_server", "on" if setup.repack else "off"]
+    cmd += ["--model", str(setup.model), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--n_threads", t, "--n_threads_batch", t, "--n_ctx", str(setup.n_ctx)]
     cmd += ["--n_batch", str(setup.n_batch), "--n_ubatch", str(setup.n_batch)]
     cmd += ["--flash_attn", str(setup.flash_attn).lower()]
@@ -174,6 +181,8 @@ def native(setup: Setup, exe: Path, parallel: int = 1, *, unified: bool = False)
     cmd = [str(exe), "-m", str(setup.model), "--host", "127.0.0.1", "--port", str(port), "-t", t, "-tb", t]
     cmd += ["-c", str(setup.n_ctx), "-b", str(setup.n_batch), "-ub", str(setup.n_batch), "-np", str(parallel)]
     cmd += ["-fa", "on" if setup.flash_attn else "off", "--no-webui", "--log-disable"]
+    if not setup.repack:
+        cmd.append("--no-repack")
     if unified:
         cmd.append("--kv-unified")
     return ServerProcess(UNIFIED if unified else "llama-server", cmd, port, "/health")
