@@ -27,13 +27,18 @@ _BUFFER = re.compile(r"(model|KV|compute|output) buffer size = +([0-9.]+) MiB")
 
 def llama_cpp_buffers(model: Path, n_ctx: int, flash_attn: bool, cache: str) -> dict[str, float]:
     """Load the model on the CPU as engine/backends/llama_cpp.py does, in a child; the MiB it logs."""
+    # with the engine's weight repacking (auto: off on Intel AMX, whose repacked copy of the weights
+    # is a second model buffer)
     code = f"""
         import llama_cpp
+        from engine.backends.repack import default_params_patch, repack_allowed
         types = {{"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}}
-        llama_cpp.Llama(
-            {str(model)!r}, n_ctx={n_ctx}, n_batch=512, n_ubatch=512, n_gpu_layers=0, n_threads=1,
-            flash_attn={flash_attn}, type_k=types[{cache!r}], type_v=types[{cache!r}], verbose=True,
-        )
+        repack = repack_allowed("auto")[0]
+        with default_params_patch(llama_cpp, "llama_model_default_params", use_extra_bufts=repack):
+            llama_cpp.Llama(
+                {str(model)!r}, n_ctx={n_ctx}, n_batch=512, n_ubatch=512, n_gpu_layers=0, n_threads=1,
+                flash_attn={flash_attn}, type_k=types[{cache!r}], type_v=types[{cache!r}], verbose=True,
+            )
     """
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True, timeout=300
