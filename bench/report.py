@@ -341,7 +341,12 @@ def checks(summary: dict[str, Any]) -> list[Check]:
     for label, r in (("/api/chat/stream", sse), ("/v1/chat/completions", oai), ("Gradio UI", ui)):
         if peer:
             out.append(paired(f"decode tok/s, {label} vs llama_cpp.server", r, "decode_x_peer", 1.0))
-            out.append(paired(f"TTFT, {label} vs llama_cpp.server (x)", r, "ttft_x_peer", 1.0, False))
+            ttft = paired(f"TTFT, {label} vs llama_cpp.server (x)", r, "ttft_x_peer", 1.0, False)
+            # reported, never a CI failure for the UI: its TTFT carries Gradio's queue round trip (about
+            # 70 ms on the AMX Xeon), a third of a quick run's short TTFT; the same code there read 0.86x
+            # and 1.31x in two quick runs
+            ttft.gate = r is not ui
+            out.append(ttft)
     if native:
         name = "decode tok/s, /api/chat/stream vs native llama-server"
         out.append(paired(name, sse, "decode_x_native", 0.95))
