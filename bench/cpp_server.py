@@ -8,6 +8,11 @@ from __future__ import annotations
 import sys
 
 
+def command(repack: bool) -> list[str]:
+    """The start of the command line that runs llama_cpp.server with repacking on or off."""
+    return [sys.executable, "-m", "bench.cpp_server", "on" if repack else "off"]
+
+
 def main() -> None:
     import llama_cpp
     from llama_cpp.server.__main__ import main as serve

@@ -14,7 +14,6 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import httpx
 from engine import Delta, Finished, SamplingParams
 from engine.backends.openai import OpenAIBackend
 
+from . import cpp_server
 from .servers import REPACK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,8 +79,7 @@ def measure(url: str, clients: int, requests: int, max_tokens: int) -> dict[str,
 def start_server(port: int, threads: int) -> subprocess.Popen[bytes]:
     model = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     # through bench.cpp_server: weight repacking set as ours (off on Intel AMX, where it crashes)
-    cmd = [sys.executable, "-m", "bench.cpp_server", "on" if REPACK else "off"]
-    cmd += ["--model", str(model), "--host", "127.0.0.1"]
+    cmd = [*cpp_server.command(REPACK), "--model", str(model), "--host", "127.0.0.1"]
     cmd += [
         "--port",
         str(port),

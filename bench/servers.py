@@ -15,7 +15,7 @@ import httpx
 from engine.backends.repack import repack_allowed
 from engine.config import ModelSettings
 
-from . import machine
+from . import cpp_server, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 # every implementation gets our shipped setting (llama.cpp's own default turns it on too)
@@ -163,8 +163,7 @@ OURS_SPLIT = "ours kv_unified: false"
 def peer(setup: Setup) -> ServerProcess:
     port = machine.free_port()
     t = str(setup.threads)
-    cmd = [sys.executable, "-m", "bench.cpp_server", "on" if setup.repack else "off"]
-    cmd += ["--model", str(setup.model), "--host", "127.0.0.1"]
+    cmd = [*cpp_server.command(setup.repack), "--model", str(setup.model), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--n_threads", t, "--n_threads_batch", t, "--n_ctx", str(setup.n_ctx)]
     cmd += ["--n_batch", str(setup.n_batch), "--n_ubatch", str(setup.n_batch)]
     cmd += ["--flash_attn", str(setup.flash_attn).lower()]

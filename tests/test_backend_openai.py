@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench import cpp_server
 from bench.servers import REPACK
 from engine.backends.base import Delta, Event, Finished
 from engine.backends.openai import OpenAIBackend
@@ -42,8 +42,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("llama_server") / "server.log"
     # --interrupt_requests False: otherwise a second request cuts the running reply short. bench.cpp_server
     # is llama_cpp.server with weight repacking as ours (off on Intel AMX, where the first prompt crashes it)
-    cmd = [sys.executable, "-m", "bench.cpp_server", "on" if REPACK else "off"]
-    cmd += ["--model", str(MODEL), "--host", "127.0.0.1"]
+    cmd = [*cpp_server.command(REPACK), "--model", str(MODEL), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--n_ctx", "2048", "--interrupt_requests", "False"]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
