@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +98,49 @@ def test_a_prompt_start_held_by_another_slot_is_evaluated_not_copied(split: Llam
     # most the template's opening that this slot's last chat began with is reused
     assert done.metrics.prompt_eval_tokens is not None
     assert done.metrics.prompt_eval_tokens >= done.metrics.prompt_tokens - 10
+
+
+class DecodeRecorder:
+    """The llama_cpp module, except that llama_decode records each batch's sequence ids first."""
+
+    def __init__(self, lib: Any) -> None:
+        self._lib = lib
+        self.batches: list[list[int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lib, name)
+
+    def llama_decode(self, ctx: Any, batch: Any) -> int:
+        self.batches.append([batch.seq_id[i][0] for i in range(batch.n_tokens)])
+        return int(self._lib.llama_decode(ctx, batch))
+
+
+def test_a_batch_goes_in_slot_order_whatever_the_admission_order(model_path: Path) -> None:
+    # llama.cpp cuts a batch over separate KV streams wherever a token's sequence id is not the previous
+    # one's plus 1, so slots 1 then 0 would take two passes over the weights in every step
+    model = {"path": str(model_path), "n_ctx": N_CTX, "n_threads": 1, "parallel": 2, "kv_unified": False}
+    settings, _ = load_settings(environ={}, overrides={"model": model})
+    backend = LlamaCppBackend(settings.model, model_path)
+    try:
+        first, second = long_chat("kettle")[:1], long_chat("ferry")[:1]
+        first.append({"role": "user", "content": "Hi."})
+        second.append({"role": "user", "content": "Hello."})
+        first.append({"role": "assistant", "content": reply(backend, first, 2)[0]})  # slot 0
+        second.append({"role": "assistant", "content": reply(backend, second, 2)[0]})  # slot 1
+        recorder = DecodeRecorder(backend._scheduler.lib)
+        backend._scheduler.lib = recorder
+        later = threading.Thread(target=reply, args=(backend, [*second, *FOLLOW], 48))
+        later.start()  # admitted first, into slot 1
+        while not any(set(b) == {1} for b in recorder.batches):
+            later.join(0.005)
+            assert later.is_alive(), [sorted(set(b)) for b in recorder.batches]
+        reply(backend, [*first, *FOLLOW], 8)  # admitted second, into slot 0
+        later.join()
+    finally:
+        backend.close()
+    both = [b for b in recorder.batches if set(b) == {0, 1}]
+    assert both, recorder.batches
+    assert all(b == sorted(b) for b in recorder.batches), both
+
+
+FOLLOW: list[Message] = [{"role": "user", "content": "Go on."}]

@@ -370,34 +370,7 @@ class Scheduler:
 
     def _step(self) -> None:
         lib, batch = self.lib, self.batch
-        batch.n = 0
-        stepping: list[Sequence] = []
-        for seq in list(self._active):
-            if seq.stopped():
-                self._end(seq, "cancelled")
-            elif seq.next_token is not None:
-                slot = seq.slot
-                assert slot is not None
-                seq.logits_at = batch.add(seq.next_token, len(slot.kv), slot.seq_id, True)
-                slot.kv.append(seq.next_token)
-                seq.next_token = None
-                stepping.append(seq)
-        budget = self.n_batch
-        for seq in self._active:
-            if seq.pos >= len(seq.tokens) or seq.stopped() or budget <= 0:
-                continue
-            slot = seq.slot
-            assert slot is not None
-            chunk = seq.tokens[seq.pos : seq.pos + budget]
-            for k, token in enumerate(chunk):
-                last = seq.pos + k == len(seq.tokens) - 1
-                i = batch.add(token, len(slot.kv), slot.seq_id, last)
-                slot.kv.append(token)
-                if last:
-                    seq.logits_at = i
-                    stepping.append(seq)
-            seq.pos += len(chunk)
-            budget -= len(chunk)
+        stepping = self._fill()
         if batch.n == 0:
             return
         batch.batch.n_tokens = batch.n
@@ -418,6 +391,40 @@ class Scheduler:
             if seq.n_out == 0:
                 seq.first_at = seq.last_at
             self._take(seq, token)
+
+    def _fill(self) -> list[Sequence]:
+        """Put the next token of every generating sequence, then prompt chunks up to n_batch tokens, into the
+        batch, in slot order; return the sequences to sample after the decode. With a KV stream per slot
+        (kv_unified false) llama.cpp cuts the batch wherever the next token's sequence id is not the last
+        one plus 1: in admission order, 8 slots could take 8 passes over the weights instead of one."""
+        plan: list[tuple[Sequence, list[int], bool]] = []  # (sequence, tokens, logits at the last one)
+        for seq in list(self._active):
+            if seq.stopped():
+                self._end(seq, "cancelled")
+            elif seq.next_token is not None:
+                plan.append((seq, [seq.next_token], True))
+                seq.next_token = None
+        budget = self.n_batch
+        for seq in self._active:
+            if seq.pos >= len(seq.tokens) or seq.stopped() or budget <= 0:
+                continue
+            chunk = seq.tokens[seq.pos : seq.pos + budget]
+            seq.pos += len(chunk)
+            budget -= len(chunk)
+            plan.append((seq, chunk, seq.pos >= len(seq.tokens)))  # logits only after the prompt's end
+        batch, stepping = self.batch, []
+        batch.n = 0
+        for seq, tokens, sample in sorted(plan, key=lambda p: p[0].slot.seq_id if p[0].slot else -1):
+            slot = seq.slot
+            assert slot is not None
+            for k, token in enumerate(tokens):
+                last = sample and k == len(tokens) - 1
+                i = batch.add(token, len(slot.kv), slot.seq_id, last)
+                slot.kv.append(token)
+                if last:
+                    seq.logits_at = i
+                    stepping.append(seq)
+        return stepping
 
     def _argmax(self, i: int) -> int:
         """The token with the highest logit at batch index i; the first of equals, as llama.cpp's greedy
