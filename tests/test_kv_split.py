@@ -143,4 +143,32 @@ def test_a_batch_goes_in_slot_order_whatever_the_admission_order(model_path: Pat
     assert all(b == sorted(b) for b in recorder.batches), both
 
 
+def test_a_new_chat_takes_the_free_slot_next_to_the_busy_ones(model_path: Path) -> None:
+    # slots 0 and 2 busy would be two runs of sequence ids, a pass over the weights each in every step
+    model = {"path": str(model_path), "n_ctx": N_CTX, "n_threads": 1, "parallel": 3, "kv_unified": False}
+    settings, _ = load_settings(environ={}, overrides={"model": model})
+    backend = LlamaCppBackend(settings.model, model_path)
+    try:
+        chats = []
+        for topic in ("anvil", "bellows", "chisel"):  # slots 0, 1, 2; slot 0 least recently used
+            chat: list[Message] = [long_chat(topic)[0], {"role": "user", "content": "Hi."}]
+            chat.append({"role": "assistant", "content": reply(backend, chat, 2)[0]})
+            chats.append(chat)
+        assert [s["busy"] or bool(s["cached_tokens"]) for s in backend.slots()] == [True] * 3
+        recorder = DecodeRecorder(backend._scheduler.lib)
+        backend._scheduler.lib = recorder
+        later = threading.Thread(target=reply, args=(backend, [*chats[2], *FOLLOW], 48))
+        later.start()  # its own slot, 2
+        while not any(set(b) == {2} for b in recorder.batches):
+            later.join(0.005)
+            assert later.is_alive()
+        reply(backend, [long_chat("drill")[0], {"role": "user", "content": "Hi."}], 8)
+        later.join()
+    finally:
+        backend.close()
+    both = [b for b in recorder.batches if len(set(b)) == 2]
+    assert both, recorder.batches
+    assert all(sorted(set(b)) == [1, 2] for b in both), both  # not slot 0, the least recently used
+
+
 FOLLOW: list[Message] = [{"role": "user", "content": "Go on."}]

@@ -284,7 +284,7 @@ class Scheduler:
             best = max(free, key=lambda s: (common_prefix(s.kv, seq.tokens), -s.used_at))
             shared = min(common_prefix(best.kv, seq.tokens), len(seq.tokens) - 1)
             own = shared == len(best.kv)  # the chat's own slot: everything it holds is reused
-            slot = best if own else min(free, key=lambda s: (bool(s.kv), s.used_at))
+            slot = best if own else min(free, key=self._fresh_slot_order)
             if not self._make_room(seq, slot):
                 return
             self._waiting.pop(0)
@@ -294,6 +294,17 @@ class Scheduler:
                 self._share(best, slot, shared)  # another chat's prefix (a system prompt): share its cells
             self._place(seq, slot)
             self._trim_idle()
+
+    def _fresh_slot_order(self, slot: Slot) -> tuple[bool, int, float]:
+        """Which free slot a chat that holds none takes: an empty one first, then (with a KV stream per slot)
+        one next to the busy ones, then the least recently used. llama.cpp evaluates the streams of a batch
+        in runs of consecutive sequence ids, each run a pass over the weights of its own: two chats in slots
+        0 and 2 took 11.3 ms a step, in slots 0 and 1 9.1 ms (SmolLM2-135M, 2 threads)."""
+        runs = 0
+        if not self.unified:
+            busy = [s.busy or s is slot for s in self.slots]
+            runs = sum(1 for i, b in enumerate(busy) if b and (i == 0 or not busy[i - 1]))
+        return bool(slot.kv), runs, slot.used_at
 
     def _trim_idle(self) -> None:
         """Save idle slots to the prompt cache and clear them, least recently used first, while their cells
