@@ -188,6 +188,22 @@ def test_history_search_open_rename_download_upload_delete(chat: ChatPage) -> No
     assert (trash / f"{alpha}.json").is_file(), "a deleted chat goes to the trash folder"
 
 
+def test_history_lists_what_was_typed_even_as_the_tab_opens(chat: ChatPage) -> None:
+    # the tab lists its chats for the search it last had; words typed at once must win over that listing
+    _import(chat, "Gamma grapes", "Grapes?", "Grapes.")
+    _import(chat, "Delta dates", "Dates?", "Dates.")
+    chat.open_tab("History")
+    chat.fill("hi-search", "grapes")
+    chat.wait_for(lambda: len(_table_rows(chat)) == 1 and "grapes" in _table_rows(chat)[0], "grapes")
+    for words in ("dates", "grapes", "dates", "grapes", "dates"):
+        chat.open_tab("Chat")
+        chat.open_tab("History")
+        chat.fill("hi-search", words)
+        chat.wait_for(lambda w=words: len(_table_rows(chat)) == 1 and w in _table_rows(chat)[0], words)
+        chat.page.wait_for_timeout(400)  # a listing that finished late would have replaced it by now
+        assert len(_table_rows(chat)) == 1 and words in _table_rows(chat)[0], _table_rows(chat)
+
+
 def test_history_shows_html_in_titles_as_text(chat: ChatPage) -> None:
     sid = _import(chat, '<img src=x onerror=alert(1)> <b id="bold">t</b>', "<script>alert(2)</script>", "ok")
     chat.open_tab("History")

@@ -328,11 +328,19 @@ def build(ctx: UIContext, tab: gr.Tab, chat: ChatView, files: ChatFiles, tabs: g
     h = HistoryHandlers(ctx, ui, chat, tabs)
     sid, lang = ctx.session_id, ctx.lang
     query, selected, list_outs = ui.query, ui.selected, ui.listed
-    tab.select(h.listing, [query, selected, lang], list_outs, show_progress="hidden")
-    ui.refresh_btn.click(h.listing, [query, selected, lang], list_outs)
-    query.submit(h.listing, [query, selected, lang], list_outs)
+    # one listing at a time, in the order asked: the tab's own listing (the old search) finishing after the
+    # one for the words just typed would put the old list back
+    in_turn: dict[str, Any] = {"concurrency_limit": 1, "concurrency_id": "history-listing"}
+    tab.select(h.listing, [query, selected, lang], list_outs, show_progress="hidden", **in_turn)
+    ui.refresh_btn.click(h.listing, [query, selected, lang], list_outs, **in_turn)
+    query.submit(h.listing, [query, selected, lang], list_outs, **in_turn)
     query.change(
-        h.listing, [query, selected, lang], list_outs, trigger_mode="always_last", show_progress="hidden"
+        h.listing,
+        [query, selected, lang],
+        list_outs,
+        trigger_mode="always_last",
+        show_progress="hidden",
+        **in_turn,
     )
     ui.table.select(h.pick, [ui.ids, lang], [*ui.chosen, ui.ask.row])
     ui.open_btn.click(h.open_chat, [selected, lang], [*chat.shows, tabs]).then(*files.refresh).then(
