@@ -21,22 +21,9 @@ def _summary(ours: list[float], native: list[float], unified: list[float]) -> di
 
 
 def _statuses(summary: dict[str, Any]) -> dict[str, str]:
-    by_name = {}
-    for r in summary["concurrency"]:
-        for c in _concurrency_checks(r):
-            by_name[c.name] = c.status
-    return by_name
-
-
-def _concurrency_checks(row: dict[str, Any]) -> list[report.Check]:
-    summary = {
-        "rows": {},
-        "multi_turn": [],
-        "concurrency": [row],
-        "memory": {"servers": {}},
-        "long_chat": {},
-    }
-    return [c for c in report.checks(summary) if "clients" in c.name]
+    """Each concurrency check's status, by name, as `python -m bench --check` judges it."""
+    full = {**summary, "rows": {}, "multi_turn": [], "memory": {"servers": {}}, "long_chat": {}}
+    return {c.name: c.status for c in report.checks(full) if "clients" in c.name}
 
 
 def test_server_names_match_the_runner() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,28 @@ pytestmark = pytest.mark.slow
 N_CTX = 512
 
 
-@pytest.fixture(scope="module")
-def split(model_path: Path) -> Iterator[LlamaCppBackend]:
-    model = {"path": str(model_path), "n_ctx": N_CTX, "n_threads": 1, "parallel": 2, "kv_unified": False}
+@contextmanager
+def split_backend(model_path: Path, parallel: int) -> Iterator[LlamaCppBackend]:
+    """The real model in this process with `parallel` slots, each with a KV cache of N_CTX cells."""
+    model = {
+        "path": str(model_path),
+        "n_ctx": N_CTX,
+        "n_threads": 1,
+        "parallel": parallel,
+        "kv_unified": False,
+    }
     settings, _ = load_settings(environ={}, overrides={"model": model})
     backend = LlamaCppBackend(settings.model, model_path)
     try:
         yield backend
     finally:
         backend.close()
+
+
+@pytest.fixture(scope="module")
+def split(model_path: Path) -> Iterator[LlamaCppBackend]:
+    with split_backend(model_path, 2) as backend:
+        yield backend
 
 
 def params(max_tokens: int) -> SamplingParams:
@@ -115,29 +129,40 @@ class DecodeRecorder:
         return int(self._lib.llama_decode(ctx, batch))
 
 
+def recording(backend: LlamaCppBackend) -> DecodeRecorder:
+    recorder = DecodeRecorder(backend._scheduler.lib)
+    backend._scheduler.lib = recorder
+    return recorder
+
+
+def start_alone(
+    backend: LlamaCppBackend, recorder: DecodeRecorder, chat: list[Message], slot: int
+) -> threading.Thread:
+    """Start a 48-token follow-up of `chat` in a thread; return the thread once it decodes alone in `slot`."""
+    later = threading.Thread(target=reply, args=(backend, [*chat, *FOLLOW], 48))
+    later.start()
+    while not any(set(b) == {slot} for b in recorder.batches):
+        later.join(0.005)
+        assert later.is_alive(), [sorted(set(b)) for b in recorder.batches]
+    return later
+
+
+def answered(backend: LlamaCppBackend, topic: str, user: str) -> list[Message]:
+    """A long system prompt, a user turn and the model's short answer: a chat its slot holds whole."""
+    chat: list[Message] = [long_chat(topic)[0], {"role": "user", "content": user}]
+    chat.append({"role": "assistant", "content": reply(backend, chat, 2)[0]})
+    return chat
+
+
 def test_a_batch_goes_in_slot_order_whatever_the_admission_order(model_path: Path) -> None:
     # llama.cpp cuts a batch over separate KV streams wherever a token's sequence id is not the previous
     # one's plus 1, so slots 1 then 0 would take two passes over the weights in every step
-    model = {"path": str(model_path), "n_ctx": N_CTX, "n_threads": 1, "parallel": 2, "kv_unified": False}
-    settings, _ = load_settings(environ={}, overrides={"model": model})
-    backend = LlamaCppBackend(settings.model, model_path)
-    try:
-        first, second = long_chat("kettle")[:1], long_chat("ferry")[:1]
-        first.append({"role": "user", "content": "Hi."})
-        second.append({"role": "user", "content": "Hello."})
-        first.append({"role": "assistant", "content": reply(backend, first, 2)[0]})  # slot 0
-        second.append({"role": "assistant", "content": reply(backend, second, 2)[0]})  # slot 1
-        recorder = DecodeRecorder(backend._scheduler.lib)
-        backend._scheduler.lib = recorder
-        later = threading.Thread(target=reply, args=(backend, [*second, *FOLLOW], 48))
-        later.start()  # admitted first, into slot 1
-        while not any(set(b) == {1} for b in recorder.batches):
-            later.join(0.005)
-            assert later.is_alive(), [sorted(set(b)) for b in recorder.batches]
+    with split_backend(model_path, 2) as backend:
+        first, second = answered(backend, "kettle", "Hi."), answered(backend, "ferry", "Hello.")  # slots 0, 1
+        recorder = recording(backend)
+        later = start_alone(backend, recorder, second, 1)  # admitted first, into slot 1
         reply(backend, [*first, *FOLLOW], 8)  # admitted second, into slot 0
         later.join()
-    finally:
-        backend.close()
     both = [b for b in recorder.batches if set(b) == {0, 1}]
     assert both, recorder.batches
     assert all(b == sorted(b) for b in recorder.batches), both
@@ -145,27 +170,14 @@ def test_a_batch_goes_in_slot_order_whatever_the_admission_order(model_path: Pat
 
 def test_a_new_chat_takes_the_free_slot_next_to_the_busy_ones(model_path: Path) -> None:
     # slots 0 and 2 busy would be two runs of sequence ids, a pass over the weights each in every step
-    model = {"path": str(model_path), "n_ctx": N_CTX, "n_threads": 1, "parallel": 3, "kv_unified": False}
-    settings, _ = load_settings(environ={}, overrides={"model": model})
-    backend = LlamaCppBackend(settings.model, model_path)
-    try:
-        chats = []
-        for topic in ("anvil", "bellows", "chisel"):  # slots 0, 1, 2; slot 0 least recently used
-            chat: list[Message] = [long_chat(topic)[0], {"role": "user", "content": "Hi."}]
-            chat.append({"role": "assistant", "content": reply(backend, chat, 2)[0]})
-            chats.append(chat)
+    with split_backend(model_path, 3) as backend:
+        # slots 0, 1, 2; slot 0 least recently used
+        chats = [answered(backend, topic, "Hi.") for topic in ("anvil", "bellows", "chisel")]
         assert [s["busy"] or bool(s["cached_tokens"]) for s in backend.slots()] == [True] * 3
-        recorder = DecodeRecorder(backend._scheduler.lib)
-        backend._scheduler.lib = recorder
-        later = threading.Thread(target=reply, args=(backend, [*chats[2], *FOLLOW], 48))
-        later.start()  # its own slot, 2
-        while not any(set(b) == {2} for b in recorder.batches):
-            later.join(0.005)
-            assert later.is_alive()
+        recorder = recording(backend)
+        later = start_alone(backend, recorder, chats[2], 2)  # its own slot, 2
         reply(backend, [long_chat("drill")[0], {"role": "user", "content": "Hi."}], 8)
         later.join()
-    finally:
-        backend.close()
     both = [b for b in recorder.batches if len(set(b)) == 2]
     assert both, recorder.batches
     assert all(sorted(set(b)) == [1, 2] for b in both), both  # not slot 0, the least recently used
