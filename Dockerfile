@@ -18,7 +18,7 @@ ARG CUDA_ARCHITECTURES="75;80;86;89;90;120"
 # DL3008: the CUDA base image pins the OS release; pinning each apt package breaks on every
 # Ubuntu security update, so versions are left to the release (see .hadolint.yaml).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-dev python3-venv build-essential cmake \
+    && apt-get install -y --no-install-recommends python3 python3-dev python3-venv build-essential cmake patch \
     && rm -rf /var/lib/apt/lists/*
 
 RUN python3 -m venv /opt/venv
@@ -29,10 +29,14 @@ ENV PATH=/opt/venv/bin:$PATH
 # provides it at run time, through the NVIDIA Container Toolkit).
 ENV CMAKE_ARGS="-DGGML_CUDA=on -DGGML_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES} -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined"
 
-# Only requirements.txt first: the slow CUDA compile is cached until the requirements change.
-COPY requirements.txt /tmp/requirements.txt
-RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install -r /tmp/requirements.txt
+# Only what the build needs first: the slow CUDA compile is cached until the requirements or the patches
+# change. llama-cpp-python builds from its sdist with our patches to llama.cpp (see the script).
+COPY requirements.txt /tmp/build/requirements.txt
+COPY scripts/install_llama_cpp.sh /tmp/build/scripts/install_llama_cpp.sh
+COPY patches/ /tmp/build/patches/
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=cache,target=/root/.cache/llmchat \
+    PYTHON=/opt/venv/bin/python bash /tmp/build/scripts/install_llama_cpp.sh \
+    && pip install -r /tmp/build/requirements.txt
 
 # ---- runtime ----------------------------------------------------------------------------------
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu24.04

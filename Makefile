@@ -37,13 +37,15 @@ test: setup test-models
 
 setup: $(VENV)/.installed $(MODEL) $(VENV)/.selfcheck
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# llama-cpp-python builds from its sdist with our patches to llama.cpp (patches/llama.cpp, see the script).
+$(VENV)/.installed: requirements.txt requirements-dev.txt scripts/install_llama_cpp.sh $(wildcard patches/llama.cpp/*.patch)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	@if [ -n "$(NVCC)" ] && [ "$(CUDA)" = "0" ]; then \
 	  echo "nvcc found but its toolkit has no cuBLAS: building llama-cpp-python for the CPU (CUDA=1 forces)"; fi
 	$(BIN)/pip install -q --upgrade pip
-	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) CMAKE_ARGS="$(CMAKE_ARGS_LLAMA)" \
-	  $(BIN)/pip install -q -r requirements-dev.txt
+	PYTHON=$(BIN)/python CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) CMAKE_ARGS="$(CMAKE_ARGS_LLAMA)" \
+	  bash scripts/install_llama_cpp.sh
+	$(BIN)/pip install -q -r requirements-dev.txt
 	@touch $@
 
 # Decode a few tokens in a worker process: prints llama.cpp's CPU features and whether weight repacking

@@ -1,0 +1,89 @@
+"""Our patches to llama.cpp (patches/llama.cpp, applied by scripts/install_llama_cpp.sh): the installed
+build carries every one, and the flash-attention patch changes no result. It skips the cells of other
+chats in a shared KV cache without converting their mask, and computes the heads of one query in turn; a
+cell skipped by mistake, or a row written to another query's place, would change the logits. With the
+real model in this process, four chats decode in one KV cache that they share (kv_unified: the patched
+path, each query row scanning the others' cells) and in a KV stream each (no other chat's cells to skip),
+through the same batches: the logits must be equal bit for bit."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.backends.batching import Batch
+from engine.backends.llama_cpp import LlamaCppBackend
+from engine.config import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_installed_llama_cpp_carries_every_patch() -> None:
+    marker = Path(sys.prefix) / "llama-cpp-patches.txt"
+    assert marker.is_file(), "llama-cpp-python was not installed by scripts/install_llama_cpp.sh (make setup)"
+    patches = sorted(p.name for p in (ROOT / "patches" / "llama.cpp").glob("*.patch"))
+    assert patches and sorted(marker.read_text().split()) == patches
+
+
+@pytest.fixture(scope="module")
+def backends(model_path: Path) -> Iterator[dict[str, LlamaCppBackend]]:
+    made: dict[str, LlamaCppBackend] = {}
+    try:
+        for name, unified in (("shared", True), ("streams", False)):
+            model = {
+                "path": str(model_path),
+                "n_ctx": 1024,
+                "n_threads": 2,
+                "parallel": 4,
+                "kv_unified": unified,
+                "slot_cache": False,
+            }
+            settings, _ = load_settings(environ={}, overrides={"model": model})
+            made[name] = LlamaCppBackend(settings.model, model_path)
+        yield made
+    finally:
+        for backend in made.values():
+            backend.close()
+
+
+def final_logits(backend: LlamaCppBackend, prompts: list[list[int]], steps: int) -> np.ndarray:
+    """Each prompt in a batch of its own (a run of cells per chat), then `steps` batches of one token per
+    chat (their cells interleave); the logits of each chat's last token."""
+    lib, ctx = backend._llama_cpp, backend.llm.ctx
+    lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
+    batch = Batch(lib, 64)
+
+    def decode() -> None:
+        batch.batch.n_tokens = batch.n
+        assert lib.llama_decode(ctx, batch.batch) == 0
+        batch.n = 0
+
+    for seq, tokens in enumerate(prompts):
+        for pos, token in enumerate(tokens):
+            batch.add(token, pos, seq, pos == len(tokens) - 1)
+        decode()
+    for step in range(steps):
+        for seq, tokens in enumerate(prompts):
+            batch.add(200 + 37 * step + 11 * seq, len(tokens) + step, seq, True)
+        decode()
+    n_vocab = backend.llm.n_vocab()
+    rows = [
+        np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, i), shape=(n_vocab,)) for i in range(len(prompts))
+    ]
+    return np.stack(rows).copy()
+
+
+@pytest.mark.slow
+def test_a_shared_kv_cache_gives_the_logits_of_a_stream_per_chat(
+    backends: dict[str, LlamaCppBackend],
+) -> None:
+    # Prompts of different lengths, so each chat's cells start at a different offset in the 16-cell blocks.
+    prompts = [[1000 + 13 * i + seq for i in range(length)] for seq, length in enumerate((37, 5, 60, 21))]
+    shared = final_logits(backends["shared"], prompts, steps=40)
+    streams = final_logits(backends["streams"], prompts, steps=40)
+    assert np.isfinite(shared).all()
+    assert np.array_equal(shared, streams), np.abs(shared - streams).max()
