@@ -32,7 +32,7 @@ ENV CMAKE_ARGS="-DGGML_CUDA=on -DGGML_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES=${CU
 # Only what the build needs first: the slow CUDA compile is cached until the requirements or the patches
 # change. llama-cpp-python builds from its sdist with our patches to llama.cpp (see the script).
 COPY requirements.txt /tmp/build/requirements.txt
-COPY scripts/install_llama_cpp.sh /tmp/build/scripts/install_llama_cpp.sh
+COPY scripts/install_llama_cpp.sh scripts/llama_cpp_sdist.sh /tmp/build/scripts/
 COPY patches/ /tmp/build/patches/
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=cache,target=/root/.cache/llmchat \
     PYTHON=/opt/venv/bin/python bash /tmp/build/scripts/install_llama_cpp.sh \

@@ -38,7 +38,7 @@ test: setup test-models
 setup: $(VENV)/.installed $(MODEL) $(VENV)/.selfcheck
 
 # llama-cpp-python builds from its sdist with our patches to llama.cpp (patches/llama.cpp, see the script).
-$(VENV)/.installed: requirements.txt requirements-dev.txt scripts/install_llama_cpp.sh $(wildcard patches/llama.cpp/*.patch)
+$(VENV)/.installed: requirements.txt requirements-dev.txt scripts/install_llama_cpp.sh scripts/llama_cpp_sdist.sh $(wildcard patches/llama.cpp/*.patch)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	@if [ -n "$(NVCC)" ] && [ "$(CUDA)" = "0" ]; then \
 	  echo "nvcc found but its toolkit has no cuBLAS: building llama-cpp-python for the CPU (CUDA=1 forces)"; fi

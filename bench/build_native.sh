@@ -6,18 +6,15 @@ set -euo pipefail
 PYTHON=${PYTHON:-.venv/bin/python}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 VER=$("$PYTHON" -c "import importlib.metadata as m; print(m.version('llama_cpp_python'))")
-CACHE=${LLMCHAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llmchat}
+. "$(dirname "$0")/../scripts/llama_cpp_sdist.sh"
 OUT="$CACHE/llama-server-$VER"
 if [ -x "$OUT/llama-server" ]; then
   echo "llama-server $VER already built: $OUT/llama-server"
   exit 0
 fi
 SRC="$CACHE/src"
-mkdir -p "$SRC" "$OUT"
-TARBALL="$SRC/llama_cpp_python-$VER.tar.gz"
-if [ ! -f "$TARBALL" ]; then
-  "$PYTHON" -m pip download -q --no-binary :all: --no-deps "llama-cpp-python==$VER" -d "$SRC"
-fi
+mkdir -p "$OUT"
+TARBALL=$(llama_cpp_sdist "$VER")
 TREE="$SRC/llama_cpp_python-$VER"
 [ -d "$TREE/vendor/llama.cpp" ] || tar -xzf "$TARBALL" -C "$SRC"
 # Same switches as llama-cpp-python's CPU build (GGML_NATIVE is on by default there too).

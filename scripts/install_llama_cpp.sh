@@ -9,14 +9,12 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 VER=$(sed -n 's/^llama-cpp-python\(\[[a-z,]*\]\)\?==\([0-9.]*\).*/\2/p' requirements.txt)
 [ -n "$VER" ] || { echo "requirements.txt pins no llama-cpp-python version" >&2; exit 1; }
-CACHE=${LLMCHAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llmchat}
+. scripts/llama_cpp_sdist.sh
 PATCHES=(patches/llama.cpp/*.patch)
 KEY=$({ cat "${PATCHES[@]}"; echo "${CMAKE_ARGS:-}"; grep -m1 '^flags' /proc/cpuinfo || uname -m; } | sha256sum | cut -c1-12)
 WHEELS="$CACHE/wheels/llama_cpp_python-$VER-$KEY"
 if ! compgen -G "$WHEELS/*.whl" >/dev/null; then
-  mkdir -p "$CACHE/src"
-  TARBALL="$CACHE/src/llama_cpp_python-$VER.tar.gz"
-  [ -f "$TARBALL" ] || "$PYTHON" -m pip download -q --no-binary :all: --no-deps "llama-cpp-python==$VER" -d "$CACHE/src"
+  TARBALL=$(llama_cpp_sdist "$VER")
   TMP=$(mktemp -d)
   trap 'rm -rf "$TMP"' EXIT
   tar -xzf "$TARBALL" -C "$TMP"
