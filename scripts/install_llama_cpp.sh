@@ -29,4 +29,5 @@ if ! compgen -G "$WHEELS/*.whl" >/dev/null; then
 fi
 "$PYTHON" -m pip install -q --force-reinstall --no-deps "$WHEELS"/*.whl
 "$PYTHON" -m pip install -q "$(ls "$WHEELS"/*.whl)[server]"
-printf '%s\n' "${PATCHES[@]##*/}" >"$(dirname "$PYTHON")/../llama-cpp-patches.txt"
+# the patches this build carries, with their sha256 (tests/test_llama_patches.py compares them with the repo's)
+(cd patches/llama.cpp && sha256sum -- *.patch) >"$(dirname "$PYTHON")/../llama-cpp-patches.txt"

@@ -1,14 +1,16 @@
 """Our patches to llama.cpp (patches/llama.cpp, applied by scripts/install_llama_cpp.sh): the installed
-build carries every one, and the flash-attention patch changes no result. It skips the cells of other
-chats in a shared KV cache without converting their mask, and computes the heads of one query in turn; a
-cell skipped by mistake, or a row written to another query's place, would change the logits. With the
-real model in this process, four chats decode in one KV cache that they share (kv_unified: the patched
-path, each query scanning the others' cells) and in a KV stream each (no other chat's cells to skip),
+build carries every one as it is in the repo, and the flash-attention patch changes no result. It skips
+the cells of other chats in a shared KV cache without converting their mask, computes the heads of one
+query in turn and prefetches the next live cells' K and V rows; a cell skipped by mistake, or a row
+written to another query's place, would change the logits. With the real model in this process, four
+chats decode in one KV cache that they share (kv_unified: the patched path, each query scanning the
+others' cells, its own interleaved with theirs) and in a KV stream each (no other chat's cells to skip),
 through the same batches: the logits must be equal bit for bit. A mistake that both layouts would make
 alike is caught against attention without flash attention (other kernels, so equal only up to rounding)."""
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_installed_llama_cpp_carries_every_patch() -> None:
     marker = Path(sys.prefix) / "llama-cpp-patches.txt"
     assert marker.is_file(), "llama-cpp-python was not installed by scripts/install_llama_cpp.sh (make setup)"
-    patches = sorted(p.name for p in (ROOT / "patches" / "llama.cpp").glob("*.patch"))
-    assert patches and sorted(marker.read_text().split()) == patches
+    patches = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (ROOT / "patches" / "llama.cpp").glob("*.patch")
+    }
+    built = {name: digest for digest, name in (line.split() for line in marker.read_text().splitlines())}
+    assert patches and built == patches, "the build predates a change to patches/llama.cpp: run make setup"
 
 
 @pytest.fixture(scope="module")
