@@ -348,11 +348,11 @@ def checks(summary: dict[str, Any]) -> list[Check]:
     for label, r in (("/api/chat/stream", sse), ("/v1/chat/completions", oai), ("Gradio UI", ui)):
         if peer:
             out.append(paired(f"decode tok/s, {label} vs llama_cpp.server", r, "decode_x_peer", 1.0))
-            # reported, never a CI failure for the UI: its TTFT carries Gradio's queue round trip (about
-            # 70 ms on the AMX Xeon), a third of a quick run's short TTFT; the same code there read 0.86x
-            # and 1.31x in two quick runs
+            # reported, never a CI failure: a quick run's 3 TTFTs per path swing by 40% on a busy 2-core VM
+            # (/v1 read 1.42x, middle half 1.12-1.52, in a CI quick run an hour after a full run read 0.82x
+            # with the same code; the UI's, with Gradio's queue round trip, 0.86x and 1.31x in two quick runs)
             name = f"TTFT, {label} vs llama_cpp.server (x)"
-            out.append(paired(name, r, "ttft_x_peer", 1.0, False, gate=r is not ui))
+            out.append(paired(name, r, "ttft_x_peer", 1.0, False, gate=False))
     if native:
         name = "decode tok/s, /api/chat/stream vs native llama-server"
         out.append(paired(name, sse, "decode_x_native", 0.95))
